@@ -1,0 +1,4 @@
+"""hqvae: hierarchical discrete representation learning (VQ-VAE, SQ-VAE, HQ-VAE, PQ-VAE)."""
+from .quantizers import QuantizerOutput, ResidualQuantizer, StochasticQuantizer, VectorQuantizer
+
+__version__ = "0.1.0"

@@ -1,0 +1,140 @@
+"""The output contract every quantizer returns, and the small vocabulary they share.
+
+Every quantizer maps continuous latents ``z`` to codebook vectors. Inputs come in one of two
+layouts, chosen by a constructor argument:
+
+* channel-first (default): ``(B, C, *spatial)`` — images ``(B, C, H, W)``, sequences ``(B, C, T)``;
+* channel-last (``channel_last=True``): ``(B, *spatial, C)`` — tokens ``(B, N, C)``.
+
+Internally everything is flattened to ``(N, d)`` rows (``N = B · prod(spatial)``) and the
+distance / softmax / entropy math runs in float32 even under autocast ("fp32 islands").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# Distances are computed in row chunks so that no more than this many (N, K) entries exist at once.
+DISTANCE_CHUNK_ELEMENTS = 1 << 24
+
+
+@dataclass
+class QuantizerOutput:
+    """What every quantizer returns.
+
+    z_q:      quantized latents, same shape and layout as the input.
+    indices:  long codes, the input shape without the channel dim (``(B, *spatial)``);
+              residual stacks add a trailing depth dim (``(B, *spatial, depth)``).
+    loss:     scalar, this layer's loss terms: batch mean of the per-item sums (SPEC §1).
+    logs:     detached scalars for logging (perplexity, entropy, variance, ...).
+    probs:    stochastic quantizers only: the posterior P(k | z) as ``(N, K)`` rows (float32);
+              for residual stacks a list with one entry per depth.
+    partial_sums: residual stacks only, on request: ``z_q`` built from the first m layers,
+              m = 1..depth, each in the input layout.
+    """
+
+    z_q: Tensor
+    indices: Tensor
+    loss: Tensor
+    logs: dict[str, Tensor] = field(default_factory=dict)
+    probs: Tensor | list[Tensor] | None = None
+    partial_sums: list[Tensor] | None = None
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+def flatten_latents(z: Tensor, dim: int, channel_last: bool) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    """(B, C, *S) or (B, *S, C) -> rows (N, C), plus the function that restores the layout.
+
+    Raises a ValueError naming the expected layout when the channel size is not ``dim``.
+    """
+    if z.dim() < 2:
+        raise ValueError(f"expected latents with a batch and a channel dim, got shape {tuple(z.shape)}")
+    channel_axis = -1 if channel_last else 1
+    if z.shape[channel_axis] != dim:
+        layout = "(B, ..., C)" if channel_last else "(B, C, ...)"
+        raise ValueError(
+            f"expected {dim} channels in layout {layout}, got shape {tuple(z.shape)}; "
+            f"pass channel_last={not channel_last} if your channels are on the other side"
+        )
+    if channel_last:
+        lead = z.shape[:-1]
+        return z.reshape(-1, dim), lambda rows: rows.reshape(*lead, rows.shape[-1])
+    z_last = z.movedim(1, -1)  # (B, *S, C)
+    lead = z_last.shape[:-1]
+
+    def restore(rows: Tensor) -> Tensor:
+        return rows.reshape(*lead, rows.shape[-1]).movedim(-1, 1)
+
+    return z_last.reshape(-1, dim), restore
+
+
+def index_shape(z: Tensor, channel_last: bool) -> tuple[int, ...]:
+    """The shape of one code per position: the input shape without its channel dim."""
+    return tuple(z.shape[:-1]) if channel_last else (z.shape[0], *z.shape[2:])
+
+
+def fp32_island(device: torch.device):
+    """Context in which autocast is off, so the quantizer math runs in float32."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+# ----------------------------------------------------------------------------- distances
+
+
+def squared_norms(x: Tensor) -> Tensor:
+    """(N, d) -> (N,) squared l2 norms."""
+    return x.pow(2).sum(-1)
+
+
+def nearest_code(x: Tensor, codebook: Tensor, chunk_elements: int = DISTANCE_CHUNK_ELEMENTS) -> Tensor:
+    """argmin_k ||x_n − e_k||² for rows x (N, d) against codebook (K, d) -> (N,) long.
+
+    ``||x||²`` is constant per row, so only ``||e||² − 2 x·e`` is formed, chunk by chunk, so that
+    at most ``chunk_elements`` distances exist at once (K = 65,536 against 262,144 rows fits).
+    """
+    with torch.no_grad():
+        code_norms = squared_norms(codebook)  # (K,)
+        rows = max(1, chunk_elements // codebook.shape[0])
+        out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+        for start in range(0, x.shape[0], rows):
+            block = x[start : start + rows]
+            dist = torch.addmm(code_norms, block, codebook.t(), beta=1.0, alpha=-2.0)  # (n, K)
+            out[start : start + rows] = dist.argmin(dim=-1)
+    return out
+
+
+# ----------------------------------------------------------------------------- information measures
+
+
+def entropy(probs: Tensor, dim: int = -1) -> Tensor:
+    """Shannon entropy in nats of distributions along ``dim`` (0 log 0 = 0)."""
+    return -torch.special.xlogy(probs, probs).sum(dim)
+
+
+def perplexity_of_counts(counts: Tensor) -> Tensor:
+    """exp(H(p)) for the histogram ``counts`` (K,), p = counts / sum."""
+    total = counts.sum()
+    if total <= 0:
+        return torch.tensor(0.0, device=counts.device)
+    return torch.exp(entropy(counts.float() / total))
+
+
+def code_counts(indices: Tensor, codebook_size: int) -> Tensor:
+    """Histogram of hard codes: (...,) long -> (K,) float32."""
+    return torch.bincount(indices.reshape(-1), minlength=codebook_size).float()
+
+
+def gumbel_noise_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """i.i.d. Gumbel(0, 1) samples, ``−log(−log(u + 1e-10) + 1e-10)`` (SPEC §1.2 numerics)."""
+    u = torch.rand(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+    return -torch.log(-torch.log(u + 1e-10) + 1e-10)
+
+
+def l2_normalize(x: Tensor) -> Tensor:
+    return F.normalize(x, dim=-1, eps=1e-12)

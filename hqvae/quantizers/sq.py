@@ -1,0 +1,246 @@
+"""Stochastic quantizer of SQ-VAE (Takida et al., 2022) — SPEC §1.2.
+
+Gaussian form: with a learnt variance s², the posterior over codes at one position is
+
+    P(k | ẑ) = softmax_k( −||ẑ − e_k||² / (2 s²) )                                   (logits ℓ)
+
+Training draws a relaxed sample w = softmax((log P + g) / τ), g ~ Gumbel(0, 1), and outputs the
+soft mixture z_q = Σ_k w_k e_k — no straight-through, no stop-gradient. Evaluation takes
+argmax_k ℓ_k (or a categorical sample on request). Per item, summed over positions:
+
+    discrete   = Σ_k P log P                      (negative entropy; ≤ 0, the n·log K constant dropped)
+    continuous = ||ẑ − z_q||² / (2 s²)            (one-sample estimate; the log s² terms cancel)
+
+and ``loss`` is the batch mean of their sum. s² is trained by the same loss (self-annealing).
+
+Variance types: "gaussian_1" one learnt scalar; "gaussian_2" / "gaussian_3" / "gaussian_4" add an
+externally predicted log-variance per item / per position / per position and channel:
+s² = exp(log_var) + exp(log_s2). ``var_floor=True`` adds 1 (s² = 1 + ...), as in the public
+SQ-VAE vision code. "vmf": codes and ẑ are ℓ2-normalised, logits κ⟨ẑ, ē_k⟩, continuous term
+κ Σ (1 − ⟨ẑ, z_q⟩), κ = 1 + exp(log_kappa).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import (
+    QuantizerOutput,
+    code_counts,
+    entropy,
+    flatten_latents,
+    fp32_island,
+    gumbel_noise_like,
+    index_shape,
+    l2_normalize,
+    perplexity_of_counts,
+)
+
+VARIANCE_TYPES = ("gaussian_1", "gaussian_2", "gaussian_3", "gaussian_4", "vmf")
+VARIANCE_MIN = 1e-10
+
+
+class StochasticQuantizer(nn.Module):
+    """SQ layer: Gumbel-softmax relaxed mixture in training, argmax in eval.
+
+    Args:
+        dim: channel size of the input latents (and of the codes).
+        codebook_size: number of codes K.
+        variance: one of "gaussian_1" (default), "gaussian_2", "gaussian_3", "gaussian_4", "vmf".
+        init_variance: initial exp(log_s2) for the Gaussian forms (s² = [1 +] exp(log_s2)).
+        var_floor: add 1 to the variance (the public SQ-VAE vision parametrisation).
+        init_kappa: initial concentration κ for "vmf".
+        temperature: initial Gumbel temperature τ (see ``set_temperature``).
+        eval_sample: in eval mode draw a categorical sample instead of the argmax.
+        channel_last: input layout (B, *S, C) instead of (B, C, *S).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        variance: str = "gaussian_1",
+        init_variance: float = 20.0,
+        var_floor: bool = False,
+        init_kappa: float = 10.0,
+        temperature: float = 1.0,
+        eval_sample: bool = False,
+        channel_last: bool = False,
+    ):
+        super().__init__()
+        if variance not in VARIANCE_TYPES:
+            raise ValueError(f"variance must be one of {VARIANCE_TYPES}, got {variance!r}")
+        self.dim = dim
+        self.codebook_size = codebook_size
+        self.variance_type = variance
+        self.var_floor = var_floor
+        self.eval_sample = eval_sample
+        self.channel_last = channel_last
+        self.weight = nn.Parameter(torch.randn(codebook_size, dim))
+        if variance == "vmf":
+            self.log_kappa = nn.Parameter(torch.tensor(math.log(max(init_kappa - 1.0, 1e-6))))
+        else:
+            self.log_s2 = nn.Parameter(torch.tensor(math.log(init_variance)))
+        self.set_temperature(temperature)
+
+    # ------------------------------------------------------------------ vocabulary
+
+    @property
+    def is_vmf(self) -> bool:
+        return self.variance_type == "vmf"
+
+    @property
+    def needs_log_var(self) -> bool:
+        """Types II–IV take an externally predicted log-variance in ``forward``."""
+        return self.variance_type in ("gaussian_2", "gaussian_3", "gaussian_4")
+
+    @property
+    def codebook(self) -> Tensor:
+        """(K, dim) code vectors (ℓ2-normalised for vMF)."""
+        return l2_normalize(self.weight) if self.is_vmf else self.weight
+
+    def embed(self, indices: Tensor) -> Tensor:
+        """(B, *S) long codes -> vectors in the input layout, (B, dim, *S) or (B, *S, dim)."""
+        vectors = F.embedding(indices, self.codebook)  # (B, *S, dim)
+        return vectors if self.channel_last else vectors.movedim(-1, 1)
+
+    def set_temperature(self, temperature: float) -> None:
+        """Gumbel temperature τ > 0 used by training-mode samples."""
+        if not temperature > 0:
+            raise ValueError(f"the Gumbel temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def kappa(self) -> Tensor:
+        return 1.0 + self.log_kappa.float().exp()
+
+    def variance(self, log_var_rows: Tensor | None = None) -> Tensor:
+        """s² as a scalar, or per row ((N, 1) or (N, dim)) for types II–IV, in float32."""
+        s2 = self.log_s2.float().exp()
+        if log_var_rows is not None:
+            s2 = s2 + log_var_rows.float().exp()
+        if self.var_floor:
+            s2 = s2 + 1.0
+        return s2.clamp_min(VARIANCE_MIN)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, codebook_size={self.codebook_size}, variance={self.variance_type!r}, "
+            f"var_floor={self.var_floor}, temperature={self.temperature:.4g}"
+        )
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        z: Tensor,
+        log_var: Tensor | None = None,
+        continuous_loss: bool = True,
+        return_probs: bool = False,
+    ) -> QuantizerOutput:
+        """Quantize ``z``.
+
+        Args:
+            z: latents in this quantizer's layout.
+            log_var: types II–IV only: predicted log-variance in the input layout with the channel
+                dim of size 1 (types II, III; type II constant over positions) or ``dim`` (IV).
+            continuous_loss: include the continuous term (residual stacks compute it once,
+                over the whole stack, and pass False).
+            return_probs: also return P(k | ẑ) as (N, K) rows in eval mode (always in training).
+        """
+        rows, restore = flatten_latents(z, self.dim, self.channel_last)
+        batch = z.shape[0]
+        log_var_rows = self._log_var_rows(z, log_var)
+        with fp32_island(z.device):
+            x = rows.float()  # (N, d)
+            codebook = self.codebook.float()  # (K, d)
+            if self.is_vmf:
+                x = l2_normalize(x)
+                scale = self.kappa()
+                logits = scale * (x @ codebook.t())  # (N, K)
+            else:
+                scale = self.variance(log_var_rows)  # scalar, (N, 1) or (N, d)
+                logits = self._gaussian_logits(x, codebook, 0.5 / scale)  # (N, K), up to a row constant
+            log_probs = torch.log_softmax(logits, dim=-1)  # (N, K)
+            probs = log_probs.exp()
+            neg_entropy_rows = (probs * log_probs).sum(-1)  # (N,)
+
+            if self.training:
+                sample = torch.softmax((log_probs + gumbel_noise_like(log_probs)) / self.temperature, dim=-1)
+                z_q = sample @ codebook  # (N, d)
+                indices = logits.argmax(-1)
+            else:
+                if self.eval_sample:
+                    indices = torch.multinomial(probs, 1).squeeze(-1)
+                else:
+                    indices = logits.argmax(-1)
+                z_q = F.embedding(indices, codebook)
+
+            discrete = neg_entropy_rows.sum() / batch
+            loss = discrete
+            logs = {
+                "discrete": discrete.detach(),
+                "entropy": -neg_entropy_rows.detach().mean(),
+                "perplexity": perplexity_of_counts(code_counts(indices, self.codebook_size)),
+            }
+            if self.is_vmf:
+                logs["kappa"] = scale.detach()
+            else:
+                logs["variance"] = scale.detach().mean()
+            if continuous_loss:
+                continuous = self.continuous_term(x, z_q, scale, batch)
+                loss = loss + continuous
+                logs["continuous"] = continuous.detach()
+
+        return QuantizerOutput(
+            z_q=restore(z_q).to(z.dtype),
+            indices=indices.reshape(index_shape(z, self.channel_last)),
+            loss=loss,
+            logs=logs,
+            probs=probs if (self.training or return_probs) else None,
+        )
+
+    def continuous_term(self, x: Tensor, z_q: Tensor, scale: Tensor, batch: int) -> Tensor:
+        """Batch mean of Σ_rows ||x − z_q||² / (2 s²)  (Gaussian) or κ Σ_rows (1 − ⟨x, z_q⟩) (vMF)."""
+        if self.is_vmf:
+            return scale * (1.0 - (x * z_q).sum(-1)).sum() / batch
+        return ((x - z_q).pow(2) * (0.5 / scale)).sum() / batch
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _gaussian_logits(x: Tensor, codebook: Tensor, precision: Tensor) -> Tensor:
+        """−Σ_j precision_j (x_j − e_kj)² without the row constant Σ_j precision_j x_j².
+
+        x (N, d), codebook (K, d), precision = 1 / (2 s²): scalar, (N, 1) or (N, d) -> (N, K).
+        """
+        if precision.dim() == 2 and precision.shape[1] > 1:  # type IV: per-dimension weights
+            return 2.0 * (x * precision) @ codebook.t() - precision @ codebook.pow(2).t()
+        code_norms = codebook.pow(2).sum(-1)  # (K,)
+        return precision * torch.addmm(code_norms, x, codebook.t(), beta=-1.0, alpha=2.0)
+
+    def _log_var_rows(self, z: Tensor, log_var: Tensor | None) -> Tensor | None:
+        """Validate the external log-variance and flatten it to (N, 1) or (N, dim) rows."""
+        if not self.needs_log_var:
+            if log_var is not None:
+                raise ValueError(f"variance={self.variance_type!r} takes no log_var; use gaussian_2/3/4")
+            return None
+        if log_var is None:
+            raise ValueError(f"variance={self.variance_type!r} needs the predicted log_var argument")
+        channels = self.dim if self.variance_type == "gaussian_4" else 1
+        channel_axis = -1 if self.channel_last else 1
+        expected = list(z.shape)
+        expected[channel_axis] = channels
+        if list(log_var.shape) != expected:
+            if self.variance_type == "gaussian_2" and log_var.shape[0] == z.shape[0] and log_var[0].numel() == 1:
+                view = [z.shape[0]] + [1] * (z.dim() - 1)
+                log_var = log_var.reshape(view).expand(expected)
+            else:
+                raise ValueError(
+                    f"log_var for {self.variance_type!r} must have shape {tuple(expected)} "
+                    f"(the latents' shape with {channels} channel(s)), got {tuple(log_var.shape)}"
+                )
+        rows, _ = flatten_latents(log_var, channels, self.channel_last)
+        return rows

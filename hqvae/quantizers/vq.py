@@ -1,0 +1,215 @@
+"""Deterministic vector quantizer (VQ-VAE, VQ-VAE-2, RQ-VAE baselines) — SPEC §1.1.
+
+    k* = argmin_k ||ẑ − e_k||²,     z_q = ẑ + sg(e_k* − ẑ)          (straight-through)
+    loss = β ||ẑ − sg(e_k*)||²  [+ ||sg(ẑ) − e_k*||² when the codebook is trained by gradient]
+
+β (the commitment weight) acts on the encoder side only. With ``ema=True`` (the VQ-VAE-2
+default) the codebook is not a parameter: it follows exponential moving averages of the
+assigned encoder outputs, with Laplace-smoothed cluster sizes, and the codebook term is dropped.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import (
+    QuantizerOutput,
+    code_counts,
+    flatten_latents,
+    fp32_island,
+    index_shape,
+    l2_normalize,
+    nearest_code,
+    perplexity_of_counts,
+)
+from .distributed import all_gather_rows, all_reduce_sum_, broadcast_, is_distributed
+
+
+def kmeans(x: Tensor, num_clusters: int, iters: int) -> tuple[Tensor, Tensor]:
+    """Lloyd's k-means on rows x (N, d) -> (centroids (K, d), cluster sizes (K,)).
+
+    Centroids start at random rows (with replacement when N < K); empty clusters keep their
+    previous centroid.
+    """
+    start = torch.randint(x.shape[0], (num_clusters,), device=x.device)
+    centroids = x[start].clone()
+    sizes = torch.zeros(num_clusters, device=x.device)
+    for _ in range(iters):
+        assign = nearest_code(x, centroids)
+        sizes = torch.bincount(assign, minlength=num_clusters).float()
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        filled = sizes > 0
+        centroids[filled] = sums[filled] / sizes[filled, None]
+    return centroids, sizes
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-neighbour quantizer with straight-through gradients.
+
+    Args:
+        dim: channel size of the input latents.
+        codebook_size: number of codes K.
+        beta: commitment weight (encoder side).
+        ema: update the codebook by exponential moving averages (no codebook loss term).
+        decay: EMA decay.
+        eps: Laplace smoothing of the EMA cluster sizes.
+        init: "normal" (N(0, 1) codes), "data" (random encoder outputs of the first training
+            batch) or "kmeans" (k-means on the first training batch, gathered over DDP ranks).
+        kmeans_iters: Lloyd iterations for ``init="kmeans"``.
+        dead_code_threshold: after each training step, codes whose EMA usage (expected
+            assignments per step) falls below this are replaced by encoder outputs of the batch;
+            0 disables restarts.
+        cosine: ℓ2-normalise codes and inputs (distances become cosine distances).
+        codebook_dim: if set and different from ``dim``, codes live in this lower dimension:
+            inputs are projected in by a linear map and the chosen code projected back out
+            (factorised codes).
+        channel_last: input layout (B, *S, C) instead of (B, C, *S).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        beta: float = 0.25,
+        ema: bool = True,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        init: str = "kmeans",
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 0.0,
+        cosine: bool = False,
+        codebook_dim: int | None = None,
+        channel_last: bool = False,
+    ):
+        super().__init__()
+        if init not in ("normal", "data", "kmeans"):
+            raise ValueError(f"init must be 'normal', 'data' or 'kmeans', got {init!r}")
+        self.dim = dim
+        self.codebook_size = codebook_size
+        self.beta = beta
+        self.ema = ema
+        self.decay = decay
+        self.eps = eps
+        self.init = init
+        self.kmeans_iters = kmeans_iters
+        self.dead_code_threshold = dead_code_threshold
+        self.cosine = cosine
+        self.channel_last = channel_last
+        self.codebook_dim = codebook_dim or dim
+        factorised = self.codebook_dim != dim
+        self.project_in = nn.Linear(dim, self.codebook_dim) if factorised else nn.Identity()
+        self.project_out = nn.Linear(self.codebook_dim, dim) if factorised else nn.Identity()
+
+        codes = torch.randn(codebook_size, self.codebook_dim)
+        if ema:
+            self.register_buffer("weight", codes)
+            self.register_buffer("weight_avg", codes.clone())
+        else:
+            self.weight = nn.Parameter(codes)
+        # EMA of per-step assignment counts: the EMA cluster sizes, and the usage that dead-code
+        # restarts look at (kept for gradient codebooks too).
+        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("initialized", torch.tensor(init == "normal"))
+
+    # ------------------------------------------------------------------ vocabulary
+
+    @property
+    def codebook(self) -> Tensor:
+        """(K, codebook_dim) code vectors (in the projected space for factorised codes)."""
+        return l2_normalize(self.weight) if self.cosine else self.weight
+
+    def embed(self, indices: Tensor) -> Tensor:
+        """(B, *S) long codes -> vectors in the input layout, (B, dim, *S) or (B, *S, dim)."""
+        vectors = self.project_out(F.embedding(indices, self.codebook))  # (B, *S, dim)
+        return vectors if self.channel_last else vectors.movedim(-1, 1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, codebook_size={self.codebook_size}, codebook_dim={self.codebook_dim}, "
+            f"beta={self.beta}, ema={self.ema}, cosine={self.cosine}"
+        )
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        rows, restore = flatten_latents(z, self.dim, self.channel_last)
+        batch = z.shape[0]
+        with fp32_island(z.device):
+            x = self.project_in(rows.float())  # (N, d_c)
+            if self.cosine:
+                x = l2_normalize(x)
+            if self.training and not bool(self.initialized):
+                self._initialise(x.detach())
+            codebook = self.codebook  # (K, d_c)
+            indices = nearest_code(x.detach(), codebook)  # (N,)
+            codes = F.embedding(indices, codebook)  # (N, d_c); gradient reaches a learnt codebook
+
+            commitment = self.beta * (x - codes.detach()).pow(2).sum() / batch
+            loss = commitment
+            logs = {"commitment": commitment.detach()}
+            if not self.ema:
+                codebook_term = (x.detach() - codes).pow(2).sum() / batch
+                loss = loss + codebook_term
+                logs["codebook_loss"] = codebook_term.detach()
+
+            counts = code_counts(indices, self.codebook_size)  # (K,)
+            logs["perplexity"] = perplexity_of_counts(counts)
+            if self.training:
+                self._update(x.detach(), indices, counts)
+
+            z_q = self.project_out(x + (codes - x).detach())  # straight-through, (N, dim)
+        return QuantizerOutput(
+            z_q=restore(z_q).to(z.dtype),
+            indices=indices.reshape(index_shape(z, self.channel_last)),
+            loss=loss,
+            logs=logs,
+        )
+
+    # ------------------------------------------------------------------ codebook state
+
+    @torch.no_grad()
+    def _initialise(self, x: Tensor) -> None:
+        """Data or k-means initialisation from the first training batch; identical on every rank."""
+        x = all_gather_rows(x)
+        if self.init == "kmeans":
+            codes, sizes = kmeans(x, self.codebook_size, self.kmeans_iters)
+        else:
+            codes = x[torch.randint(x.shape[0], (self.codebook_size,), device=x.device)]
+            sizes = torch.ones(self.codebook_size, device=x.device)
+        broadcast_(codes)
+        broadcast_(sizes)
+        self.weight.data.copy_(codes)
+        self.cluster_size.copy_(sizes)
+        if self.ema:
+            self.weight_avg.copy_(codes * sizes[:, None])
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _update(self, x: Tensor, indices: Tensor, counts: Tensor) -> None:
+        """EMA codebook update (statistics summed over ranks first), then dead-code restarts."""
+        counts = all_reduce_sum_(counts.clone())
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        if self.ema:
+            sums = torch.zeros_like(self.weight).index_add_(0, indices, x)  # (K, d_c)
+            all_reduce_sum_(sums)
+            self.weight_avg.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+            total = self.cluster_size.sum()
+            smoothed = (self.cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
+            self.weight.copy_(self.weight_avg / smoothed[:, None])
+        if self.dead_code_threshold > 0:
+            self._restart_dead_codes(x)
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, x: Tensor) -> None:
+        dead = self.cluster_size < self.dead_code_threshold  # identical on every rank
+        num_dead = int(dead.sum())
+        if num_dead == 0:
+            return
+        replacements = x[torch.randint(x.shape[0], (num_dead,), device=x.device)]
+        if is_distributed():
+            broadcast_(replacements)
+        self.weight.data[dead] = replacements
+        self.cluster_size[dead] = self.dead_code_threshold
+        if self.ema:
+            self.weight_avg[dead] = replacements * self.dead_code_threshold
