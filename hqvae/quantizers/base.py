@@ -84,6 +84,11 @@ def fp32_island(device: torch.device):
     return torch.autocast(device_type=device.type, enabled=False)
 
 
+def upcast(x: Tensor) -> Tensor:
+    """Half and bfloat16 -> float32; float32 and float64 stay as they are."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 # ----------------------------------------------------------------------------- distances
 
 

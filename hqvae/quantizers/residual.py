@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .base import QuantizerOutput, flatten_latents, fp32_island
+from .base import QuantizerOutput, flatten_latents, fp32_island, upcast
 from .sq import StochasticQuantizer
 from .vq import VectorQuantizer
 
@@ -38,7 +38,7 @@ class ResidualQuantizer(nn.Module):
             raise ValueError("a residual stack needs at least one layer")
         kinds = {type(layer) for layer in layers}
         if len(kinds) != 1 or not kinds <= {VectorQuantizer, StochasticQuantizer}:
-            raise ValueError(f"layers must all be VectorQuantizer or all StochasticQuantizer, got {kinds}")
+            raise ValueError(f"layers must be all VectorQuantizer or all StochasticQuantizer, got {sorted(k.__name__ for k in kinds)}")
         first = layers[0]
         for layer in layers[1:]:
             if layer.dim != first.dim or layer.channel_last != first.channel_last:
@@ -129,5 +129,5 @@ class ResidualQuantizer(nn.Module):
         """Batch mean of Σ_rows ||ẑ − Σ_l z_q,l||² / (2 Σ_l s_l²)."""
         with fp32_island(z.device):
             summed_variance = sum(layer.variance() for layer in self.layers)
-            diff, _ = flatten_latents((z - total).float(), self.dim, self.channel_last)
+            diff, _ = flatten_latents(upcast(z - total), self.dim, self.channel_last)
             return (diff.pow(2) * (0.5 / summed_variance)).sum() / z.shape[0]

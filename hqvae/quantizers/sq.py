@@ -37,6 +37,7 @@ from .base import (
     index_shape,
     l2_normalize,
     perplexity_of_counts,
+    upcast,
 )
 
 VARIANCE_TYPES = ("gaussian_1", "gaussian_2", "gaussian_3", "gaussian_4", "vmf")
@@ -114,13 +115,13 @@ class StochasticQuantizer(nn.Module):
         self.temperature = float(temperature)
 
     def kappa(self) -> Tensor:
-        return 1.0 + self.log_kappa.float().exp()
+        return 1.0 + upcast(self.log_kappa).exp()
 
     def variance(self, log_var_rows: Tensor | None = None) -> Tensor:
         """s² as a scalar, or per row ((N, 1) or (N, dim)) for types II–IV, in float32."""
-        s2 = self.log_s2.float().exp()
+        s2 = upcast(self.log_s2).exp()
         if log_var_rows is not None:
-            s2 = s2 + log_var_rows.float().exp()
+            s2 = s2 + upcast(log_var_rows).exp()
         if self.var_floor:
             s2 = s2 + 1.0
         return s2.clamp_min(VARIANCE_MIN)
@@ -154,8 +155,8 @@ class StochasticQuantizer(nn.Module):
         batch = z.shape[0]
         log_var_rows = self._log_var_rows(z, log_var)
         with fp32_island(z.device):
-            x = rows.float()  # (N, d)
-            codebook = self.codebook.float()  # (K, d)
+            x = upcast(rows)  # (N, d)
+            codebook = upcast(self.codebook)  # (K, d)
             if self.is_vmf:
                 x = l2_normalize(x)
                 scale = self.kappa()

@@ -22,6 +22,7 @@ from .base import (
     l2_normalize,
     nearest_code,
     perplexity_of_counts,
+    upcast,
 )
 from .distributed import all_gather_rows, all_reduce_sum_, broadcast_, is_distributed
 
@@ -136,7 +137,7 @@ class VectorQuantizer(nn.Module):
         rows, restore = flatten_latents(z, self.dim, self.channel_last)
         batch = z.shape[0]
         with fp32_island(z.device):
-            x = self.project_in(rows.float())  # (N, d_c)
+            x = self.project_in(upcast(rows))  # (N, d_c)
             if self.cosine:
                 x = l2_normalize(x)
             if self.training and not bool(self.initialized):
