@@ -11,6 +11,7 @@ from safetensors.torch import load_model, save_model
 
 from hqvae.quantizers import QuantizerOutput, ResidualQuantizer, StochasticQuantizer, VectorQuantizer
 from hqvae.quantizers.base import entropy, nearest_code, perplexity_of_counts
+from hqvae.quantizers.relaxed import gumbel_noise
 
 DIM, K = 8, 16
 
@@ -299,8 +300,7 @@ def test_sq_training_sample_is_the_gumbel_softmax_mixture():
     torch.manual_seed(11)
     out = q(z)
     torch.manual_seed(11)
-    u = torch.rand(3, 3)
-    gumbel = -torch.log(-torch.log(u + 1e-10) + 1e-10)
+    gumbel = gumbel_noise((3, 3), torch.float32, torch.device("cpu"))
     _, _, log_p = manual_sq_terms(z[0], q.weight.detach(), 0.5, batch=1)
     sample = torch.softmax((log_p + gumbel) / 0.7, dim=-1)
     discrete, continuous, _ = manual_sq_terms(z[0], q.weight.detach(), 0.5, batch=1, sample=sample)
@@ -318,8 +318,7 @@ def test_sq_gradients_follow_the_formula_with_no_stop_gradient():
 
     def formula(z_in, weight, log_s2):
         torch.manual_seed(5)
-        u = torch.rand(3, 3, dtype=torch.float64)
-        gumbel = -torch.log(-torch.log(u + 1e-10) + 1e-10)
+        gumbel = gumbel_noise((3, 3), torch.float64, torch.device("cpu"))
         s2 = log_s2.exp()
         rows = z_in.reshape(-1, 2)
         log_p = torch.log_softmax(-((rows[:, None] - weight[None]) ** 2).sum(-1) / (2 * s2), -1)
@@ -334,6 +333,35 @@ def test_sq_gradients_follow_the_formula_with_no_stop_gradient():
     for a, b in zip(ours, reference):
         torch.testing.assert_close(a, b)
         assert a.abs().sum() > 0
+
+
+@pytest.mark.parametrize("variance", ["gaussian_1", "gaussian_2", "gaussian_3"])
+def test_fused_training_step_equals_the_autograd_path(variance):
+    """Values and every gradient (input, codebook, log s², predicted log-variance, and a gradient
+    arriving through the posterior probabilities) agree with plain autograd, in float64."""
+    torch.manual_seed(0)
+    z = torch.randn(2, DIM, 3, 3, dtype=torch.float64)
+    log_var = {"gaussian_1": None, "gaussian_2": torch.randn(2), "gaussian_3": torch.randn(2, 1, 3, 3)}[variance]
+    results = []
+    for fused in (True, False):
+        q = StochasticQuantizer(DIM, K, variance=variance, init_variance=0.8, temperature=0.6, fused=fused).double()
+        torch.manual_seed(1)
+        q.weight.data.normal_()
+        inputs = [z.clone().requires_grad_(True), q.weight, q.log_s2]
+        if log_var is not None:
+            inputs.append(log_var.double().clone().requires_grad_(True))
+        torch.manual_seed(2)
+        out = q(inputs[0], log_var=inputs[3] if log_var is not None else None)
+        probe = torch.randn(out.probs.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+        objective = out.loss + (out.z_q * out.z_q.detach().flip(0)).sum() + (out.probs * probe).sum()
+        results.append((out, torch.autograd.grad(objective, inputs)))
+    (fused_out, fused_grads), (plain_out, plain_grads) = results
+    torch.testing.assert_close(fused_out.z_q, plain_out.z_q)
+    torch.testing.assert_close(fused_out.loss, plain_out.loss)
+    torch.testing.assert_close(fused_out.probs, plain_out.probs)
+    assert torch.equal(fused_out.indices, plain_out.indices)
+    for a, b in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(a, b)
 
 
 def test_sq_types_two_to_four_use_the_predicted_variance():
@@ -387,7 +415,7 @@ def test_residual_sq_continuous_term_uses_the_summed_variances():
     out = rsq(z)
     total = sum(layer.embed(out.indices[..., l]) for l, layer in enumerate(layers))
     continuous = ((z - total) ** 2).sum() / (2 * 6.5) / 2
-    assert float(out.logs["continuous"]) == pytest.approx(float(continuous), rel=1e-5)
+    assert out.logs["continuous"].item() == pytest.approx(continuous.item(), rel=1e-5)
     discrete = sum(float(out.logs[f"discrete/{l}"]) for l in range(3))
     assert out.loss.item() == pytest.approx(discrete + float(continuous), rel=1e-5)
     assert all(f"continuous/{l}" not in out.logs for l in range(3))

@@ -135,11 +135,5 @@ def code_counts(indices: Tensor, codebook_size: int) -> Tensor:
     return torch.bincount(indices.reshape(-1), minlength=codebook_size).float()
 
 
-def gumbel_noise_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """i.i.d. Gumbel(0, 1) samples, ``−log(−log(u + 1e-10) + 1e-10)`` (SPEC §1.2 numerics)."""
-    u = torch.rand(x.shape, dtype=x.dtype, device=x.device, generator=generator)
-    return -torch.log(-torch.log(u + 1e-10) + 1e-10)
-
-
 def l2_normalize(x: Tensor) -> Tensor:
     return F.normalize(x, dim=-1, eps=1e-12)

@@ -33,12 +33,12 @@ from .base import (
     entropy,
     flatten_latents,
     fp32_island,
-    gumbel_noise_like,
     index_shape,
     l2_normalize,
     perplexity_of_counts,
     upcast,
 )
+from .relaxed import RelaxedGaussianSample, gumbel_noise
 
 VARIANCE_TYPES = ("gaussian_1", "gaussian_2", "gaussian_3", "gaussian_4", "vmf")
 VARIANCE_MIN = 1e-10
@@ -57,6 +57,8 @@ class StochasticQuantizer(nn.Module):
         temperature: initial Gumbel temperature τ (see ``set_temperature``).
         eval_sample: in eval mode draw a categorical sample instead of the argmax.
         channel_last: input layout (B, *S, C) instead of (B, C, *S).
+        fused: train types I–III with the fused posterior-and-sample op (``relaxed.py``); False
+            runs the same math through autograd (slower, for checking).
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class StochasticQuantizer(nn.Module):
         temperature: float = 1.0,
         eval_sample: bool = False,
         channel_last: bool = False,
+        fused: bool = True,
     ):
         super().__init__()
         if variance not in VARIANCE_TYPES:
@@ -79,6 +82,7 @@ class StochasticQuantizer(nn.Module):
         self.variance_type = variance
         self.var_floor = var_floor
         self.eval_sample = eval_sample
+        self.fused = fused
         self.channel_last = channel_last
         self.weight = nn.Parameter(torch.randn(codebook_size, dim))
         if variance == "vmf":
@@ -160,24 +164,28 @@ class StochasticQuantizer(nn.Module):
             if self.is_vmf:
                 x = l2_normalize(x)
                 scale = self.kappa()
-                logits = scale * (x @ codebook.t())  # (N, K)
             else:
                 scale = self.variance(log_var_rows)  # scalar, (N, 1) or (N, d)
-                logits = self._gaussian_logits(x, codebook, 0.5 / scale)  # (N, K), up to a row constant
-            log_probs = torch.log_softmax(logits, dim=-1)  # (N, K)
-            probs = log_probs.exp()
-            neg_entropy_rows = (probs * log_probs).sum(-1)  # (N,)
 
-            if self.training:
-                sample = torch.softmax((log_probs + gumbel_noise_like(log_probs)) / self.temperature, dim=-1)
-                z_q = sample @ codebook  # (N, d)
-                indices = logits.argmax(-1)
+            if self.training and self.fused and not self.is_vmf and self.variance_type != "gaussian_4":
+                z_q, neg_entropy_rows, probs, indices = RelaxedGaussianSample.apply(
+                    x, codebook, 0.5 / scale, self.temperature
+                )
             else:
-                if self.eval_sample:
-                    indices = torch.multinomial(probs, 1).squeeze(-1)
+                if self.is_vmf:
+                    logits = scale * (x @ codebook.t())  # (N, K)
                 else:
+                    logits = self._gaussian_logits(x, codebook, 0.5 / scale)  # (N, K), up to a row constant
+                log_probs = torch.log_softmax(logits, dim=-1)
+                probs = log_probs.exp()
+                neg_entropy_rows = (probs * log_probs).sum(-1)  # (N,)
+                if self.training:
+                    noise = gumbel_noise(tuple(log_probs.shape), log_probs.dtype, log_probs.device)
+                    z_q = torch.softmax((log_probs + noise) / self.temperature, dim=-1) @ codebook
                     indices = logits.argmax(-1)
-                z_q = F.embedding(indices, codebook)
+                else:
+                    indices = torch.multinomial(probs, 1).squeeze(-1) if self.eval_sample else logits.argmax(-1)
+                    z_q = F.embedding(indices, codebook)
 
             discrete = neg_entropy_rows.sum() / batch
             loss = discrete
