@@ -1,4 +1,5 @@
 """hqvae: hierarchical discrete representation learning (VQ-VAE, SQ-VAE, HQ-VAE, PQ-VAE)."""
+from .models import HQVAE, ModelOutput, create_model, from_pretrained, list_models
 from .quantizers import QuantizerOutput, ResidualQuantizer, StochasticQuantizer, VectorQuantizer
 
 __version__ = "0.1.0"

@@ -69,7 +69,8 @@ def flatten_latents(z: Tensor, dim: int, channel_last: bool) -> tuple[Tensor, Ca
     lead = z_last.shape[:-1]
 
     def restore(rows: Tensor) -> Tensor:
-        return rows.reshape(*lead, rows.shape[-1]).movedim(-1, 1)
+        # contiguous, so that downstream convolutions see the same memory layout as any other input
+        return rows.reshape(*lead, rows.shape[-1]).movedim(-1, 1).contiguous()
 
     return z_last.reshape(-1, dim), restore
 
@@ -77,6 +78,13 @@ def flatten_latents(z: Tensor, dim: int, channel_last: bool) -> tuple[Tensor, Ca
 def index_shape(z: Tensor, channel_last: bool) -> tuple[int, ...]:
     """The shape of one code per position: the input shape without its channel dim."""
     return tuple(z.shape[:-1]) if channel_last else (z.shape[0], *z.shape[2:])
+
+
+def straight_through(x: Tensor, codes: Tensor) -> Tensor:
+    """x + sg(codes − x): the value of ``codes`` with the gradient of ``x``. When ``x`` carries no
+    gradient, sg(codes) itself — the same gradients (none), and eval outputs then equal
+    ``embed(indices)`` exactly instead of up to rounding."""
+    return x + (codes - x).detach() if x.requires_grad else codes.detach()
 
 
 def fp32_island(device: torch.device):

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .base import QuantizerOutput, flatten_latents, fp32_island, upcast
+from .base import QuantizerOutput, flatten_latents, fp32_island, straight_through, upcast
 from .sq import StochasticQuantizer
 from .vq import VectorQuantizer
 
@@ -123,7 +123,7 @@ class ResidualQuantizer(nn.Module):
 
     def _output(self, z: Tensor, total: Tensor) -> Tensor:
         """SQ: the sum itself. VQ: straight-through ẑ + sg(Σ e − ẑ)."""
-        return total if self.stochastic else z + (total - z).detach()
+        return total if self.stochastic else straight_through(z, total)
 
     def _continuous_term(self, z: Tensor, total: Tensor) -> Tensor:
         """Batch mean of Σ_rows ||ẑ − Σ_l z_q,l||² / (2 Σ_l s_l²)."""

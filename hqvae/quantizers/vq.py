@@ -22,6 +22,7 @@ from .base import (
     l2_normalize,
     nearest_code,
     perplexity_of_counts,
+    straight_through,
     upcast,
 )
 from .distributed import all_gather_rows, all_reduce_sum_, broadcast_, is_distributed
@@ -159,7 +160,7 @@ class VectorQuantizer(nn.Module):
             if self.training:
                 self._update(x.detach(), indices, counts)
 
-            z_q = self.project_out(x + (codes - x).detach())  # straight-through, (N, dim)
+            z_q = self.project_out(straight_through(x, codes))  # (N, dim)
         return QuantizerOutput(
             z_q=restore(z_q).to(z.dtype),
             indices=indices.reshape(index_shape(z, self.channel_last)),

@@ -1,0 +1,256 @@
+"""HQ-VAE: one model class for VQ-VAE, SQ-VAE, VQ-VAE-2, SQ-VAE-2, RQ-VAE, RSQ-VAE and mixes.
+
+    x ─ Encoder ─▶ {h_f(x)} ─ top-down groups, coarse to fine (``topdown.py``) ─▶ t_L ─ Decoder ─▶ x̂
+
+Loss (SPEC §2), with D = C·H·W and every quantizer loss already a batch mean of per-item sums:
+
+* stochastic models (any SQ layer, so mixed VQ/SQ models too):
+      loss = (D/2)·log(mean_batch Σ_pixels (x̂ − x)²) + Σ_layers (layer loss)
+  with no per-layer weights (VQ layers of a mixed model enter unscaled as well);
+* deterministic models (VQ layers only): each layer's loss is divided by its number of latent
+  elements per item, n_l·d_l, which gives the mean-reduced VQ-VAE-2 / RQ-VAE form
+      loss = mean((x̂ − x)²) + Σ_l β·mean‖ẑ_l − sg(e)‖².
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..quantizers import QuantizerOutput
+from .backbone import Decoder, Encoder, init_weights
+from .config import ModelConfig
+from .output import ModelOutput
+from .pretrained import PretrainedMixin
+from .topdown import FILLS, ResolutionGroup
+
+# quantizer log name -> loss term name; every other log is a statistic
+LOSS_PARTS = {"discrete": "discrete", "continuous": "continuous", "commitment": "commitment", "codebook_loss": "codebook"}
+STATISTICS = ("perplexity", "entropy", "variance")
+
+
+def reconstruction_terms(x_hat: Tensor, x: Tensor, stochastic: bool) -> tuple[Tensor, Tensor]:
+    """(recon, mse): recon = (D/2)·log(mean_b Σ_pixels (x̂ − x)²) if stochastic else mse."""
+    squared = (x_hat.float() - x.float()).pow(2)  # (B, C, H, W)
+    mse = squared.mean()
+    if not stochastic:
+        return mse, mse
+    dims = x[0].numel()  # D
+    return 0.5 * dims * torch.log(squared.flatten(1).sum(1).mean()), mse
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients inside; every submodule's training flag restored after."""
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+class HQVAE(PretrainedMixin, nn.Module):
+    """Hierarchical VAE with discrete latents built from a ``ModelConfig`` (see ``config.py``).
+
+    The network is fully convolutional: inputs (B, in_channels, H, W) with H and W multiples of
+    the largest downsampling factor are accepted, whatever ``config.image_size`` is.
+    """
+
+    config_class = ModelConfig
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        factors = config.downsamples
+        self.encoder = Encoder(config.in_channels, config.hidden, factors, config.num_res_blocks, config.batch_norm)
+        self.groups = nn.ModuleList()
+        previous = None
+        for layers in config.groups:
+            self.groups.append(ResolutionGroup(layers, config.hidden, previous, config.batch_norm))
+            previous = layers[0].downsample
+        self.decoder = Decoder(config.hidden, config.in_channels, factors[-1], config.num_res_blocks, config.batch_norm)
+        if config.init_std is not None:
+            init_weights(self, config.init_std)
+        # index, in the flat coarse-to-fine layer list, of each group's depth 0
+        self._first_layer = [0]
+        for group in self.groups:
+            self._first_layer.append(self._first_layer[-1] + group.depth)
+
+    # ------------------------------------------------------------------ description
+
+    @property
+    def stochastic(self) -> bool:
+        return self.config.stochastic
+
+    @property
+    def num_layers(self) -> int:
+        return self._first_layer[-1]
+
+    def code_shapes(self, image_size: int | Sequence[int] | None = None) -> list[tuple[int, int]]:
+        """(h_l, w_l) of each layer's code grid, coarse to fine, for ``image_size`` (default: the config's)."""
+        height, width = _as_pair(self.config.image_size if image_size is None else image_size)
+        return [
+            (height // group.factor, width // group.factor) for group in self.groups for _ in range(group.depth)
+        ]
+
+    def set_temperature(self, temperature: float) -> None:
+        """Gumbel temperature τ of every SQ layer (residual stacks included); no-op for VQ-only models."""
+        for group in self.groups:
+            group.set_temperature(temperature)
+
+    # ------------------------------------------------------------------ training forward
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        """x (B, C, H, W) in [0, 1] -> ModelOutput (reconstruction, codes, loss and its parts)."""
+        self.check_input(x)
+        state, outputs = self._top_down(self.encoder(x))
+        x_hat = self.decoder(state)
+
+        recon, mse = reconstruction_terms(x_hat, x, self.stochastic)
+        loss = recon
+        terms = {"recon": recon.detach(), "mse": mse.detach()}
+        logs: dict[str, Tensor] = {}
+        codes: list[Tensor] = []
+        for group, first, out in zip(self.groups, self._first_layer, outputs):
+            codes += group.split_indices(out.indices)
+            scale = 1.0 if self.stochastic else 1.0 / (out.indices[0, ..., 0].numel() * group.dim)
+            loss = loss + scale * out.loss
+            for (name, depth), value in group.per_depth_logs(out.logs).items():
+                layer = first + depth
+                if name in LOSS_PARTS:
+                    terms[f"{LOSS_PARTS[name]}/{layer}"] = scale * value
+                elif name in STATISTICS:
+                    logs[f"{name}/{layer}"] = value
+        return ModelOutput(x_hat=x_hat, codes=codes, loss=loss, terms=terms, logs=logs)
+
+    def _top_down(self, features: dict[int, Tensor]) -> tuple[Tensor, list[QuantizerOutput]]:
+        """Run the groups coarse to fine -> (final state, each group's quantizer output with
+        indices (B, h, w, depth))."""
+        state = None
+        outputs = []
+        for group in self.groups:
+            state, out = group(state, features[group.factor])
+            outputs.append(out)
+        return state, outputs
+
+    # ------------------------------------------------------------------ codes
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """x (B, C, H, W) -> codes, one (B, h_l, w_l) long tensor per layer, coarse to fine.
+
+        Runs in eval mode (deterministic argmax / nearest code) without gradients; the model's
+        training flags are restored afterwards.
+        """
+        self.check_input(x)
+        with evaluating(self):
+            _, outputs = self._top_down(self.encoder(x))
+        return [code for group, out in zip(self.groups, outputs) for code in group.split_indices(out.indices)]
+
+    def decode(self, codes: Sequence[Tensor], upto: int | None = None, fill: str = "mean") -> Tensor:
+        """codes (as from ``encode``) -> x̂ (B, C, H, W), decoded from the first ``upto`` layers.
+
+        ``upto`` defaults to ``len(codes)`` (a prefix of the layer list may be passed). Missing
+        layers: a missing residual layer contributes zero, so a residual group decodes the partial
+        sum Σ_{k<m} e_k; a missing injected layer (its whole group) takes the expected code under
+        the uniform prior, the codebook mean, at every position (``fill="mean"``) or zero
+        (``fill="zero"``). Runs in eval mode without gradients, like ``encode``.
+        """
+        latents = self.embed_codes(codes, upto=upto, fill=fill)
+        with evaluating(self):
+            return self.decode_latents(latents)
+
+    def decode_progressive(self, codes: Sequence[Tensor], fill: str = "mean") -> list[Tensor]:
+        """Coarse-to-fine reconstructions [decode(codes, upto=m) for m = 1..len(codes)]."""
+        return [self.decode(codes, upto=m, fill=fill) for m in range(1, len(codes) + 1)]
+
+    def embed_codes(self, codes: Sequence[Tensor], upto: int | None = None, fill: str = "mean") -> list[Tensor]:
+        """codes -> one quantised latent per resolution group, (B, d_g, h_g, w_g), coarse to fine,
+        using the first ``upto`` layers (missing layers filled as described in ``decode``)."""
+        if fill not in FILLS:
+            raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
+        codes = list(codes)
+        if not 1 <= len(codes) <= self.num_layers:
+            raise ValueError(f"expected between 1 and {self.num_layers} code tensors (one per layer), got {len(codes)}")
+        upto = len(codes) if upto is None else upto
+        if not 1 <= upto <= len(codes):
+            raise ValueError(f"upto must be between 1 and the number of code tensors ({len(codes)}), got {upto}")
+        codes = codes[:upto]
+        first = codes[0]
+        if first.dim() != 3:
+            raise ValueError(f"each code tensor must be (B, h, w), got shape {tuple(first.shape)}")
+        batch = first.shape[0]
+        height = first.shape[1] * self.groups[0].factor
+        width = first.shape[2] * self.groups[0].factor
+        for layer, (code, shape) in enumerate(zip(codes, self.code_shapes((height, width)))):
+            if tuple(code.shape) != (batch, *shape):
+                raise ValueError(
+                    f"codes[{layer}] has shape {tuple(code.shape)}, expected {(batch, *shape)} "
+                    f"for {height}×{width} inputs (the grid implied by codes[0])"
+                )
+        latents = []
+        for group, start in zip(self.groups, self._first_layer):
+            grid = (batch, height // group.factor, width // group.factor)
+            latents.append(group.embed(codes[start : start + group.depth], grid, fill))
+        return latents
+
+    def decode_latents(self, latents: Sequence[Tensor]) -> Tensor:
+        """One quantised latent per resolution group (coarse to fine; a residual group's is the
+        sum over its layers) -> x̂. Runs in the model's current mode, with gradients."""
+        if len(latents) != len(self.groups):
+            raise ValueError(f"expected {len(self.groups)} latents (one per resolution group), got {len(latents)}")
+        state = None
+        for group, z_q in zip(self.groups, latents):
+            state = group.decode(state, z_q)
+        return self.decoder(state)
+
+    # ------------------------------------------------------------------ input checks
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise a ValueError naming the fix when ``x`` cannot go through this model."""
+        channels = self.config.in_channels
+        if not isinstance(x, Tensor):
+            raise ValueError(f"expected a torch.Tensor of shape (B, {channels}, H, W), got {type(x).__name__}")
+        if x.dim() != 4:
+            hint = (
+                "use x.unsqueeze(1) for a batch of 1-channel images or spectrograms (B, H, W), "
+                "or x.unsqueeze(0) for a single image (C, H, W)"
+                if x.dim() == 3
+                else "reshape it to (B, C, H, W)"
+            )
+            raise ValueError(f"expected a 4-D batch (B, {channels}, H, W), got shape {tuple(x.shape)}; {hint}")
+        if not x.is_floating_point():
+            raise ValueError(f"expected floating-point pixels in [0, 1], got dtype {x.dtype}; use x.float() / 255")
+        if x.shape[1] != channels:
+            raise ValueError(
+                f"expected {channels} input channel(s), got {x.shape[1]} in shape {tuple(x.shape)}; "
+                f"create the model with in_channels={x.shape[1]}, "
+                f"e.g. hqvae.create_model({self.config.name!r}, in_channels={x.shape[1]}, ...)"
+            )
+        height, width = x.shape[2:]
+        factor = self.config.max_downsample
+        if height % factor or width % factor:
+            fixed = f"{_round_up(height, factor)}×{_round_up(width, factor)}"
+            raise ValueError(
+                f"input size {height}×{width} is not divisible by {factor}, the model's largest "
+                f"downsampling factor (layers at {', '.join(f'÷{f}' for f in self.config.downsamples)}); "
+                f"resize or pad the input to a multiple of {factor} (e.g. {fixed}), "
+                f"or create the model with smaller downsample factors"
+            )
+
+
+def _as_pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return math.ceil(n / multiple) * multiple

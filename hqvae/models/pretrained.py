@@ -1,0 +1,156 @@
+"""Save and load models in a Hugging Face-compatible directory layout.
+
+    <dir>/model.safetensors   every parameter and buffer (BatchNorm statistics, EMA codebooks,
+                              ``initialized`` flags); tensors shared between layers stored once
+    <dir>/config.json         {"model_type": name, "hqvae_version": ..., "config": config.to_dict()}
+
+Both files are written atomically (a temporary file in the same directory, then ``os.replace``).
+``huggingface_hub`` is optional: ``from_pretrained`` downloads a Hub repository only when the
+path is not a local directory and the package is installed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_name)`` on a temporary file next to ``path``, then move it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+class PretrainedMixin:
+    """``save_pretrained`` / ``from_pretrained`` for an ``nn.Module`` with a ``config`` attribute
+    that has ``name``, ``to_dict()`` and a ``config_class.from_dict`` on the model class."""
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if needed)."""
+        from .. import __version__
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        document = {"model_type": self.config.name, "hqvae_version": __version__, "config": self.config.to_dict()}
+        text = json.dumps(document, indent=2) + "\n"
+        _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_model(self, tmp, metadata={"format": "pt"}))
+        _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+        """Restore a model saved by ``save_pretrained`` (see ``hqvae.from_pretrained``)."""
+        model = from_pretrained(path, device=device)
+        if not isinstance(model, cls):
+            raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}; use hqvae.from_pretrained")
+        return model
+
+
+def _resolve(path: str | os.PathLike) -> Path:
+    local = Path(path)
+    if local.is_dir():
+        return local
+    if local.exists():
+        raise ValueError(f"{local} is a file; pass the directory that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(
+            f"no directory {local}; pass a directory written by model.save_pretrained(...) "
+            f"(or install huggingface_hub to download a Hub repository id)"
+        ) from None
+    return Path(snapshot_download(repo_id=str(path)))
+
+
+def _read_config(directory: Path) -> dict:
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} is missing; a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        document = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_path} is not valid JSON ({err}); re-save the model with save_pretrained") from None
+    if not isinstance(document, dict) or "model_type" not in document or "config" not in document:
+        raise ValueError(f"{config_path} must hold {{'model_type': ..., 'config': {{...}}}}; re-save the model")
+    return document
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple:
+    return (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+
+
+def _listing(items: list[str], limit: int = 8) -> str:
+    shown = "; ".join(items[:limit])
+    return f"[{shown}; ... {len(items) - limit} more]" if len(items) > limit else f"[{shown}]"
+
+
+def _check_weights(model: nn.Module, weights_path: Path, model_type: str) -> None:
+    """Compare the file's names and shapes with the model's before loading, for a clear error."""
+    try:
+        with safe_open(str(weights_path), framework="pt") as handle:
+            stored = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{weights_path} is not a readable safetensors file ({err}); re-save the model") from None
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    # save_model stores one name per group of tied tensors (e.g. a shared codebook)
+    aliases: dict[tuple, list[str]] = {}
+    for name, tensor in model.state_dict().items():
+        aliases.setdefault(_storage_key(tensor), []).append(name)
+    missing = [
+        names[0] for names in aliases.values() if not any(name in stored for name in names)
+    ]
+    unexpected = sorted(set(stored) - set(expected))
+    mismatched = [
+        f"{name}: file {stored[name]} vs model {expected[name]}"
+        for name in sorted(set(stored) & set(expected))
+        if stored[name] != expected[name]
+    ]
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"missing keys {_listing(sorted(missing))}")
+        if unexpected:
+            problems.append(f"unexpected keys {_listing(unexpected)}")
+        if mismatched:
+            problems.append(f"shape mismatches {_listing(mismatched)}")
+        raise ValueError(
+            f"the weights in {weights_path} do not belong to the model described by config.json "
+            f"(model_type {model_type!r}): " + ", ".join(problems)
+        )
+
+
+def from_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model from ``config.json`` and load ``model.safetensors`` (strict), in eval mode.
+
+    ``path``: a directory written by ``save_pretrained``; otherwise, when ``huggingface_hub``
+    is installed, a Hub repository id to download.
+    """
+    from .registry import model_class_for  # the registry imports the model classes, which use this module
+
+    directory = _resolve(path)
+    document = _read_config(directory)
+    weights_path = directory / WEIGHTS_NAME
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{weights_path} is missing; a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    model_type = document["model_type"]
+    model_class = model_class_for(model_type)
+    model = model_class(model_class.config_class.from_dict(document["config"]))
+    _check_weights(model, weights_path, model_type)
+    load_model(model, str(weights_path), strict=True)
+    return model.to(device).eval()

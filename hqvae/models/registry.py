@@ -1,0 +1,270 @@
+"""Named configurations: ``list_models()``, ``model_config(...)`` and ``create_model(...)``.
+
+Each entry is a builder ``(in_channels, image_size, *, <structure keys>, **overrides) -> config``
+registered with ``@register_model(name)``. Overrides that are ``ModelConfig`` fields replace
+them (``hidden=16``, ``layers=[...]``); overrides that are ``LayerConfig`` quantizer options are
+set on every layer (``codebook_size=16``, ``dim=8``, ``beta=0.5``, ``init_variance=5``);
+structure keys (``downsample``, ``downsamples``, ``depth``, ``quantizer``) are per entry.
+
+Defaults by image size (H, W), s = min(H, W) — each VQ/SQ pair shares backbone and codebooks:
+
+    hidden            64 if s ≤ 32 else 128;  2 residual blocks;  K = 512, d = 64 every layer
+    fine factor f     4 if s ≤ 128, 8 if s ≤ 256, else 16
+    vqvae / sqvae     one layer at ÷f
+    vqvae2 / sqvae2   ÷2f (top) and ÷f (bottom) if H, W are multiples of 2f, else ÷f and ÷f/2
+    rqvae / rsqvae    ÷f, depth 4
+    hqvae             the vqvae2 resolutions, 2 layers each (injected + residual), SQ by default
+
+    28×28 (Fashion-MNIST):  ÷4 (7×7) | ÷4 + ÷2 (7×7, 14×14) | ÷4 × 4
+    32×32 (CIFAR-10):       ÷4 (8×8) | ÷8 + ÷4 (4×4, 8×8)   | ÷4 × 4
+    64×64:                  ÷4 (16×16) | ÷8 + ÷4 (8×8, 16×16) | ÷4 × 4      (hidden 128)
+    256×256:                ÷8 (32×32) | ÷16 + ÷8 (16×16, 32×32) | ÷8 × 4   (hidden 128)
+    80×T log-mel:           as for s = min(80, T), e.g. 80×32: ÷4 (20×8) | ÷8 + ÷4 | ÷4 × 4
+
+At 3×32×32 with the defaults, ``sqvae`` is the public SQ-VAE CIFAR-10 network.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable, Sequence
+
+from torch import nn
+
+from .config import LayerConfig, ModelConfig
+from .hqvae import HQVAE
+
+SQVAE_REFERENCE = (
+    "SQ-VAE CIFAR-10 network of the public SQ-VAE code (sony/sqvae, vision/networks/net_32.py, "
+    "configs/cifar10_gauss_1.yaml): d = 64, K = 512, 8×8 latents, 2 residual blocks, BatchNorm, "
+    "sigmoid output, Gaussian type I with s² = 1 + exp(log_s2), exp(log_s2) initialised at 20, "
+    "conv N(0, 0.02²) init, Adam lr 1e-3, batch 32"
+)
+
+# overrides every HQVAE entry accepts besides its structure keys
+MODEL_KEYS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("name", "in_channels", "image_size"))
+LAYER_KEYS = tuple(f.name for f in fields(LayerConfig) if f.name not in ("kind", "quantizer", "downsample"))
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    build: Callable[..., Any]
+    model_class: type[nn.Module]
+    option_keys: tuple[str, ...]
+
+    @property
+    def valid_keys(self) -> list[str]:
+        """Structure keys (the builder's keyword-only parameters) and the option keys."""
+        params = inspect.signature(self.build).parameters.values()
+        structure = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        return sorted(set(structure) | set(self.option_keys))
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str, model_class: type[nn.Module] = HQVAE, option_keys: Sequence[str] = MODEL_KEYS + LAYER_KEYS
+) -> Callable:
+    """Decorator registering ``build(in_channels, image_size, *, ..., **overrides) -> config``."""
+
+    def decorate(build: Callable) -> Callable:
+        if name in _REGISTRY:
+            raise ValueError(f"a model named {name!r} is already registered")
+        _REGISTRY[name] = ModelEntry(name, build, model_class, tuple(option_keys))
+        return build
+
+    return decorate
+
+
+def list_models() -> list[str]:
+    """Registered model names, in registration order."""
+    return list(_REGISTRY)
+
+
+def _entry(name: str) -> ModelEntry:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {list_models()}")
+    return _REGISTRY[name]
+
+
+def model_class_for(model_type: str) -> type[nn.Module]:
+    """The class that builds ``model_type`` (HQVAE for names not in the registry)."""
+    return _REGISTRY[model_type].model_class if model_type in _REGISTRY else HQVAE
+
+
+def model_config(name: str, in_channels: int = 3, image_size: int | Sequence[int] = 32, **overrides: Any):
+    """The configuration ``create_model`` would build (validated)."""
+    entry = _entry(name)
+    unknown = sorted(set(overrides) - set(entry.valid_keys))
+    if unknown:
+        raise ValueError(f"unknown override(s) {unknown} for model {name!r}; valid keys: {entry.valid_keys}")
+    config = entry.build(in_channels, _as_size(image_size), **overrides)
+    config.validate()
+    return config
+
+
+def create_model(name: str, in_channels: int = 3, image_size: int | Sequence[int] = 32, **overrides: Any) -> nn.Module:
+    """Build the named model for ``in_channels``×H×W inputs (``image_size`` = H = W or (H, W)).
+
+    Every other hyperparameter is an override with a size-dependent default (module docstring);
+    an unknown override raises a ValueError listing the valid keys.
+    """
+    entry = _entry(name)
+    return entry.model_class(model_config(name, in_channels, image_size, **overrides))
+
+
+# ----------------------------------------------------------------------------- defaults
+
+
+def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        return image_size, image_size
+    if len(image_size) != 2:
+        raise ValueError(f"image_size must be an int or an (H, W) pair, got {image_size!r}")
+    return int(image_size[0]), int(image_size[1])
+
+
+def default_hidden(size: tuple[int, int]) -> int:
+    return 64 if min(size) <= 32 else 128
+
+
+def default_factor(size: tuple[int, int]) -> int:
+    """Downsampling of single-resolution models and of the finest level of hierarchical ones."""
+    side = min(size)
+    return 4 if side <= 128 else 8 if side <= 256 else 16
+
+
+def default_pyramid(size: tuple[int, int]) -> tuple[int, int]:
+    """(top, bottom) factors of two-level models: (2f, f) when the size allows, else (f, f/2)."""
+    fine = default_factor(size)
+    if size[0] % (2 * fine) == 0 and size[1] % (2 * fine) == 0:
+        return 2 * fine, fine
+    return fine, fine // 2
+
+
+def train_defaults(stochastic: bool) -> dict[str, Any]:
+    """Shared by every model so that VQ/SQ pairs train at equal budget (SQ-VAE's settings)."""
+    defaults: dict[str, Any] = {"lr": 1e-3, "batch_size": 32, "epochs": 100}
+    if stochastic:
+        defaults.update(temperature_init=1.0, temperature_decay=1e-5, temperature_min=0.0)
+    return defaults
+
+
+def _configure(
+    name: str, in_channels: int, size: tuple[int, int], layers: list[LayerConfig], overrides: dict[str, Any]
+) -> ModelConfig:
+    """Size defaults, then model-level overrides, then layer options set on every layer."""
+    model_options = {key: value for key, value in overrides.items() if key in MODEL_KEYS}
+    layer_options = {key: value for key, value in overrides.items() if key in LAYER_KEYS}
+    if "layers" in model_options:
+        model_options["layers"] = [
+            layer if isinstance(layer, LayerConfig) else LayerConfig.from_dict(layer) for layer in model_options["layers"]
+        ]
+    config = ModelConfig(name=name, in_channels=in_channels, image_size=size, hidden=default_hidden(size), layers=layers)
+    config = replace(config, **model_options)
+    config.layers = [replace(layer, **layer_options) for layer in config.layers]
+    if "train_defaults" not in overrides:
+        config.train_defaults = train_defaults(config.stochastic)
+    return config
+
+
+def _injected(quantizer: str, downsample: int) -> LayerConfig:
+    return LayerConfig(kind="injected", quantizer=quantizer, downsample=downsample)
+
+
+def _residual(quantizer: str) -> LayerConfig:
+    return LayerConfig(kind="residual", quantizer=quantizer, downsample=None)
+
+
+def _single(name, quantizer, in_channels, size, downsample, overrides) -> ModelConfig:
+    layers = [_injected(quantizer, downsample or default_factor(size))]
+    return _configure(name, in_channels, size, layers, overrides)
+
+
+def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides) -> ModelConfig:
+    if depth < 1:
+        raise ValueError(f"depth (layers per resolution) must be ≥ 1, got {depth}")
+    layers = []
+    for factor in downsamples or default_pyramid(size):
+        layers += [_injected(quantizer, factor)] + [_residual(quantizer) for _ in range(depth - 1)]
+    return _configure(name, in_channels, size, layers, overrides)
+
+
+def _is_sqvae_reference(config: ModelConfig) -> bool:
+    layer = config.layers[0]
+    return (
+        config.in_channels == 3
+        and config.image_size == (32, 32)
+        and (config.hidden, config.num_res_blocks, config.batch_norm, config.init_std) == (64, 2, True, 0.02)
+        and len(config.layers) == 1
+        and (layer.codebook_size, layer.dim, layer.downsample) == (512, 64, 4)
+        and (layer.init_variance, layer.var_floor) == (20.0, True)
+    )
+
+
+# ----------------------------------------------------------------------------- entries
+
+
+@register_model("vqvae")
+def vqvae(in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, **overrides) -> ModelConfig:
+    """VQ-VAE: one VQ layer at ÷downsample (EMA codebook, commitment 0.25)."""
+    return _single("vqvae", "vq", in_channels, image_size, downsample, overrides)
+
+
+@register_model("sqvae")
+def sqvae(in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, **overrides) -> ModelConfig:
+    """SQ-VAE: one SQ layer at ÷downsample; the public CIFAR-10 network at 3×32×32 defaults."""
+    config = _single("sqvae", "sq", in_channels, image_size, downsample, overrides)
+    if "reference" not in overrides and _is_sqvae_reference(config):
+        config.reference = SQVAE_REFERENCE
+    return config
+
+
+@register_model("vqvae2")
+def vqvae2(
+    in_channels: int, image_size: tuple[int, int], *, downsamples: Sequence[int] | None = None, **overrides
+) -> ModelConfig:
+    """VQ-VAE-2: injected VQ layers at ``downsamples`` (coarse to fine; 2 or 3 levels)."""
+    return _pyramid("vqvae2", "vq", in_channels, image_size, downsamples, 1, overrides)
+
+
+@register_model("sqvae2")
+def sqvae2(
+    in_channels: int, image_size: tuple[int, int], *, downsamples: Sequence[int] | None = None, **overrides
+) -> ModelConfig:
+    """SQ-VAE-2: injected SQ layers at ``downsamples`` (coarse to fine; 2 or 3 levels)."""
+    return _pyramid("sqvae2", "sq", in_channels, image_size, downsamples, 1, overrides)
+
+
+@register_model("rqvae")
+def rqvae(
+    in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, depth: int = 4, **overrides
+) -> ModelConfig:
+    """RQ-VAE: ``depth`` residual VQ layers at one resolution."""
+    factor = downsample or default_factor(image_size)
+    return _pyramid("rqvae", "vq", in_channels, image_size, [factor], depth, overrides)
+
+
+@register_model("rsqvae")
+def rsqvae(
+    in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, depth: int = 4, **overrides
+) -> ModelConfig:
+    """RSQ-VAE: ``depth`` residual SQ layers at one resolution."""
+    factor = downsample or default_factor(image_size)
+    return _pyramid("rsqvae", "sq", in_channels, image_size, [factor], depth, overrides)
+
+
+@register_model("hqvae")
+def hqvae(
+    in_channels: int,
+    image_size: tuple[int, int],
+    *,
+    downsamples: Sequence[int] | None = None,
+    depth: int = 2,
+    quantizer: str = "sq",
+    **overrides,
+) -> ModelConfig:
+    """HQ-VAE: injected layers at ``downsamples``, each followed by ``depth − 1`` residual layers."""
+    return _pyramid("hqvae", quantizer, in_channels, image_size, downsamples, depth, overrides)

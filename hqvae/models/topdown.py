@@ -1,0 +1,150 @@
+"""Top-down latent layers (SPEC §3): resolution groups of one injected and 0+ residual layers.
+
+A ``ResolutionGroup`` owns the injected layer l at a new resolution and the residual layers
+that refine it. With t the top-down state (``hidden`` channels) and h(x) the bottom-up feature
+at this resolution:
+
+    first group:   ẑ = g(h(x)),                     t = f(z_q)
+    later groups:  ẑ = g([Up(t_prev), h(x)]),       t = f([Up(t_prev), z_q])       [·,·] = concat
+
+z_q is ẑ quantised by the group's quantizer: the injected layer's own quantizer when the group
+has one layer, else a ``ResidualQuantizer`` over the group (r_0 = ẑ, z_q,k = Q_k(r_{k−1}),
+r_k = r_{k−1} − z_q,k, z_q = Σ_k z_q,k). Up is a transposed conv 4×4/2 per factor 2.
+g and f are cheap: for the first group 1×1 convs (identities when hidden == d, which makes a
+one-layer model exactly the plain encoder → quantizer → decoder network), for later groups a
+3×3 conv followed by a residual block.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..quantizers import QuantizerOutput, ResidualQuantizer, StochasticQuantizer, VectorQuantizer
+from .backbone import ResBlock, Upsample
+from .config import LayerConfig
+
+FILLS = ("mean", "zero")
+
+
+def build_quantizer(layer: LayerConfig) -> nn.Module:
+    """The quantizer of one layer: VQ with the baselines' heuristics, or SQ (Gaussian type I)."""
+    if layer.quantizer == "vq":
+        return VectorQuantizer(
+            layer.dim,
+            layer.codebook_size,
+            beta=layer.beta,
+            ema=layer.ema,
+            decay=layer.decay,
+            init=layer.vq_init,
+            dead_code_threshold=layer.dead_code_threshold,
+        )
+    return StochasticQuantizer(
+        layer.dim,
+        layer.codebook_size,
+        variance="gaussian_1",
+        init_variance=layer.init_variance,
+        var_floor=layer.var_floor,
+    )
+
+
+class ResolutionGroup(nn.Module):
+    """One resolution of the top-down path.
+
+    Args:
+        layers: the group's layer configs, the injected layer first.
+        hidden: channels of the top-down state and of the bottom-up feature.
+        previous_factor: downsampling factor of the previous (coarser) group; None for the first.
+        batch_norm: BatchNorm in the residual blocks of g and f.
+    """
+
+    def __init__(self, layers: list[LayerConfig], hidden: int, previous_factor: int | None, batch_norm: bool):
+        super().__init__()
+        self.factor = layers[0].downsample
+        self.dim = layers[0].dim
+        self.depth = len(layers)
+        self.first = previous_factor is None
+        if self.first:
+            self.up = None
+            self.merge_in = nn.Identity() if hidden == self.dim else nn.Conv2d(hidden, self.dim, 1)
+            self.merge_out = nn.Identity() if hidden == self.dim else nn.Conv2d(self.dim, hidden, 1)
+        else:
+            self.up = Upsample(hidden, previous_factor // self.factor)
+            self.merge_in = nn.Sequential(nn.Conv2d(2 * hidden, self.dim, 3, padding=1), ResBlock(self.dim, batch_norm))
+            self.merge_out = nn.Sequential(
+                nn.Conv2d(hidden + self.dim, hidden, 3, padding=1), ResBlock(hidden, batch_norm)
+            )
+        quantizers = [build_quantizer(layer) for layer in layers]
+        if len(quantizers) == 1:
+            self.quantizer = quantizers[0]
+        else:
+            self.quantizer = ResidualQuantizer(quantizers, shared_codebook=layers[0].shared_codebook)
+
+    @property
+    def quantizers(self) -> list[nn.Module]:
+        """The per-depth quantizers, depth 0 (the injected layer) first."""
+        if isinstance(self.quantizer, ResidualQuantizer):
+            return list(self.quantizer.layers)
+        return [self.quantizer]
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, state: Tensor | None, feature: Tensor) -> tuple[Tensor, QuantizerOutput]:
+        """(previous state (B, hidden, h', w') or None, feature (B, hidden, h, w))
+        -> (new state (B, hidden, h, w), the quantizer's output on ẑ (B, d, h, w), its indices
+        always (B, h, w, depth))."""
+        up = None if self.first else self.up(state)
+        z = self.merge_in(feature if self.first else torch.cat([up, feature], dim=1))
+        out = self.quantizer(z)
+        if not isinstance(self.quantizer, ResidualQuantizer):
+            out.indices = out.indices.unsqueeze(-1)
+        return self._merge_out(up, out.z_q), out
+
+    def _merge_out(self, up: Tensor | None, z_q: Tensor) -> Tensor:
+        # quantizers return channel-last strides; contiguous z_q keeps forward and decode on the
+        # same convolution kernels, so that decode(encode(x)) reproduces the eval forward exactly
+        z_q = z_q.contiguous()
+        return self.merge_out(z_q if self.first else torch.cat([up, z_q], dim=1))
+
+    def decode(self, state: Tensor | None, z_q: Tensor) -> Tensor:
+        """The state update alone, t = f([Up(t_prev), z_q]), for a given quantised latent."""
+        return self._merge_out(None if self.first else self.up(state), z_q)
+
+    # ------------------------------------------------------------------ codes
+
+    @staticmethod
+    def split_indices(indices: Tensor) -> list[Tensor]:
+        """Indices (B, h, w, depth) -> one (B, h, w) tensor per depth."""
+        return [code.contiguous() for code in indices.unbind(dim=-1)]
+
+    def per_depth_logs(self, logs: dict[str, Tensor]) -> dict[tuple[str, int], Tensor]:
+        """Quantizer logs keyed by (name, depth). Un-numbered keys (a single quantizer's, or a
+        residual stack's group-wide continuous term) belong to the last depth."""
+        out = {}
+        for key, value in logs.items():
+            name, _, depth = key.partition("/")
+            out[(name, int(depth) if depth else self.depth - 1)] = value
+        return out
+
+    def embed(self, codes: list[Tensor], grid: tuple[int, int, int], fill: str) -> Tensor:
+        """Quantised latent (B, d, h, w) from the codes of the first ``len(codes)`` depths.
+
+        Missing residual depths contribute zero, so this is the partial sum Σ_{k<m} e_k. With no
+        code at all (the whole group missing) the injected layer takes its expected code under
+        the uniform prior, the codebook mean, at every position (``fill="mean"``), or zero
+        (``fill="zero"``); ``grid`` = (B, h, w).
+        """
+        quantizers = self.quantizers
+        if codes:
+            return sum(quantizer.embed(code) for quantizer, code in zip(quantizers, codes))
+        batch, height, width = grid
+        head = quantizers[0]
+        device = head.weight.device
+        if fill == "zero":
+            return torch.zeros(batch, self.dim, height, width, device=device)
+        expected = head.embed(torch.arange(head.codebook_size, device=device)).mean(dim=0)  # (d,)
+        return expected.reshape(1, self.dim, 1, 1).expand(batch, -1, height, width)
+
+    def set_temperature(self, temperature: float) -> None:
+        for quantizer in self.quantizers:
+            if isinstance(quantizer, StochasticQuantizer):
+                quantizer.set_temperature(temperature)
