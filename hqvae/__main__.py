@@ -1,0 +1,5 @@
+import sys
+
+from hqvae.cli import main
+
+sys.exit(main())

@@ -1,0 +1,99 @@
+"""The layout of a training run on disk: what ``hqvae train`` writes and every other command reads.
+
+    runs/<name>/
+      run.json                 the resolved training config, model type, data provenance, versions,
+                               status ("running" | "finished" | "stopped_nan" | "failed"), step,
+                               wall time, best validation step
+      metrics.jsonl            one JSON object per line: {"step", "split": "train" | "val", ...}
+      checkpoints/last/        config.json + model.safetensors + train_state.pt (resume)
+      checkpoints/best/        config.json + model.safetensors (lowest validation loss)
+      tensorboard/             optional
+
+Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so an
+interrupted write leaves the previous version intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+from hqvae.io import atomic_write_json
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+TRAIN_STATE_FILE = "train_state.pt"
+
+
+class RunDir:
+    """Paths and readers for one run folder."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    @property
+    def run_file(self) -> Path:
+        return self.root / RUN_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.root / METRICS_FILE
+
+    def checkpoint(self, which: str = "best") -> Path:
+        """``which`` is "best" or "last"."""
+        if which not in ("best", "last"):
+            raise ValueError(f"checkpoint must be 'best' or 'last', got {which!r}")
+        return self.root / CHECKPOINTS / which
+
+    @property
+    def train_state_file(self) -> Path:
+        return self.checkpoint("last") / TRAIN_STATE_FILE
+
+    def exists(self) -> bool:
+        return self.run_file.is_file()
+
+    def read_info(self) -> dict:
+        """The contents of run.json, with a clear error when the folder is not a run."""
+        if not self.run_file.is_file():
+            raise FileNotFoundError(
+                f"{self.root} is not an hqvae run: {RUN_FILE} is missing (create one with `hqvae train --out {self.root}`)"
+            )
+        try:
+            return json.loads(self.run_file.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{self.run_file} is not valid JSON ({error}); the run folder is damaged") from error
+
+    def write_info(self, info: dict) -> None:
+        atomic_write_json(self.run_file, info)
+
+    def append_metrics(self, record: dict) -> None:
+        """Append one JSON line (an append of one line is the unit; a torn last line is skipped on read)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_file, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_metrics(self, split: str | None = None) -> Iterator[dict]:
+        """The metrics records, optionally of one split; a torn last line is skipped."""
+        if not self.metrics_file.is_file():
+            return
+        with open(self.metrics_file) as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if split is None or record.get("split") == split:
+                    yield record
+
+    def load_model(self, which: str = "best", device: str = "cpu"):
+        """The trained model from ``checkpoints/<which>`` (falls back to "last" if no best exists)."""
+        from hqvae.models import from_pretrained
+
+        path = self.checkpoint(which)
+        if which == "best" and not (path / "model.safetensors").is_file():
+            path = self.checkpoint("last")
+        if not (path / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{self.root} has no checkpoint yet ({path} is empty); train it first")
+        return from_pretrained(path, device=device)
