@@ -1,0 +1,213 @@
+"""Folders of image files (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``), or tar archives of them.
+
+This is how CelebA-HQ, FFHQ, ImageNet subsets or the CIFAR-10 JPEG copy get in.  The layout
+rules (class sub-folders, flat folders, ``train/``/``val/``/``test/`` folders) and the split
+rule are those of :mod:`hqvae.data.layout`.
+
+Decoding:
+
+* ``channels=3`` converts every image to RGB, ``channels=1`` to greyscale (PIL's ``L``).
+* ``size=None`` keeps the stored size, which must then be the same for every image.
+  ``size=S`` or ``(H, W)`` resizes (bicubic, antialiased): with ``center_crop=True`` (default)
+  the largest centred region of the target's aspect ratio is cut and scaled to (H, W);
+  with ``center_crop=False`` the whole image is stretched to (H, W).  Large JPEG files are
+  decoded directly at a reduced scale (PIL's draft mode) when that still leaves at least the
+  target resolution.
+* An image that cannot be decoded raises :class:`CorruptFileError` naming it; with
+  ``skip_corrupt=True`` it is left out instead, and one warning gives the count.
+
+Archives are read in one streaming pass that keeps only the compressed bytes of the files the
+requested split needs.  With ``cache=True`` (default) the decoded uint8 tensor is stored in
+``$HQVAE_DATA/decoded/`` (see :mod:`hqvae.data.cache`), so later loads skip decoding.
+"""
+
+import io
+import math
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hqvae.data.archive import is_archive, iter_members
+from hqvae.data.cache import cache_path, load_cached, save_cached
+from hqvae.data.dataset import ImageDataset
+from hqvae.data.errors import CorruptFileError, DataError
+from hqvae.data.layout import WHOLE, FolderPlan, describe_split, is_visible, plan_folder, select_split
+from hqvae.data.splits import SPLITS, check_split
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def decode_image(data: bytes, source: str, channels: int = 3, size: tuple[int, int] | None = None,
+                 center_crop: bool = True) -> np.ndarray:
+    """Decode one image file's bytes into uint8 (H, W, channels); ``source`` names it in errors."""
+    mode = {1: "L", 3: "RGB"}[channels]
+    try:
+        image = Image.open(io.BytesIO(data))
+        if size is not None:
+            image = _resized(image, mode, size, center_crop)
+        image = image.convert(mode)
+        array = np.asarray(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise CorruptFileError(f"{source}: cannot decode the image ({error}); delete or replace the file, "
+                               f"or pass skip_corrupt=True to leave unreadable files out") from error
+    return array.reshape(array.shape[0], array.shape[1], channels)
+
+
+def _resized(image: Image.Image, mode: str, size: tuple[int, int], center_crop: bool) -> Image.Image:
+    height, width = size
+    w, h = image.size
+    crop_w, crop_h = (min(w, h * width / height), min(h, w * height / width)) if center_crop else (w, h)
+    if image.format == "JPEG":  # decode at the smallest 1/2^k scale that keeps the crop at least (H, W)
+        image.draft(mode, (math.ceil(w * width / crop_w), math.ceil(h * height / crop_h)))
+        crop_w, crop_h = crop_w * image.size[0] / w, crop_h * image.size[1] / h
+        w, h = image.size
+    image = image.convert(mode)
+    if (w, h) == (width, height):
+        return image
+    left, top = (w - crop_w) / 2, (h - crop_h) / 2
+    return image.resize((width, height), Image.Resampling.BICUBIC, box=(left, top, left + crop_w, top + crop_h))
+
+
+def _as_size(size) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    return int(height), int(width)
+
+
+def _is_image(path: str) -> bool:
+    return path.lower().endswith(IMAGE_SUFFIXES) and is_visible(path)
+
+
+def _folder_files(root: Path) -> list[str]:
+    """Relative posix paths of the visible image files under ``root``."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
+        relative = Path(folder).relative_to(root)
+        found += [(relative / name).as_posix() for name in files if _is_image(name)]
+    return found
+
+
+def _decode_all(plan: FolderPlan, groups: set[str], read: Callable[[str], bytes], source: Path, channels: int,
+                size: tuple[int, int] | None, center_crop: bool, skip_corrupt: bool) -> dict:
+    """Decode the files of ``groups``: images uint8 (N, C, H, W), labels, and per-item group and path."""
+    chosen = [i for i, group in enumerate(plan.groups) if group in groups]
+    images, kept, skipped = None, [], []
+    for i in chosen:
+        path = plan.paths[i]
+        try:
+            array = decode_image(read(path), f"{source}/{path}", channels, size, center_crop)
+        except CorruptFileError:
+            if not skip_corrupt:
+                raise
+            skipped.append(path)
+            continue
+        if images is None:
+            images = np.empty((len(chosen), *array.shape), dtype=np.uint8)
+        elif array.shape != images.shape[1:]:
+            first = plan.paths[kept[0]]
+            raise DataError(f"{source}/{path}: image of size {array.shape[1]}x{array.shape[0]} but "
+                            f"{first} is {images.shape[2]}x{images.shape[1]}; pass size= to resize every image")
+        images[len(kept)] = array
+        kept.append(i)
+    if not kept:
+        raise DataError(f"{source}: none of the {len(chosen)} image files could be decoded")
+    return {"images": torch.from_numpy(images[:len(kept)]).permute(0, 3, 1, 2).contiguous(),
+            "labels": torch.tensor([plan.labels[i] for i in kept], dtype=torch.int64),
+            "groups": [plan.groups[i] for i in kept],
+            "paths": [plan.paths[i] for i in kept],
+            "classes": list(plan.classes),
+            "skipped": skipped}
+
+
+def _decode_folder(root: Path, split: str, options: dict, use_cache: bool) -> dict:
+    plan = plan_folder(_folder_files(root), str(root))
+    groups = plan.needed_groups(split)
+    listing = [(path, *_stat(root / path)) for path, group in zip(plan.paths, plan.groups) if group in groups]
+    key = {"source": str(root.resolve()), "listing": listing, **options}
+    return _cached(key, use_cache, lambda: _decode_all(plan, groups, lambda path: (root / path).read_bytes(),
+                                                       root, **options))
+
+
+def _decode_archive(archive: Path, split: str, options: dict, use_cache: bool) -> dict:
+    stat = archive.stat()
+    request = "test" if split == "test" else "train+val"
+    key = {"source": str(archive.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+           "request": request, **options}
+
+    tops = {"test"} if split == "test" else {"train", "val"}
+
+    def wanted(path: str) -> bool:
+        """Keep the bytes of images in the requested split folders, or in any folder when unsplit."""
+        top = path.split("/", 1)[0]
+        return _is_image(path) and (top in tops or top not in SPLITS)
+
+    def decode() -> dict:
+        contents = {path: data for path, data in iter_members(archive, wanted) if _is_image(path)}
+        plan = plan_folder(list(contents), str(archive))
+        return _decode_all(plan, plan.needed_groups(split), contents.__getitem__, archive, **options)
+
+    return _cached(key, use_cache, decode)
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _cached(key: dict, use_cache: bool, decode: Callable[[], dict]) -> dict:
+    """``decode()``'s result, read from / written to the cache when ``use_cache``."""
+    if not use_cache:
+        return decode()
+    path = cache_path("image_folder", key)
+    stored = load_cached(path)
+    if stored is not None:
+        tensors, meta = stored
+        return {**tensors, **meta}
+    decoded = decode()
+    save_cached(path, {"images": decoded["images"], "labels": decoded["labels"]},
+                {name: value for name, value in decoded.items() if name not in ("images", "labels")})
+    return decoded
+
+
+def load_image_folder(root, split: str = "train", *, size=None, center_crop: bool = True, channels: int = 3,
+                      val_fraction: float = 0.1, test_fraction: float = 0.1, skip_corrupt: bool = False,
+                      cache: bool = True, name: str = "image_folder", title: str | None = None) -> ImageDataset:
+    """A folder or tar archive of images as uint8 (N, channels, H, W); see the module docstring.
+
+    ``root``: the folder, or a ``.tar``/``.tar.gz``/``.tgz`` file with the same layout inside.
+    ``val_fraction``/``test_fraction``: the per-class tail fractions of :mod:`hqvae.data.splits`.
+    ``name``/``title``: the registry name and the human-readable title used in ``description``.
+    ``meta`` of the result: ``files`` (each item's path inside ``root``) and ``skipped``.
+    """
+    check_split(split)
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    root = Path(root)
+    options = {"channels": channels, "size": _as_size(size), "center_crop": center_crop, "skip_corrupt": skip_corrupt}
+    if root.is_dir():
+        data = _decode_folder(root, split, options, cache)
+    elif root.is_file() and is_archive(root):
+        data = _decode_archive(root, split, options, cache)
+    else:
+        raise DataError(f"{root}: not an existing folder or .tar/.tar.gz/.tgz archive; pass root= pointing at "
+                        f"the image folder")
+    if data["skipped"]:
+        warnings.warn(f"{root}: skipped {len(data['skipped'])} unreadable image files, e.g. {data['skipped'][0]}",
+                      stacklevel=2)
+    indices = select_split(split, data["labels"], data["groups"], val_fraction, test_fraction)
+    rule = describe_split(split, WHOLE not in data["groups"], "val" in data["groups"], val_fraction, test_fraction)
+    skipped = f", {len(data['skipped'])} unreadable files skipped" if data["skipped"] else ""
+    description = f"{title or 'Image folder'}, {split} split ({rule}), {len(indices)} images, from {root}{skipped}"
+    paths = data["paths"]
+    return ImageDataset(data["images"][indices].contiguous(), data["labels"][indices], name=name, split=split,
+                        description=description, classes=data["classes"],
+                        meta={"files": [paths[i] for i in indices.tolist()], "skipped": data["skipped"]})

@@ -1,0 +1,58 @@
+"""Deterministic train / validation / test splits.
+
+One rule serves every labelled source: within each class, in the source's own order, the last
+items are held out.  With per-class counts ``n_c``, a class keeps its first
+``n_c - n_val - n_test`` items for training, the next ``n_val = round(val_fraction · n_c)`` for
+validation and the last ``n_test = round(test_fraction · n_c)`` for testing (rounding half up).
+Unlabelled items (label -1) form one group.  Nothing is random, so every run, machine and rank
+gets the same split, and train + val is always the source's training set.
+
+Per data set (see each loader):
+
+* MNIST, Fashion-MNIST: val = the last 1/12 of each class of the official training set
+  (500 per class, 5,000 in all for Fashion-MNIST; 5,002 for MNIST, whose classes are uneven);
+  test = the official test set.
+* CIFAR-10 (python batches and the JPEG folder copy alike): val = the last 500 images of each
+  class of the training set in the original batch order (5,000); test = the official test set.
+  Both sources therefore hold out the same images.
+* Image and audio folders: ``train/``, ``val/``, ``test/`` subfolders are used when present
+  (val carved from train by ``val_fraction`` when there is no ``val/``); otherwise the whole
+  folder is split with ``val_fraction`` and ``test_fraction`` (default 0.1 each), files sorted
+  by path.
+* FSDD: takes 0–4 test (the standard split), takes 5–9 val, takes 10–49 train.
+"""
+
+import math
+
+import torch
+
+SPLITS = ("train", "val", "test")
+
+
+def check_split(split: str) -> str:
+    """Return ``split`` if it is one of ``SPLITS``; raise a ValueError naming the choices otherwise."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    return split
+
+
+def split_by_tail(labels: torch.Tensor, val_fraction: float, test_fraction: float = 0.0) -> dict[str, torch.Tensor]:
+    """Per-class tail hold-out (module docstring): ``{"train", "val", "test"}`` → sorted int64 indices.
+
+    labels: (N,) integer labels in source order (-1 = unlabelled, one group).
+    """
+    if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction <= 1):
+        raise ValueError(f"need 0 <= val_fraction, test_fraction and their sum <= 1, "
+                         f"got {val_fraction} and {test_fraction}")
+    parts = {split: [] for split in SPLITS}
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        n = len(members)
+        n_test = math.floor(test_fraction * n + 0.5)
+        n_val = min(math.floor(val_fraction * n + 0.5), n - n_test)
+        n_train = n - n_val - n_test
+        parts["train"].append(members[:n_train])
+        parts["val"].append(members[n_train:n_train + n_val])
+        parts["test"].append(members[n_train + n_val:])
+    empty = torch.zeros(0, dtype=torch.int64)
+    return {split: torch.sort(torch.cat(chunks)).values if chunks else empty for split, chunks in parts.items()}
