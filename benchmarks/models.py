@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 import hqvae
+from hqvae.io import atomic_write_json
 
 RESULTS = Path(__file__).parent / "results" / "models.json"
 
@@ -68,15 +66,6 @@ def benchmark(names: list[str], batch_size: int, steps: int, warmup: int) -> lis
     return rows
 
 
-def write_atomically(path: Path, document: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(document, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=32)
@@ -103,9 +92,9 @@ def main() -> None:
         "models were timed round-robin so the load falls on all of them alike",
         "results": rows,
     }
-    write_atomically(args.out, document)
+    atomic_write_json(args.out, document)
 
-    print(f"| model | layers | codes | parameters | img/s fwd+bwd, median | img/s, best step |")
+    print("| model | layers | codes | parameters | img/s fwd+bwd, median | img/s, best step |")
     print("|---|---|---|---:|---:|---:|")
     for row in rows:
         codes = " + ".join(f"{h}×{w}" for h, w in row["code_shapes"])

@@ -3,3 +3,15 @@ from .models import HQVAE, ModelOutput, create_model, from_pretrained, list_mode
 from .quantizers import QuantizerOutput, ResidualQuantizer, StochasticQuantizer, VectorQuantizer
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "HQVAE",
+    "ModelOutput",
+    "QuantizerOutput",
+    "ResidualQuantizer",
+    "StochasticQuantizer",
+    "VectorQuantizer",
+    "create_model",
+    "from_pretrained",
+    "list_models",
+]

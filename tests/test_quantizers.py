@@ -417,7 +417,7 @@ def test_residual_sq_continuous_term_uses_the_summed_variances():
     continuous = ((z - total) ** 2).sum() / (2 * 6.5) / 2
     assert out.logs["continuous"].item() == pytest.approx(continuous.item(), rel=1e-5)
     discrete = sum(float(out.logs[f"discrete/{l}"]) for l in range(3))
-    assert out.loss.item() == pytest.approx(discrete + float(continuous), rel=1e-5)
+    assert out.loss.item() == pytest.approx(discrete + continuous.item(), rel=1e-5)
     assert all(f"continuous/{l}" not in out.logs for l in range(3))
 
 

@@ -1,11 +1,14 @@
 """The ``hqvae`` command line: one module per command, each with ``add_arguments`` and ``run``.
 
     hqvae train  --config configs/<dataset>/<model>.yaml --out runs/<name> [key=value ...]
-    hqvae eval   --run runs/<name> [--split test] --out results.json
+    hqvae eval   --run runs/<name> [--split test] [--out results.json]
     hqvae encode --run runs/<name> --out codes.safetensors
     hqvae decode --run runs/<name> --codes codes.safetensors --out images/
     hqvae report --run runs/<a> runs/<b> --out report/
-    hqvae demo   (the main job: vqvae2 vs sqvae2 on Fashion-MNIST, then the report)
+    hqvae demo   [--out runs/demo]   the main job: vqvae2 vs sqvae2 on Fashion-MNIST, then the report
+
+Only the chosen command's module is imported, so each command starts fast and a problem in one
+cannot break another.
 """
 from __future__ import annotations
 
@@ -13,38 +16,39 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = {
-    "train": "hqvae.cli.train",
-    "eval": "hqvae.cli.evaluate",
-    "encode": "hqvae.cli.encode",
-    "decode": "hqvae.cli.decode",
-    "report": "hqvae.cli.report",
-    "demo": "hqvae.cli.demo",
+from hqvae.data.errors import DataError
+
+COMMANDS = {  # name -> (module, one-line help)
+    "train": ("hqvae.cli.train", "train a model from a YAML config"),
+    "eval": ("hqvae.cli.evaluate", "evaluate a run on a split: metrics JSON and figures"),
+    "encode": ("hqvae.cli.encode", "encode a dataset split to codes"),
+    "decode": ("hqvae.cli.decode", "decode a codes file to images or audio"),
+    "report": ("hqvae.cli.report", "an HTML and Markdown report comparing runs"),
+    "demo": ("hqvae.cli.demo", "the main job: train vqvae2 and sqvae2 on Fashion-MNIST, evaluate, report"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: str | None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of the ``selected`` command only."""
     parser = argparse.ArgumentParser(prog="hqvae", description="Hierarchical discrete representation learning.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
-        try:
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == selected:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue  # a command still being built
-        sub = commands.add_parser(name, help=module.HELP, description=module.__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(sub)
-        sub.set_defaults(run=module.run)
+            sub.description = module.__doc__
+            module.add_arguments(sub)
+            sub.set_defaults(_command=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    selected = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(selected if selected in COMMANDS else None).parse_args(argv)
     try:
-        return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as error:
+        return int(args._command(args) or 0)
+    except (ValueError, FileNotFoundError, DataError) as error:
         print(f"hqvae {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -39,7 +39,7 @@ def entropy_bits(counts: torch.Tensor) -> float:
     if total == 0:
         return 0.0
     p = counts[counts > 0].double() / total
-    return float(-(p * torch.log2(p)).sum())
+    return max(0.0, float(-(p * torch.log2(p)).sum()))  # max: a one-code histogram gives -0.0
 
 
 class CodebookUsage:

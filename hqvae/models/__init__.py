@@ -7,18 +7,25 @@
 * ``output.py``     ``ModelOutput``
 * ``pretrained.py`` ``save_pretrained`` / ``from_pretrained``
 * ``registry.py``   ``list_models`` / ``create_model`` and the per-size defaults
+* ``pqvae.py``      PQ-VAE (global token sequence; ``pq_config.py``, ``progressive.py``),
+                    registered as ``pqvae`` and ``global_rvq`` by ``pq_registry.py``
 """
 from .config import LayerConfig, ModelConfig
 from .hqvae import HQVAE
 from .output import ModelOutput
+from .pq_config import PQConfig
+from .pqvae import PQVAE
 from .pretrained import from_pretrained
 from .registry import create_model, list_models, model_config, register_model
+from . import pq_registry  # noqa: F401  (registers pqvae and global_rvq)
 
 __all__ = [
     "HQVAE",
     "LayerConfig",
     "ModelConfig",
     "ModelOutput",
+    "PQConfig",
+    "PQVAE",
     "create_model",
     "from_pretrained",
     "list_models",

@@ -12,29 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from ..io import atomic_write, atomic_write_bytes
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_name)`` on a temporary file next to ``path``, then move it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 class PretrainedMixin:
@@ -49,8 +37,8 @@ class PretrainedMixin:
         directory.mkdir(parents=True, exist_ok=True)
         document = {"model_type": self.config.name, "hqvae_version": __version__, "config": self.config.to_dict()}
         text = json.dumps(document, indent=2) + "\n"
-        _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_model(self, tmp, metadata={"format": "pt"}))
-        _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_model(self, tmp, metadata={"format": "pt"}))
+        atomic_write_bytes(directory / CONFIG_NAME, text.encode())
         return directory
 
     @classmethod

@@ -30,7 +30,6 @@ from torch import Tensor, nn
 from .base import (
     QuantizerOutput,
     code_counts,
-    entropy,
     flatten_latents,
     fp32_island,
     index_shape,

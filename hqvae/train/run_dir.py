@@ -10,21 +10,34 @@
       tensorboard/             optional
 
 Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so an
-interrupted write leaves the previous version intact.
+interrupted write leaves the previous version intact. Checkpoint folders are written whole beside
+their place (``checkpoints/.<which>.partial``) and swapped in (``hqvae.train.checkpoint``).
+
+Records of metrics.jsonl (``step`` = optimiser steps done):
+
+    train  {"step", "split": "train", "loss", "terms": {"recon", "mse", "discrete/<l>", ...},
+            "logs": {"perplexity/<l>", "entropy/<l>", "variance/<l>"}, "lr", "temperature" (SQ
+            models), "grad_norm" (with optim.grad_clip), "img_per_s", "wall_time_s"}: means over
+            the steps since the previous train record, and over ranks
+    val    {"step", "split": "val", "loss", "terms", "rmse", "mse", "psnr", "perplexity/<l>",
+            "usage/<l>", "items", "best": bool}: deterministic quantisation, whole (or
+            ``val_batches``-limited) val split
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
 
-from hqvae.io import atomic_write_json
+from hqvae.io import atomic_write_bytes, atomic_write_json
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 TRAIN_STATE_FILE = "train_state.pt"
+TENSORBOARD = "tensorboard"
 
 
 class RunDir:
@@ -54,6 +67,17 @@ class RunDir:
     def exists(self) -> bool:
         return self.run_file.is_file()
 
+    def has_contents(self) -> bool:
+        """Whether any file of a run is here (run.json, metrics, checkpoints or TensorBoard files)."""
+        return any((self.root / name).exists() for name in (RUN_FILE, METRICS_FILE, CHECKPOINTS, TENSORBOARD))
+
+    def clear(self) -> None:
+        """Delete the run's files (those of the layout above; anything else in the folder stays)."""
+        for name in (RUN_FILE, METRICS_FILE):
+            (self.root / name).unlink(missing_ok=True)
+        for name in (CHECKPOINTS, TENSORBOARD):
+            shutil.rmtree(self.root / name, ignore_errors=True)
+
     def read_info(self) -> dict:
         """The contents of run.json, with a clear error when the folder is not a run."""
         if not self.run_file.is_file():
@@ -74,6 +98,13 @@ class RunDir:
         with open(self.metrics_file, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def truncate_metrics(self, step: int) -> None:
+        """Keep only the records up to ``step`` (a resumed run rewrites the steps after its checkpoint)."""
+        if not self.metrics_file.is_file():
+            return
+        kept = [json.dumps(record) + "\n" for record in self.read_metrics() if record.get("step", 0) <= step]
+        atomic_write_bytes(self.metrics_file, "".join(kept).encode())
+
     def read_metrics(self, split: str | None = None) -> Iterator[dict]:
         """The metrics records, optionally of one split; a torn last line is skipped."""
         if not self.metrics_file.is_file():
@@ -88,12 +119,13 @@ class RunDir:
                     yield record
 
     def load_model(self, which: str = "best", device: str = "cpu"):
-        """The trained model from ``checkpoints/<which>`` (falls back to "last" if no best exists)."""
+        """The trained model from ``checkpoints/<which>``, exactly that one (no silent fallback)."""
         from hqvae.models import from_pretrained
 
         path = self.checkpoint(which)
-        if which == "best" and not (path / "model.safetensors").is_file():
-            path = self.checkpoint("last")
         if not (path / "model.safetensors").is_file():
-            raise FileNotFoundError(f"{self.root} has no checkpoint yet ({path} is empty); train it first")
+            raise FileNotFoundError(
+                f"{self.root} has no {which!r} checkpoint ({path / 'model.safetensors'} is missing); "
+                "train the run further, or ask for the other checkpoint"
+            )
         return from_pretrained(path, device=device)

@@ -1,0 +1,322 @@
+"""Do the HQ-VAE paper's claims hold? VQ/SQ pairs trained side by side at equal architecture and budget.
+
+For each dataset, each pair (vqvae/sqvae, vqvae2/sqvae2, rqvae/rsqvae) and each seed, both models
+are trained with the same backbone, codebook sizes, optimiser (Adam, lr 1e-3, constant), batch
+size and number of steps by the library's own training loop (``hqvae.train``), then evaluated on
+the test split by ``hqvae.evaluate`` (SPEC §5). Test metrics are also recorded at several points
+of each run (learning curves): the run is trained in segments, each resumed from the last
+checkpoint, which reproduces an uninterrupted run bit for bit, and the test set is evaluated at
+the end of every segment (intermediate points on an evenly spaced test subset, stated in the JSON).
+
+Baselines get their standard heuristics (EMA decay 0.99, commitment 0.25, k-means init); SQ models
+get none. The Gumbel temperature follows the official schedule τ = exp(−decay·step) compressed to
+the budget, so that τ ends where the official 100-epoch CIFAR-10 run ends (≈ 0.21).
+
+    python benchmarks/claims.py                       # default CPU budget, all three datasets
+    python benchmarks/claims.py --quick               # smoke run (minutes)
+    python benchmarks/claims.py --budget 20000 --device cuda --label h100   # longer / GPU runs
+    python benchmarks/claims.py --datasets fashion_mnist --seeds 0
+
+Writes ``benchmarks/results/claims-<dataset>[-<label>].json`` (every metric per layer, bits, wall
+time, img/s, the exact config and commit), and from it ``claims-<dataset>[-<label>].md`` and PNG plots.
+Data: Fashion-MNIST (Debian package or download), CIFAR-10 (the JPEG q75 copy in
+``$HQVAE_DATA_ROOT``, labelled as such) and FSDD log-mel spectrograms (``$HQVAE_DATA_ROOT/fsdd``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import hqvae
+from hqvae.data import load_dataset
+from hqvae.evaluate import evaluate
+from hqvae.io import atomic_write_bytes, atomic_write_json
+from hqvae.train.config import TrainConfig
+from hqvae.train.loop import train
+from hqvae.train.run_dir import RunDir
+
+PAIRS = (("vqvae", "sqvae"), ("vqvae2", "sqvae2"), ("rqvae", "rsqvae"))
+OFFICIAL_FINAL_TAU_EXPONENT = 1e-5 * 100 * 1563  # decay × steps of the official 100-epoch CIFAR-10 run
+
+DATASETS = {  # name -> (loader name, root relative to HQVAE_DATA_ROOT or None, label)
+    "fashion_mnist": ("fashion_mnist", None, "Fashion-MNIST"),
+    "cifar10": ("cifar10_folder", "cifar10-jpeg-q75.tar.gz", "CIFAR-10 (JPEG q75 copy)"),
+    "fsdd": ("fsdd", "fsdd", "FSDD log-mel spectrograms (1×80×128)"),
+}
+# steps per run at batch 32: the default CPU budget is sized for ~2 hours on 2 cores in all
+BUDGETS = {
+    "default": {"fashion_mnist": 2000, "cifar10": 2000, "fsdd": 1000},
+    "quick": {"fashion_mnist": 60, "cifar10": 60, "fsdd": 30},
+}
+CURVE_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+CURVE_TEST_ITEMS = 2000  # intermediate learning-curve points use this many evenly spaced test items
+
+
+def data_root(dataset: str) -> str | None:
+    relative = DATASETS[dataset][1]
+    if relative is None:
+        return None
+    base = os.environ.get("HQVAE_DATA_ROOT") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
+    return str(Path(base) / relative)
+
+
+def run_config(dataset: str, model: str, steps: int, seed: int, device: str) -> TrainConfig:
+    return TrainConfig.from_dict(
+        {
+            "data": {"name": DATASETS[dataset][0], "root": data_root(dataset)},
+            "model": {"name": model, "overrides": {}},
+            "optim": {"name": "adam", "lr": 1e-3, "schedule": "constant"},
+            "train": {
+                "steps": steps,
+                "batch_size": 32,
+                "seed": seed,
+                "device": device,
+                "log_every": max(1, steps // 20),
+                "val_every": 0,
+                "checkpoint_every": steps,
+            },
+            "temperature": {"init": 1.0, "decay": OFFICIAL_FINAL_TAU_EXPONENT / steps, "min": 0.0},
+            "logging": {"progress": False},
+        }
+    )
+
+
+def evenly_spaced_subset(dataset, count: int):
+    if len(dataset) <= count:
+        return dataset
+    index = torch.linspace(0, len(dataset) - 1, count).round().long()
+    return dataset.subset(index, dataset.split, f"{dataset.description}; {count} evenly spaced items")
+
+
+def summary_of(result: dict) -> dict:
+    """The numbers the claims are about, from one ``evaluate`` result."""
+    layers = result["layers"]
+    return {
+        "rmse": result["reconstruction"]["rmse"],
+        "psnr": result["reconstruction"]["psnr"],
+        "ssim": result["reconstruction"].get("ssim"),
+        "perplexity": [layer["perplexity"] for layer in layers],
+        "usage": [layer["usage"] for layer in layers],
+        "minibatch_perplexity": [layer["minibatch_perplexity"] for layer in layers],
+        "least_used_layer_perplexity": min(layer["perplexity"] for layer in layers),
+        "bits_per_item": result["rate"]["bits_per_item"],
+        "coarse_to_fine_rmse": [point["rmse"] for point in result.get("coarse_to_fine", [])],
+    }
+
+
+def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: str, runs: Path, test_set) -> dict:
+    """One run in segments; returns its record (config, curve, final evaluation, timings)."""
+    out = runs / dataset / f"{model}-seed{seed}"
+    config = run_config(dataset, model, steps, seed, device)
+    curve_set = evenly_spaced_subset(test_set, CURVE_TEST_ITEMS)
+    curve, train_seconds, resume = [], 0.0, False
+    for fraction in CURVE_FRACTIONS:
+        config.train.steps = max(1, round(steps * fraction))
+        start = time.perf_counter()
+        info = train(config, out, resume=resume, force=not resume)
+        train_seconds += time.perf_counter() - start
+        resume = True
+        model_now = RunDir(out).load_model("last", device=device)
+        final = fraction == CURVE_FRACTIONS[-1]
+        result = evaluate(model_now, test_set if final else curve_set, batch_size=256)
+        curve.append({"step": config.train.steps, "test_items": result["data"]["items"], **summary_of(result)})
+        print(f"  {dataset} {model} seed {seed} step {config.train.steps}: rmse {curve[-1]['rmse']:.4f} "
+              f"perplexity {['%.1f' % p for p in curve[-1]['perplexity']]}", flush=True)
+    train_records = list(RunDir(out).read_metrics("train"))
+    speeds = [r["img_per_s"] for r in train_records if r.get("img_per_s")]
+    return {
+        "model": model,
+        "seed": seed,
+        "steps": steps,
+        "config": info.get("config"),
+        "train_wall_time_s": train_seconds,
+        "train_img_per_s_median": sorted(speeds)[len(speeds) // 2] if speeds else None,
+        "curve": curve,
+        "final": result,
+        "summary": curve[-1],
+        "run_dir": str(out),
+    }
+
+
+def verdicts(records: list[dict]) -> list[dict]:
+    """Per pair and seed: does SQ beat VQ on the least-used layer's perplexity and on test RMSE;
+    is rsqvae's coarse-to-fine error monotone."""
+    by_key = {(r["model"], r["seed"]): r for r in records}
+    rows = []
+    for vq, sq in PAIRS:
+        for seed in sorted({r["seed"] for r in records}):
+            if (vq, seed) not in by_key or (sq, seed) not in by_key:
+                continue
+            a, b = by_key[(vq, seed)]["summary"], by_key[(sq, seed)]["summary"]
+            curve_vq, curve_sq = by_key[(vq, seed)]["curve"], by_key[(sq, seed)]["curve"]
+            row = {
+                "pair": f"{vq}/{sq}",
+                "seed": seed,
+                "least_used_perplexity": {vq: a["least_used_layer_perplexity"], sq: b["least_used_layer_perplexity"]},
+                "rmse": {vq: a["rmse"], sq: b["rmse"]},
+                "sq_wins_least_used_perplexity": b["least_used_layer_perplexity"] > a["least_used_layer_perplexity"],
+                "sq_wins_rmse": b["rmse"] < a["rmse"],
+                "rmse_order_by_step": [
+                    {"step": p["step"], "sq_better": q["rmse"] < p["rmse"]} for p, q in zip(curve_vq, curve_sq)
+                ],
+            }
+            if sq == "rsqvae":
+                errors = b["coarse_to_fine_rmse"]
+                row["rsqvae_coarse_to_fine_rmse"] = errors
+                row["rsqvae_coarse_to_fine_monotone"] = all(x > y for x, y in zip(errors, errors[1:]))
+            rows.append(row)
+    return rows
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"# Claims benchmark — {result['dataset_label']}",
+        "",
+        f"{result['budget']['steps']} steps of batch {result['budget']['batch_size']} per run, seeds "
+        f"{result['seeds']}, {result['device']}; test split ({result['test_items']} items). "
+        f"Command: `{result['command']}`. Commit `{result['commit']}`.",
+        "",
+        "| model | seed | RMSE | PSNR | SSIM | perplexity per layer | usage per layer | train img/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["runs"]:
+        s = r["summary"]
+        lines.append(
+            f"| {r['model']} | {r['seed']} | {s['rmse']:.4f} | {s['psnr']:.2f} | "
+            f"{s['ssim']:.4f} | {' / '.join('%.1f' % p for p in s['perplexity'])} | "
+            f"{' / '.join('%.2f' % u for u in s['usage'])} | {r['train_img_per_s_median'] or float('nan'):.0f} |"
+        )
+    lines += ["", "| pair | seed | SQ wins least-used-layer perplexity | SQ wins RMSE | SQ better RMSE by step | rsqvae coarse-to-fine monotone |",
+              "|---|---|---|---|---|---|"]
+    for v in result["verdicts"]:
+        order = ", ".join(f"{o['step']}:{'SQ' if o['sq_better'] else 'VQ'}" for o in v["rmse_order_by_step"])
+        lines.append(f"| {v['pair']} | {v['seed']} | {v['sq_wins_least_used_perplexity']} | {v['sq_wins_rmse']} | "
+                     f"{order} | {v.get('rsqvae_coarse_to_fine_monotone', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plots(result: dict, stem: Path) -> list[str]:
+    """Per-layer perplexity bars, RMSE vs bits, and learning curves, as PNGs beside the JSON."""
+    from matplotlib.figure import Figure
+
+    files = []
+    runs = [r for r in result["runs"] if r["seed"] == result["seeds"][0]]
+    fig = Figure(figsize=(9, 3.5))
+    ax = fig.add_subplot()
+    labels, values = [], []
+    for r in runs:
+        for layer, p in enumerate(r["summary"]["perplexity"]):
+            labels.append(f"{r['model']}\nL{layer}")
+            values.append(p)
+    ax.bar(range(len(values)), values, color=["tab:red" if l.startswith(("vq", "rq")) else "tab:blue" for l in labels])
+    ax.set_xticks(range(len(values)), labels, fontsize=6)
+    ax.set_ylabel("test perplexity (dataset-level)")
+    ax.set_title(f"{result['dataset_label']}: codebook perplexity per layer (red VQ, blue SQ)")
+    fig.tight_layout()
+    files.append(_save(fig, stem.with_name(stem.name + "-perplexity.png")))
+
+    fig = Figure(figsize=(5, 4))
+    ax = fig.add_subplot()
+    for r in runs:
+        points = r["final"].get("coarse_to_fine") or [{"bits_per_item": r["summary"]["bits_per_item"], "rmse": r["summary"]["rmse"]}]
+        ax.plot([p["bits_per_item"] for p in points], [p["rmse"] for p in points], marker="o", label=r["model"])
+    ax.set_xlabel("bits per item")
+    ax.set_ylabel("test RMSE")
+    ax.set_title("RMSE vs bits (coarse to fine)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    files.append(_save(fig, stem.with_name(stem.name + "-rmse-vs-bits.png")))
+
+    fig = Figure(figsize=(9, 3.5))
+    for i, key in enumerate(("rmse", "least_used_layer_perplexity")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for r in runs:
+            ax.plot([c["step"] for c in r["curve"]], [c[key] for c in r["curve"]], marker="o", label=r["model"])
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"test {key.replace('_', ' ')}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    files.append(_save(fig, stem.with_name(stem.name + "-curves.png")))
+    return files
+
+
+def _save(fig, path: Path) -> str:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path.name
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--pairs", nargs="+", default=[f"{a}/{b}" for a, b in PAIRS])
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--quick", action="store_true", help="smoke-run budget")
+    budget.add_argument("--budget", type=int, help="steps per run (every dataset)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--label", default=None, help="suffix of the result files, e.g. the GPU name")
+    parser.add_argument("--runs", default="runs/claims", help="where the run folders go")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+
+    pairs = [tuple(p.split("/")) for p in args.pairs]
+    suffix = f"-{args.label}" if args.label else ("-quick" if args.quick else "")
+    device_label = (torch.cuda.get_device_name() if args.device.startswith("cuda") else
+                    f"CPU, {torch.get_num_threads()} threads ({platform.machine()})")
+    for dataset in args.datasets:
+        steps = args.budget or BUDGETS["quick" if args.quick else "default"][dataset]
+        test_set = load_dataset(DATASETS[dataset][0], "test", root=data_root(dataset))
+        records = []
+        started = time.perf_counter()
+        for vq, sq in pairs:
+            for seed in args.seeds:
+                for model in (vq, sq):
+                    records.append(train_and_evaluate(dataset, model, steps, seed, args.device, Path(args.runs), test_set))
+        result = {
+            "benchmark": "HQ-VAE claims: VQ vs SQ at equal architecture and budget",
+            "dataset": dataset,
+            "dataset_label": DATASETS[dataset][2],
+            "test_items": len(test_set),
+            "test_description": test_set.description,
+            "budget": {"steps": steps, "batch_size": 32, "optimizer": "Adam lr 1e-3 constant",
+                       "temperature": f"exp(-{OFFICIAL_FINAL_TAU_EXPONENT / steps:.3g}·step)",
+                       "curve_points": list(CURVE_FRACTIONS), "curve_test_items": CURVE_TEST_ITEMS},
+            "seeds": args.seeds,
+            "device": device_label,
+            "torch": torch.__version__,
+            "hqvae": hqvae.__version__,
+            "commit": git_commit(),
+            "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "wall_time_s": time.perf_counter() - started,
+            "runs": records,
+            "verdicts": verdicts(records),
+        }
+        stem = Path(args.out) / f"claims-{dataset}{suffix}"
+        result["figures"] = plots(result, stem)
+        atomic_write_json(stem.with_suffix(".json"), result)
+        atomic_write_bytes(stem.with_suffix(".md"), markdown(result).encode())
+        print(markdown(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Compare runs in one report: report.html and report.md with tables and figures, plus report.json.
+
+    hqvae report --run runs/<a> runs/<b> ... --out report/ [--split test] [--checkpoint best|last]
+                 [--title TEXT] [--batch-size 256] [--limit N] [--data-root PATH] [--device cpu]
+
+Each run's results are read from its default results file (runs/<name>/eval/results.json for
+the test split and best checkpoint; see `hqvae eval`).  A run without one is evaluated now, with
+the results and figures written into report/<name>/ (the run folder is left untouched).
+Training curves come from each run's metrics.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from hqvae.cli.evaluate import evaluate_run
+from hqvae.cli.runs import default_results_path
+from hqvae.report.build import ReportRun, build_report, folder_name, unique_names
+from hqvae.train.run_dir import RunDir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", dest="run_dirs", metavar="RUN", required=True, nargs="+",
+                        help="run folders to compare")
+    parser.add_argument("--out", required=True, help="report folder")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    parser.add_argument("--title", default="hqvae report")
+    parser.add_argument("--batch-size", type=int, default=256, help="for runs evaluated now")
+    parser.add_argument("--limit", type=int, help="for runs evaluated now: the first N items only")
+    parser.add_argument("--data-root", help="for runs evaluated now: where the data set is")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _read_results(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); delete it and run `hqvae eval` again") from None
+
+
+def collect(args: argparse.Namespace) -> list[ReportRun]:
+    """Results (read or computed now) and training records of every run."""
+    runs = []
+    names = unique_names([Path(path).resolve().name for path in args.run_dirs])
+    for path, name in zip(args.run_dirs, names):
+        run_dir = RunDir(path)
+        run_dir.read_info()  # a clear error for a folder that is not a run
+        results_path = default_results_path(path, args.split, args.checkpoint)
+        if results_path.is_file():
+            results = _read_results(results_path)
+        else:
+            print(f"{results_path} not found: evaluating {path} now")
+            results, results_path = evaluate_run(
+                path, args.split, args.checkpoint, out=str(Path(args.out) / folder_name(name) / "results.json"),
+                batch_size=args.batch_size, limit=args.limit, data_root=args.data_root, device=args.device)
+        runs.append(ReportRun(name, results, results_path.parent, list(run_dir.read_metrics())))
+    return runs
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = build_report(collect(args), args.out, args.title)
+    print(f"wrote {paths['html']} and {paths['markdown']} ({paths['json']})")
+    return 0

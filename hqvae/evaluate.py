@@ -1,0 +1,231 @@
+"""Evaluate a trained model on one split: ``evaluate(model, data) -> dict`` (SPEC §5).
+
+Everything is computed with deterministic quantisation (``model.encode``: argmax of the SQ
+posterior / nearest VQ code) in eval mode without gradients, on pixels in [0, 1]:
+
+* reconstruction of the full code: RMSE (pooled over every pixel of every item), PSNR (mean of
+  per-item values), SSIM (Gaussian window, mean over items; skipped below 11×11 pixels) and,
+  only when an LPIPS network built from user-supplied weights is passed, LPIPS;
+* per layer l (coarse to fine): code grid (h_l, w_l), n_l = h_l·w_l, K_l, the dataset-level
+  histogram of hard indices with its perplexity exp(H(p_l)), usage (fraction of codes used at
+  least once) and entropy H(p_l) in bits, and the paper-style mini-batch perplexity (exp(H) of
+  each mini-batch of ``minibatch_perplexity_batch`` consecutive items, averaged);
+* rate: nominal Σ_l n_l·log2 K_l and empirical-entropy Σ_l n_l·H(p_l) bits per item;
+* coarse to fine (models with more than one layer): reconstruction metrics of
+  ``model.decode(codes, upto=m)`` for m = 1..L with the nominal rate of those m layers.
+
+Under DDP (``torch.distributed`` initialised) a data set is sharded over the ranks with
+:func:`hqvae.data.make_loader` (a loader passed in is used as it is, so it must be sharded
+already) and the accumulators are all-reduced, so every rank returns the result on the whole
+split.  Without DDP nothing distributed is touched.
+
+The result is plain JSON (see :func:`evaluate` for its keys); the command line adds the run,
+checkpoint and provenance fields (``hqvae.cli.evaluate``).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hqvae.code_layers import codebook_sizes, to_layers
+from hqvae.data import make_loader
+from hqvae.metrics import CodebookUsage, MinibatchPerplexity, ReconstructionMetrics, bits_per_item
+from hqvae.metrics import entropy_bits_per_item
+from hqvae.metrics.distributed import all_reduce, is_distributed
+
+SCHEMA = "hqvae.eval/1"
+SSIM_MIN_SIZE = 11  # SSIM's Gaussian window is 11×11
+PARTIAL_DECODING = ("model.decode(codes, upto=m): missing residual layers contribute zero, a missing injected layer "
+                    "is the codebook mean (HQ-VAE); the first m steps of every group (PQ-VAE)")
+
+
+class _MinibatchChunks:
+    """Feeds a :class:`MinibatchPerplexity` chunks of exactly ``size`` consecutive items, whatever
+    the evaluation batch size; ``finish`` adds the last, shorter chunk."""
+
+    def __init__(self, codebook_size: int, size: int):
+        self.meter = MinibatchPerplexity(codebook_size)
+        self.size = size
+        self.pending: list[Tensor] = []
+        self.count = 0
+
+    def update(self, codes: Tensor) -> None:
+        """codes (B, *positions) of one batch."""
+        self.pending.append(codes.cpu())
+        self.count += codes.shape[0]
+        if self.count >= self.size:
+            chunks = torch.cat(self.pending).split(self.size)
+            full, rest = (chunks, []) if chunks[-1].shape[0] == self.size else (chunks[:-1], [chunks[-1]])
+            for chunk in full:
+                self.meter.update(chunk)
+            self.pending, self.count = rest, sum(chunk.shape[0] for chunk in rest)
+
+    def finish(self) -> MinibatchPerplexity:
+        if self.count:
+            self.meter.update(torch.cat(self.pending))
+            self.pending, self.count = [], 0
+        return self.meter
+
+
+def _batches(data: Any, batch_size: int) -> Iterable:
+    """A data set with ``get_batch`` (sharded over DDP ranks) or anything iterable as it is."""
+    if hasattr(data, "get_batch"):
+        if not is_distributed():
+            return make_loader(data, batch_size)
+        return make_loader(data, batch_size, rank=torch.distributed.get_rank(),
+                           world_size=torch.distributed.get_world_size())
+    return data
+
+
+def _as_images(batch: Any) -> Tensor:
+    """x (B, C, H, W) from an ``(x, y)`` pair or a bare tensor."""
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def _describe(data: Any) -> dict:
+    """Name, split and description of a data set (or of a loader's ``.dataset``), where known."""
+    dataset = data if hasattr(data, "description") else getattr(data, "dataset", None)
+    return {
+        "name": getattr(dataset, "name", None),
+        "split": getattr(dataset, "split", None),
+        "description": getattr(dataset, "description", "unknown data (no description given)"),
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: Any,
+    batch_size: int = 256,
+    minibatch_perplexity_batch: int = 32,
+    progressive: bool = True,
+    lpips: nn.Module | None = None,
+) -> dict:
+    """Metrics of ``model`` on ``data`` (module docstring).
+
+    Args:
+        model: an HQ-VAE or PQ-VAE (``encode``, ``decode(codes, upto)``, ``config.layers``; a
+            PQ-VAE's layers are its steps, see :mod:`hqvae.code_layers`), possibly wrapped in
+            DistributedDataParallel; its training flags are restored afterwards.
+        data: an :class:`~hqvae.data.ImageDataset` (batched with ``batch_size``) or an iterable
+            of ``(x, y)`` batches or of bare x, float (B, C, H, W) in [0, 1].
+        minibatch_perplexity_batch: items per mini-batch of the paper-style perplexity.
+        progressive: also evaluate ``decode(codes, upto=m)`` for m < L (coarse-to-fine curve).
+        lpips: an :class:`hqvae.metrics.LPIPS` built with :func:`hqvae.metrics.load_lpips`;
+            LPIPS is reported only when given.
+
+    Returns a JSON-ready dict:
+        ``schema``, ``model`` {type, num_layers, parameters}, ``data`` {name, split,
+        description, items, shape [C, H, W]}, ``settings`` {batch_size, minibatch_perplexity_batch,
+        quantization, partial_decoding, clamp, world_size},
+        ``reconstruction`` {rmse, mse, psnr, ssim (≥ 11×11 pixels), lpips (only with weights), items},
+        ``layers``: one dict per layer {layer, kind, quantizer, grid [h, w] (PQ-VAE: [G]), positions n_l,
+        codebook_size K_l, bits n_l·log2 K_l, perplexity, usage, codes_used, entropy_bits,
+        minibatch_perplexity, minibatch_perplexity_batch_size, counts (histogram, K_l ints)},
+        ``rate`` {bits_per_item, entropy_bits_per_item, bits_per_pixel (nominal bits / (H·W))},
+        ``coarse_to_fine``: one dict per m = 1..L {layers m, bits_per_item, rmse, mse, psnr,
+        ssim} (only the full code when ``progressive`` is false or L = 1), ``time_s``.
+    """
+    if batch_size < 1 or minibatch_perplexity_batch < 1:
+        raise ValueError(f"batch sizes must be positive, got {batch_size} and {minibatch_perplexity_batch}")
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    device = next(model.parameters()).device
+    sizes = codebook_sizes(model)
+    num_layers = len(sizes)
+    depths = range(1, num_layers + 1) if progressive else [num_layers]
+    start = time.perf_counter()
+
+    usage = [CodebookUsage(k) for k in sizes]
+    minibatch = [_MinibatchChunks(k, minibatch_perplexity_batch) for k in sizes]
+    recon: dict[int, ReconstructionMetrics] = {}
+    lpips_sum = torch.zeros(2, dtype=torch.float64)  # (Σ LPIPS, items)
+    grids: list[tuple[int, int]] = []
+    shape: tuple[int, ...] = ()
+    for batch in _batches(data, batch_size):
+        x = _as_images(batch).to(device).float()
+        if not recon:
+            shape = tuple(x.shape[1:])
+            recon = {m: ReconstructionMetrics(with_ssim=min(shape[-2:]) >= SSIM_MIN_SIZE) for m in depths}
+        codes = model.encode(x)
+        layer_codes = to_layers(model, codes)
+        grids = [tuple(code.shape[1:]) for code in layer_codes]
+        for layer, code in enumerate(layer_codes):
+            usage[layer].update(code)
+            minibatch[layer].update(code)
+        for m in depths:
+            x_hat = model.decode(codes, upto=m)
+            recon[m].update(x_hat, x)
+            if lpips is not None and m == num_layers:
+                lpips_sum += torch.tensor([float(lpips(x_hat.clamp(0, 1), x).double().sum()), x.shape[0]])
+    if not recon:
+        raise ValueError("the data set is empty: nothing to evaluate")
+
+    for meter in usage + [chunks.finish() for chunks in minibatch] + list(recon.values()):
+        meter.all_reduce()
+    lpips_sum = all_reduce(lpips_sum)
+
+    layers = []
+    for layer, (config, counts, chunks, grid) in enumerate(zip(model.config.layers, usage, minibatch, grids)):
+        stats = counts.compute()
+        batches = chunks.meter.compute()
+        layers.append({
+            "layer": layer,
+            "kind": config.kind,
+            "quantizer": config.quantizer,
+            "grid": list(grid),
+            "positions": stats["positions_per_item"],
+            "codebook_size": stats["codebook_size"],
+            "bits": bits_per_item([(stats["positions_per_item"], stats["codebook_size"])]),
+            "perplexity": stats["perplexity"],
+            "usage": stats["usage"],
+            "codes_used": stats["codes_used"],
+            "entropy_bits": stats["entropy_bits"],
+            "minibatch_perplexity": batches["perplexity"],
+            "minibatch_perplexity_batch_size": batches["batch_size"],
+            "counts": counts.counts.tolist(),
+        })
+
+    full = recon[num_layers].compute()
+    reconstruction = {key: full[key] for key in ("rmse", "mse", "psnr", "ssim") if key in full}
+    if lpips is not None:
+        reconstruction["lpips"] = float(lpips_sum[0] / lpips_sum[1])
+    reconstruction["items"] = full["items"]
+
+    coarse_to_fine = []
+    for m in depths:
+        values = recon[m].compute()
+        entry = {"layers": m, "bits_per_item": sum(layer["bits"] for layer in layers[:m])}
+        entry.update({key: values[key] for key in ("rmse", "mse", "psnr", "ssim") if key in values})
+        coarse_to_fine.append(entry)
+
+    nominal = bits_per_item(usage)
+    return {
+        "schema": SCHEMA,
+        "model": {
+            "type": model.config.name,
+            "num_layers": num_layers,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+        "data": {**_describe(data), "items": full["items"], "shape": list(shape)},
+        "settings": {
+            "batch_size": batch_size,
+            "minibatch_perplexity_batch": minibatch_perplexity_batch,
+            "quantization": "deterministic (argmax of the SQ posterior / nearest VQ code)",
+            "partial_decoding": PARTIAL_DECODING,
+            "clamp": True,
+            "world_size": torch.distributed.get_world_size() if is_distributed() else 1,
+        },
+        "reconstruction": reconstruction,
+        "layers": layers,
+        "rate": {
+            "bits_per_item": nominal,
+            "entropy_bits_per_item": entropy_bits_per_item(usage),
+            "bits_per_pixel": nominal / (shape[-2] * shape[-1]),
+        },
+        "coarse_to_fine": coarse_to_fine,
+        "time_s": time.perf_counter() - start,
+    }

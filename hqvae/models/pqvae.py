@@ -1,0 +1,278 @@
+"""PQ-VAE: progressive quantisation of a global latent vector into an ordered 1-D token sequence.
+
+    x ─ Encoder ─▶ f (B, c, h, w) ─ flatten ─▶ z (B, G, c·h·w/G) ─ L residual steps ─▶ tokens (B, L·G)
+                                               Σ_{l≤m} z_l ─ reshape (B, c, h, w) ─ Decoder ─▶ x̂
+
+(``progressive.py`` has the token math.) Tokens are step-major: token ``l·G + g`` is step l's
+token of group g, so the first m·G tokens are the prefix of m steps and decode to a coarse
+reconstruction at m·G·log2 K bits.
+
+Loss (SPEC §4), every part a batch mean of per-item values:
+
+    loss = recon(x̂_L)                                              "recon"
+         + λ_pre · recon(x̂_m),  m ~ U{1..L} per item                "prefix_recon"
+         + λ_h · sign · Σ_l Σ_g E_batch H(q_l,g)                    "cond_entropy"    sign = +1 "pq", −1 "elbo"
+         − λ_h · γ · Σ_l Σ_g H(E_batch q_l,g)                       "marginal_entropy"
+         + Σ_l Σ_g β·||u − sg(ê)||² + ||sg(u) − ê||²               "commitment", "codebook"   (VQ only)
+
+``terms`` holds each weighted part, so ``loss == Σ terms`` over every key but "mse" (as for
+HQ-VAE); the unweighted entropies (nats per item) are in ``logs``. In eval mode the prefix
+lengths are the deterministic stratification m_b = 1 + (b mod L) over the batch **(choice)**,
+so that validation losses are reproducible.
+
+Reconstruction (``recon_loss``) **(choice, measured: see benchmarks/results/pqvae-*.md)**:
+"sse" Σ_pixels (x̂ − x)² per item (default), "arelbo" (D/2)·log(mean_batch Σ_pixels (x̂ − x)²)
+(SPEC §2), or "mse".
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..quantizers.base import code_counts, fp32_island, perplexity_of_counts
+from .backbone import Decoder, Encoder, init_weights
+from .hqvae import evaluating
+from .output import ModelOutput
+from .pq_config import PQConfig
+from .pretrained import PretrainedMixin
+from .progressive import ProgressiveOutput, ProgressiveQuantizer
+
+
+def reconstruction_loss(x_hat: Tensor, x: Tensor, kind: str) -> Tensor:
+    """"sse": mean_b Σ_pixels (x̂ − x)²; "arelbo": (D/2)·log of that; "mse": mean of (x̂ − x)²."""
+    squared = (x_hat.float() - x.float()).pow(2)
+    if kind == "mse":
+        return squared.mean()
+    sse = squared.flatten(1).sum(1).mean()
+    return sse if kind == "sse" else 0.5 * x[0].numel() * torch.log(sse)
+
+
+def entropy_terms(log_probs: Tensor) -> tuple[Tensor, Tensor]:
+    """log q (B, L, G, K) -> per step (L,): conditional entropy Σ_g mean_b H(q_b,l,g) and marginal
+    entropy Σ_g H(mean_b q_b,l,g), in nats. ``log_probs`` must be finite (as log_softmax of
+    finite logits is), so that q·log q is 0, not NaN, where q underflows to 0; likewise the
+    marginal's log is floored at 1e-30, so that a code no item can pick has a finite gradient."""
+    probs = log_probs.exp()
+    conditional = -(probs * log_probs).sum(-1).mean(0).sum(-1)
+    marginal_probs = probs.mean(0)
+    marginal = -(marginal_probs * marginal_probs.clamp_min(1e-30).log()).sum(-1).sum(-1)
+    return conditional, marginal
+
+
+class PQVAE(PretrainedMixin, nn.Module):
+    """PQ-VAE built from a ``PQConfig`` (see ``pq_config.py``); inputs (B, in_channels, H, W) with
+    (H, W) = ``config.image_size``."""
+
+    config_class = PQConfig
+
+    def __init__(self, config: PQConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.encoder = Encoder(config.in_channels, config.hidden, [config.downsample], config.num_res_blocks,
+                               config.batch_norm)
+        self.to_latent = nn.Conv2d(config.hidden, config.dim, 1)
+        self.quantizer = ProgressiveQuantizer(
+            config.depth,
+            config.groups,
+            config.group_size,
+            config.codebook_size,
+            config.code_dim,
+            config.quantizer,
+            config.logit_scale,
+            config.beta,
+        )
+        self.from_latent = nn.Conv2d(config.dim, config.hidden, 1)
+        self.decoder = Decoder(config.hidden, config.in_channels, config.downsample, config.num_res_blocks,
+                               config.batch_norm)
+        if config.init_std is not None:
+            init_weights(self, config.init_std)
+
+    # ------------------------------------------------------------------ description
+
+    @property
+    def stochastic(self) -> bool:
+        return self.config.stochastic
+
+    @property
+    def num_layers(self) -> int:
+        """L, the number of quantisation steps (``decode``'s ``upto`` counts these)."""
+        return self.config.depth
+
+    def code_shapes(self, image_size: int | Sequence[int] | None = None) -> list[tuple[int]]:
+        """(G,) per step: the shape of each entry of ``ModelOutput.codes`` without the batch dim.
+        ``image_size`` must be the configured size if given (the token layout depends on it)."""
+        if image_size is not None and _as_pair(image_size) != tuple(self.config.image_size):
+            raise ValueError(f"a PQ-VAE takes {self.config.image_size} inputs only, got {image_size}")
+        return [(self.config.groups,)] * self.config.depth
+
+    def bits(self, upto: int | None = None) -> float:
+        """Nominal rate of the first ``upto`` steps (default L): upto·G·log2 K bits per item."""
+        return self.config.bits(upto)
+
+    def set_temperature(self, temperature: float) -> None:
+        """Gumbel temperature τ of the SQ steps (ignored by VQ steps)."""
+        self.quantizer.set_temperature(temperature)
+
+    # ------------------------------------------------------------------ training forward
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        """x (B, C, H, W) in [0, 1] -> ModelOutput: x̂ from all L steps, codes (one (B, G) tensor
+        per step), loss and its parts (module docstring)."""
+        self.check_input(x)
+        config = self.config
+        out = self.quantizer(self.global_vectors(x))
+        x_hat = self.decode_latents(self._latent(out.images.sum(1)))
+        recon = reconstruction_loss(x_hat, x, config.recon_loss)
+        terms = {"recon": recon, "prefix_recon": torch.zeros_like(recon)}
+        if config.lambda_prefix:
+            prefix = self._prefix_mask(x.shape[0], x.device)  # (B, L)
+            x_prefix = self.decode_latents(self._latent((out.images * prefix[:, :, None, None]).sum(1)))
+            terms["prefix_recon"] = config.lambda_prefix * reconstruction_loss(x_prefix, x, config.recon_loss)
+        logs = self._statistics(out)
+        if self.stochastic:
+            conditional, marginal = entropy_terms(out.log_probs)
+            sign = 1.0 if config.entropy_sign == "pq" else -1.0
+            terms["cond_entropy"] = config.lambda_h * sign * conditional.sum()
+            terms["marginal_entropy"] = -config.lambda_h * config.gamma * marginal.sum()
+        else:
+            terms["commitment"] = out.commitment
+            terms["codebook"] = out.codebook_loss
+        loss = sum(terms.values())
+        terms = {key: value.detach() for key, value in terms.items()}
+        terms["mse"] = (x_hat.detach().float() - x.float()).pow(2).mean()
+        codes = [code.contiguous() for code in out.tokens.unbind(dim=1)]
+        return ModelOutput(x_hat=x_hat, codes=codes, loss=loss, terms=terms, logs=logs)
+
+    def global_vectors(self, x: Tensor) -> Tensor:
+        """x -> z (B, G, c·h·w / G): the encoder output flattened channel-major, cut into G chunks.
+        Runs in the model's current mode."""
+        f = self.to_latent(self.encoder(x)[self.config.downsample])  # (B, c, h, w)
+        return f.reshape(f.shape[0], self.config.groups, -1)
+
+    def _latent(self, vectors: Tensor) -> Tensor:
+        """(B, G, c·h·w / G) -> the decoder's input grid (B, c, h, w)."""
+        return vectors.reshape(vectors.shape[0], self.config.dim, *self.config.grid)
+
+    def _prefix_mask(self, batch: int, device: torch.device) -> Tensor:
+        """(B, L) float, 1 for the first m_b steps: m_b ~ U{1..L} in training, 1 + (b mod L) in eval."""
+        depth = self.config.depth
+        if self.training:
+            lengths = torch.randint(1, depth + 1, (batch,), device=device)
+        else:
+            lengths = torch.arange(batch, device=device) % depth + 1
+        return (torch.arange(depth, device=device)[None, :] < lengths[:, None]).float()
+
+    def _statistics(self, out: ProgressiveOutput) -> dict[str, Tensor]:
+        """Detached logs: per step the batch perplexity of the hard codes (pooled over groups); for
+        SQ per step and in total the conditional and marginal entropy (nats per item) and MI."""
+        logs = {}
+        with torch.no_grad(), fp32_island(out.tokens.device):
+            for step in range(self.config.depth):
+                counts = code_counts(out.tokens[:, step], self.config.codebook_size)
+                logs[f"perplexity/{step}"] = perplexity_of_counts(counts)
+            if self.stochastic:
+                conditional, marginal = entropy_terms(out.log_probs.detach())
+                for step in range(self.config.depth):
+                    logs[f"cond_entropy/{step}"] = conditional[step]
+                    logs[f"marginal_entropy/{step}"] = marginal[step]
+                logs["cond_entropy"] = conditional.sum()
+                logs["marginal_entropy"] = marginal.sum()
+                logs["mi"] = marginal.sum() - conditional.sum()
+                logs["kappa"] = self.quantizer.scale().mean()
+        return logs
+
+    # ------------------------------------------------------------------ codes
+
+    def encode(self, x: Tensor) -> Tensor:
+        """x (B, C, H, W) -> tokens (B, L·G) long, step-major (argmax / nearest code).
+
+        Runs in eval mode without gradients; the training flags are restored afterwards."""
+        self.check_input(x)
+        with evaluating(self):
+            tokens = self.quantizer(self.global_vectors(x)).tokens  # (B, L, G)
+        return tokens.reshape(tokens.shape[0], -1)
+
+    def token_posteriors(self, x: Tensor) -> ProgressiveOutput:
+        """x -> the eval-mode quantiser output: tokens (B, L, G), code images (B, L, G, D_g) and,
+        for SQ steps, log q (B, L, G, K) — each step's posterior given the item and the earlier
+        hard tokens. Eval mode, no gradients, training flags restored."""
+        self.check_input(x)
+        with evaluating(self):
+            return self.quantizer(self.global_vectors(x))
+
+    def decode(self, codes: Tensor, upto: int | None = None) -> Tensor:
+        """tokens (B, m·G) (all L steps, or a prefix of them) -> x̂ (B, C, H, W) decoded from the
+        first ``upto`` steps (default: all steps given), i.e. from Σ_{l≤upto} z_l.
+        Runs in eval mode without gradients, like ``encode``."""
+        latent = self.embed_codes(codes, upto)
+        with evaluating(self):
+            return self.decode_latents(latent)
+
+    def decode_progressive(self, codes: Tensor) -> list[Tensor]:
+        """Coarse-to-fine reconstructions [decode(codes, upto=m) for m = 1..steps given]."""
+        return [self.decode(codes, upto=m) for m in range(1, codes.shape[1] // self.config.groups + 1)]
+
+    def embed_codes(self, codes: Tensor, upto: int | None = None) -> Tensor:
+        """tokens (B, m·G) -> the decoder input Σ_{l≤upto} z_l as a grid (B, c, h, w)."""
+        groups = self.config.groups
+        if not isinstance(codes, Tensor) or codes.dim() != 2 or codes.dtype != torch.long:
+            got = tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__
+            raise ValueError(f"expected long tokens of shape (B, m·{groups}) as from encode, got {got}")
+        steps = codes.shape[1] // groups
+        if codes.shape[1] % groups or not 1 <= steps <= self.config.depth:
+            raise ValueError(
+                f"expected (B, m·{groups}) tokens with 1 ≤ m ≤ {self.config.depth} steps, got shape {tuple(codes.shape)}"
+            )
+        upto = steps if upto is None else upto
+        if not 1 <= upto <= steps:
+            raise ValueError(f"upto must be between 1 and the number of steps given ({steps}), got {upto}")
+        tokens = codes.reshape(codes.shape[0], steps, groups)
+        if tokens.min() < 0 or tokens.max() >= self.config.codebook_size:
+            raise ValueError(f"tokens must lie in [0, {self.config.codebook_size})")
+        images = torch.stack([self.quantizer.code_image(step, tokens[:, step]) for step in range(upto)], dim=1)
+        return self._latent(images.sum(1))
+
+    def decode_latents(self, latent: Tensor) -> Tensor:
+        """Decoder input grid (B, c, h, w) -> x̂. Runs in the model's current mode, with gradients."""
+        return self.decoder(self.from_latent(latent.to(self.from_latent.weight.dtype)))
+
+    # ------------------------------------------------------------------ input checks
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise a ValueError naming the fix when ``x`` cannot go through this model."""
+        channels = self.config.in_channels
+        height, width = self.config.image_size
+        if not isinstance(x, Tensor):
+            raise ValueError(f"expected a torch.Tensor of shape (B, {channels}, {height}, {width}), got {type(x).__name__}")
+        if x.dim() != 4:
+            hint = (
+                "use x.unsqueeze(1) for a batch of 1-channel images or spectrograms (B, H, W), "
+                "or x.unsqueeze(0) for a single image (C, H, W)"
+                if x.dim() == 3
+                else "reshape it to (B, C, H, W)"
+            )
+            raise ValueError(f"expected a 4-D batch (B, {channels}, {height}, {width}), got shape {tuple(x.shape)}; {hint}")
+        if not x.is_floating_point():
+            raise ValueError(f"expected floating-point pixels in [0, 1], got dtype {x.dtype}; use x.float() / 255")
+        if x.shape[1] != channels:
+            raise ValueError(
+                f"expected {channels} input channel(s), got {x.shape[1]} in shape {tuple(x.shape)}; "
+                f"create the model with in_channels={x.shape[1]}, "
+                f"e.g. hqvae.create_model({self.config.name!r}, in_channels={x.shape[1]}, ...)"
+            )
+        if tuple(x.shape[2:]) != (height, width):
+            raise ValueError(
+                f"input size {x.shape[2]}×{x.shape[3]} differs from the model's {height}×{width}: a PQ-VAE "
+                f"flattens its whole latent grid into one vector, so its input size is fixed; resize the input, "
+                f"or create the model with image_size=({x.shape[2]}, {x.shape[3]})"
+            )
+
+
+def _as_pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)

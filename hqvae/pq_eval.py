@@ -1,0 +1,223 @@
+"""Analyses of progressive codes (SPEC §4–5): rate–distortion over prefix lengths, token
+statistics and linear probes on prefix features.
+
+Every function takes ``data`` as an :class:`~hqvae.data.ImageDataset` (batched here, in order)
+or any iterable of ``(x, y)`` batches (or bare x), runs the model in eval mode without
+gradients (deterministic quantisation) and returns plain JSON-ready values.
+
+A *prefix of m* is the first m quantisation steps:
+
+* PQ-VAE (``PQVAE``): steps l ≤ m of every group, m·G·log2 K bits per item, decoded from
+  Σ_{l≤m} z_l;
+* HQ-VAE models (``HQVAE``, e.g. ``rsqvae`` / ``rqvae``): the first m layers, coarse to fine,
+  Σ_{l≤m} n_l·log2 K_l bits per item (n_l code positions of layer l), decoded with
+  ``decode(codes, upto=m)`` (for a residual stack: the partial sum of its first m layers).
+
+Entropies are reported in bits.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hqvae.linear_probe import fit_linear_probe
+from hqvae.metrics import ReconstructionMetrics
+from hqvae.models.pqvae import PQVAE
+from hqvae.quantizers.base import entropy
+
+SSIM_MIN_SIZE = 11
+LOG2 = math.log(2.0)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _batches(data: Any, batch_size: int) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """(x, y or None) batches from an ImageDataset (in order) or an iterable of batches."""
+    if hasattr(data, "get_batch"):
+        for start in range(0, len(data), batch_size):
+            yield data.get_batch(torch.arange(start, min(start + batch_size, len(data))))
+        return
+    for batch in data:
+        yield (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def num_prefixes(model: nn.Module) -> int:
+    """L steps (PQ-VAE) or the number of layers (HQ-VAE)."""
+    return model.num_layers
+
+
+def prefix_bits(model: nn.Module, m: int, codes: Sequence[Tensor] | Tensor | None = None) -> float:
+    """Nominal bits per item of a prefix of m steps / layers (module docstring). HQ-VAE models
+    need one batch of ``codes`` (from ``encode``) for the number of positions per layer."""
+    if isinstance(model, PQVAE):
+        return model.bits(m)
+    return sum(code[0].numel() * math.log2(layer.codebook_size) for code, layer in zip(codes[:m], model.config.layers))
+
+
+def prefix_features(model: nn.Module, codes: Sequence[Tensor] | Tensor, m: int) -> Tensor:
+    """Decoder-input partial sums of a prefix of m as flat features (B, F): Σ_{l≤m} z_l
+    (PQ-VAE: (B, c·h·w)); for HQ-VAE models each resolution group's quantised latent, flattened
+    and concatenated (missing injected layers filled with the codebook mean)."""
+    with torch.no_grad():
+        latents = model.embed_codes(codes, upto=m)
+    if isinstance(latents, Tensor):
+        return latents.flatten(1)
+    return torch.cat([latent.flatten(1) for latent in latents], dim=1)
+
+
+# ----------------------------------------------------------------------------- rate–distortion
+
+
+@torch.no_grad()
+def rate_distortion(model: nn.Module, data: Any, batch_size: int = 256) -> list[dict]:
+    """Reconstruction quality of every prefix: one dict per m = 1..L,
+    {prefix_len m, bits (per item), rmse, mse, psnr, ssim (images ≥ 11×11)}, SPEC §5 definitions
+    (x̂ clamped to [0, 1])."""
+    device = _device(model)
+    steps = num_prefixes(model)
+    meters: list[ReconstructionMetrics] = []
+    bits: list[float] = []
+    for x, _ in _batches(data, batch_size):
+        x = x.to(device).float()
+        if not meters:
+            meters = [ReconstructionMetrics(with_ssim=min(x.shape[-2:]) >= SSIM_MIN_SIZE) for _ in range(steps)]
+        codes = model.encode(x)
+        if not bits:
+            bits = [prefix_bits(model, m, codes) for m in range(1, steps + 1)]
+        for m, meter in enumerate(meters, start=1):
+            meter.update(model.decode(codes, upto=m), x)
+    if not meters:
+        raise ValueError("the data set is empty")
+    points = []
+    for m, (meter, rate) in enumerate(zip(meters, bits), start=1):
+        values = meter.compute()
+        points.append({"prefix_len": m, "bits": rate,
+                       **{key: values[key] for key in ("rmse", "mse", "psnr", "ssim") if key in values}})
+    return points
+
+
+# ----------------------------------------------------------------------------- token statistics
+
+
+@torch.no_grad()
+def token_statistics(model: PQVAE, data: Any, batch_size: int = 256) -> dict:
+    """Dataset-level statistics of every token (step l, group g) of a PQ-VAE, in bits:
+
+    * ``perplexity``: exp(H(p)) of the histogram p of hard tokens over the data; ``usage``: the
+      fraction of the K codes used; ``code_entropy_bits``: H(p);
+    * SQ steps: ``cond_entropy_bits`` E_x H(q(z_l | x, z_<l)), ``marginal_entropy_bits``
+      H(E_x q(z_l | ·)) and the plug-in mutual information ``mi_bits`` = marginal − conditional
+      (q as the eval-mode model computes it: the posterior given x and the earlier hard tokens).
+
+    Returns {"tokens": [per-token dicts with step and group], "steps": per step, values summed
+    over groups (perplexity and usage averaged), "total": summed over all tokens, plus
+    ``nominal_bits`` L·G·log2 K and ``items``}.
+    """
+    config = model.config
+    device = _device(model)
+    depth, groups, size = config.depth, config.groups, config.codebook_size
+    counts = torch.zeros(depth, groups, size, dtype=torch.float64)
+    prob_sum = torch.zeros(depth, groups, size, dtype=torch.float64)
+    entropy_sum = torch.zeros(depth, groups, dtype=torch.float64)
+    items = 0
+    for x, _ in _batches(data, batch_size):
+        out = model.token_posteriors(x.to(device).float())
+        counts += torch.nn.functional.one_hot(out.tokens, size).sum(0).double().cpu()
+        if out.log_probs is not None:
+            probs = out.log_probs.exp()
+            prob_sum += probs.sum(0).double().cpu()
+            entropy_sum += entropy(probs).sum(0).double().cpu()
+        items += x.shape[0]
+    if not items:
+        raise ValueError("the data set is empty")
+
+    code_entropy = entropy(counts / items) / LOG2  # (L, G)
+    per_token = {
+        "perplexity": torch.exp2(code_entropy),
+        "usage": (counts > 0).double().mean(-1),
+        "code_entropy_bits": code_entropy,
+    }
+    if model.stochastic:
+        conditional = entropy_sum / items / LOG2
+        marginal = entropy(prob_sum / items) / LOG2
+        per_token.update(cond_entropy_bits=conditional, marginal_entropy_bits=marginal, mi_bits=marginal - conditional)
+
+    tokens = [{"step": l, "group": g, **{key: float(value[l, g]) for key, value in per_token.items()}}
+              for l in range(depth) for g in range(groups)]
+    averaged = ("perplexity", "usage")
+    steps = [{"step": l, **{key: float(value[l].mean() if key in averaged else value[l].sum())
+                            for key, value in per_token.items()}} for l in range(depth)]
+    total = {key: float(value.sum()) for key, value in per_token.items() if key not in averaged}
+    return {"tokens": tokens, "steps": steps, "total": total, "nominal_bits": model.bits(), "items": items}
+
+
+# ----------------------------------------------------------------------------- linear probe
+
+
+@torch.no_grad()
+def _codes_and_labels(model: nn.Module, data: Any, batch_size: int) -> tuple[list, Tensor]:
+    """Every batch's codes (on the CPU) and all labels (N,)."""
+    device = _device(model)
+    codes, labels = [], []
+    for x, y in _batches(data, batch_size):
+        if y is None:
+            raise ValueError("the linear probe needs labelled data: (x, y) batches")
+        batch_codes = model.encode(x.to(device).float())
+        codes.append(batch_codes.cpu() if isinstance(batch_codes, Tensor) else [c.cpu() for c in batch_codes])
+        labels.append(y.cpu().long())
+    if not labels:
+        raise ValueError("the data set is empty")
+    return codes, torch.cat(labels)
+
+
+def _features(model: nn.Module, codes: list, m: int) -> Tensor:
+    device = _device(model)
+    moved = [batch.to(device) if isinstance(batch, Tensor) else [c.to(device) for c in batch] for batch in codes]
+    return torch.cat([prefix_features(model, batch, m).cpu() for batch in moved])
+
+
+def linear_probe(
+    model: nn.Module,
+    train_data: Any,
+    test_data: Any,
+    prefix_lengths: Iterable[int] | None = None,
+    batch_size: int = 256,
+    l2: float = 1e-4,
+) -> list[dict]:
+    """Logistic-regression accuracy on frozen prefix features (``prefix_features``: the decoder
+    input Σ_{l≤m} z_l, standardised; ``hqvae.linear_probe``), fitted on ``train_data`` and
+    scored on both sets. ``prefix_lengths`` defaults to 1..L.
+
+    Returns one dict per m: {prefix_len, bits, train_accuracy, test_accuracy, chance} where
+    chance is the test frequency of the most common training class.
+    """
+    steps = num_prefixes(model)
+    lengths = list(range(1, steps + 1)) if prefix_lengths is None else list(prefix_lengths)
+    if any(not 1 <= m <= steps for m in lengths):
+        raise ValueError(f"prefix lengths must lie in 1..{steps}, got {lengths}")
+    train_codes, train_labels = _codes_and_labels(model, train_data, batch_size)
+    test_codes, test_labels = _codes_and_labels(model, test_data, batch_size)
+    classes = int(max(train_labels.max(), test_labels.max())) + 1
+    majority = int(torch.bincount(train_labels, minlength=classes).argmax())
+    chance = float((test_labels == majority).float().mean())
+    results = []
+    for m in lengths:
+        train_features = _features(model, train_codes, m)
+        probe = fit_linear_probe(train_features, train_labels, classes, l2=l2)
+        results.append({
+            "prefix_len": m,
+            "bits": prefix_bits(model, m, train_codes[0]),
+            "train_accuracy": probe.accuracy(train_features, train_labels),
+            "test_accuracy": probe.accuracy(_features(model, test_codes, m), test_labels),
+            "chance": chance,
+        })
+    return results

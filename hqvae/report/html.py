@@ -1,0 +1,45 @@
+"""Render report blocks (``document.py``) as one self-contained HTML page.
+
+The page has its style inline and no scripts; figures are ``<img>`` tags pointing at the PNG
+files next to it, so the folder can be copied or served as it is.
+"""
+from __future__ import annotations
+
+from html import escape
+
+from hqvae.report.document import Block, BulletList, Heading, Image, Paragraph, Table
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th { background: #f2f2f2; }
+td:first-child, th:first-child { text-align: left; }
+figure { margin: 1em 0; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.85em; color: #555; }
+"""
+
+
+def _block(block: Block) -> str:
+    if isinstance(block, Heading):
+        return f"<h{block.level}>{escape(block.text)}</h{block.level}>"
+    if isinstance(block, Paragraph):
+        return f"<p>{escape(block.text)}</p>"
+    if isinstance(block, BulletList):
+        return "<ul>" + "".join(f"<li>{escape(item)}</li>" for item in block.items) + "</ul>"
+    if isinstance(block, Table):
+        head = "".join(f"<th>{escape(cell)}</th>" for cell in block.header)
+        body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in block.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    if isinstance(block, Image):
+        return (f'<figure><img src="{escape(block.path)}" alt="{escape(block.caption)}">'
+                f"<figcaption>{escape(block.caption)}</figcaption></figure>")
+    raise TypeError(f"unknown report block {type(block).__name__}")
+
+
+def render_html(blocks: list[Block], title: str) -> str:
+    """The HTML page of ``blocks``."""
+    body = "\n".join(_block(block) for block in blocks)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
+            f"<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")

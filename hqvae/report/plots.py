@@ -1,0 +1,160 @@
+"""Figures drawn with matplotlib's Agg canvas (no pyplot, no global backend change), saved as PNG.
+
+* :func:`codebook_usage_plot`   per layer, code frequencies sorted from most to least used
+                                 (from a results dict of :func:`hqvae.evaluate.evaluate`)
+* :func:`coarse_to_fine_curve`  RMSE and PSNR against the number of layers decoded, one line
+                                 per run (from results dicts)
+* :func:`coarse_to_fine_strip`  a few items decoded from the first m layers, m = 1..L
+* :func:`training_curves`       loss, per-layer perplexity, per-layer variance and temperature
+                                 against step (from ``metrics.jsonl`` records)
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+
+from hqvae.io import atomic_write
+from hqvae.report.grids import to_pil
+
+DPI = 100
+
+
+def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
+    """Write ``figure`` as PNG, atomically."""
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight"))
+
+
+def codebook_usage_plot(results: dict, path: str | os.PathLike, title: str = "") -> Path:
+    """Sorted code frequencies of every layer on a log scale, legend with perplexity and usage."""
+    figure = Figure(figsize=(6, 4))
+    axes = figure.add_subplot()
+    for layer in results["layers"]:
+        counts = torch.tensor(layer["counts"], dtype=torch.float64)
+        frequency = (counts / counts.sum().clamp(min=1)).sort(descending=True).values
+        ranks = torch.arange(1, len(frequency) + 1)
+        used = frequency > 0  # unused codes (frequency 0) cannot sit on a log axis: the line stops
+        axes.step(ranks[used].numpy(), frequency[used].numpy(), where="mid", marker=".",
+                  label=(f"layer {layer['layer']} ({layer['kind']}, {'×'.join(map(str, layer['grid']))}): "
+                         f"perplexity {layer['perplexity']:.1f} / {layer['codebook_size']}, "
+                         f"usage {layer['usage']:.0%}"))
+    axes.set_yscale("log")
+    axes.set_xlim(0.5, max(layer["codebook_size"] for layer in results["layers"]) + 0.5)
+    axes.xaxis.get_major_locator().set_params(integer=True)
+    axes.set_xlabel("code rank (most used first; the line ends at the last used code)")
+    axes.set_ylabel("frequency on the split")
+    axes.set_title(title or f"codebook usage, {results['data'].get('split')} split, {results['data']['items']} items")
+    axes.legend(fontsize=7)
+    axes.grid(alpha=0.3)
+    return save_figure(figure, path)
+
+
+def coarse_to_fine_curve(results_by_run: dict[str, dict], path: str | os.PathLike) -> Path:
+    """RMSE and PSNR of ``decode(codes, upto=m)`` against m, one line per run."""
+    figure = Figure(figsize=(9, 3.5))
+    rmse_axes, psnr_axes = figure.subplots(1, 2)
+    for name, results in results_by_run.items():
+        points = results.get("coarse_to_fine") or []
+        layers = [point["layers"] for point in points]
+        rmse_axes.plot(layers, [point["rmse"] for point in points], marker="o", label=name)
+        psnr_axes.plot(layers, [point["psnr"] for point in points], marker="o", label=name)
+    for axes, label in ((rmse_axes, "RMSE"), (psnr_axes, "PSNR (dB)")):
+        axes.set_xlabel("layers decoded, m (coarse to fine)")
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+        axes.xaxis.get_major_locator().set_params(integer=True)
+    rmse_axes.legend(fontsize=8)
+    figure.suptitle("coarse-to-fine reconstruction")
+    return save_figure(figure, path)
+
+
+def coarse_to_fine_strip(x: torch.Tensor, progressive: list[torch.Tensor], path: str | os.PathLike,
+                         spectrogram: bool = False) -> Path:
+    """Rows: items; columns: the original x (N, C, H, W), then ``progressive[m-1]`` (N, C, H, W),
+    the decoding from the first m layers."""
+    rows, columns = x.shape[0], len(progressive) + 1
+    figure = Figure(figsize=(1.3 * columns, 1.3 * rows + 0.4))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for r in range(rows):
+        images = [x[r]] + [decoded[r] for decoded in progressive]
+        for c, image in enumerate(images):
+            axes[r][c].imshow(to_pil(image, spectrogram), cmap=None if spectrogram or image.shape[0] == 3 else "gray",
+                              vmin=0, vmax=255, aspect="auto" if spectrogram else "equal", interpolation="nearest")
+            axes[r][c].set_xticks([])
+            axes[r][c].set_yticks([])
+            if r == 0:
+                axes[r][c].set_title("original" if c == 0 else f"m = {c}", fontsize=9)
+    figure.suptitle("decoded from the first m layers", fontsize=10)
+    return save_figure(figure, path)
+
+
+def _flatten(record: dict, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a metrics record, nested keys joined with "/"."""
+    flat = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
+def _series(records: list[dict], pattern: str) -> dict[str, tuple[list[float], list[float]]]:
+    """{label: (steps, values)} for every flattened key matching ``pattern``; a group named
+    ``layer`` in the pattern becomes the label "layer <n>", otherwise the key is the label."""
+    found: dict[str, tuple[list[float], list[float]]] = {}
+    for record in records:
+        if "step" not in record:
+            continue
+        seen = set()  # one value per label and record (a value may be both in "logs" and "metrics")
+        for key, value in _flatten(record).items():
+            match = re.search(pattern, key)
+            if match:
+                label = f"layer {match['layer']}" if "layer" in match.groupdict() else key
+                if label in seen:
+                    continue
+                seen.add(label)
+                steps, values = found.setdefault(label, ([], []))
+                steps.append(record["step"])
+                values.append(value)
+    return dict(sorted(found.items()))
+
+
+PANELS = (
+    ("loss", r"^loss$"),
+    ("perplexity per layer", r"(^|/)perplexity/(?P<layer>\d+)$"),
+    ("variance s² per layer", r"(^|/)variance/(?P<layer>\d+)$"),
+    ("Gumbel temperature", r"^temperature$"),
+)
+
+
+def training_curves(records: list[dict], path: str | os.PathLike, title: str = "") -> Path | None:
+    """Panels of :data:`PANELS` that have data, train (solid) and val (dashed) against step.
+
+    ``records``: ``metrics.jsonl`` lines {"step", "split", "loss", "logs": {...}, ...}; missing
+    fields are skipped.  Returns None (and writes nothing) when no panel has data.
+    """
+    splits = {split: [r for r in records if r.get("split", "train") == split] for split in ("train", "val")}
+    panels = []
+    for heading, pattern in PANELS:
+        lines = {split: _series(rows, pattern) for split, rows in splits.items()}
+        if any(lines.values()):
+            panels.append((heading, lines))
+    if not panels:
+        return None
+    figure = Figure(figsize=(4.2 * len(panels), 3.4))
+    for axes, (heading, lines) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        for split, style in (("train", "-"), ("val", "--")):
+            for label, (steps, values) in lines[split].items():
+                axes.plot(steps, values, style, label=f"{split} {label}" if label.startswith("layer") else split)
+        axes.set_title(heading, fontsize=10)
+        axes.set_xlabel("step")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=10, y=1.03)
+    return save_figure(figure, path)

@@ -1,0 +1,387 @@
+"""The training configuration: typed sections, loaded from YAML with dotted ``key=value`` overrides.
+
+    data:         name, root, options, limit
+    model:        name, overrides
+    optim:        name, lr, betas, weight_decay, grad_clip, schedule, warmup_steps, min_lr
+    train:        steps, epochs, batch_size, seed, device, dtype,
+                  log_every, val_every, val_batches, checkpoint_every
+    temperature:  init, decay, min
+    logging:      tensorboard, progress
+
+Each section is a dataclass below; its docstring says what every key means. Values come from,
+lowest precedence first: the dataclass defaults, the YAML file, the overrides
+(``optim.lr=3e-4 model.overrides.codebook_size=256``, each value read as a YAML scalar, so
+``train.steps=1000``, ``logging.progress=false``, ``data.root=null``). Keys left ``null``
+that the model has an opinion on (``optim.lr``, ``train.batch_size``, ``train.epochs``,
+``temperature.*``) are filled by :meth:`TrainConfig.with_model_defaults` from the model's
+``train_defaults``, then from ``FALLBACKS``; run.json records the resolved values.
+
+Unknown keys and values of the wrong type are rejected with a ValueError that lists the valid
+keys of the section, or names the expected type.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+
+# used where neither the config nor the model's train_defaults set a value (SQ-VAE's settings)
+FALLBACKS = {"lr": 1e-3, "batch_size": 32, "temperature_init": 1.0, "temperature_decay": 1e-5, "temperature_min": 0.0}
+
+
+@dataclass
+class DataConfig:
+    """``data``: what to train on.
+
+    name: a ``hqvae.data.load_dataset`` name (fashion_mnist, cifar10_folder, cifar10, fsdd,
+        image_folder, audio_folder, mnist).
+    root: the local copy (folder or archive); null lets the loader search its default places.
+    options: keyword options of the loader, e.g. ``{size: 64}`` for image_folder.
+    limit: train on this many items of the train split, evenly spaced over it (so every class
+        stays represented); null: all of them.
+    """
+
+    name: str = "fashion_mnist"
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+
+
+@dataclass
+class ModelSpec:
+    """``model``: which network.
+
+    name: a ``hqvae.list_models()`` name. overrides: its keyword overrides
+    (``hqvae.create_model(name, in_channels, image_size, **overrides)``), e.g.
+    ``{codebook_size: 256, hidden: 128}``; channels and size come from the data.
+    """
+
+    name: str = "sqvae"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """``optim``: optimiser and learning-rate schedule.
+
+    name: adam | adamw. lr: peak learning rate (null: the model's ``train_defaults``).
+    betas, weight_decay: Adam's; weight decay applies to weight matrices, convolution kernels
+        and codebooks, not to biases, normalisation parameters or SQ variances (1-D or scalar).
+    grad_clip: clip the global gradient norm to this value; null: no clipping.
+    schedule: constant | cosine (from lr down to min_lr at the last step), after
+        ``warmup_steps`` of linear warm-up from 0 (either schedule).
+    """
+
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float | None = None
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+
+
+@dataclass
+class LoopConfig:
+    """``train``: the length and the rhythm of the run.
+
+    steps: optimiser steps; null: ``epochs`` × steps per epoch (steps wins when both are set).
+    epochs: used only when steps is null (null: the model's ``train_defaults``).
+    batch_size: images per optimiser step, over all processes (each of W processes takes
+        batch_size / W); null: the model's ``train_defaults``.
+    seed: seeds the initialisation, the data order and the Gumbel noise.
+    device: auto (CUDA when available) | cpu | cuda. dtype: fp32 | bf16 (autocast, CUDA only;
+        on a CPU run bf16 falls back to fp32 with a warning).
+    log_every: write a train record (means over the steps since the last one) every this many
+        steps, and before every validation and checkpoint.
+    val_every: validate every this many steps and at the end; 0: never (no best checkpoint).
+    val_batches: validate on this many batches of evenly spaced items of the val split;
+        null: the whole split.
+    checkpoint_every: save ``checkpoints/last`` every this many steps and at the end.
+    """
+
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["fp32", "bf16"] = "fp32"
+    log_every: int = 100
+    val_every: int = 1000
+    val_batches: int | None = None
+    checkpoint_every: int = 1000
+
+
+@dataclass
+class TemperatureConfig:
+    """``temperature``: the Gumbel-softmax temperature of SQ layers (SPEC §1.2),
+    τ(step) = max(init · exp(−decay · step), min); null: the model's ``train_defaults``
+    (1, 1e-5, 0: the official schedule for 100-epoch runs; short runs need a larger decay).
+    Ignored by VQ-only models.
+    """
+
+    init: float | None = None
+    decay: float | None = None
+    min: float | None = None
+
+
+@dataclass
+class LoggingConfig:
+    """``logging``: tensorboard: also write TensorBoard event files to ``tensorboard/`` (needs the
+    tensorboard package; skipped with a message otherwise). progress: a tqdm progress bar."""
+
+    tensorboard: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``hqvae train`` needs besides the output folder."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    temperature: TemperatureConfig = field(default_factory=TemperatureConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    # ------------------------------------------------------------------ (de)serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML/JSON-ready dict (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Build from nested dicts; missing keys keep their defaults, unknown keys and wrong types raise."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a training config must be a mapping of sections, got {type(data).__name__}")
+        sections = _section_types()
+        unknown = sorted(set(data) - set(sections))
+        if unknown:
+            raise ValueError(f"unknown config section(s) {unknown}; valid sections: {', '.join(sections)}")
+        built = {}
+        for name, section_cls in sections.items():
+            values = data.get(name) or {}
+            if not isinstance(values, dict):
+                raise ValueError(f"config section {name!r} must be a mapping of keys, got {values!r}")
+            built[name] = _build_section(name, section_cls, values)
+        config = cls(**built)
+        config.validate()
+        return config
+
+    # ------------------------------------------------------------------ checks and defaults
+
+    def validate(self) -> None:
+        """Range checks across keys; a ValueError names the key."""
+        checks = [
+            ("data.limit", self.data.limit, lambda v: v is None or v >= 1, "≥ 1 or null"),
+            ("optim.lr", self.optim.lr, lambda v: v is None or v > 0, "> 0 or null"),
+            ("optim.weight_decay", self.optim.weight_decay, lambda v: v >= 0, "≥ 0"),
+            ("optim.grad_clip", self.optim.grad_clip, lambda v: v is None or v > 0, "> 0 or null"),
+            ("optim.warmup_steps", self.optim.warmup_steps, lambda v: v >= 0, "≥ 0"),
+            ("optim.min_lr", self.optim.min_lr, lambda v: v >= 0, "≥ 0"),
+            ("train.steps", self.train.steps, lambda v: v is None or v >= 1, "≥ 1 or null"),
+            ("train.epochs", self.train.epochs, lambda v: v is None or v >= 1, "≥ 1 or null"),
+            ("train.batch_size", self.train.batch_size, lambda v: v is None or v >= 1, "≥ 1 or null"),
+            ("train.log_every", self.train.log_every, lambda v: v >= 1, "≥ 1"),
+            ("train.val_every", self.train.val_every, lambda v: v >= 0, "≥ 0 (0: no validation)"),
+            ("train.val_batches", self.train.val_batches, lambda v: v is None or v >= 1, "≥ 1 or null"),
+            ("train.checkpoint_every", self.train.checkpoint_every, lambda v: v >= 1, "≥ 1"),
+            ("temperature.init", self.temperature.init, lambda v: v is None or v > 0, "> 0 or null"),
+            ("temperature.decay", self.temperature.decay, lambda v: v is None or v >= 0, "≥ 0 or null"),
+            ("temperature.min", self.temperature.min, lambda v: v is None or v >= 0, "≥ 0 or null"),
+        ]
+        for key, value, ok, rule in checks:
+            if not ok(value):
+                raise ValueError(f"{key} must be {rule}, got {value!r}")
+        for beta in self.optim.betas:
+            if not 0 <= beta < 1:
+                raise ValueError(f"optim.betas must lie in [0, 1), got {list(self.optim.betas)}")
+
+    def with_model_defaults(self, train_defaults: dict[str, Any]) -> "TrainConfig":
+        """A copy with lr, batch_size, epochs and temperature filled from ``train_defaults``
+        (then ``FALLBACKS``) where this config leaves them null."""
+
+        def pick(current, key):
+            if current is not None:
+                return current
+            return train_defaults.get(key, FALLBACKS.get(key))
+
+        resolved = TrainConfig.from_dict(self.to_dict())
+        resolved.optim.lr = float(pick(self.optim.lr, "lr"))
+        resolved.train.batch_size = int(pick(self.train.batch_size, "batch_size"))
+        resolved.train.epochs = pick(self.train.epochs, "epochs")
+        resolved.temperature.init = float(pick(self.temperature.init, "temperature_init"))
+        resolved.temperature.decay = float(pick(self.temperature.decay, "temperature_decay"))
+        resolved.temperature.min = float(pick(self.temperature.min, "temperature_min"))
+        if resolved.train.steps is None and resolved.train.epochs is None:
+            raise ValueError("set train.steps or train.epochs (the model's train_defaults has no 'epochs')")
+        resolved.validate()
+        return resolved
+
+
+# ---------------------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """The config in YAML file ``path`` (None: the defaults), with ``key=value`` overrides applied."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"config file {path} not found; the reference configs are configs/<dataset>/<model>.yaml"
+            )
+        try:
+            data = yaml.load(path.read_text(), Loader=ConfigLoader) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path} is not valid YAML: {error}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a mapping of sections (data:, model:, ...), got {type(data).__name__}")
+    try:
+        return TrainConfig.from_dict(apply_overrides(data, overrides))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}" if path is not None else str(error)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of the nested dict ``data`` with each ``section.key[.subkey...]=value`` set.
+
+    ``section.key`` must name a config key; deeper parts index into dict-valued keys
+    (``model.overrides.codebook_size=256``, ``data.options.size=64``).
+    """
+    data = {name: dict(values or {}) for name, values in data.items()}
+    sections = _section_types()
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise ValueError(
+                f"bad override {override!r}: expected section.key=value (e.g. optim.lr=3e-4); "
+                f"sections: {', '.join(sections)}"
+            )
+        section, name, rest = parts[0], parts[1], parts[2:]
+        if section not in sections:
+            raise ValueError(f"bad override {override!r}: unknown section {section!r}; valid sections: {', '.join(sections)}")
+        hints = typing.get_type_hints(sections[section])
+        if name not in hints:
+            raise ValueError(
+                f"bad override {override!r}: unknown key {name!r} in section {section!r}; "
+                f"valid keys: {', '.join(hints)}"
+            )
+        try:
+            value = yaml.load(text, Loader=ConfigLoader)
+        except yaml.YAMLError as error:
+            raise ValueError(f"bad override {override!r}: the value is not a YAML scalar ({error})") from None
+        target = data.setdefault(section, {})
+        if rest:
+            if typing.get_origin(hints[name]) is not dict:
+                raise ValueError(f"bad override {override!r}: {section}.{name} is not a mapping, so it has no sub-keys")
+            node = target.get(name) or {}
+            if not isinstance(node, dict):
+                raise ValueError(f"bad override {override!r}: {section}.{name} holds {node!r}, not a mapping")
+            node = target[name] = _deep_copy_dict(node)
+            for part in rest[:-1]:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ValueError(f"bad override {override!r}: {part!r} is not a mapping")
+            node[rest[-1]] = value
+        else:
+            target[name] = value
+    return data
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with YAML 1.2 floats: ``1e-3`` is a float (plain PyYAML reads a
+    string, as YAML 1.1 wants a dot in ``1.0e-3``)."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+# ---------------------------------------------------------------------------------------- typing
+
+
+def _section_types() -> dict[str, type]:
+    return {f.name: typing.get_type_hints(TrainConfig)[f.name] for f in dataclasses.fields(TrainConfig)}
+
+
+def _build_section(section: str, cls: type, values: dict[str, Any]):
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in section {section!r}; valid keys: {', '.join(hints)}")
+    return cls(**{name: _coerce(value, hints[name], f"{section}.{name}") for name, value in values.items()})
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """``value`` checked against ``annotation`` (ints are accepted for floats); ValueError if it does not fit."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{key} must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ValueError(f"{key} must be a mapping with string keys, got {value!r}")
+        return _deep_copy_dict(value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ValueError(f"{key} must be a list of {len(args)} numbers, got {value!r}")
+        return tuple(_coerce(item, arg, key) for item, arg in zip(value, args))
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} must be a number, got {value!r} ({type(value).__name__})")
+        if not math.isfinite(value):
+            raise ValueError(f"{key} must be finite, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key} must be an integer, got {value!r} ({type(value).__name__})")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r} ({type(value).__name__})")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string, got {value!r} ({type(value).__name__})")
+        return value
+    raise TypeError(f"no rule for {annotation!r} ({key})")
+
+
+def _deep_copy_dict(value: dict) -> dict:
+    return {k: _deep_copy_dict(v) if isinstance(v, dict) else v for k, v in value.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,450 @@
+"""The training loop of ``hqvae train``, written out top to bottom (nanoGPT style).
+
+    processes   torchrun's RANK / LOCAL_RANK / WORLD_SIZE -> process group (nccl on GPU, gloo on
+                CPU); device; bf16 autocast (CUDA only)
+    run folder  refuse to overwrite a run unless --resume / --force
+    setup       seed, data, model (DDP-wrapped when W > 1), optimiser; on --resume: weights,
+                optimiser, RNG states and step from checkpoints/last
+    each step   lr(step), τ(step), batch(step), forward, backward, clip, optimiser step; the loss,
+                its terms and logs are kept on the device (no synchronisation)
+    every log_every steps (and before validating / saving): one synchronisation; non-finite
+                losses or parameters stop the run (status "stopped_nan", the last checkpoint is
+                kept as it was); otherwise a train record
+    every val_every: validation (deterministic quantiser); a new best is staged
+    every checkpoint_every and at the end: checkpoints/last (+ the staged best), run.json
+
+Only rank 0 writes (run.json, metrics.jsonl, checkpoints, progress bar); what it writes is reduced
+over ranks. Resuming on CPU with the same number of processes reproduces an uninterrupted run
+bit for bit: the data order, the learning rate and the temperature are functions of the step,
+and the RNG states are restored.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+import hqvae
+from hqvae.data import DataError, load_dataset
+from hqvae.metrics.distributed import all_reduce
+from hqvae.models import create_model, from_pretrained
+from hqvae.train import checkpoint, rng
+from hqvae.train.config import TrainConfig
+from hqvae.train.logger import MetricsLogger
+from hqvae.train.optim import build_optimizer
+from hqvae.train.run_dir import RunDir
+from hqvae.train.sampler import StepSampler
+from hqvae.train.schedules import learning_rate, temperature
+from hqvae.train.validate import validate
+
+
+@dataclass
+class Processes:
+    """This process's place in the run: rank, local_rank, world_size and its device."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def setup_processes(device: str) -> Processes:
+    """Read torchrun's environment and join the process group; pick the device (train.device)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if world_size > 1:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Processes(rank, local_rank, world_size, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"))
+
+
+class NonFiniteLoss(Exception):
+    """A loss term or a parameter became NaN or infinite; the message names the step and the terms."""
+
+
+def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False) -> dict:
+    """Train as ``config`` says into the run folder ``out``; returns the final run.json contents.
+
+    resume: continue from ``checkpoints/last`` (pass the run's own config, from run.json).
+    force: start over in a folder that already holds a run (its run files are deleted first).
+    Raises ValueError / FileNotFoundError for a bad config, folder or data set, before training.
+    """
+    # ------------------------------------------------------------------ processes and device
+    procs = setup_processes(config.train.device)
+    device = procs.device
+    use_bf16 = config.train.dtype == "bf16" and device.type == "cuda"
+    if config.train.dtype == "bf16" and not use_bf16 and procs.master:
+        print("train.dtype=bf16 needs a CUDA device; training in fp32", file=sys.stderr)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    try:
+        # ------------------------------------------------------------------ run folder
+        run = RunDir(out)
+        check_run_folder(run, resume, force)  # every rank, before anyone writes
+        procs.barrier()
+        if procs.master:
+            if force:
+                run.clear()
+            else:
+                checkpoint.recover(run)
+        procs.barrier()
+        previous_info = run.read_info() if resume else {}
+
+        # ------------------------------------------------------------------ data and model
+        if procs.master:  # first, so that the other ranks find the data set decoded in the cache
+            train_set, val_set = load_data(config)
+        procs.barrier()
+        if not procs.master:
+            train_set, val_set = load_data(config)
+        rng.seed_all(config.train.seed + procs.rank)  # DDP copies rank 0's initial weights to the others
+        if resume:
+            model = from_pretrained(run.checkpoint("last"), device=device)
+        else:
+            model = create_model(config.model.name, train_set.num_channels, train_set.image_size,
+                                 **config.model.overrides).to(device)
+        config = config.with_model_defaults(model.config.train_defaults)
+        batch_size = config.train.batch_size
+        if batch_size % procs.world_size:
+            raise ValueError(f"train.batch_size={batch_size} is not divisible by the {procs.world_size} processes")
+        rank_batch = batch_size // procs.world_size
+        sampler = StepSampler(len(train_set), rank_batch, config.train.seed, procs.rank, procs.world_size)
+        if config.train.steps is None:
+            config.train.steps = config.train.epochs * sampler.batches_per_epoch
+        total_steps = config.train.steps
+        if val_set is not None and config.train.val_batches is not None:
+            val_set = evenly_spaced(val_set, config.train.val_batches * batch_size, "train.val_batches")
+        validating = val_set is not None and len(val_set) > 0
+
+        # ------------------------------------------------------------------ optimiser
+        optimizer = build_optimizer(model, config.optim)
+        trainable = [p for group in optimizer.param_groups for p in group["params"]]
+
+        # ------------------------------------------------------------------ resume
+        start_step, best, wall_before = 0, None, 0.0
+        if resume:
+            state = checkpoint.load_train_state(run)
+            optimizer.load_state_dict(state["optimizer"])
+            start_step, best, wall_before = state["step"], state["best"], state["wall_time_s"]
+            if state["data"]["batches_per_epoch"] != sampler.batches_per_epoch or state["data"]["seed"] != sampler.seed:
+                print(f"note: the data order differs from the interrupted run's ({state['data']} before, "
+                      f"{sampler.batches_per_epoch} batches per epoch now)", file=sys.stderr)
+        raw_model = model
+        if procs.world_size > 1:
+            model = DistributedDataParallel(model, device_ids=[procs.local_rank] if device.type == "cuda" else None)
+        if resume:  # last, after everything that draws random numbers during setup
+            if state["world_size"] == procs.world_size:
+                rng.restore(state["rng"][procs.rank])
+            else:
+                print(f"note: resuming with {procs.world_size} processes instead of {state['world_size']}: "
+                      f"new random streams", file=sys.stderr)
+                rng.seed_all(config.train.seed + procs.rank + 1_000_003 * start_step)
+
+        # ------------------------------------------------------------------ run.json, logging
+        info = {
+            "status": "running",
+            "message": None,
+            "step": start_step,
+            "steps": total_steps,
+            "best": best,
+            "wall_time_s": wall_before,
+            "model_type": raw_model.config.name,
+            "model_config": raw_model.config.to_dict(),
+            "config": config.to_dict(),
+            "data": {"train": train_set.description,
+                     "val": val_set.description if validating else None},
+            "device": describe_device(device),
+            "dtype": "bf16" if use_bf16 else "fp32",
+            "world_size": procs.world_size,
+            "hqvae_version": hqvae.__version__,
+            "torch_version": torch.__version__,
+            "git_commit": git_commit(),
+            "started_at": previous_info.get("started_at", now()),
+            "updated_at": now(),
+            "resumed_at_steps": previous_info.get("resumed_at_steps", []) + ([start_step] if resume else []),
+        }
+        logger = progress = None
+        if procs.master:
+            run.write_info(info)
+            if resume:
+                run.truncate_metrics(start_step)
+            logger = MetricsLogger(run, config.logging.tensorboard)
+            if config.logging.progress:
+                from tqdm import tqdm
+
+                progress = tqdm(total=total_steps, initial=start_step, desc=str(run.root), dynamic_ncols=True)
+    except BaseException:
+        teardown(procs)
+        raise
+
+    # ------------------------------------------------------------------ the loop
+    session_start = time.perf_counter()
+    window: list[torch.Tensor] = []  # per step: [loss, *terms, *logs(, grad_norm)] on the device
+    columns: list[str] = []
+    window_start = time.perf_counter()
+    model_state = [t for t in (*raw_model.parameters(), *raw_model.buffers()) if t.is_floating_point()]
+    step = start_step
+    model.train()
+    try:
+        for step in range(start_step, total_steps):
+            lr = learning_rate(step, config.optim, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            tau = temperature(step, config.temperature)
+            raw_model.set_temperature(tau)
+
+            x, _ = train_set.get_batch(sampler.indices(step), device=device)
+            with autocast():
+                out = model(x)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            grad_norm = None
+            if config.optim.grad_clip is not None:
+                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.optim.grad_clip)
+            optimizer.step()
+
+            if not columns:
+                columns = ["loss", *(f"terms/{k}" for k in out.terms), *(f"logs/{k}" for k in out.logs)]
+                columns += ["grad_norm"] if grad_norm is not None else []
+            values = [out.loss.detach(), *out.terms.values(), *out.logs.values()]
+            values += [grad_norm] if grad_norm is not None else []
+            window.append(torch.stack([v.float() for v in values]))
+
+            done = step + 1
+            validate_now = validating and (done % config.train.val_every == 0 or done == total_steps)
+            checkpoint_now = done % config.train.checkpoint_every == 0 or done == total_steps
+            flush = done % config.train.log_every == 0 or validate_now or checkpoint_now
+            if flush:
+                # one synchronisation: the window's values, averaged over ranks
+                rows = all_reduce(torch.stack(window)).cpu() / procs.world_size  # (steps, columns)
+                parameters_finite = all_reduce(
+                    torch.stack([t.detach().isfinite().all() for t in model_state]).all().float().reshape(1)
+                )
+                check_finite(rows, columns, first_step=done - len(window) + 1,
+                             parameters_finite=bool(parameters_finite.item() == procs.world_size))
+                elapsed = time.perf_counter() - window_start
+                if procs.master:
+                    record = train_record(done, rows, columns, lr, tau if raw_model.stochastic else None,
+                                          len(window) * batch_size / elapsed,
+                                          wall_before + time.perf_counter() - session_start)
+                    logger.log(record)
+                    if progress is not None:
+                        progress.set_postfix_str(postfix(record), refresh=False)
+                window.clear()
+
+            if validate_now:
+                sync_buffers(raw_model, procs)
+                result = validate(raw_model, val_set, rank_batch, procs.rank, procs.world_size, device, autocast)
+                is_best = math.isfinite(result["loss"]) and (best is None or result["loss"] < best["val_loss"])
+                if is_best:
+                    best = {"step": done, "val_loss": result["loss"]}
+                if procs.master:
+                    if is_best:
+                        checkpoint.stage(run, "best", raw_model)  # committed with the next "last"
+                    logger.log({"step": done, "split": "val", **result, "best": is_best})
+
+            if checkpoint_now:
+                info.update(step=done, best=best, wall_time_s=wall_before + time.perf_counter() - session_start,
+                            updated_at=now())
+                rng_states = gather_rng_states(procs)
+                if procs.master:
+                    epoch, position = sampler.position(done)
+                    state = {
+                        "step": done,
+                        "optimizer": optimizer.state_dict(),
+                        "rng": rng_states,
+                        "world_size": procs.world_size,
+                        "data": {"seed": sampler.seed, "epoch": epoch, "position": position,
+                                 "batches_per_epoch": sampler.batches_per_epoch},
+                        "best": best,
+                        "wall_time_s": info["wall_time_s"],
+                        "hqvae_version": hqvae.__version__,
+                    }
+                    checkpoint.stage(run, "last", raw_model, state)
+                    checkpoint.commit(run, "last")
+                    checkpoint.commit(run, "best")
+                    run.write_info(info)
+
+            if progress is not None:
+                progress.update(1)
+            if flush:
+                window_start = time.perf_counter()  # img/s counts training steps only
+        info.update(status="finished", step=total_steps)
+    except NonFiniteLoss as error:
+        kept = (f"checkpoints/last is the last good state (step {info['step']})"
+                if run.checkpoint("last").is_dir() else "no checkpoint was written before it")
+        info.update(status="stopped_nan", message=f"{error}; training stopped, {kept}")
+    except BaseException as error:
+        info.update(status="failed", message=f"{type(error).__name__} at step {step + 1}: {error}")
+        finish(procs, run, info, logger, progress)
+        raise
+    finish(procs, run, info, logger, progress)
+    return info
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def check_run_folder(run: RunDir, resume: bool, force: bool) -> None:
+    """Refuse to overwrite a run without --resume / --force, or to resume what is not there."""
+    if resume and force:
+        raise ValueError("pass either --resume (continue the run) or --force (start over), not both")
+    if resume:
+        if not run.exists():
+            raise FileNotFoundError(f"{run.root} holds no run to resume ({run.run_file} is missing); "
+                                    f"start it without --resume")
+        return
+    if run.has_contents() and not force:
+        what = "files of a run"
+        if run.exists():
+            info = run.read_info()
+            what = f"a run (status {info.get('status')}, step {info.get('step')} of {info.get('steps')})"
+        raise ValueError(f"{run.root} already holds {what}; pass --resume to continue it, or --force to "
+                         f"delete its run files and start over, or choose another --out")
+
+
+def load_data(config: TrainConfig):
+    """(train set, val set) as ``config.data`` says, the train set cut to ``data.limit`` items;
+    no val set (None) when ``train.val_every`` is 0."""
+    data = config.data
+    try:
+        train_set = load_dataset(data.name, "train", data.root, **data.options)
+        val_set = load_dataset(data.name, "val", data.root, **data.options) if config.train.val_every else None
+    except DataError as error:  # a missing or unreadable data set is a usage error
+        raise ValueError(f"data: {error}") from None
+    except TypeError as error:  # an option the loader does not take
+        raise ValueError(f"data.options {data.options} do not fit data set {data.name!r}: {error}") from None
+    if data.limit is not None:
+        train_set = evenly_spaced(train_set, data.limit, "data.limit")
+    return train_set, val_set
+
+
+def evenly_spaced(dataset, count: int, setting: str):
+    """The ``count`` items at indices ⌊i·N/count⌋ (all when count ≥ N), described as such."""
+    n = len(dataset)
+    if count >= n:
+        return dataset
+    indices = torch.arange(count) * n // count
+    return dataset.subset(indices, dataset.split, f"{dataset.description}; {count} of them, evenly spaced ({setting})")
+
+
+def check_finite(rows: torch.Tensor, columns: list[str], first_step: int, parameters_finite: bool) -> None:
+    """Raise NonFiniteLoss naming the first step whose loss terms are not finite, or the
+    parameters / buffers (``parameters_finite`` False)."""
+    bad = (~torch.isfinite(rows)).any(dim=1).nonzero()
+    if len(bad):
+        row = int(bad[0])
+        terms = ", ".join(f"{name}={value:.6g}" for name, value in zip(columns, rows[row].tolist()))
+        raise NonFiniteLoss(f"non-finite loss at step {first_step + row}: {terms}")
+    if not parameters_finite:
+        last = ", ".join(f"{name}={value:.6g}" for name, value in zip(columns, rows[-1].tolist()))
+        raise NonFiniteLoss(f"parameters or buffers became non-finite by step {first_step + len(rows) - 1} "
+                            f"(its loss terms: {last})")
+
+
+def train_record(step: int, rows: torch.Tensor, columns: list[str], lr: float, tau: float | None,
+                 images_per_second: float, wall_time: float) -> dict:
+    """The train record of metrics.jsonl (see hqvae.train.run_dir) from the window's rows."""
+    means = dict(zip(columns, rows.double().mean(dim=0).tolist()))
+    record = {"step": step, "split": "train", "loss": means.pop("loss"),
+              "terms": {k.split("/", 1)[1]: v for k, v in means.items() if k.startswith("terms/")},
+              "logs": {k.split("/", 1)[1]: v for k, v in means.items() if k.startswith("logs/")},
+              "lr": lr}
+    if tau is not None:
+        record["temperature"] = tau
+    if "grad_norm" in means:
+        record["grad_norm"] = means["grad_norm"]
+    record.update(img_per_s=images_per_second, wall_time_s=wall_time)
+    return record
+
+
+def postfix(record: dict) -> str:
+    """Progress-bar text: loss, perplexity (and s² of SQ layers) per layer, img/s."""
+    parts = [f"loss={record['loss']:.4g}"]
+    logs = record["logs"]
+    perplexities = [f"{v:.0f}" for k, v in logs.items() if k.startswith("perplexity/")]
+    variances = [f"{v:.3g}" for k, v in logs.items() if k.startswith("variance/")]
+    if perplexities:
+        parts.append("ppl=" + "/".join(perplexities))
+    if variances:
+        parts.append("s2=" + "/".join(variances))
+    parts.append(f"{record['img_per_s']:.0f} img/s")
+    return " ".join(parts)
+
+
+def finish(procs: Processes, run: RunDir, info: dict, logger, progress) -> None:
+    """Write the final status (rank 0), close the outputs, leave the process group."""
+    if procs.master:
+        if progress is not None:
+            progress.close()
+        if logger is not None:
+            logger.close()
+        info["updated_at"] = now()
+        run.write_info(info)
+        if info["message"]:
+            print(f"{info['status']}: {info['message']}", file=sys.stderr)
+    teardown(procs)
+
+
+def teardown(procs: Processes) -> None:
+    if procs.world_size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather_rng_states(procs: Processes) -> list[dict]:
+    """Every rank's RNG states (hqvae.train.rng.capture), indexed by rank; every rank must call it."""
+    if procs.world_size == 1:
+        return [rng.capture()]
+    states = [None] * procs.world_size
+    dist.all_gather_object(states, rng.capture())
+    return states
+
+
+def sync_buffers(model: torch.nn.Module, procs: Processes) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics drift apart between DDP's broadcasts)."""
+    if procs.world_size > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def git_commit() -> str | None:
+    """The commit of the hqvae source tree (suffixed "+dirty" with uncommitted changes), if it is a git checkout."""
+    source = Path(hqvae.__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

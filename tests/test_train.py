@@ -1,0 +1,426 @@
+"""Tests of hqvae.train and ``hqvae train``: the config (YAML, overrides, errors), the schedules and
+the data order, the run folder, bitwise-exact resume, crash-safe checkpoints, the NaN guard and
+a 2-process torchrun (gloo) run. Every run trains a tiny model on a tiny image folder."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import hqvae
+from hqvae.cli import main
+from hqvae.train import checkpoint
+from hqvae.train.config import TrainConfig, apply_overrides, load_config
+from hqvae.train.loop import train
+from hqvae.train.run_dir import RunDir
+from hqvae.train.sampler import StepSampler
+from hqvae.train.schedules import learning_rate, temperature
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES, PER_CLASS, SIZE = 4, 20, 16  # 80 greyscale 16×16 images: 64 train, 8 val, 8 test
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: steady timings on a shared 2-core machine, and identical numerics in
+    every run of a test (the resume comparisons need that)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """<root>/<class>/<n>.png: blurred random blobs, one brightness per class."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    for label in range(CLASSES):
+        (root / f"c{label}").mkdir()
+        for n in range(PER_CLASS):
+            cy, cx = rng.uniform(3, SIZE - 3, size=2)
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rng.uniform(2, 5) ** 2))
+            pixels = (255 * (0.2 + 0.2 * label / CLASSES + 0.6 * blob)).clip(0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / f"c{label}" / f"{n:02d}.png")
+    return root
+
+
+def tiny_overrides(image_folder: Path, model: str = "sqvae2", steps: int = 8, **extra) -> list[str]:
+    settings = {
+        "data.name": "image_folder", "data.root": str(image_folder),
+        "data.options": "{channels: 1, cache: false}",
+        "model.name": model, "model.overrides": "{hidden: 8, codebook_size: 16, dim: 8}",
+        "train.steps": steps, "train.batch_size": 8, "train.log_every": 2, "train.val_every": 4,
+        "train.checkpoint_every": 4, "train.device": "cpu", "logging.progress": "false",
+        **extra,
+    }
+    return [f"{key}={value}" for key, value in settings.items()]
+
+
+def tiny_config(image_folder: Path, model: str = "sqvae2", steps: int = 8, **extra) -> TrainConfig:
+    return load_config(None, tiny_overrides(image_folder, model, steps, **extra))
+
+
+def last_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(RunDir(run).checkpoint("last") / "model.safetensors")
+
+
+def assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), f"{name} differs"
+
+
+# ---------------------------------------------------------------------------------------- config
+
+
+def test_yaml_overrides_and_yaml12_floats(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  name: vqvae2\n  overrides: {codebook_size: 64}\noptim:\n  lr: 1e-3\n"
+                    "train:\n  steps: 100\n")
+    config = load_config(path, ["optim.lr=3e-4", "model.overrides.dim=16", "optim.betas=[0.5, 0.9]",
+                                "logging.tensorboard=true", "data.root=null"])
+    assert config.model.name == "vqvae2"
+    assert config.model.overrides == {"codebook_size": 64, "dim": 16}
+    assert config.optim.lr == 3e-4 and isinstance(config.optim.lr, float)
+    assert config.optim.betas == (0.5, 0.9)
+    assert config.train.steps == 100 and config.logging.tensorboard is True
+    assert load_config(path).optim.lr == 1e-3  # plain PyYAML would read the string "1e-3"
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert json.loads(json.dumps(config.to_dict())) == config.to_dict()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=1", "valid keys: name, lr, betas"),
+    ("optimiser.lr=1", "valid sections: data, model, optim, train, temperature, logging"),
+    ("optim.lr=fast", "optim.lr must be a number"),
+    ("train.steps=1.5", "train.steps must be an integer"),
+    ("logging.progress=1", "logging.progress must be true or false"),
+    ("optim.name=sgd", "optim.name must be one of adam, adamw"),
+    ("train.steps.x=1", "not a mapping"),
+    ("optim.lr", "expected section.key=value"),
+    ("train.steps=0", "train.steps must be ≥ 1"),
+])
+def test_bad_overrides_are_rejected_with_the_valid_choices(override, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("[", r"\[")):
+        load_config(None, [override])
+
+
+def test_unknown_yaml_key_lists_the_sections_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  step: 10\n")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['step'\] in section 'train'; valid keys: steps, epochs"):
+        load_config(path)
+    path.write_text("optim:\n  betas: [0.9]\n")
+    with pytest.raises(ValueError, match="optim.betas must be a list of 2 numbers"):
+        load_config(path)
+
+
+def test_model_defaults_fill_only_what_the_config_leaves_null():
+    config = load_config(None, ["optim.lr=5e-4"])
+    resolved = config.with_model_defaults({"lr": 1e-3, "batch_size": 64, "epochs": 7, "temperature_decay": 1e-4})
+    assert resolved.optim.lr == 5e-4 and resolved.train.batch_size == 64 and resolved.train.epochs == 7
+    assert (resolved.temperature.init, resolved.temperature.decay, resolved.temperature.min) == (1.0, 1e-4, 0.0)
+    assert config.train.batch_size is None  # a copy
+    with pytest.raises(ValueError, match="set train.steps or train.epochs"):
+        config.with_model_defaults({})
+
+
+def test_apply_overrides_leaves_its_input_alone():
+    data = {"model": {"name": "sqvae", "overrides": {"dim": 8}}}
+    apply_overrides(data, ["model.overrides.dim=16"])
+    assert data == {"model": {"name": "sqvae", "overrides": {"dim": 8}}}
+
+
+def test_reference_configs_cover_every_model_and_are_up_to_date():
+    sys.path.insert(0, str(REPO / "configs"))
+    try:
+        import make_configs
+    finally:
+        sys.path.pop(0)
+    expected = make_configs.render_all()
+    missing = set(hqvae.list_models()) - set(make_configs.MODELS)
+    assert not missing, f"add {sorted(missing)} to MODELS in configs/make_configs.py"
+    assert set(make_configs.MODELS) <= set(hqvae.list_models())
+    for dataset in make_configs.DATASETS:
+        for name in make_configs.MODELS:
+            assert (REPO / "configs" / dataset / f"{name}.yaml").is_file(), f"configs/{dataset}/{name}.yaml"
+    for relative, text in expected.items():
+        path = REPO / "configs" / relative
+        assert path.read_text() == text, f"configs/{relative} is stale: run python configs/make_configs.py"
+        config = load_config(path)
+        assert config.model.name in hqvae.list_models()
+    reference = load_config(REPO / "configs" / "cifar10" / "sqvae.yaml")
+    resolved = reference.with_model_defaults(hqvae.models.model_config("sqvae", 3, 32).train_defaults)
+    assert (resolved.optim.name, resolved.optim.lr, resolved.train.batch_size) == ("adam", 1e-3, 32)
+    assert resolved.model.overrides == {}  # the registry's 3×32×32 defaults are the SQ-VAE network
+
+
+# ---------------------------------------------------------------------------------------- schedules, data order
+
+
+def test_learning_rate_warmup_and_cosine():
+    optim = load_config(None, ["optim.lr=1.0", "optim.schedule=cosine", "optim.warmup_steps=4",
+                               "optim.min_lr=0.1"]).optim
+    lrs = [learning_rate(step, optim, 14) for step in range(14)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert lrs[4] == 1.0 and math.isclose(lrs[-1], 0.1) and all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    constant = load_config(None, ["optim.lr=1.0"]).optim
+    assert {learning_rate(step, constant, 10) for step in range(10)} == {1.0}
+
+
+def test_temperature_schedule():
+    schedule = load_config(None, ["temperature.init=1", "temperature.decay=0.1", "temperature.min=0.5"]).temperature
+    assert temperature(0, schedule) == 1.0
+    assert math.isclose(temperature(3, schedule), math.exp(-0.3))
+    assert temperature(100, schedule) == 0.5
+
+
+def test_data_order_is_a_function_of_seed_and_step_and_shards_the_global_batch():
+    single = StepSampler(50, 8, seed=3)
+    assert single.batches_per_epoch == 6
+    fresh = StepSampler(50, 8, seed=3)
+    assert torch.equal(single.indices(13), fresh.indices(13))  # no history needed
+    epoch = torch.cat([single.indices(step) for step in range(6)])
+    assert len(set(epoch.tolist())) == 48
+    assert not torch.equal(single.indices(0), single.indices(6))  # a new permutation each epoch
+    ranks = [StepSampler(50, 4, seed=3, rank=r, world_size=2) for r in range(2)]
+    for step in range(9):
+        shards = torch.cat([sampler.indices(step) for sampler in ranks])
+        assert sorted(shards.tolist()) == sorted(single.indices(step).tolist())
+
+
+# ---------------------------------------------------------------------------------------- runs
+
+
+def test_short_run_writes_the_run_folder(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(REPO / "configs/fashion_mnist/sqvae2.yaml"), "--out", str(out),
+                 *tiny_overrides(image_folder, steps=6, **{"train.val_every": 3})]) == 0
+    assert "finished 6 steps" in capsys.readouterr().out
+    run = RunDir(out)
+    info = run.read_info()
+    assert info["status"] == "finished" and info["step"] == info["steps"] == 6
+    assert info["model_type"] == "sqvae2" and info["world_size"] == 1
+    assert info["config"]["optim"]["lr"] == 1e-3 and info["config"]["train"]["batch_size"] == 8
+    assert "train split" in info["data"]["train"] and "64" in info["data"]["train"]
+    assert info["torch_version"] == torch.__version__ and info["hqvae_version"] == hqvae.__version__
+    assert info["best"]["step"] in (3, 6)
+
+    train_records = list(run.read_metrics("train"))
+    assert [r["step"] for r in train_records] == [2, 3, 4, 6]  # log_every 2, and before val / checkpoint
+    first = train_records[0]
+    assert {"recon", "mse", "discrete/0", "continuous/1"} <= set(first["terms"])
+    assert {"perplexity/0", "variance/1"} <= set(first["logs"])
+    assert first["img_per_s"] > 0 and 0 < first["temperature"] <= 1 and first["lr"] == 1e-3
+    val_records = list(run.read_metrics("val"))
+    assert [r["step"] for r in val_records] == [3, 6]
+    assert {"loss", "rmse", "psnr", "perplexity/0", "perplexity/1", "usage/0"} <= set(val_records[0])
+
+    state = torch.load(run.train_state_file, weights_only=True)
+    assert state["step"] == 6 and state["world_size"] == 1 and len(state["rng"]) == 1
+    assert state["data"]["batches_per_epoch"] == 8 and state["data"]["epoch"] == 0
+    model = run.load_model("best")
+    assert isinstance(model, hqvae.HQVAE) and model.config.hidden == 8
+    assert not list((out / "checkpoints").glob(".*"))  # nothing staged is left behind
+
+
+def test_refuses_to_overwrite_a_run_and_reports_usage_errors(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--config", str(REPO / "configs/fashion_mnist/vqvae.yaml"), "--out", str(out),
+            *tiny_overrides(image_folder, model="vqvae", steps=2)]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "already holds a run (status finished, step 2 of 2); pass --resume" in capsys.readouterr().err
+    assert main([*args, "train.steps=3", "--force"]) == 0
+    assert RunDir(out).read_info()["steps"] == 3
+    assert [r["step"] for r in RunDir(out).read_metrics("val")] == [3]  # the old records are gone
+    capsys.readouterr()
+
+    assert main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "x")]) == 2
+    assert "hqvae train: error: config file" in capsys.readouterr().err
+    assert main(["train", "--config", str(REPO / "configs/fashion_mnist/vqvae.yaml"), "--out",
+                 str(tmp_path / "x"), "optim.lrr=1"]) == 2
+    assert "valid keys: name, lr" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "nothing"), "--resume"]) == 2
+    assert "holds no run" in capsys.readouterr().err
+    assert main(["train", "--config", str(REPO / "configs/image_folder_64/vqvae.yaml"), "--out",
+                 str(tmp_path / "y"), "data.root=null"]) == 2
+    assert "needs root=" in capsys.readouterr().err
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_at_step(monkeypatch, step: int) -> None:
+    """Make the trainer raise Crash when it asks for the batch of (0-based) ``step``."""
+    original = StepSampler.indices
+
+    def indices(self, s):
+        if s == step:
+            raise Crash(f"simulated crash at step {s}")
+        return original(self, s)
+
+    monkeypatch.setattr(StepSampler, "indices", indices)
+
+
+@pytest.mark.parametrize("model, extra", [
+    ("sqvae2", {"optim.schedule": "cosine", "optim.warmup_steps": 2}),
+    ("vqvae2", {"model.overrides": "{hidden: 8, codebook_size: 16, dim: 8, dead_code_threshold: 0.5}",
+                "optim.grad_clip": 1.0}),
+])
+def test_resume_reproduces_an_uninterrupted_run_bitwise(image_folder, tmp_path, monkeypatch, model, extra):
+    steps = 12  # 8 batches per epoch: the resumed part crosses an epoch boundary
+    straight = tmp_path / "straight"
+    train(tiny_config(image_folder, model, steps, **extra), straight)
+
+    interrupted = tmp_path / "interrupted"
+    with monkeypatch.context() as patch:
+        crash_at_step(patch, 6)  # checkpoints at 4 (and 8, 12): resume redoes steps 5-6
+        with pytest.raises(Crash):
+            train(tiny_config(image_folder, model, steps, **extra), interrupted)
+    info = RunDir(interrupted).read_info()
+    assert info["status"] == "failed" and "Crash at step 7" in info["message"] and info["step"] == 4
+    assert main(["train", "--out", str(interrupted), "--resume"]) == 0
+
+    assert_bitwise_equal(last_weights(straight), last_weights(interrupted))
+    if model == "vqvae2":
+        assert any("weight_avg" in name or "cluster_size" in name for name in last_weights(straight))
+    a, b = (torch.load(RunDir(run).train_state_file, weights_only=True) for run in (straight, interrupted))
+    for key, value in a["optimizer"]["state"].items():
+        assert torch.equal(value["exp_avg_sq"], b["optimizer"]["state"][key]["exp_avg_sq"])
+    assert_bitwise_equal(load_file(straight / "checkpoints/best/model.safetensors"),
+                         load_file(interrupted / "checkpoints/best/model.safetensors"))
+    records = [(r["step"], r["split"]) for r in RunDir(interrupted).read_metrics()]
+    assert records == [(r["step"], r["split"]) for r in RunDir(straight).read_metrics()]  # no duplicates
+    info = RunDir(interrupted).read_info()
+    assert info["status"] == "finished" and info["resumed_at_steps"] == [4] and info["best"] == a["best"]
+
+
+def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(image_folder, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    saves = []
+    original_save = torch.save
+
+    def failing_save(obj, path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) == 2:  # the second train_state.pt: write half of it, then "die"
+            original_save(obj, path, *args, **kwargs)
+            Path(path).write_bytes(Path(path).read_bytes()[:1000])
+            raise OSError("No space left on device")
+        return original_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", failing_save)
+    with pytest.raises(OSError, match="No space left"):
+        train(tiny_config(image_folder, "sqvae", steps=8), out)
+    monkeypatch.undo()
+
+    run = RunDir(out)
+    assert run.read_info()["status"] == "failed"
+    last = run.checkpoint("last")
+    assert sorted(p.name for p in last.iterdir()) == ["config.json", "model.safetensors", "train_state.pt"]
+    assert torch.load(run.train_state_file, weights_only=True)["step"] == 4
+    hqvae.from_pretrained(last)  # loads
+    assert main(["train", "--out", str(out), "--resume"]) == 0  # and the run can go on
+    assert run.read_info()["step"] == 8 and not list((out / "checkpoints").glob(".*"))
+
+
+def test_an_interrupted_checkpoint_swap_is_recovered(image_folder, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(tiny_config(image_folder, "vqvae", steps=4), out)
+    run = RunDir(out)
+    before = last_weights(out)
+    renames = []
+    original_rename = os.rename
+
+    def rename(src, dst):
+        renames.append(dst)
+        if len(renames) == 2:  # the old folder is moved aside, the new one not yet in place
+            raise KeyboardInterrupt
+        original_rename(src, dst)
+
+    model = hqvae.from_pretrained(run.checkpoint("last"))
+    monkeypatch.setattr(checkpoint.os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_checkpoint(run, "last", model, {"step": 99})
+    monkeypatch.undo()
+    assert not run.checkpoint("last").exists()
+    checkpoint.recover(run)
+    assert_bitwise_equal(before, last_weights(out))
+    assert checkpoint.load_train_state(run)["step"] == 4
+    assert not list((out / "checkpoints").glob(".*"))
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(image_folder, tmp_path, monkeypatch,
+                                                                        capsys):
+    forward = hqvae.HQVAE.forward
+    calls = []
+
+    def poisoned(self, x):
+        out = forward(self, x)
+        if self.training:
+            calls.append(1)
+            if len(calls) == 6:
+                out.loss = out.loss * float("nan")
+                out.terms["recon"] = out.terms["recon"] * float("nan")
+        return out
+
+    monkeypatch.setattr(hqvae.HQVAE, "forward", poisoned)
+    out = tmp_path / "run"
+    code = main(["train", "--config", str(REPO / "configs/fashion_mnist/sqvae.yaml"), "--out", str(out),
+                 *tiny_overrides(image_folder, model="sqvae", steps=12, **{"train.log_every": 5})])
+    assert code == 1
+    error = capsys.readouterr().err
+    assert "non-finite loss at step 6" in error and "terms/recon=nan" in error
+    info = RunDir(out).read_info()
+    assert info["status"] == "stopped_nan" and info["step"] == 4
+    assert "checkpoints/last is the last good state (step 4)" in info["message"]
+    assert torch.load(RunDir(out).train_state_file, weights_only=True)["step"] == 4
+    assert all(torch.isfinite(t).all() for t in last_weights(out).values())
+    assert max(r["step"] for r in RunDir(out).read_metrics()) == 5  # nothing logged from the bad window
+
+
+def test_tensorboard_is_optional_and_validation_can_be_off(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(tiny_config(image_folder, "vqvae", steps=2, **{"logging.tensorboard": "true", "train.val_every": 0}), out)
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        assert "tensorboard package is not installed" in capsys.readouterr().err
+        assert not (out / "tensorboard").exists()
+    else:
+        assert any((out / "tensorboard").iterdir())
+    info = RunDir(out).read_info()
+    assert info["status"] == "finished" and info["best"] is None and info["data"]["val"] is None
+    assert not RunDir(out).checkpoint("best").exists() and RunDir(out).load_model("last")
+
+
+def test_two_processes_with_torchrun_log_once(image_folder, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+               "-m", "hqvae", "train", "--config", str(REPO / "configs/fashion_mnist/vqvae2.yaml"),
+               "--out", str(out), *tiny_overrides(image_folder, model="vqvae2", steps=6)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = RunDir(out).read_info()
+    assert info["status"] == "finished" and info["world_size"] == 2 and info["step"] == 6
+    records = [(r["split"], r["step"]) for r in RunDir(out).read_metrics()]
+    assert records == [("train", 2), ("train", 4), ("val", 4), ("train", 6), ("val", 6)]
+    state = torch.load(RunDir(out).train_state_file, weights_only=True)
+    assert state["world_size"] == 2 and len(state["rng"]) == 2
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+    val = list(RunDir(out).read_metrics("val"))[-1]
+    assert val["items"] == 8  # the whole val split, shared between the two ranks
