@@ -23,6 +23,9 @@ data:
 		echo "note: could not install dataset-fashion-mnist; hqvae will download Fashion-MNIST instead"; \
 	fi
 
+demo: setup data
+	$(BIN)/hqvae demo --out runs/demo
+
 test: setup data
 	$(BIN)/python -m pytest -q -m "not slow"
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -25,6 +24,7 @@ import time
 
 import torch
 
+from hqvae.io import atomic_write_json
 from hqvae.quantizers import ResidualQuantizer, StochasticQuantizer, VectorQuantizer
 
 DIM, BATCH, TOKENS = 64, 8, 1024  # 8,192 vectors
@@ -90,8 +90,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 4096, 16384])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", default="benchmarks/results/quantizers.json")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     import vector_quantize_pytorch
 
     torch.manual_seed(0)
@@ -141,14 +143,11 @@ def main() -> None:
         "vector_quantize_pytorch": getattr(vector_quantize_pytorch, "__version__", None)
         or __import__("importlib.metadata").metadata.version("vector-quantize-pytorch"),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/quantizers.py " + f"--repeats {args.repeats}",
+        "load_average_at_end": os.getloadavg(),
+        "command": f"python benchmarks/quantizers.py --repeats {args.repeats} --threads {args.threads}",
         "rows": rows,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, args.out)
+    atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
 
 
