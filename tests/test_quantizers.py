@@ -461,3 +461,32 @@ def test_shared_codebook_is_one_tensor():
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
     assert torch.equal(state["layers.0.weight"], state["layers.2.weight"])
+
+
+@pytest.mark.parametrize("variance", ["gaussian_1", "gaussian_3", "gaussian_4", "vmf"])
+def test_sq_eval_without_gradients_is_chunked_and_equals_the_full_computation(variance, monkeypatch):
+    torch.manual_seed(0)
+    q = StochasticQuantizer(DIM, K, variance=variance, init_variance=0.5)
+    q.eval()
+    z = torch.randn(3, DIM, 5, 5)
+    log_var = {"gaussian_3": torch.randn(3, 1, 5, 5), "gaussian_4": torch.randn(3, DIM, 5, 5)}.get(variance)
+    full = q(z, log_var=log_var)  # gradients enabled: the one-matrix path
+    monkeypatch.setattr("hqvae.quantizers.sq.DISTANCE_CHUNK_ELEMENTS", K * 7)  # 7 rows per chunk
+    with torch.no_grad():
+        chunked = q(z, log_var=log_var)
+    assert torch.equal(chunked.indices, full.indices)
+    torch.testing.assert_close(chunked.loss, full.loss.detach())
+    torch.testing.assert_close(chunked.z_q, full.z_q.detach())
+
+
+@pytest.mark.slow
+def test_65536_codes_against_262144_vectors_fit_in_memory():
+    """The full distance matrix would take 68 GB; chunking keeps it to 64 MB at a time."""
+    torch.manual_seed(0)
+    z = torch.randn(64, 4096, 64)  # 262,144 vectors, channel last
+    for q in (VectorQuantizer(64, 65536, init="normal", channel_last=True),
+              StochasticQuantizer(64, 65536, channel_last=True)):
+        q.eval()
+        with torch.no_grad():
+            out = q(z)
+        assert out.indices.shape == (64, 4096) and torch.isfinite(out.loss)

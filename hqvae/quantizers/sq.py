@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (
+    DISTANCE_CHUNK_ELEMENTS,
     QuantizerOutput,
     code_counts,
     flatten_latents,
@@ -170,11 +171,11 @@ class StochasticQuantizer(nn.Module):
                 z_q, neg_entropy_rows, probs, indices = RelaxedGaussianSample.apply(
                     x, codebook, 0.5 / scale, self.temperature
                 )
+            elif not self.training and not return_probs and not torch.is_grad_enabled():
+                indices, neg_entropy_rows = self._hard_codes_in_chunks(x, codebook, scale)
+                z_q, probs = F.embedding(indices, codebook), None
             else:
-                if self.is_vmf:
-                    logits = scale * (x @ codebook.t())  # (N, K)
-                else:
-                    logits = self._gaussian_logits(x, codebook, 0.5 / scale)  # (N, K), up to a row constant
+                logits = self._logits(x, codebook, scale)  # (N, K), up to a row constant
                 log_probs = torch.log_softmax(logits, dim=-1)
                 probs = log_probs.exp()
                 neg_entropy_rows = (probs * log_probs).sum(-1)  # (N,)
@@ -217,6 +218,29 @@ class StochasticQuantizer(nn.Module):
         return ((x - z_q).pow(2) * (0.5 / scale)).sum() / batch
 
     # ------------------------------------------------------------------ helpers
+
+    def _logits(self, x: Tensor, codebook: Tensor, scale: Tensor) -> Tensor:
+        """(N, d) rows -> (N, K) logits up to a row constant; ``scale`` is κ (vMF) or s²."""
+        if self.is_vmf:
+            return scale * (x @ codebook.t())
+        return self._gaussian_logits(x, codebook, 0.5 / scale)
+
+    def _hard_codes_in_chunks(self, x: Tensor, codebook: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+        """Eval without gradients: (indices (N,), Σ_k P log P per row (N,)), computed over row
+        chunks so that no more than DISTANCE_CHUNK_ELEMENTS logits exist at once."""
+        rows = max(1, DISTANCE_CHUNK_ELEMENTS // self.codebook_size)
+        indices = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+        neg_entropy = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+        per_row = scale.dim() == 2
+        for start in range(0, x.shape[0], rows):
+            part = slice(start, start + rows)
+            log_probs = torch.log_softmax(self._logits(x[part], codebook, scale[part] if per_row else scale), dim=-1)
+            neg_entropy[part] = (log_probs.exp() * log_probs).sum(-1)
+            if self.eval_sample:
+                indices[part] = torch.multinomial(log_probs.exp(), 1).squeeze(-1)
+            else:
+                indices[part] = log_probs.argmax(-1)
+        return indices, neg_entropy
 
     @staticmethod
     def _gaussian_logits(x: Tensor, codebook: Tensor, precision: Tensor) -> Tensor:
