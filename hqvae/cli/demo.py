@@ -7,7 +7,7 @@ Markdown report comparing them. The default budget is about 10 CPU minutes in al
 The Gumbel temperature of SQ-VAE-2 follows the official schedule compressed to the budget (τ ends
 at ≈ 0.25). Run it again to reuse finished runs (``--fresh`` starts over); an interrupted run resumes.
 
-    hqvae demo [--out runs/demo] [--steps 2500] [--data-root DIR]
+    hqvae demo [--out runs/demo] [--steps 2000] [--data-root DIR]
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ FINAL_TEMPERATURE_EXPONENT = 1.4  # τ_end = exp(−1.4) ≈ 0.25, as the refere
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="folder of the two runs and the report")
-    parser.add_argument("--steps", type=int, default=2500, help="training steps per model (batch 32)")
+    parser.add_argument("--steps", type=int, default=2000, help="training steps per model (batch 32)")
     parser.add_argument("--data-root", help="folder with the Fashion-MNIST IDX files (default: the Debian "
                         "package's /usr/share/datasets/fashion-mnist, else download with checksums)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
