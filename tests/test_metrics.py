@@ -178,7 +178,7 @@ def ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
 
 def test_all_reduce_over_two_ranks_equals_one_process(tmp_path):
     mp.spawn(ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     reconstruction, usage, paper = ReconstructionMetrics(), CodebookUsage(32), MinibatchPerplexity(32)
     for x_hat, x in random_pairs([3, 5, 1, 7, 2]):
         reconstruction.update(x_hat, x)
