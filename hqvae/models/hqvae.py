@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..quantizers import QuantizerOutput
 from .backbone import Decoder, Encoder, init_weights
+from .checks import as_pair, check_image_batch
 from .config import ModelConfig
 from .output import ModelOutput
 from .pretrained import PretrainedMixin
@@ -95,7 +96,7 @@ class HQVAE(PretrainedMixin, nn.Module):
 
     def code_shapes(self, image_size: int | Sequence[int] | None = None) -> list[tuple[int, int]]:
         """(h_l, w_l) of each layer's code grid, coarse to fine, for ``image_size`` (default: the config's)."""
-        height, width = _as_pair(self.config.image_size if image_size is None else image_size)
+        height, width = as_pair(self.config.image_size if image_size is None else image_size)
         return [
             (height // group.factor, width // group.factor) for group in self.groups for _ in range(group.depth)
         ]
@@ -214,25 +215,7 @@ class HQVAE(PretrainedMixin, nn.Module):
 
     def check_input(self, x: Tensor) -> None:
         """Raise a ValueError naming the fix when ``x`` cannot go through this model."""
-        channels = self.config.in_channels
-        if not isinstance(x, Tensor):
-            raise ValueError(f"expected a torch.Tensor of shape (B, {channels}, H, W), got {type(x).__name__}")
-        if x.dim() != 4:
-            hint = (
-                "use x.unsqueeze(1) for a batch of 1-channel images or spectrograms (B, H, W), "
-                "or x.unsqueeze(0) for a single image (C, H, W)"
-                if x.dim() == 3
-                else "reshape it to (B, C, H, W)"
-            )
-            raise ValueError(f"expected a 4-D batch (B, {channels}, H, W), got shape {tuple(x.shape)}; {hint}")
-        if not x.is_floating_point():
-            raise ValueError(f"expected floating-point pixels in [0, 1], got dtype {x.dtype}; use x.float() / 255")
-        if x.shape[1] != channels:
-            raise ValueError(
-                f"expected {channels} input channel(s), got {x.shape[1]} in shape {tuple(x.shape)}; "
-                f"create the model with in_channels={x.shape[1]}, "
-                f"e.g. hqvae.create_model({self.config.name!r}, in_channels={x.shape[1]}, ...)"
-            )
+        check_image_batch(x, self.config.in_channels, self.config.name)
         height, width = x.shape[2:]
         factor = self.config.max_downsample
         if height % factor or width % factor:
@@ -243,13 +226,6 @@ class HQVAE(PretrainedMixin, nn.Module):
                 f"resize or pad the input to a multiple of {factor} (e.g. {fixed}), "
                 f"or create the model with smaller downsample factors"
             )
-
-
-def _as_pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    height, width = size
-    return int(height), int(width)
 
 
 def _round_up(n: int, multiple: int) -> int:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ..quantizers.base import code_counts, fp32_island, perplexity_of_counts
 from .backbone import Decoder, Encoder, init_weights
+from .checks import as_pair, check_image_batch
 from .hqvae import evaluating
 from .output import ModelOutput
 from .pq_config import PQConfig
@@ -104,7 +105,7 @@ class PQVAE(PretrainedMixin, nn.Module):
     def code_shapes(self, image_size: int | Sequence[int] | None = None) -> list[tuple[int]]:
         """(G,) per step: the shape of each entry of ``ModelOutput.codes`` without the batch dim.
         ``image_size`` must be the configured size if given (the token layout depends on it)."""
-        if image_size is not None and _as_pair(image_size) != tuple(self.config.image_size):
+        if image_size is not None and as_pair(image_size) != tuple(self.config.image_size):
             raise ValueError(f"a PQ-VAE takes {self.config.image_size} inputs only, got {image_size}")
         return [(self.config.groups,)] * self.config.depth
 
@@ -243,36 +244,11 @@ class PQVAE(PretrainedMixin, nn.Module):
 
     def check_input(self, x: Tensor) -> None:
         """Raise a ValueError naming the fix when ``x`` cannot go through this model."""
-        channels = self.config.in_channels
         height, width = self.config.image_size
-        if not isinstance(x, Tensor):
-            raise ValueError(f"expected a torch.Tensor of shape (B, {channels}, {height}, {width}), got {type(x).__name__}")
-        if x.dim() != 4:
-            hint = (
-                "use x.unsqueeze(1) for a batch of 1-channel images or spectrograms (B, H, W), "
-                "or x.unsqueeze(0) for a single image (C, H, W)"
-                if x.dim() == 3
-                else "reshape it to (B, C, H, W)"
-            )
-            raise ValueError(f"expected a 4-D batch (B, {channels}, {height}, {width}), got shape {tuple(x.shape)}; {hint}")
-        if not x.is_floating_point():
-            raise ValueError(f"expected floating-point pixels in [0, 1], got dtype {x.dtype}; use x.float() / 255")
-        if x.shape[1] != channels:
-            raise ValueError(
-                f"expected {channels} input channel(s), got {x.shape[1]} in shape {tuple(x.shape)}; "
-                f"create the model with in_channels={x.shape[1]}, "
-                f"e.g. hqvae.create_model({self.config.name!r}, in_channels={x.shape[1]}, ...)"
-            )
+        check_image_batch(x, self.config.in_channels, self.config.name, f"{height}, {width}")
         if tuple(x.shape[2:]) != (height, width):
             raise ValueError(
                 f"input size {x.shape[2]}×{x.shape[3]} differs from the model's {height}×{width}: a PQ-VAE "
                 f"flattens its whole latent grid into one vector, so its input size is fixed; resize the input, "
                 f"or create the model with image_size=({x.shape[2]}, {x.shape[3]})"
             )
-
-
-def _as_pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    height, width = size
-    return int(height), int(width)
