@@ -21,6 +21,7 @@ plots and a Markdown table next to it.
 
     python benchmarks/pqvae.py --dataset fashion_mnist [--steps 3000] [--only pqvae rsqvae] [--quick]
     python benchmarks/pqvae.py --dataset cifar10_folder --data-root /work/shared/data/cifar10-jpeg-q75.tar.gz
+    python benchmarks/pqvae.py --seed 1 --only pqvae lambda_h=0     # -> pqvae-fashion_mnist-seed1.json
 
 ``--quick``: 60 steps, 512 test items, 1,000 probe items, results under ``--runs`` (a smoke run:
 the numbers mean nothing).
@@ -201,7 +202,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     steps = 60 if args.quick else args.steps
-    suffix = "-quick" if args.quick else ""
+    suffix = ("-quick" if args.quick else "") + (f"-seed{args.seed}" if args.seed else "")
     names = args.only or list(RUNS)
     start = time.perf_counter()
 
