@@ -102,7 +102,7 @@ def main() -> None:
         model = hqvae.create_model(name, 3, 32)
         model.train()
         contenders[name] = (model, make_optimizer(model))
-    batches = [data.get_batch(torch.arange(i * BATCH, (i + 1) * BATCH)) for i in range(8)]
+    batches = [data.get_batch(torch.arange(i * BATCH, (i + 1) * BATCH))[0] for i in range(8)]
     for model, optimizer in contenders.values():  # warm-up, k-means init of VQ codebooks
         for x in batches[:3]:
             full_step(model, optimizer, x)
