@@ -121,6 +121,8 @@ def summary_rows(results: dict) -> list[dict]:
             "ssim": curve[-1].get("ssim"),
             "rmse_first": curve[0]["rmse"],
             "monotone": all(b <= a for a, b in zip(rmse, rmse[1:])),
+            "train_mse": run["final_train_record"].get("terms", {}).get("mse"),
+            "test_mse": curve[-1]["mse"],
             "probe_first": probe[min(probe)],
             "probe_last": probe[max(probe)],
             "train_s": run["train_time_s"],
@@ -145,26 +147,28 @@ def markdown(document: dict) -> str:
     lines = [
         f"# PQ-VAE benchmark: {document['data']['test']}",
         "",
-        f"Command: `{document['command']}`  ",
+        *[f"Command: `{c['command']}` ({', '.join(c['runs'])}; {c['wall_time_s'] / 60:.0f} min)  "
+          for c in document["commands"]],
         f"Budget: {document['settings']['steps']} steps × batch {document['settings']['batch_size']} per model, "
         f"seed {document['settings']['seed']}, CPU ({document['environment']['torch_threads']} thread); "
-        f"wall time {document['wall_time_s'] / 60:.0f} min.",
+        f"wall time {document['wall_time_s'] / 60:.0f} min in all.",
         "",
         "Test split, deterministic quantisation. RMSE/PSNR/SSIM of the full code; `first` = the first "
         "step (PQ: one token, 8 bits) or layer; probe = logistic regression on the decoder-input partial "
         "sum (test accuracy); perplexity = mean over steps of the dataset-level per-token perplexity; "
-        "MI = Σ_tokens H(E q) − E H(q) in bits.",
+        "MI = Σ_tokens H(E q) − E H(q) in bits; train MSE = the training-mode MSE (relaxed SQ sample) "
+        "averaged over the last 100 steps, against the test MSE with hard codes.",
         "",
         "| model | bits | RMSE | PSNR | SSIM | RMSE first | monotone | probe first | probe full | perplexity | "
-        "MI bits | E H(q) bits | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "MI bits | E H(q) bits | train MSE | test MSE | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in document["summary"]:
         lines.append("| " + " | ".join([
             row["model"], fmt(row["bits"], 0), fmt(row["rmse"], 4), fmt(row["psnr"], 2), fmt(row["ssim"]),
             fmt(row["rmse_first"], 4), fmt(row["monotone"]), fmt(row["probe_first"]), fmt(row["probe_last"]),
             fmt(row.get("perplexity"), 1), fmt(row.get("mi_bits"), 1), fmt(row.get("cond_entropy_bits"), 1),
-            fmt(row["train_s"], 0),
+            fmt(row.get("train_mse"), 4), fmt(row["test_mse"], 4), fmt(row["train_s"], 0),
         ]) + " |")
     lines += ["", "Matched bits (RMSE / PSNR):", "", "| bits | " + " | ".join(document["matched"]["models"]) + " |",
               "|---|" + "---|" * len(document["matched"]["models"])]
@@ -199,10 +203,15 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/pqvae-bench", help="folder for the run folders (checkpoints)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="smoke run: 60 steps, 512 test items, 1,000 probe items")
+    parser.add_argument("--render", action="store_true", help="only rewrite the Markdown and plots from the JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     steps = 60 if args.quick else args.steps
     suffix = ("-quick" if args.quick else "") + (f"-seed{args.seed}" if args.seed else "")
+    out_json = (Path(args.runs) if args.quick else RESULTS) / f"pqvae-{args.dataset}{suffix}.json"
+    if args.render:
+        render(out_json)
+        return
     names = args.only or list(RUNS)
     start = time.perf_counter()
 
@@ -213,7 +222,6 @@ def main() -> None:
         test_set = evenly_spaced(test_set, 512, "test")
     probe_train = evenly_spaced(train_set, probe_items, "train")
 
-    out_json = (Path(args.runs) if args.quick else RESULTS) / f"pqvae-{args.dataset}{suffix}.json"
     previous = json.loads(out_json.read_text())["runs"] if out_json.exists() and args.only else {}
     results = dict(previous)
     for name in names:
@@ -235,18 +243,29 @@ def main() -> None:
             "train_time_s": train_time,
             "final_train_record": final_train_terms(run_dir),
             "run_dir": str(run_dir),
+            "command": command_line(),
             **evaluate_run(name, model, test_set, probe_train, test_set),
         }
         results = {key: results[key] for key in RUNS if key in results}  # keep the table order
         write(out_json, args, steps, test_set, probe_train, results, time.perf_counter() - start)
 
 
+def command_line() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
 def write(out_json: Path, args, steps: int, test_set, probe_train, results: dict, wall: float) -> None:
+    """The JSON (every run so far; ``commands`` lists each invocation that contributed runs,
+    ``wall_time_s`` sums their wall times), the Markdown table and the plots."""
+    previous = json.loads(out_json.read_text()) if out_json.exists() and args.only else {}
+    commands = [c for c in previous.get("commands", []) if c["command"] != command_line()]
+    commands.append({"command": command_line(), "wall_time_s": wall,
+                     "runs": [name for name in results if results[name]["command"] == command_line()]})
     document = {
         "benchmark": "pqvae",
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "commands": commands,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "wall_time_s": wall,
+        "wall_time_s": sum(c["wall_time_s"] for c in commands),
         "data": {"dataset": args.dataset, "test": test_set.description, "probe_train": probe_train.description},
         "settings": {"steps": steps, "batch_size": args.batch_size, "seed": args.seed, "optimizer": "adam lr 1e-3",
                      "temperature": f"tau(step) = exp(-ln(1/{TEMPERATURE_END})*step/steps)",
@@ -260,18 +279,27 @@ def write(out_json: Path, args, steps: int, test_set, probe_train, results: dict
     document["summary"] = summary_rows(results)
     document["matched"] = matched_bits(results)
     atomic_write_json(out_json, document)
+    render(out_json)
+
+
+def render(out_json: Path) -> None:
+    """The Markdown table and the PNG plots of a results JSON, next to it."""
+    document = json.loads(out_json.read_text())
+    results = document["runs"]
+    document["summary"] = summary_rows(results)
+    document["matched"] = matched_bits(results)
     stem = out_json.with_suffix("")
     atomic_write(f"{stem}.md", lambda tmp: Path(tmp).write_text(markdown(document)))
-    title = test_set.description.split(",")[0]
+    title = document["data"]["test"].split(",")[0]
     main_curves = {n: results[n]["rate_distortion"] for n in ("pqvae", "global_rvq", "rsqvae", "rqvae") if n in results}
     if main_curves:
         plot_rate_distortion(main_curves, f"{stem}-rd.png", title=f"{title}: rate–distortion, test split")
     ablations = {n: r["rate_distortion"] for n, r in results.items() if r["model_type"] in ("pqvae", "global_rvq")}
     if ablations:
         plot_rate_distortion(ablations, f"{stem}-ablations-rd.png", title=f"{title}: PQ-VAE ablations")
-    probes = {n: r["probe"] for n, r in results.items()}
-    plot_probe({n: p for n, p in probes.items() if results[n]["model_type"] in ("pqvae", "global_rvq")},
-               f"{stem}-probe.png", title=f"{title}: linear probe vs prefix length")
+    probes = {n: r["probe"] for n, r in results.items() if r["model_type"] in ("pqvae", "global_rvq")}
+    if probes:
+        plot_probe(probes, f"{stem}-probe.png", title=f"{title}: linear probe vs prefix length")
 
 
 if __name__ == "__main__":
