@@ -9,6 +9,8 @@ under ``--runs``), on one data set and at one small CPU budget:
                        the same with one ingredient changed
     global_rvq         the control: VQ steps (straight-through, commitment 0.25), no entropy
                        terms, no prefix loss
+    global_rvq+prefix  the control with PQ-VAE's prefix loss (λ_pre = 1): separates the quantiser
+                       (SQ + entropy terms vs VQ) from the prefix loss
     rsqvae / rqvae     4 residual SQ / VQ layers on the 7×7 (28²) or 8×8 (32²) grid, K = 4, d = 16
 
 All share the backbone (hidden 32, 2 residual blocks, ÷4), Adam lr 1e-3, batch 64, the seed, and
@@ -60,6 +62,7 @@ RUNS = {  # name -> (registry model, overrides)
     "sign=elbo": ("pqvae", {**PQ, "entropy_sign": "elbo"}),
     "recon=arelbo": ("pqvae", {**PQ, "recon_loss": "arelbo"}),
     "global_rvq": ("global_rvq", PQ),
+    "global_rvq+prefix": ("global_rvq", {**PQ, "lambda_prefix": 1.0}),
     "rsqvae": ("rsqvae", GRID),
     "rqvae": ("rqvae", GRID),
 }
@@ -191,6 +194,61 @@ def matched_bits(results: dict, reference: str = "rsqvae", models: tuple[str, ..
     return {"models": names, "points": points}
 
 
+SEED_METRICS = {  # summary key -> column title
+    "rmse": "RMSE full",
+    "rmse_first": "RMSE first",
+    "rmse_64": "RMSE at 64 b",
+    "probe_first": "probe first",
+    "probe_last": "probe full",
+    "cond_entropy_bits": "E H(q) bits",
+    "mi_bits": "MI bits",
+    "train_mse": "train MSE",
+    "test_mse": "test MSE",
+}
+
+
+def combine_seeds(dataset: str) -> Path:
+    """pqvae-<dataset>-seeds.{json,md}: every run's key metrics per seed (the seed-0 file and the
+    ``-seed<n>`` files), their mean and their spread (max − min)."""
+    files = sorted(RESULTS.glob(f"pqvae-{dataset}.json")) + sorted(RESULTS.glob(f"pqvae-{dataset}-seed[0-9]*.json"))
+    documents = [json.loads(path.read_text()) for path in files]
+    table: dict[str, dict] = {}
+    for document in documents:
+        seed = document["settings"]["seed"]
+        for row in summary_rows(document["runs"]):
+            curve = document["runs"][row["model"]]["rate_distortion"]
+            at_64 = [p for p in curve if p["bits"] <= 64]
+            row["rmse_64"] = max(at_64, key=lambda p: p["bits"])["rmse"] if at_64 else None
+            entry = table.setdefault(row["model"], {})
+            for key in SEED_METRICS:
+                if row.get(key) is not None:
+                    entry.setdefault(key, {})[str(seed)] = row[key]
+    combined = {name: {key: {"seeds": values, "mean": sum(values.values()) / len(values),
+                             "spread": max(values.values()) - min(values.values())}
+                       for key, values in metrics.items()} for name, metrics in table.items()}
+    out = RESULTS / f"pqvae-{dataset}-seeds.json"
+    atomic_write_json(out, {"files": [path.name for path in files], "runs": combined})
+    lines = [f"# PQ-VAE benchmark on {documents[0]['data']['test'].split(',')[0]}: seeds combined", "",
+             f"From {', '.join(path.name for path in files)}. Each cell: mean over the seeds that ran "
+             "(± half the spread max − min; n = number of seeds). RMSE at 64 b: the prefix of 64 bits "
+             "(PQ: 8 tokens).", "",
+             "| model | " + " | ".join(SEED_METRICS.values()) + " |", "|---|" + "---|" * len(SEED_METRICS)]
+    for name, metrics in combined.items():
+        cells = []
+        for key in SEED_METRICS:
+            value = metrics.get(key)
+            digits = 4 if "rmse" in key or "mse" in key else 3 if "probe" in key else 1
+            if value is None:
+                cells.append("–")
+            elif len(value["seeds"]) == 1:
+                cells.append(f"{value['mean']:.{digits}f} (n=1)")
+            else:
+                cells.append(f"{value['mean']:.{digits}f} ± {value['spread'] / 2:.{digits}f} (n={len(value['seeds'])})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    atomic_write(out.with_suffix(".md"), lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="fashion_mnist", choices=("fashion_mnist", "cifar10_folder", "cifar10"))
@@ -204,7 +262,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="smoke run: 60 steps, 512 test items, 1,000 probe items")
     parser.add_argument("--render", action="store_true", help="only rewrite the Markdown and plots from the JSON")
+    parser.add_argument("--combine", action="store_true",
+                        help="only write pqvae-<dataset>-seeds.{json,md} from the results of every seed")
     args = parser.parse_args()
+    if args.combine:
+        print(combine_seeds(args.dataset))
+        return
     torch.set_num_threads(args.threads)
     steps = 60 if args.quick else args.steps
     suffix = ("-quick" if args.quick else "") + (f"-seed{args.seed}" if args.seed else "")
