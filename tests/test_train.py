@@ -309,6 +309,24 @@ def test_resume_reproduces_an_uninterrupted_run_bitwise(image_folder, tmp_path, 
     assert info["status"] == "finished" and info["resumed_at_steps"] == [4] and info["best"] == a["best"]
 
 
+def test_atomic_writes_replace_whole_files_with_normal_permissions(tmp_path):
+    from hqvae.io import atomic_write, atomic_write_json
+
+    path = tmp_path / "results.json"
+    atomic_write_json(path, {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the 0o600 of a temporary file
+
+    def dies_half_way(tmp):
+        Path(tmp).write_text('{"a": ')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, dies_half_way)
+    assert json.loads(path.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
 def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(image_folder, tmp_path, monkeypatch):
     out = tmp_path / "run"
     saves = []
