@@ -68,7 +68,35 @@ class LayerConfig:
 
 
 @dataclass
-class ModelConfig:
+class BackboneConfig:
+    """The fields every model configuration starts with: its registry name and the ResNet backbone
+    (documented on ``ModelConfig``), plus the checked JSON round trip the subclasses share."""
+
+    name: str = "custom"
+    in_channels: int = 3
+    image_size: tuple[int, int] = (32, 32)
+    hidden: int = 64
+    num_res_blocks: int = 2
+    batch_norm: bool = True
+    init_std: float | None = 0.02
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["image_size"] = list(self.image_size)
+        return data
+
+    @classmethod
+    def _checked_keys(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """A copy of ``data`` with unknown keys rejected and ``image_size`` made a tuple."""
+        _reject_unknown(cls, data)
+        data = dict(data)
+        if "image_size" in data:
+            data["image_size"] = tuple(data["image_size"])
+        return data
+
+
+@dataclass
+class ModelConfig(BackboneConfig):
     """Everything needed to build an ``HQVAE``.
 
     name: registry name (``config.json``'s ``model_type``).
@@ -86,13 +114,6 @@ class ModelConfig:
     reference: note naming the public network this configuration reproduces, if any.
     """
 
-    name: str = "custom"
-    in_channels: int = 3
-    image_size: tuple[int, int] = (32, 32)
-    hidden: int = 64
-    num_res_blocks: int = 2
-    batch_norm: bool = True
-    init_std: float | None = 0.02
     layers: list[LayerConfig] = field(default_factory=lambda: [LayerConfig()])
     train_defaults: dict[str, Any] = field(default_factory=dict)
     reference: str = ""
@@ -176,17 +197,9 @@ class ModelConfig:
 
     # ------------------------------------------------------------------ serialisation
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["image_size"] = list(self.image_size)
-        return data
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        _reject_unknown(cls, data)
-        data = dict(data)
-        if "image_size" in data:
-            data["image_size"] = tuple(data["image_size"])
+        data = cls._checked_keys(data)
         if "layers" in data:
             data["layers"] = [
                 layer if isinstance(layer, LayerConfig) else LayerConfig.from_dict(layer) for layer in data["layers"]

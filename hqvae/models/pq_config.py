@@ -13,8 +13,10 @@ it, rejecting unknown keys. The token layout, for an input of ``image_size`` (H,
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
+
+from .config import BackboneConfig
 
 QUANTIZERS = ("sq", "vq")
 ENTROPY_SIGNS = ("pq", "elbo")
@@ -33,7 +35,7 @@ class TokenStep:
 
 
 @dataclass
-class PQConfig:
+class PQConfig(BackboneConfig):
     """Everything needed to build a ``PQVAE``.
 
     name: registry name (``config.json``'s ``model_type``): "pqvae" or "global_rvq".
@@ -67,12 +69,6 @@ class PQConfig:
     """
 
     name: str = "pqvae"
-    in_channels: int = 3
-    image_size: tuple[int, int] = (32, 32)
-    hidden: int = 64
-    num_res_blocks: int = 2
-    batch_norm: bool = True
-    init_std: float | None = 0.02
     downsample: int = 4
     dim: int = 16
     depth: int = 16
@@ -179,18 +175,6 @@ class PQConfig:
 
     # ------------------------------------------------------------------ serialisation
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["image_size"] = list(self.image_size)
-        return data
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PQConfig":
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; valid keys: {valid}")
-        data = dict(data)
-        if "image_size" in data:
-            data["image_size"] = tuple(data["image_size"])
-        return cls(**data)
+        return cls(**cls._checked_keys(data))
