@@ -103,13 +103,6 @@ def run_config(dataset: str, model: str, steps: int, seed: int, device: str) -> 
     )
 
 
-def evenly_spaced_subset(dataset, count: int):
-    if len(dataset) <= count:
-        return dataset
-    index = torch.linspace(0, len(dataset) - 1, count).round().long()
-    return dataset.subset(index, dataset.split, f"{dataset.description}; {count} evenly spaced items")
-
-
 def summary_of(result: dict) -> dict:
     """The numbers the claims are about, from one ``evaluate`` result."""
     layers = result["layers"]
@@ -139,7 +132,7 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
             print(f"  {dataset} {model} seed {seed}: finished earlier, reusing {record_path}", flush=True)
             return record
     config = run_config(dataset, model, steps, seed, device)
-    curve_set = evenly_spaced_subset(test_set, CURVE_TEST_ITEMS)
+    curve_set = test_set.evenly_spaced(CURVE_TEST_ITEMS)
     curve, train_seconds, resume = [], 0.0, False
     for fraction in CURVE_FRACTIONS:
         config.train.steps = max(1, round(steps * fraction))

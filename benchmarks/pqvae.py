@@ -45,8 +45,8 @@ import torch
 import hqvae
 from hqvae.data import load_dataset
 from hqvae.io import atomic_write, atomic_write_json
-from hqvae.pq_eval import linear_probe, rate_distortion, token_statistics
-from hqvae.pq_plots import plot_probe, plot_rate_distortion
+from hqvae.metrics.progressive import linear_probe, probe_lengths, rate_distortion, token_statistics
+from hqvae.report.progressive_plots import plot_probe, plot_rate_distortion
 from hqvae.train.config import TrainConfig
 from hqvae.train.loop import train
 
@@ -66,7 +66,6 @@ RUNS = {  # name -> (registry model, overrides)
     "rsqvae": ("rsqvae", GRID),
     "rqvae": ("rqvae", GRID),
 }
-PQ_PROBE_LENGTHS = [1, 2, 4, 8, 16, 32]
 TEMPERATURE_END = 0.25
 
 
@@ -83,13 +82,6 @@ def train_config(dataset: str, data_root: str | None, model: str, overrides: dic
     })
 
 
-def evenly_spaced(dataset, count: int, split: str):
-    if count >= len(dataset):
-        return dataset
-    indices = torch.linspace(0, len(dataset) - 1, count).round().long()
-    return dataset.subset(indices, split, f"{dataset.description}; {count} evenly spaced items")
-
-
 def final_train_terms(run_dir: Path) -> dict:
     """The last train record of metrics.jsonl (means over its last logging window)."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -101,7 +93,7 @@ def evaluate_run(name: str, model, test_set, probe_train, probe_test) -> dict:
     start = time.perf_counter()
     result = {"rate_distortion": rate_distortion(model, test_set)}
     is_pq = isinstance(model, hqvae.models.PQVAE)
-    lengths = [m for m in PQ_PROBE_LENGTHS if m <= model.num_layers] if is_pq else None
+    lengths = probe_lengths(model.num_layers) if is_pq else None
     result["probe"] = linear_probe(model, probe_train, probe_test, lengths)
     if is_pq:
         result["tokens"] = token_statistics(model, test_set)
@@ -282,8 +274,8 @@ def main() -> None:
     train_set = load_dataset(args.dataset, "train", args.data_root)
     probe_items = 1000 if args.quick else args.probe_items
     if args.quick:
-        test_set = evenly_spaced(test_set, 512, "test")
-    probe_train = evenly_spaced(train_set, probe_items, "train")
+        test_set = test_set.evenly_spaced(512)
+    probe_train = train_set.evenly_spaced(probe_items)
 
     previous = json.loads(out_json.read_text())["runs"] if out_json.exists() and args.only else {}
     results = dict(previous)

@@ -287,10 +287,22 @@ def test_a_pqvae_run_evaluates_encodes_and_decodes_step_by_step(fashion_test, tm
     images = fashion_test.images[-4:].float() / 255
     run = write_run(tmp_path / "pq", "pqvae", {"name": "fashion_mnist", "root": str(FASHION)},
                     dict(hidden=16, dim=8, depth=3, groups=2, codebook_size=8, code_dim=4), steps=3, images=images)
-    assert cli("eval", "--run", run, "--limit", 16) == 0
+    assert cli("eval", "--run", run, "--limit", 16, "--probe-items", 40) == 0
     results = json.loads((run / "eval" / "results.json").read_text())
     assert [layer["grid"] for layer in results["layers"]] == [[2]] * 3 and results["rate"]["bits_per_item"] == 18
     assert [point["bits_per_item"] for point in results["coarse_to_fine"]] == [6, 12, 18]
+    tokens = results["tokens"]
+    assert len(tokens["tokens"]) == 6 and tokens["items"] == 16 and tokens["nominal_bits"] == 18
+    assert tokens["total"]["mi_bits"] == pytest.approx(
+        tokens["total"]["marginal_entropy_bits"] - tokens["total"]["cond_entropy_bits"])
+    probe = results["linear_probe"]
+    assert "40 evenly spaced items" in probe["train_data"]
+    assert [p["prefix_len"] for p in probe["points"]] == [1, 2, 3] and [p["bits"] for p in probe["points"]] == [6, 12, 18]
+    assert all(0 <= p["test_accuracy"] <= 1 for p in probe["points"])
+    for key in ("rate_distortion", "probe"):
+        assert (run / "eval" / results["files"][key]).read_bytes()[:4] == b"\x89PNG"
+    assert cli("eval", "--run", run, "--limit", 16, "--probe-items", 0, "--out", tmp_path / "np.json") == 0
+    assert "linear_probe" not in json.loads((tmp_path / "np.json").read_text())
     codes = tmp_path / "codes.npz"
     assert cli("encode", "--run", run, "--limit", 5, "--out", codes) == 0
     layers, _, metadata = load_codes(codes)

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 import hqvae
-from hqvae.linear_probe import fit_linear_probe
+from hqvae.metrics.linear_probe import fit_linear_probe
 from hqvae.models import PQConfig, PQVAE, model_config
 from hqvae.models.pqvae import entropy_terms
-from hqvae.pq_eval import linear_probe, prefix_bits, rate_distortion, token_statistics
-from hqvae.pq_plots import plot_probe, plot_rate_distortion
+from hqvae.metrics.progressive import linear_probe, prefix_bits, rate_distortion, token_statistics
+from hqvae.report.progressive_plots import plot_probe, plot_rate_distortion
 
 SIZE = 16  # ÷4 -> 4×4 grid; dim 8 -> z ∈ R^128
 TINY = dict(hidden=16, dim=8, depth=3, groups=2, codebook_size=8, code_dim=4)

@@ -11,6 +11,12 @@ JSON (or in --images-dir): reconstructions.png (originals above reconstructions)
 codebook_usage.png, coarse_to_fine.png (multi-layer models) and, for spectrogram data sets,
 audio/<i>_original.wav and audio/<i>_reconstruction.wav made by Griffin-Lim (--wavs of each).
 
+PQ-VAE runs also get "tokens" (per-token perplexity, conditional and marginal entropy and plug-in
+mutual information, hqvae.metrics.progressive.token_statistics), a rate–distortion plot over
+prefix lengths (rate_distortion.png, from "coarse_to_fine") and, on labelled data, "linear_probe":
+logistic-regression accuracy on frozen prefix features against prefix length, fitted on
+--probe-items evenly spaced training items (0 turns it off), with probe.png.
+
 results.json holds the keys of hqvae.evaluate.evaluate plus "run" {path, name, model_type,
 seed, status, step, training_data}, "checkpoint" {which, step, path[, note]}, "files" (paths
 relative to the JSON's folder), "hqvae_version" and "created".  LPIPS is computed only with
@@ -53,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torchvision backbone and LPIPS v0.1 linear weight files (see hqvae.metrics.lpips); "
                              "LPIPS is reported only with them")
     parser.add_argument("--lpips-net", default="alex", choices=("alex", "vgg"))
+    parser.add_argument("--probe-items", type=int, default=10000,
+                        help="PQ-VAE on labelled data: training items the linear probe is fitted on (0: no probe)")
 
 
 def _audio_files(dataset, x: torch.Tensor, x_hat: torch.Tensor, folder: Path, count: int) -> list[Path]:
@@ -91,6 +99,15 @@ def write_figures(model, dataset, results: dict, folder: Path, wavs: int = 4) ->
                                                        folder / "coarse_to_fine.png", spectrogram)
     if spectrogram and wavs > 0:
         files["audio"] = _audio_files(dataset, x, progressive[-1], folder, wavs)
+    if "tokens" in results:  # a PQ-VAE
+        from hqvae.report.progressive_plots import plot_probe, plot_rate_distortion
+
+        name = results["model"]["type"]
+        curve = [{"bits": p["bits_per_item"], **{k: p[k] for k in ("rmse", "psnr", "ssim") if k in p}}
+                 for p in results["coarse_to_fine"]]
+        files["rate_distortion"] = plot_rate_distortion({name: curve}, folder / "rate_distortion.png")
+        if "linear_probe" in results:
+            files["probe"] = plot_probe({name: results["linear_probe"]["points"]}, folder / "probe.png")
     return files
 
 
@@ -117,18 +134,44 @@ def load_checked_lpips(weights: tuple[str, str], net: str, dataset, device: str)
     return lpips
 
 
+def progressive_analyses(model, dataset, probe_train, batch_size: int) -> dict:
+    """PQ-VAE extras: token statistics and, with ``probe_train`` (labelled), the linear probe."""
+    from hqvae.metrics.progressive import linear_probe, probe_lengths, token_statistics
+
+    extra = {"tokens": token_statistics(model, dataset, batch_size)}
+    if probe_train is not None:
+        points = linear_probe(model, probe_train, dataset, probe_lengths(model.num_layers), batch_size)
+        extra["linear_probe"] = {"train_data": probe_train.description, "points": points}
+    return extra
+
+
+def probe_training_data(info: dict, dataset, items: int, data_root: str | None):
+    """``items`` evenly spaced training items for the probe, or None when there is no probe:
+    ``items`` is 0 or the evaluated data are unlabelled."""
+    if items < 0:
+        raise ValueError(f"--probe-items must be ≥ 0, got {items}")
+    if items == 0 or bool((dataset.labels < 0).any()):
+        return None
+    return load_run_data(info, "train", data_root).evenly_spaced(items)
+
+
 def evaluate_run(run: str, split: str = "test", checkpoint: str = "best", out: str | None = None,
                  images_dir: str | None = None, batch_size: int = 256, perplexity_batch: int = 32,
                  limit: int | None = None, data_root: str | None = None, device: str = "cpu", wavs: int = 4,
-                 lpips_weights: tuple[str, str] | None = None, lpips_net: str = "alex") -> tuple[dict, Path]:
+                 lpips_weights: tuple[str, str] | None = None, lpips_net: str = "alex",
+                 probe_items: int = 10000) -> tuple[dict, Path]:
     """Evaluate a run and write its results JSON and figures; returns (results, JSON path)."""
     from hqvae import __version__
+    from hqvae.models import PQVAE
 
     opened = open_run(run, checkpoint, device)
     dataset = load_run_data(opened.info, split, data_root, limit)
     lpips = load_checked_lpips(lpips_weights, lpips_net, dataset, device) if lpips_weights else None
     results = evaluate(opened.model, dataset, batch_size=batch_size, minibatch_perplexity_batch=perplexity_batch,
                        lpips=lpips)
+    if isinstance(opened.model, PQVAE):
+        probe_train = probe_training_data(opened.info, dataset, probe_items, data_root)
+        results.update(progressive_analyses(opened.model, dataset, probe_train, batch_size))
     results["run"] = opened.describe()
     results["checkpoint"] = opened.checkpoint
     results["hqvae_version"] = __version__
@@ -155,6 +198,15 @@ def summary(results: dict, path: Path) -> str:
         lines.append(f"  layer {layer['layer']} {'×'.join(map(str, layer['grid']))} K={layer['codebook_size']}: "
                      f"perplexity {layer['perplexity']:.1f} (mini-batch {layer['minibatch_perplexity']:.1f} @ "
                      f"{layer['minibatch_perplexity_batch_size']}), usage {layer['usage']:.0%}")
+    if "tokens" in results and "mi_bits" in results["tokens"]["total"]:
+        total = results["tokens"]["total"]
+        lines.append(f"  tokens: E H(q) {total['cond_entropy_bits']:.1f} bits, H(E q) {total['marginal_entropy_bits']:.1f}"
+                     f" bits, mutual information {total['mi_bits']:.1f} bits (summed over tokens)")
+    if "linear_probe" in results:
+        points = results["linear_probe"]["points"]
+        lines.append("  linear probe (test accuracy by prefix length): "
+                     + ", ".join(f"{p['prefix_len']}: {p['test_accuracy']:.1%}" for p in points)
+                     + f"; chance {points[0]['chance']:.1%}")
     lines.append(f"  wrote {path}")
     return "\n".join(lines)
 
@@ -162,6 +214,6 @@ def summary(results: dict, path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     results, path = evaluate_run(args.run_dir, args.split, args.checkpoint, args.out, args.images_dir, args.batch_size,
                                  args.perplexity_batch, args.limit, args.data_root, args.device, args.wavs,
-                                 args.lpips_weights, args.lpips_net)
+                                 args.lpips_weights, args.lpips_net, args.probe_items)
     print(summary(results, path))
     return 0

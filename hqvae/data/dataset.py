@@ -83,6 +83,14 @@ class ImageDataset(Dataset):
         for indices in split_batches(order, batch_size, drop_last):
             yield self.get_batch(indices)
 
+    def evenly_spaced(self, count: int) -> "ImageDataset":
+        """``count`` items at evenly spaced positions (every class of a class-ordered split is
+        represented), or the whole data set if it has no more than ``count`` items."""
+        if count >= len(self):
+            return self
+        indices = torch.linspace(0, len(self) - 1, count).round().long()
+        return self.subset(indices, self.split, f"{self.description}; {count} evenly spaced items")
+
     def subset(self, indices: torch.Tensor, split: str, description: str) -> "ImageDataset":
         """A new data set holding the items at ``indices``; the per-item ``meta`` lists are cut to match."""
         meta = {key: [value[i] for i in indices.tolist()] if key in PER_ITEM_META else value

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hqvae.linear_probe import fit_linear_probe
+from hqvae.metrics.linear_probe import fit_linear_probe
 from hqvae.metrics import ReconstructionMetrics
 from hqvae.models.pqvae import PQVAE
 from hqvae.quantizers.base import entropy
@@ -53,6 +53,11 @@ def _device(model: nn.Module) -> torch.device:
 def num_prefixes(model: nn.Module) -> int:
     """L steps (PQ-VAE) or the number of layers (HQ-VAE)."""
     return model.num_layers
+
+
+def probe_lengths(steps: int) -> list[int]:
+    """The prefix lengths a probe is fitted at by default: 1, 2, 4, ... and ``steps`` itself."""
+    return sorted({1 << i for i in range(steps.bit_length()) if 1 << i <= steps} | {steps})
 
 
 def prefix_bits(model: nn.Module, m: int, codes: Sequence[Tensor] | Tensor | None = None) -> float:
@@ -194,7 +199,7 @@ def linear_probe(
     l2: float = 1e-4,
 ) -> list[dict]:
     """Logistic-regression accuracy on frozen prefix features (``prefix_features``: the decoder
-    input Σ_{l≤m} z_l, standardised; ``hqvae.linear_probe``), fitted on ``train_data`` and
+    input Σ_{l≤m} z_l, standardised; ``hqvae.metrics.linear_probe``), fitted on ``train_data`` and
     scored on both sets. ``prefix_lengths`` defaults to 1..L.
 
     Returns one dict per m: {prefix_len, bits, train_accuracy, test_accuracy, chance} where

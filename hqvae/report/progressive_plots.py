@@ -1,6 +1,6 @@
 """PNG figures of progressive codes: rate–distortion curves and linear-probe curves.
 
-Each function takes several named curves (lists of the dicts that ``hqvae.pq_eval`` returns),
+Each function takes several named curves (lists of the dicts that ``hqvae.metrics.progressive`` returns),
 draws them on one set of axes with matplotlib's Agg backend and writes the PNG atomically.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _save(plt, figure, path: str | os.PathLike) -> Path:
 def plot_rate_distortion(curves: dict[str, list[dict]], path: str | os.PathLike,
                          metrics: tuple[str, ...] = ("rmse", "psnr", "ssim"), title: str = "") -> Path:
     """One panel per metric of ``metrics`` against bits per item (log axis), one line per curve
-    (points: ``hqvae.pq_eval.rate_distortion`` dicts with "bits" and the metric)."""
+    (points: ``hqvae.metrics.progressive.rate_distortion`` dicts with "bits" and the metric)."""
     present = [m for m in metrics if any(m in point for points in curves.values() for point in points)]
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.6), squeeze=False)
@@ -51,7 +51,7 @@ def plot_rate_distortion(curves: dict[str, list[dict]], path: str | os.PathLike,
 
 
 def plot_probe(curves: dict[str, list[dict]], path: str | os.PathLike, title: str = "") -> Path:
-    """Test accuracy against prefix length, one line per curve (``hqvae.pq_eval.linear_probe``
+    """Test accuracy against prefix length, one line per curve (``hqvae.metrics.progressive.linear_probe``
     dicts), with the majority-class chance level dashed."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(5.0, 3.6))
