@@ -10,6 +10,10 @@ is kept, so that machine noise hits all of them alike.
 Reference figures for the same network on the 2-core CPU machine (given in the issue, measured by
 the project with the public implementation): SQ-VAE 700 img/s, VQ-VAE (EMA) 1,070 img/s.
 
+The models run as the training loop runs them: channels-last layout and, on glibc, the allocator
+set to keep freed memory (``hqvae.train.performance``); ``--nchw`` and ``--no-allocator-tuning``
+measure without either.
+
     python benchmarks/speed.py [--steps 30] [--threads 2] [--out benchmarks/results/speed.json]
 """
 from __future__ import annotations
@@ -19,6 +23,7 @@ import datetime
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +35,7 @@ from hqvae.io import atomic_write_json
 from hqvae.models.hqvae import reconstruction_terms
 from hqvae.train.config import OptimConfig
 from hqvae.train.optim import build_optimizer
+from hqvae.train.performance import channels_last, channels_last_batch, keep_freed_memory
 
 BATCH = 32
 MODELS = ("sqvae", "vqvae", "sqvae2", "rsqvae")
@@ -91,8 +97,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--out", default="benchmarks/results/speed.json")
+    parser.add_argument("--nchw", action="store_true",
+                        help="NCHW layout instead of the training loop's default channels-last")
+    parser.add_argument("--no-allocator-tuning", action="store_true",
+                        help="leave glibc's allocator at its defaults (the training loop tunes it on CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    allocator_tuned = False if args.no_allocator_tuning else keep_freed_memory()
     root = os.environ.get("HQVAE_DATA_ROOT", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     data = load_dataset("cifar10_folder", "test", root=str(Path(root) / "cifar10-jpeg-q75.tar.gz"))
 
@@ -100,9 +111,13 @@ def main() -> None:
     contenders = {}
     for name in args.models:
         model = hqvae.create_model(name, 3, 32)
+        if not args.nchw:
+            channels_last(model)
         model.train()
         contenders[name] = (model, make_optimizer(model))
     batches = [data.get_batch(torch.arange(i * BATCH, (i + 1) * BATCH))[0] for i in range(8)]
+    if not args.nchw:
+        batches = [channels_last_batch(x) for x in batches]
     for model, optimizer in contenders.values():  # warm-up, k-means init of VQ codebooks
         for x in batches[:3]:
             full_step(model, optimizer, x)
@@ -142,11 +157,13 @@ def main() -> None:
         "method": f"median of {args.steps} alternating full steps (forward, backward, Adam); parts timed "
                   "separately (forward + backward each), so they add up only roughly",
         "device": f"CPU, {args.threads} threads ({platform.machine()})",
+        "layout": "NCHW" if args.nchw else "channels-last (the training loop's default)",
+        "allocator": "glibc keeps freed memory (hqvae.train.performance)" if allocator_tuned else "default",
         "load_average_at_end": load,
         "torch": torch.__version__,
         "hqvae": hqvae.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": f"python benchmarks/speed.py --steps {args.steps} --threads {args.threads}",
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "models": rows,
     }
     atomic_write_json(args.out, result)

@@ -309,6 +309,36 @@ def test_resume_reproduces_an_uninterrupted_run_bitwise(image_folder, tmp_path, 
     assert info["status"] == "finished" and info["resumed_at_steps"] == [4] and info["best"] == a["best"]
 
 
+def test_channels_last_trains_the_same_model_and_resumes_across_layouts(image_folder, tmp_path):
+    nchw, nhwc = tmp_path / "nchw", tmp_path / "nhwc"
+    train(tiny_config(image_folder, "sqvae2", 4, **{"train.channels_last": "false"}), nchw)
+    train(tiny_config(image_folder, "sqvae2", 4), nhwc)
+    for name, value in last_weights(nchw).items():  # safetensors holds plain contiguous tensors
+        # rounding differs, and Adam turns a sign flip of a near-zero gradient into an lr-sized step
+        torch.testing.assert_close(last_weights(nhwc)[name], value, rtol=0, atol=2 * 1e-3 * 4)
+    losses = [[r["loss"] for r in RunDir(run).read_metrics("train")] for run in (nchw, nhwc)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-3)
+
+    # an NCHW run resumed in NHWC: the optimiser state takes the parameters' layout
+    assert main(["train", "--out", str(nchw), "--resume", "train.steps=6", "train.channels_last=true"]) == 0
+    state = torch.load(RunDir(nchw).train_state_file, weights_only=True)
+    assert RunDir(nchw).read_info()["step"] == 6 and state["step"] == 6
+    assert all(math.isfinite(r["loss"]) for r in RunDir(nchw).read_metrics("train"))
+
+
+def test_keep_freed_memory_and_layout_matching():
+    from hqvae.train.performance import keep_freed_memory, match_parameter_layouts
+
+    assert keep_freed_memory() in (True, False) and keep_freed_memory() is keep_freed_memory()
+    weight = torch.nn.Parameter(torch.randn(4, 3, 2, 2).contiguous(memory_format=torch.channels_last))
+    optimizer = torch.optim.Adam([weight])
+    saved = torch.randn(4, 3, 2, 2)  # contiguous NCHW, as an NCHW run would have saved it
+    optimizer.state[weight] = {"step": torch.tensor(1.0), "exp_avg": saved.clone()}
+    match_parameter_layouts(optimizer)
+    moment = optimizer.state[weight]["exp_avg"]
+    assert moment.stride() == weight.stride() and torch.equal(moment, saved)
+
+
 def test_atomic_writes_replace_whole_files_with_normal_permissions(tmp_path):
     from hqvae.io import atomic_write, atomic_write_json
 

@@ -100,6 +100,8 @@ class LoopConfig:
     seed: seeds the initialisation, the data order and the Gumbel noise.
     device: auto (CUDA when available) | cpu | cuda. dtype: fp32 | bf16 (autocast, CUDA only;
         on a CPU run bf16 falls back to fp32 with a warning).
+    channels_last: train with NHWC weights and batches (faster convolutions on CPU and GPU,
+        see ``hqvae.train.performance``); the results are the same up to rounding.
     log_every: write a train record (means over the steps since the last one) every this many
         steps, and before every validation and checkpoint.
     val_every: validate every this many steps and at the end; 0: never (no best checkpoint).
@@ -114,6 +116,7 @@ class LoopConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = True
     log_every: int = 100
     val_every: int = 1000
     val_batches: int | None = None

@@ -42,6 +42,7 @@ from hqvae.train import checkpoint, rng
 from hqvae.train.config import TrainConfig
 from hqvae.train.logger import MetricsLogger
 from hqvae.train.optim import build_optimizer
+from hqvae.train.performance import channels_last, channels_last_batch, keep_freed_memory, match_parameter_layouts
 from hqvae.train.run_dir import RunDir
 from hqvae.train.sampler import StepSampler
 from hqvae.train.schedules import learning_rate, temperature
@@ -123,6 +124,10 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         else:
             model = create_model(config.model.name, train_set.num_channels, train_set.image_size,
                                  **config.model.overrides).to(device)
+        if config.train.channels_last:
+            channels_last(model)
+        if device.type == "cpu":
+            keep_freed_memory()
         config = config.with_model_defaults(model.config.train_defaults)
         batch_size = config.train.batch_size
         if batch_size % procs.world_size:
@@ -145,6 +150,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         if resume:
             state = checkpoint.load_train_state(run)
             optimizer.load_state_dict(state["optimizer"])
+            match_parameter_layouts(optimizer)
             start_step, best, wall_before = state["step"], state["best"], state["wall_time_s"]
             if state["data"]["batches_per_epoch"] != sampler.batches_per_epoch or state["data"]["seed"] != sampler.seed:
                 print(f"note: the data order differs from the interrupted run's ({state['data']} before, "
@@ -214,6 +220,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
             raw_model.set_temperature(tau)
 
             x, _ = train_set.get_batch(sampler.indices(step), device=device)
+            if config.train.channels_last:
+                x = channels_last_batch(x)
             with autocast():
                 out = model(x)
             optimizer.zero_grad(set_to_none=True)
