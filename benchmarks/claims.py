@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -40,7 +41,7 @@ import hqvae
 from hqvae.data import load_dataset
 from hqvae.evaluate import evaluate
 from hqvae.io import atomic_write_bytes, atomic_write_json
-from hqvae.train.config import TrainConfig
+from hqvae.train.config import TrainConfig, apply_overrides
 from hqvae.train.loop import train
 from hqvae.train.run_dir import RunDir
 
@@ -82,8 +83,11 @@ def data_root(dataset: str) -> str | None:
     return str(Path(base) / relative)
 
 
-def run_config(dataset: str, model: str, steps: int, seed: int, device: str) -> TrainConfig:
-    return TrainConfig.from_dict(
+def run_config(dataset: str, model: str, steps: int, seed: int, device: str,
+               settings: Sequence[str] = ()) -> TrainConfig:
+    """The run's training config; ``settings`` are ``section.key=value`` overrides applied last
+    (``--set``: the investigation of a missed target, e.g. ``temperature.decay=1e-5``)."""
+    return TrainConfig.from_dict(apply_overrides(
         {
             "data": {"name": DATASETS[dataset][0], "root": data_root(dataset)},
             "model": {"name": model, "overrides": model_overrides(dataset, model)},
@@ -99,8 +103,9 @@ def run_config(dataset: str, model: str, steps: int, seed: int, device: str) -> 
             },
             "temperature": {"init": 1.0, "decay": OFFICIAL_FINAL_TAU_EXPONENT / steps, "min": 0.0},
             "logging": {"progress": False},
-        }
-    )
+        },
+        settings,
+    ))
 
 
 def summary_of(result: dict) -> dict:
@@ -119,7 +124,8 @@ def summary_of(result: dict) -> dict:
     }
 
 
-def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: str, runs: Path, test_set) -> dict:
+def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: str, runs: Path, test_set,
+                       settings: Sequence[str] = ()) -> dict:
     """One run in segments; returns its record (config, curve, final evaluation, timings).
 
     The record is also kept in the run folder, so an interrupted benchmark resumes where it stopped
@@ -128,10 +134,11 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
     record_path = out / "claims-record.json"
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if record.get("config") == json.loads(json.dumps(run_config(dataset, model, steps, seed, device).to_dict())):
+        wanted = json.loads(json.dumps(run_config(dataset, model, steps, seed, device, settings).to_dict()))
+        if record.get("config") == wanted:
             print(f"  {dataset} {model} seed {seed}: finished earlier, reusing {record_path}", flush=True)
             return record
-    config = run_config(dataset, model, steps, seed, device)
+    config = run_config(dataset, model, steps, seed, device, settings)
     curve_set = test_set.evenly_spaced(CURVE_TEST_ITEMS)
     curve, train_seconds, resume = [], 0.0, False
     for fraction in CURVE_FRACTIONS:
@@ -152,7 +159,7 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
         "model": model,
         "seed": seed,
         "steps": steps,
-        "config": run_config(dataset, model, steps, seed, device).to_dict(),
+        "config": run_config(dataset, model, steps, seed, device, settings).to_dict(),
         "train_wall_time_s": train_seconds,
         "train_img_per_s_median": sorted(speeds)[len(speeds) // 2] if speeds else None,
         "curve": curve,
@@ -200,7 +207,8 @@ def markdown(result: dict) -> str:
         "",
         f"{result['budget']['steps']} steps of batch {result['budget']['batch_size']} per run, seeds "
         f"{result['seeds']}, {result['device']}; test split ({result['test_items']} items). "
-        f"Command: `{result['command']}`. Commit `{result['commit']}`.",
+        f"Command: `{result['command']}`. Commit `{result['commit']}`."
+        + (f" Settings changed for this investigation: `{' '.join(result['settings'])}`." if result.get("settings") else ""),
         "",
         "| model | seed | RMSE | PSNR | SSIM | perplexity per layer | usage per layer | train img/s |",
         "|---|---|---|---|---|---|---|---|",
@@ -307,6 +315,9 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/claims", help="where the run folders go")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--set", dest="settings", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
+                        help="training-config overrides for every run, e.g. temperature.decay=1e-5 "
+                             "model.overrides.init_variance=1 (use with --label and --runs)")
     parser.add_argument("--render", action="store_true",
                         help="only rewrite the Markdown and figures from the JSON (and the run folders)")
     args = parser.parse_args()
@@ -329,7 +340,8 @@ def main() -> None:
         for vq, sq in pairs:
             for seed in args.seeds:
                 for model in (vq, sq):
-                    records.append(train_and_evaluate(dataset, model, steps, seed, args.device, Path(args.runs), test_set))
+                    records.append(train_and_evaluate(dataset, model, steps, seed, args.device, Path(args.runs), test_set,
+                                                      args.settings))
         result = {
             "benchmark": "HQ-VAE claims: VQ vs SQ at equal architecture and budget",
             "dataset": dataset,
@@ -340,6 +352,7 @@ def main() -> None:
                        "temperature": f"exp(-{OFFICIAL_FINAL_TAU_EXPONENT / steps:.3g}·step)",
                        "curve_points": list(CURVE_FRACTIONS), "curve_test_items": CURVE_TEST_ITEMS},
             "seeds": args.seeds,
+            "settings": args.settings,
             "device": device_label,
             "torch": torch.__version__,
             "hqvae": hqvae.__version__,
