@@ -229,6 +229,13 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def line_style(model: str) -> dict:
+    """One colour per pair; VQ dashed with squares, SQ solid with circles."""
+    pair = next(i for i, names in enumerate(PAIRS) if model in names)
+    vq = model == PAIRS[pair][0]
+    return {"color": f"C{pair}", "linestyle": "--" if vq else "-", "marker": "s" if vq else "o"}
+
+
 def plots(result: dict, stem: Path) -> list[str]:
     """Per-layer perplexity bars, RMSE vs bits, and learning curves, as PNGs beside the JSON."""
     from matplotlib.figure import Figure
@@ -255,7 +262,7 @@ def plots(result: dict, stem: Path) -> list[str]:
     ax = fig.add_subplot()
     for r in runs:
         points = r["final"].get("coarse_to_fine") or [{"bits_per_item": r["summary"]["bits_per_item"], "rmse": r["summary"]["rmse"]}]
-        ax.plot([p["bits_per_item"] for p in points], [p["rmse"] for p in points], marker="o", label=r["model"])
+        ax.plot([p["bits_per_item"] for p in points], [p["rmse"] for p in points], label=r["model"], **line_style(r["model"]))
     ax.set_xlabel("bits per item")
     ax.set_ylabel("test RMSE")
     ax.set_title("RMSE vs bits (coarse to fine)")
@@ -267,7 +274,8 @@ def plots(result: dict, stem: Path) -> list[str]:
     for i, key in enumerate(("rmse", "least_used_layer_perplexity")):
         ax = fig.add_subplot(1, 2, i + 1)
         for r in runs:
-            ax.plot([c["step"] for c in r["curve"]], [c[key] for c in r["curve"]], marker="o", label=r["model"])
+            ax.plot([c["step"] for c in r["curve"]], [c[key] for c in r["curve"]], label=r["model"],
+                    **line_style(r["model"]))
         ax.set_xlabel("step")
         ax.set_ylabel(f"test {key.replace('_', ' ')}")
         ax.legend(fontsize=7)
