@@ -326,11 +326,16 @@ def main() -> None:
     parser.add_argument("--set", dest="settings", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
                         help="training-config overrides for every run, e.g. temperature.decay=1e-5 "
                              "model.overrides.init_variance=1 (use with --label and --runs)")
+    parser.add_argument("--summary", nargs="+", metavar="JSON",
+                        help="only print one Markdown table summarising these result files")
     parser.add_argument("--render", action="store_true",
                         help="only rewrite the Markdown and figures from the JSON (and the run folders)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.summary:
+        print(summary_table([json.loads(Path(path).read_text()) for path in args.summary]), end="")
+        return
 
     pairs = [tuple(p.split("/")) for p in args.pairs]
     suffix = f"-{args.label}" if args.label else ("-quick" if args.quick else "")
@@ -373,6 +378,30 @@ def main() -> None:
         }
         write_outputs(result, stem, test_set)
         print(markdown(result), flush=True)
+
+
+def summary_table(results: list[dict]) -> str:
+    """One Markdown row per dataset and pair: test RMSE and least-used-layer perplexity of each
+    model (mean over seeds), and on how many seeds SQ wins each."""
+    lines = ["| data | steps | settings | pair | RMSE VQ / SQ | least-used perplexity VQ / SQ | SQ wins perplexity "
+             "| SQ wins RMSE |", "|---|---|---|---|---|---|---|---|"]
+    for result in results:
+        for vq, sq in PAIRS:
+            rows = [v for v in result["verdicts"] if v["pair"] == f"{vq}/{sq}"]
+            if not rows:
+                continue
+
+            def mean(key, model):
+                return sum(v[key][model] for v in rows) / len(rows)
+
+            lines.append(
+                f"| {result['dataset_label']} | {result['budget']['steps']} | "
+                f"{' '.join(result.get('settings') or []) or 'default'} | {vq}/{sq} | "
+                f"{mean('rmse', vq):.4f} / {mean('rmse', sq):.4f} | "
+                f"{mean('least_used_perplexity', vq):.1f} / {mean('least_used_perplexity', sq):.1f} | "
+                f"{sum(v['sq_wins_least_used_perplexity'] for v in rows)}/{len(rows)} | "
+                f"{sum(v['sq_wins_rmse'] for v in rows)}/{len(rows)} |")
+    return "\n".join(lines) + "\n"
 
 
 def write_outputs(result: dict, stem: Path, test_set) -> None:
