@@ -134,8 +134,9 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
     record_path = out / "claims-record.json"
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        wanted = json.loads(json.dumps(run_config(dataset, model, steps, seed, device, settings).to_dict()))
-        if record.get("config") == wanted:
+        # both through from_dict, so that keys added to the config since (at their defaults) match
+        stored = TrainConfig.from_dict(record.get("config") or {}).to_dict()
+        if json.dumps(stored) == json.dumps(run_config(dataset, model, steps, seed, device, settings).to_dict()):
             print(f"  {dataset} {model} seed {seed}: finished earlier, reusing {record_path}", flush=True)
             return record
     config = run_config(dataset, model, steps, seed, device, settings)
