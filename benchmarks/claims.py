@@ -209,7 +209,9 @@ def markdown(result: dict) -> str:
         f"{result['budget']['steps']} steps of batch {result['budget']['batch_size']} per run, seeds "
         f"{result['seeds']}, {result['device']}; test split ({result['test_items']} items). "
         f"Command: `{result['command']}`. Commit `{result['commit']}`."
-        + (f" Settings changed for this investigation: `{' '.join(result['settings'])}`." if result.get("settings") else ""),
+        + (f" Settings changed for this investigation: `{' '.join(result['settings'])}`." if result.get("settings") else "")
+        + (f" Training time of all runs: {result['train_wall_time_s_total'] / 60:.0f} min."
+           if "train_wall_time_s_total" in result else ""),
         "",
         "| model | seed | RMSE | PSNR | SSIM | perplexity per layer | usage per layer | train img/s |",
         "|---|---|---|---|---|---|---|---|",
@@ -373,7 +375,8 @@ def main() -> None:
             "commit": git_commit(),
             "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "wall_time_s": time.perf_counter() - started,
+            "wall_time_s": time.perf_counter() - started,  # this invocation; runs reused from their folders cost ~0
+            "train_wall_time_s_total": sum(r["train_wall_time_s"] for r in records),
             "runs": records,
             "verdicts": verdicts(records),
         }
