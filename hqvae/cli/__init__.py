@@ -5,6 +5,11 @@
     hqvae encode --run runs/<name> --out codes.safetensors
     hqvae decode --run runs/<name> --codes codes.safetensors --out images/
     hqvae report --run runs/<a> runs/<b> --out report/
+    hqvae prior train --run runs/<name> --out priors/<name> [key=value ...]
+    hqvae prior eval  --prior priors/<name>
+    hqvae sample --prior priors/<name> --num 64 --out samples/
+    hqvae compress --prior priors/<name> images/*.png --out images.hqz
+    hqvae decompress images.hqz --out decoded/
     hqvae demo   [--out runs/demo]   the main job: vqvae2 vs sqvae2 on Fashion-MNIST, then the report
 
 Only the chosen command's module is imported, so each command starts fast and a problem in one
@@ -24,6 +29,10 @@ COMMANDS = {  # name -> (module, one-line help)
     "encode": ("hqvae.cli.encode", "encode a dataset split to codes"),
     "decode": ("hqvae.cli.decode", "decode a codes file to images or audio"),
     "report": ("hqvae.cli.report", "an HTML and Markdown report comparing runs"),
+    "prior": ("hqvae.cli.prior", "train (prior train) or evaluate (prior eval) an autoregressive prior over a run's codes"),
+    "sample": ("hqvae.cli.sample", "draw new images (or audio) from a prior"),
+    "compress": ("hqvae.cli.compress", "range-code images or codes with a prior into a .hqz file"),
+    "decompress": ("hqvae.cli.decompress", "decode a .hqz file back to codes and images"),
     "demo": ("hqvae.cli.demo", "the main job: train vqvae2 and sqvae2 on Fashion-MNIST, evaluate, report"),
 }
 

@@ -1,0 +1,112 @@
+"""Train or evaluate an autoregressive prior over the codes of a run.
+
+    hqvae prior train --run runs/<name> --out priors/<name> [key=value ...] [--resume | --force]
+    hqvae prior eval  --prior priors/<name> [--split test] [--limit N] [--checkpoint best|last]
+                      [--conditional] [--out results.json]
+
+train: encodes the run's train split (and data.val_items of its val split) once, caching the
+codes in the prior folder, then trains a causal transformer over them (layers coarse to fine,
+raster order inside a layer). Overrides are dotted key=value pairs (hqvae/priors/config.py lists
+every key): train.steps=3000 model.d_model=192 model.class_conditional=true data.limit=10000 ...
+--resume continues from checkpoints/last with the stored config (overrides may lengthen the run);
+several processes: torchrun --standalone --nproc_per_node=2 -m hqvae prior train ...
+
+eval: test NLL of the prior in bits per item, in total and per layer, against the uniform rate
+Σ n_l log2 K_l and the empirical-entropy (histogram) rate Σ n_l H(p_l); written to
+<prior>/eval/<split>.json (or --out).  --conditional conditions on the items' class labels.
+
+Exit status: 0 done, 1 training stopped on a non-finite loss, 2 usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+from hqvae.io import atomic_write_json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{train,eval}")
+    train = verbs.add_parser("train", help="train a prior on a run's codes")
+    train.add_argument("--run", dest="run_dir", metavar="RUN", help="tokenizer run folder (hqvae train)")
+    train.add_argument("--out", required=True, help="the prior folder to create (or resume)")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=3000")
+    train.add_argument("--resume", action="store_true", help="continue the prior in --out from checkpoints/last")
+    train.add_argument("--force", action="store_true", help="delete the prior's files in --out and start over")
+    evaluate = verbs.add_parser("eval", help="test NLL of a prior against the uniform and histogram rates")
+    evaluate.add_argument("--prior", required=True, help="prior folder (hqvae prior train)")
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
+    evaluate.add_argument("--limit", type=int, help="the first N items only")
+    evaluate.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    evaluate.add_argument("--conditional", action="store_true", help="condition on the class labels")
+    evaluate.add_argument("--batch-size", type=int, default=128)
+    evaluate.add_argument("--data-root", help="where the run's data set is now, if not at the recorded root")
+    evaluate.add_argument("--out", help="results JSON (default <prior>/eval/<split>.json)")
+    evaluate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_train(args) if args.verb == "train" else run_eval(args)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from hqvae.priors.config import load_prior_config
+    from hqvae.priors.train import train_prior
+    from hqvae.train.run_dir import RunDir
+
+    if args.resume:
+        folder = RunDir(args.out)
+        if not folder.exists():
+            raise FileNotFoundError(f"{args.out} holds no prior to resume (run.json is missing); start it without "
+                                    f"--resume")
+        info = folder.read_info()
+        if any(o.split("=", 1)[0].startswith("model.") for o in args.overrides):
+            raise ValueError("a resumed prior keeps its model (it comes from checkpoints/last); drop the model.* "
+                             "overrides")
+        if args.run_dir and Path(args.run_dir).resolve() != Path(info["tokenizer"]["run"]):
+            raise ValueError(f"{args.out} was trained on {info['tokenizer']['run']}; drop --run or pass that run")
+        config = load_prior_config(args.overrides, info["config"])
+        run_dir = info["tokenizer"]["run"]
+    else:
+        if not args.run_dir:
+            raise ValueError("--run is required: the tokenizer run whose codes the prior models")
+        config = load_prior_config(args.overrides)
+        run_dir = args.run_dir
+    info = train_prior(run_dir, args.out, config, resume=args.resume, force=args.force)
+    if info["status"] != "finished":
+        return 1
+    if int(os.environ.get("RANK", 0)) == 0:
+        best = info["best"]
+        summary = (f"best val {best['val_bits_per_item']:.1f} bits per item at step {best['step']}" if best
+                   else "no validation")
+        print(f"finished {info['steps']} steps in {info['wall_time_s']:.0f} s ({summary}; uniform rate "
+              f"{info['uniform_bits_per_item']:.0f} bits); prior folder {args.out}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from hqvae.priors.evaluate import evaluate_prior
+    from hqvae.priors.folder import cached_codes, open_prior
+
+    opened = open_prior(args.prior, args.checkpoint, args.device)
+    if args.conditional and opened.prior.config.num_classes == 0:
+        raise ValueError(f"{args.prior} is an unconditional prior; drop --conditional (or train one with "
+                         f"model.class_conditional=true)")
+    tokenizer = opened.open_tokenizer(args.device)
+    layers, labels, metadata = cached_codes(opened.folder, tokenizer, args.split, args.limit, 256, args.data_root,
+                                            first=True)
+    if args.conditional and labels is None:
+        raise ValueError("the split has no class labels; drop --conditional")
+    results = evaluate_prior(opened.prior, layers, args.batch_size, labels if args.conditional else None)
+    results = {"prior": opened.describe(), "tokenizer": opened.tokenizer, "split": args.split,
+               "data": metadata["dataset"], **results}
+    out = Path(args.out) if args.out else opened.folder.root / "eval" / f"{args.split}.json"
+    atomic_write_json(out, results)
+    per_layer = " + ".join(f"{layer['nll_bits']:.1f}" for layer in results["layers"])
+    print(f"{results['items']} {args.split} items: prior NLL {results['nll_bits_per_item']:.1f} bits per item "
+          f"({per_layer}; {results['nll_bits_per_token']:.3f} per token); histogram rate "
+          f"{results['histogram_bits_per_item']:.1f}; uniform rate {results['uniform_bits_per_item']:.1f}; wrote {out}")
+    return 0

@@ -1,0 +1,19 @@
+"""Autoregressive priors over the codes of any tokenizer: training, evaluation, sampling and
+real compression (range coding with the prior's probabilities).
+
+    layout.py       the one adapter from a model's codes to a token sequence (CodeLayout)
+    transformer.py  CodePrior: a small causal transformer with per-layer vocabularies and a KV cache
+    sampling.py     KV-cached generation: temperature, top-k, top-p
+    config.py       PriorTrainConfig, the typed config of ``hqvae prior train``
+    folder.py       the prior folder (run.json, codes cache, checkpoints); open_prior
+    train.py        the training loop
+    evaluate.py     test NLL against the uniform and histogram rates
+    coding.py       range coding with constriction and the versioned ``.hqz`` container
+    images.py       writing decoded items as PNG (and WAV) files
+"""
+from hqvae.priors.layout import CodeLayout, decode_layers, encode_to_layers, model_layout
+from hqvae.priors.sampling import sample
+from hqvae.priors.transformer import CodePrior, PriorConfig, load_prior
+
+__all__ = ["CodeLayout", "CodePrior", "PriorConfig", "decode_layers", "encode_to_layers", "load_prior",
+           "model_layout", "sample"]

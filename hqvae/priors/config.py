@@ -1,0 +1,188 @@
+"""The configuration of ``hqvae prior train``: typed sections with dotted ``key=value`` overrides.
+
+    data:     checkpoint, limit, val_items, encode_batch_size, root
+    model:    d_model, n_layer, n_head, dropout, class_conditional, class_dropout
+    optim:    lr, schedule, betas, weight_decay, grad_clip, warmup_steps, min_lr
+    train:    steps, batch_size, seed, device, dtype, log_every, val_every, checkpoint_every
+    logging:  progress
+
+Values come from the dataclass defaults, then the overrides (each value read as a YAML scalar,
+e.g. ``train.steps=3000 model.d_model=192 data.limit=null``). Unknown keys and values of the
+wrong type are rejected with the valid keys of the section, as in ``hqvae.train.config``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+import yaml
+
+from hqvae.train.config import ConfigLoader, _coerce, _plain
+
+
+@dataclass
+class PriorDataConfig:
+    """``data``: the codes to train on.
+
+    checkpoint: the tokenizer checkpoint whose codes are modelled (best | last).
+    limit: train on this many evenly spaced items of the run's train split; null: all.
+    val_items: validate on this many evenly spaced items of the val split; null: all; 0: never.
+    encode_batch_size: batch size of the one-off encoding of the splits (cached in the folder).
+    root: where the run's data set is now, if not at the root recorded in its run.json.
+    """
+
+    checkpoint: Literal["best", "last"] = "best"
+    limit: int | None = None
+    val_items: int | None = 2000
+    encode_batch_size: int = 256
+    root: str | None = None
+
+
+@dataclass
+class PriorModelConfig:
+    """``model``: the transformer (``hqvae.priors.transformer``).
+
+    d_model, n_layer, n_head: width, blocks and heads. dropout: on attention and residual branches.
+    class_conditional: condition on the data set's class labels (the start token is the class);
+        the prior also learns the unconditional distribution (the label is dropped with
+        probability class_dropout), which compression uses.
+    """
+
+    d_model: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    dropout: float = 0.0
+    class_conditional: bool = False
+    class_dropout: float = 0.1
+
+
+@dataclass
+class PriorOptimConfig:
+    """``optim``: AdamW with ``warmup_steps`` of linear warm-up, then constant or cosine decay from
+    lr to min_lr (schedule); weight decay on matrices only; the global gradient norm clipped to
+    grad_clip (null: no clipping)."""
+
+    lr: float = 1e-3
+    schedule: Literal["constant", "cosine"] = "cosine"
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.01
+    grad_clip: float | None = 1.0
+    warmup_steps: int = 100
+    min_lr: float = 1e-4
+
+
+@dataclass
+class PriorLoopConfig:
+    """``train``: steps, batch_size (sequences per step, over all processes), seed,
+    device (auto | cpu | cuda), dtype (fp32 | bf16: autocast on CUDA only), log_every,
+    val_every (0: never), checkpoint_every."""
+
+    steps: int = 2000
+    batch_size: int = 32
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["fp32", "bf16"] = "fp32"
+    log_every: int = 50
+    val_every: int = 500
+    checkpoint_every: int = 500
+
+
+@dataclass
+class PriorLoggingConfig:
+    """``logging``: progress: a tqdm progress bar."""
+
+    progress: bool = True
+
+
+@dataclass
+class PriorTrainConfig:
+    """Everything ``hqvae prior train`` needs besides the run and the output folder."""
+
+    data: PriorDataConfig = field(default_factory=PriorDataConfig)
+    model: PriorModelConfig = field(default_factory=PriorModelConfig)
+    optim: PriorOptimConfig = field(default_factory=PriorOptimConfig)
+    train: PriorLoopConfig = field(default_factory=PriorLoopConfig)
+    logging: PriorLoggingConfig = field(default_factory=PriorLoggingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PriorTrainConfig":
+        """Build from nested dicts; unknown sections or keys and wrong types raise a ValueError."""
+        sections = _sections()
+        unknown = sorted(set(data) - set(sections))
+        if unknown:
+            raise ValueError(f"unknown prior config section(s) {unknown}; valid sections: {', '.join(sections)}")
+        built = {}
+        for name, section_cls in sections.items():
+            values = data.get(name) or {}
+            if not isinstance(values, dict):
+                raise ValueError(f"prior config section {name!r} must be a mapping, got {values!r}")
+            hints = typing.get_type_hints(section_cls)
+            bad = sorted(set(values) - set(hints))
+            if bad:
+                raise ValueError(f"unknown key(s) {bad} in section {name!r}; valid keys: {', '.join(hints)}")
+            built[name] = section_cls(**{key: _coerce(value, hints[key], f"{name}.{key}")
+                                         for key, value in values.items()})
+        config = cls(**built)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        checks = [
+            ("data.limit", self.data.limit, lambda v: v is None or v >= 1, "≥ 1 or null"),
+            ("data.val_items", self.data.val_items, lambda v: v is None or v >= 0, "≥ 0 or null"),
+            ("data.encode_batch_size", self.data.encode_batch_size, lambda v: v >= 1, "≥ 1"),
+            ("model.class_dropout", self.model.class_dropout, lambda v: 0 <= v <= 1, "in [0, 1]"),
+            ("optim.lr", self.optim.lr, lambda v: v > 0, "> 0"),
+            ("optim.weight_decay", self.optim.weight_decay, lambda v: v >= 0, "≥ 0"),
+            ("optim.grad_clip", self.optim.grad_clip, lambda v: v is None or v > 0, "> 0 or null"),
+            ("optim.warmup_steps", self.optim.warmup_steps, lambda v: v >= 0, "≥ 0"),
+            ("optim.min_lr", self.optim.min_lr, lambda v: v >= 0, "≥ 0"),
+            ("train.steps", self.train.steps, lambda v: v >= 1, "≥ 1"),
+            ("train.batch_size", self.train.batch_size, lambda v: v >= 1, "≥ 1"),
+            ("train.log_every", self.train.log_every, lambda v: v >= 1, "≥ 1"),
+            ("train.val_every", self.train.val_every, lambda v: v >= 0, "≥ 0"),
+            ("train.checkpoint_every", self.train.checkpoint_every, lambda v: v >= 1, "≥ 1"),
+        ]
+        for key, value, ok, rule in checks:
+            if not ok(value):
+                raise ValueError(f"{key} must be {rule}, got {value!r}")
+
+
+def _sections() -> dict[str, type]:
+    hints = typing.get_type_hints(PriorTrainConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(PriorTrainConfig)}
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``data`` (nested dicts) with each ``section.key=value`` set (value read as YAML)."""
+    data = {name: dict(values or {}) for name, values in data.items()}
+    sections = _sections()
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ValueError(f"bad override {override!r}: expected section.key=value (e.g. train.steps=3000); "
+                             f"sections: {', '.join(sections)}")
+        section, name = parts
+        if section not in sections:
+            raise ValueError(f"bad override {override!r}: unknown section {section!r}; valid sections: "
+                             f"{', '.join(sections)}")
+        hints = typing.get_type_hints(sections[section])
+        if name not in hints:
+            raise ValueError(f"bad override {override!r}: unknown key {name!r} in section {section!r}; "
+                             f"valid keys: {', '.join(hints)}")
+        try:
+            data.setdefault(section, {})[name] = yaml.load(text, Loader=ConfigLoader)
+        except yaml.YAMLError as error:
+            raise ValueError(f"bad override {override!r}: the value is not a YAML scalar ({error})") from None
+    return data
+
+
+def load_prior_config(overrides: Sequence[str] = (), base: dict[str, Any] | None = None) -> PriorTrainConfig:
+    """The defaults (or ``base``, a stored config) with ``overrides`` applied."""
+    return PriorTrainConfig.from_dict(apply_overrides(base or {}, overrides))

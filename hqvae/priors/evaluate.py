@@ -1,0 +1,56 @@
+"""Test NLL of a prior against the rates that ignore it.
+
+For codes with n_l positions and K_l entries per layer:
+
+* uniform rate Σ_l n_l log2 K_l (a fixed-length code);
+* empirical-entropy rate Σ_l n_l H(p_l), p_l the histogram of layer l's codes on the evaluated
+  split itself (an ideal coder that ignores dependencies, and is told the histogram for free);
+* the prior's NLL: mean over items of −log2 p(codes), per layer and in total (unconditional).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from hqvae.metrics.codebook import CodebookUsage
+from hqvae.metrics.rate import entropy_bits_per_item
+from hqvae.priors.layout import CodeLayout
+from hqvae.priors.train import mean_bits
+from hqvae.priors.transformer import CodePrior
+
+
+def histogram_bits(layout: CodeLayout, layers: list[torch.Tensor]) -> list[float]:
+    """n_l H(p_l) per layer, in bits, from the histogram of each layer's codes."""
+    bits = []
+    for code, size in zip(layers, layout.codebook_sizes):
+        usage = CodebookUsage(size)
+        usage.update(code)
+        bits.append(entropy_bits_per_item([usage]))
+    return bits
+
+
+def evaluate_prior(prior: CodePrior, layers: list[torch.Tensor], batch_size: int = 128,
+                   labels: torch.Tensor | None = None, autocast=contextlib.nullcontext) -> dict:
+    """Rates of ``layers`` (one (N, *positions) tensor per layer) in bits per item, in total and
+    per layer: the prior's NLL (conditioned on ``labels`` when given), the uniform and the
+    histogram rate; also per token and per image pixel of the code grid."""
+    layout = prior.layout
+    tokens = layout.flatten(layers)
+    device = next(prior.parameters()).device
+    nll = mean_bits(prior, tokens, labels, batch_size, device, autocast).tolist()
+    histogram = histogram_bits(layout, layers)
+    uniform = [n * torch.tensor(float(k)).log2().item() for n, k in zip(layout.lengths, layout.codebook_sizes)]
+    return {
+        "items": int(tokens.shape[0]),
+        "tokens_per_item": layout.length,
+        "nll_bits_per_item": sum(nll),
+        "nll_bits_per_token": sum(nll) / layout.length,
+        "uniform_bits_per_item": sum(uniform),
+        "histogram_bits_per_item": sum(histogram),
+        "conditional": labels is not None,
+        "layers": [{"layer": layer, "positions": list(shape), "codebook_size": k, "nll_bits": a,
+                    "uniform_bits": b, "histogram_bits": c}
+                   for layer, (shape, k, a, b, c) in enumerate(zip(layout.code_shapes, layout.codebook_sizes,
+                                                                    nll, uniform, histogram))],
+    }

@@ -1,0 +1,154 @@
+"""The prior folder that ``hqvae prior train`` writes and every other prior command reads.
+
+    <prior>/
+      run.json              kind "hqvae-prior", status, step, steps, best, the resolved config,
+                            the tokenizer (run path, checkpoint, step, model type, fingerprint of its
+                            weights), the code layout, number of classes, data descriptions
+      metrics.jsonl         {"step", "split": "train", "loss" (bits per token), "bits_per_item", "lr",
+                            "tokens_per_s", "wall_time_s"} and {"step", "split": "val", "bits_per_item",
+                            "best"}
+      codes/<split>-<n>.safetensors   the run's codes of a split, cached once (``hqvae encode``'s format)
+      checkpoints/{best,last}/  config.json + prior.safetensors (+ train_state.pt in last)
+
+It is laid out like a training run (``hqvae.train.run_dir.RunDir``), and its checkpoints are
+written with the same atomic stage-and-swap (``hqvae.train.checkpoint``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hqvae.cli.runs import OpenedRun, load_run_data, open_run
+from hqvae.code_layers import codebook_sizes
+from hqvae.codes_file import load_codes, save_codes
+from hqvae.priors.layout import CodeLayout, encode_to_layers
+from hqvae.priors.transformer import CodePrior, load_prior, weights_fingerprint
+from hqvae.train.run_dir import RunDir
+
+KIND = "hqvae-prior"
+CODES_DIR = "codes"
+
+
+@dataclass
+class OpenedPrior:
+    """A prior folder with one checkpoint's prior loaded: ``info`` (run.json), ``which`` (best |
+    last), ``fingerprint`` (of the prior's weights)."""
+
+    folder: RunDir
+    info: dict
+    prior: CodePrior
+    which: str
+    fingerprint: str
+
+    @property
+    def tokenizer(self) -> dict:
+        return self.info["tokenizer"]
+
+    def open_tokenizer(self, device: str | torch.device = "cpu", run: str | os.PathLike | None = None) -> OpenedRun:
+        """The tokenizer run the prior was trained on (or ``run``, which must hold the same weights)."""
+        path = run or self.tokenizer["run"]
+        opened = open_run(path, self.tokenizer["checkpoint"], device)
+        if opened.fingerprint() != self.tokenizer["model_fingerprint"]:
+            raise ValueError(f"the tokenizer weights in {opened.checkpoint['path']} (fingerprint {opened.fingerprint()}) "
+                             f"are not those the prior {self.folder.root} was trained on (fingerprint "
+                             f"{self.tokenizer['model_fingerprint']}, run {self.tokenizer['run']}); pass --run with "
+                             f"that run, or train a prior on this run (hqvae prior train --run {path} --out ...)")
+        return opened
+
+    def describe(self) -> dict:
+        return {"path": str(self.folder.root), "checkpoint": self.which, "step": self.info.get("step"),
+                "fingerprint": self.fingerprint}
+
+
+def open_prior(path: str | os.PathLike, which: str = "best", device: str | torch.device = "cpu") -> OpenedPrior:
+    """Read ``run.json`` of a prior folder and load ``checkpoints/<which>`` (falling back to the
+    other checkpoint when it is missing)."""
+    folder = RunDir(path)
+    if not folder.run_file.is_file():
+        raise FileNotFoundError(f"{folder.root} is not a prior folder (no run.json); train one with "
+                                f"`hqvae prior train --run runs/<name> --out {folder.root}`")
+    info = folder.read_info()
+    if info.get("kind") != KIND:
+        raise ValueError(f"{folder.root} holds a tokenizer run, not a prior; pass a folder written by "
+                         f"`hqvae prior train --run {folder.root} --out <prior folder>`")
+    if not (folder.checkpoint(which) / "prior.safetensors").is_file():
+        which = "last" if which == "best" else "best"
+    checkpoint = folder.checkpoint(which)
+    return OpenedPrior(folder, info, load_prior(checkpoint, device), which, weights_fingerprint(checkpoint))
+
+
+def evenly_spaced_indices(total: int, count: int | None) -> torch.Tensor:
+    """Indices ⌊i·N/count⌋ of ``count`` items among N (all when count is None or ≥ N)."""
+    if count is None or count >= total:
+        return torch.arange(total)
+    return torch.arange(count) * total // count
+
+
+def codes_metadata(opened: OpenedRun, dataset, split: str, layers: list[torch.Tensor]) -> dict:
+    """The metadata ``hqvae encode`` writes with codes (see ``hqvae.codes_file``)."""
+    log_mel = dataset.meta.get("log_mel") if hasattr(dataset, "meta") else None
+    model = opened.model
+    return {
+        "model_type": model.config.name,
+        "num_layers": len(layers),
+        "code_shapes": [list(code.shape[1:]) for code in layers],
+        "codebook_sizes": codebook_sizes(model),
+        "in_channels": model.config.in_channels,
+        "image_size": list(dataset.image_size),
+        "items": len(dataset),
+        "split": split,
+        "dataset": dataset.description,
+        "run": {"path": str(opened.run_dir.root), "name": opened.name},
+        "checkpoint": {"which": opened.checkpoint["which"], "step": opened.checkpoint["step"]},
+        "model_fingerprint": opened.fingerprint(),
+        "log_mel": log_mel.config() if log_mel is not None else None,
+    }
+
+
+@torch.no_grad()
+def encode_items(model, dataset, batch_size: int) -> list[torch.Tensor]:
+    """Codes of every item of ``dataset``, one (N, *positions) long tensor per layer (CPU)."""
+    device = next(model.parameters()).device
+    pieces = [encode_to_layers(model, x.to(device)) for x, _ in dataset.batches(batch_size)]
+    return [torch.cat([piece[layer].cpu() for piece in pieces]) for layer in range(len(pieces[0]))]
+
+
+def cached_codes(folder: RunDir, opened: OpenedRun, split: str, count: int | None, batch_size: int,
+                 data_root: str | None = None, first: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None, dict]:
+    """(codes per layer, labels or None, metadata) of ``count`` items of ``split`` (evenly spaced,
+    or the first ``count`` with ``first``; None: all), encoded once by the run's model and cached
+    in ``<folder>/codes/``; a cache made with other weights is re-encoded."""
+    name = f"{split}-{'all' if count is None else ('first' if first else 'even') + str(count)}.safetensors"
+    path = folder.root / CODES_DIR / name
+    if path.is_file():
+        layers, labels, metadata = load_codes(path)
+        if metadata.get("model_fingerprint") == opened.fingerprint():
+            return layers, labels, metadata
+    dataset = load_run_data(opened.info, split, data_root)
+    if count is not None and count < len(dataset):
+        indices = torch.arange(count) if first else evenly_spaced_indices(len(dataset), count)
+        how = f"first {count}" if first else f"{count} evenly spaced"
+        dataset = dataset.subset(indices, split, f"{dataset.description}; {how} items")
+    layers = encode_items(opened.model, dataset, batch_size)
+    labels = dataset.labels if bool((dataset.labels >= 0).any()) else None
+    metadata = codes_metadata(opened, dataset, split, layers)
+    save_codes(path, layers, labels, metadata)
+    return layers, labels, {"format": "hqvae.codes/1", **metadata}
+
+
+def check_codes_origin(metadata: dict, opened: OpenedPrior, what: str) -> None:
+    """A ValueError naming the fix when codes (their metadata) were not made by the prior's tokenizer."""
+    fingerprint = metadata.get("model_fingerprint")
+    expected = opened.tokenizer["model_fingerprint"]
+    if fingerprint != expected:
+        raise ValueError(f"{what} were made by the weights {fingerprint} (run {metadata.get('run', {}).get('path')}), "
+                         f"but the prior {opened.folder.root} models the codes of {opened.tokenizer['run']} (weights "
+                         f"{expected}); encode with that run, or train a prior on the codes' run "
+                         f"(hqvae prior train --run <that run> --out ...)")
+
+
+def layout_of(info: dict) -> CodeLayout:
+    return CodeLayout.of(info["layout"]["code_shapes"], info["layout"]["codebook_sizes"])

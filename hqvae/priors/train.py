@@ -1,0 +1,303 @@
+"""The training loop of ``hqvae prior train``, top to bottom, with the conventions of
+``hqvae.train.loop``:
+
+    processes   torchrun's RANK / WORLD_SIZE -> process group (nccl / gloo), device, bf16 autocast (CUDA)
+    folder      refuse to overwrite a prior unless --resume / --force
+    codes       the run's train and val codes, encoded once by rank 0 and cached in <prior>/codes/
+    setup       seed, prior (DDP-wrapped when W > 1), AdamW; on --resume: weights, optimiser,
+                RNG states and step from checkpoints/last
+    each step   lr(step), batch(step) (a pure function of seed and step), class dropout, forward,
+                backward, clip, step; losses stay on the device
+    every log_every steps: one synchronisation; a non-finite loss or parameter stops the run
+                (status "stopped_nan", checkpoints/last kept); a train record
+    every val_every: mean bits per item of the val codes (unconditional); a new best is staged
+    every checkpoint_every and at the end: checkpoints/last (+ the staged best), run.json
+
+The loss is the cross-entropy in bits per token; resuming on CPU reproduces an uninterrupted run
+bit for bit (data order and learning rate are functions of the step, RNG states are restored).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+import hqvae
+from hqvae.cli.runs import open_run
+from hqvae.metrics.distributed import all_reduce
+from hqvae.priors.config import PriorTrainConfig
+from hqvae.priors.folder import KIND, cached_codes
+from hqvae.priors.layout import CodeLayout
+from hqvae.priors.transformer import CodePrior, PriorConfig, load_prior
+from hqvae.train import checkpoint, rng
+from hqvae.train.logger import MetricsLogger
+from hqvae.train.loop import (NonFiniteLoss, check_finite, check_run_folder, describe_device, gather_rng_states,
+                              git_commit, now, setup_processes, teardown)
+from hqvae.train.run_dir import TRAIN_STATE_FILE, RunDir
+from hqvae.train.sampler import StepSampler
+from hqvae.train.schedules import learning_rate
+
+
+def build_optimizer(prior: torch.nn.Module, config: PriorTrainConfig) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices (≥ 2 dims) only."""
+    decay = [p for p in prior.parameters() if p.dim() >= 2]
+    rest = [p for p in prior.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.optim.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    try:
+        return torch.optim.AdamW(groups, lr=config.optim.lr, betas=tuple(config.optim.betas), fused=True)
+    except RuntimeError:
+        return torch.optim.AdamW(groups, lr=config.optim.lr, betas=tuple(config.optim.betas), foreach=True)
+
+
+@torch.no_grad()
+def mean_bits(prior: CodePrior, tokens: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
+              device: torch.device, autocast=contextlib.nullcontext) -> torch.Tensor:
+    """Mean −log2 p per layer over the items of ``tokens`` (N, T): (L,) float64 (eval mode)."""
+    was_training = prior.training
+    prior.eval()
+    total = torch.zeros(prior.layout.num_layers, dtype=torch.float64)
+    for start in range(0, tokens.shape[0], batch_size):
+        batch = tokens[start:start + batch_size].to(device)
+        batch_labels = None if labels is None else labels[start:start + batch_size].to(device)
+        with autocast():
+            total += prior.nll_bits(batch, batch_labels).double().sum(0).cpu()
+    prior.train(was_training)
+    return total / max(tokens.shape[0], 1)
+
+
+def load_train_state(folder: RunDir) -> dict:
+    path = folder.checkpoint("last") / TRAIN_STATE_FILE
+    if not path.is_file() or not (folder.checkpoint("last") / "prior.safetensors").is_file():
+        raise FileNotFoundError(f"{folder.checkpoint('last')} holds no complete prior checkpoint to resume from; "
+                                f"start again with --force")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: PriorTrainConfig, *,
+                resume: bool = False, force: bool = False) -> dict:
+    """Train a prior on the codes of the tokenizer run ``run_path`` into the folder ``out``;
+    returns the final run.json contents (status "finished" or "stopped_nan")."""
+    procs = setup_processes(config.train.device)
+    device = procs.device
+    use_bf16 = config.train.dtype == "bf16" and device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    try:
+        folder = RunDir(out)
+        check_run_folder(folder, resume, force)
+        procs.barrier()
+        if procs.master:
+            if force:
+                folder.clear()
+            else:
+                checkpoint.recover(folder)
+        procs.barrier()
+        previous_info = folder.read_info() if resume else {}
+        opened = open_run(run_path, config.data.checkpoint, device)
+        data = config.data
+
+        def codes():
+            train = cached_codes(folder, opened, "train", data.limit, data.encode_batch_size, data.root)
+            val = (cached_codes(folder, opened, "val", data.val_items, data.encode_batch_size, data.root)
+                   if data.val_items != 0 and config.train.val_every else None)
+            return train, val
+
+        if procs.master:  # first, so that the other ranks read the cache
+            train_codes, val_codes = codes()
+        procs.barrier()
+        if not procs.master:
+            train_codes, val_codes = codes()
+        layers, labels, train_meta = train_codes
+        layout = CodeLayout.from_codes(opened.model, layers)
+        tokens = layout.flatten(layers)
+        num_classes = 0
+        if config.model.class_conditional:
+            if labels is None:
+                raise ValueError("model.class_conditional=true but the run's data set has no class labels; "
+                                 "drop it (an unconditional prior)")
+            num_classes = int(labels.max()) + 1
+        val_tokens = layout.flatten(val_codes[0]) if val_codes is not None else None
+
+        rng.seed_all(config.train.seed + procs.rank)
+        prior_config = PriorConfig(layout.to_dict()["code_shapes"], list(layout.codebook_sizes),
+                                   config.model.d_model, config.model.n_layer, config.model.n_head,
+                                   config.model.dropout, num_classes)
+        prior = (load_prior(folder.checkpoint("last"), device) if resume else CodePrior(prior_config).to(device))
+        prior.train()
+        if procs.world_size > 1 and config.train.batch_size % procs.world_size:
+            raise ValueError(f"train.batch_size={config.train.batch_size} is not divisible by the "
+                             f"{procs.world_size} processes")
+        rank_batch = config.train.batch_size // procs.world_size
+        sampler = StepSampler(tokens.shape[0], rank_batch, config.train.seed, procs.rank, procs.world_size)
+        optimizer = build_optimizer(prior, config)
+        total_steps = config.train.steps
+        start_step, best, wall_before = 0, None, 0.0
+        if resume:
+            state = load_train_state(folder)
+            optimizer.load_state_dict(state["optimizer"])
+            start_step, best, wall_before = state["step"], state["best"], state["wall_time_s"]
+        model = prior
+        if procs.world_size > 1:
+            model = DistributedDataParallel(prior, device_ids=[procs.local_rank] if device.type == "cuda" else None)
+        if resume:
+            if state["world_size"] == procs.world_size:
+                rng.restore(state["rng"][procs.rank])
+            else:
+                rng.seed_all(config.train.seed + procs.rank + 1_000_003 * start_step)
+
+        info = {
+            "kind": KIND,
+            "status": "running",
+            "message": None,
+            "step": start_step,
+            "steps": total_steps,
+            "best": best,
+            "wall_time_s": wall_before,
+            "config": config.to_dict(),
+            "tokenizer": {"run": str(Path(run_path).resolve()), "checkpoint": opened.checkpoint["which"],
+                          "step": opened.checkpoint["step"], "model_type": opened.model.config.name,
+                          "model_fingerprint": opened.fingerprint()},
+            "layout": layout.to_dict(),
+            "tokens_per_item": layout.length,
+            "uniform_bits_per_item": layout.uniform_bits(),
+            "num_classes": num_classes,
+            "parameters": sum(p.numel() for p in prior.parameters()),
+            "data": {"train": train_meta["dataset"], "train_items": tokens.shape[0],
+                     "val": val_codes[2]["dataset"] if val_codes is not None else None},
+            "image_size": train_meta["image_size"],
+            "in_channels": train_meta["in_channels"],
+            "log_mel": train_meta.get("log_mel"),
+            "device": describe_device(device),
+            "dtype": "bf16" if use_bf16 else "fp32",
+            "world_size": procs.world_size,
+            "hqvae_version": hqvae.__version__,
+            "torch_version": torch.__version__,
+            "git_commit": git_commit(),
+            "started_at": previous_info.get("started_at", now()),
+            "updated_at": now(),
+            "resumed_at_steps": previous_info.get("resumed_at_steps", []) + ([start_step] if resume else []),
+        }
+        logger = progress = None
+        if procs.master:
+            folder.write_info(info)
+            if resume:
+                folder.truncate_metrics(start_step)
+            logger = MetricsLogger(folder)
+            if config.logging.progress:
+                from tqdm import tqdm
+
+                progress = tqdm(total=total_steps, initial=start_step, desc=str(folder.root), dynamic_ncols=True)
+    except BaseException:
+        teardown(procs)
+        raise
+
+    session_start = window_start = time.perf_counter()
+    window: list[torch.Tensor] = []
+    step = start_step
+    length = layout.length
+    try:
+        for step in range(start_step, total_steps):
+            lr = learning_rate(step, config.optim, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            index = sampler.indices(step)
+            batch = tokens[index].to(device)
+            batch_labels = None
+            if num_classes:
+                batch_labels = labels[index].clone()
+                dropped = torch.rand(batch_labels.shape) < config.model.class_dropout
+                batch_labels[dropped] = num_classes
+                batch_labels = batch_labels.to(device)
+            with autocast():
+                logits = model(batch, batch_labels)
+            targets = batch.split(layout.lengths, dim=1)
+            loss = sum(torch.nn.functional.cross_entropy(logit.float().transpose(1, 2), target, reduction="sum")
+                       for logit, target in zip(logits, targets)) / (batch.shape[0] * length * math.log(2))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            values = [loss.detach()]
+            if config.optim.grad_clip is not None:
+                values.append(torch.nn.utils.clip_grad_norm_(prior.parameters(), config.optim.grad_clip))
+            optimizer.step()
+            window.append(torch.stack([v.float() for v in values]))
+
+            done = step + 1
+            validate_now = val_tokens is not None and (done % config.train.val_every == 0 or done == total_steps)
+            checkpoint_now = done % config.train.checkpoint_every == 0 or done == total_steps
+            if done % config.train.log_every == 0 or validate_now or checkpoint_now:
+                rows = all_reduce(torch.stack(window)).cpu() / procs.world_size
+                finite = all_reduce(torch.stack([p.detach().isfinite().all() for p in prior.parameters()])
+                                    .all().float().reshape(1))
+                columns = ["loss", "grad_norm"][:rows.shape[1]]
+                check_finite(rows, columns, done - len(window) + 1, bool(finite.item() == procs.world_size))
+                elapsed = time.perf_counter() - window_start
+                if procs.master:
+                    means = rows.double().mean(0).tolist()
+                    record = {"step": done, "split": "train", "loss": means[0], "bits_per_item": means[0] * length,
+                              "lr": lr, "tokens_per_s": len(window) * config.train.batch_size * length / elapsed,
+                              "wall_time_s": wall_before + time.perf_counter() - session_start}
+                    if len(means) > 1:
+                        record["grad_norm"] = means[1]
+                    logger.log(record)
+                    if progress is not None:
+                        progress.set_postfix_str(f"bits/token={means[0]:.4f} {record['tokens_per_s']:.0f} tok/s",
+                                                 refresh=False)
+                window.clear()
+                window_start = time.perf_counter()
+
+            if validate_now:
+                if procs.master:  # every rank holds the same weights; rank 0 scores the val codes
+                    per_layer = mean_bits(prior, val_tokens, None, config.train.batch_size * 4, device, autocast)
+                    value = float(per_layer.sum())
+                    is_best = math.isfinite(value) and (best is None or value < best["val_bits_per_item"])
+                    if is_best:
+                        best = {"step": done, "val_bits_per_item": value}
+                        checkpoint.stage(folder, "best", prior)
+                    logger.log({"step": done, "split": "val", "bits_per_item": value,
+                                "bits_per_layer": per_layer.tolist(), "best": is_best})
+                procs.barrier()
+                window_start = time.perf_counter()
+
+            if checkpoint_now:
+                info.update(step=done, best=best, wall_time_s=wall_before + time.perf_counter() - session_start,
+                            updated_at=now())
+                rng_states = gather_rng_states(procs)
+                if procs.master:
+                    state = {"step": done, "optimizer": optimizer.state_dict(), "rng": rng_states,
+                             "world_size": procs.world_size, "best": best, "wall_time_s": info["wall_time_s"],
+                             "hqvae_version": hqvae.__version__}
+                    checkpoint.stage(folder, "last", prior, state)
+                    checkpoint.commit(folder, "last")
+                    checkpoint.commit(folder, "best")
+                    folder.write_info(info)
+            if progress is not None:
+                progress.update(1)
+        info.update(status="finished", step=total_steps)
+    except NonFiniteLoss as error:
+        info.update(status="stopped_nan", message=f"{error}; training stopped, checkpoints/last is the last good "
+                                                  f"state (step {info['step']})")
+    except BaseException as error:
+        info.update(status="failed", message=f"{type(error).__name__} at step {step + 1}: {error}")
+        _finish(procs, folder, info, logger, progress)
+        raise
+    _finish(procs, folder, info, logger, progress)
+    return info
+
+
+def _finish(procs, folder: RunDir, info: dict, logger, progress) -> None:
+    if procs.master:
+        if progress is not None:
+            progress.close()
+        if logger is not None:
+            logger.close()
+        info["updated_at"] = now()
+        folder.write_info(info)
+        if info["message"]:
+            print(f"{info['status']}: {info['message']}", file=sys.stderr)
+    teardown(procs)
