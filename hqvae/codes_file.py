@@ -115,6 +115,8 @@ def load_codes(path: str | os.PathLike) -> tuple[list[torch.Tensor], torch.Tenso
         raise _corrupt(path, f"layer tensors must all be (N, *positions) with the same N, got "
                              f"{[tuple(code.shape) for code in codes]}")
     labels = tensors.get("labels")
+    if labels is not None and tuple(labels.shape) != (codes[0].shape[0],):
+        raise _corrupt(path, f"labels must be ({codes[0].shape[0]},), one per item, got {tuple(labels.shape)}")
     return codes, labels, metadata
 
 

@@ -1,14 +1,56 @@
-"""Atomic file writes: a temporary file in the same folder, then ``os.replace``.
+"""Atomic file writes: a temporary file in the same folder, flushed to the disk, then ``os.replace``.
 
-An interrupted write (crash, kill, full disk) leaves the previous version of the file intact.
+An interrupted write (crash, kill, power loss, full disk) leaves the previous version of the file
+intact. A write that fails because of the disk (full, I/O error, no permission) raises
+:class:`WriteFailed`, whose message names the file and the fix.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+from hqvae import faults
+
+
+class WriteFailed(OSError):
+    """A file could not be written (full disk, I/O error, permissions); its previous version is unchanged."""
+
+    def __init__(self, path: Path, code: int | None, reason: str):
+        super().__init__(code, reason)
+        self.path = path
+        self.message = (f"could not write {path}: {reason}; the previous version of the file, if any, is "
+                        f"unchanged. {_fix(path, code)}")
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _fix(path: Path, code: int | None) -> str:
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = f" ({shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free now)"
+        except OSError:
+            free = ""
+        return f"Free space on the disk of {path.parent}{free}, or write to another disk."
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"Make {path.parent} writable, or write elsewhere."
+    if code == errno.EIO:
+        return "The disk reported an I/O error: check it, or write to another disk."
+    return f"Check the disk and the permissions of {path.parent}."
+
+
+def _error_code(error: BaseException) -> int | None:
+    """The errno of a failed write: an OSError's, or the one a Rust library (safetensors) puts in its message."""
+    if isinstance(error, OSError):
+        return error.errno
+    match = re.search(r"os error (\d+)", str(error))
+    return int(match.group(1)) if match else None
 
 
 def _file_mode() -> int:
@@ -18,26 +60,50 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
+def _fsync(path: str | os.PathLike) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` (not atomic by itself: the writer :func:`atomic_write_bytes` uses)."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` to produce the file, then move it over ``path``. The file gets the
-    usual permissions for a new file, not the private ones of a temporary file."""
+    usual permissions for a new file, not the private ones of a temporary file. An OSError (or a
+    library error carrying an errno) becomes :class:`WriteFailed`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         write(tmp)
+        faults.point("write")
         os.chmod(tmp, _file_mode())
+        _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        _fsync(path.parent)
+    except BaseException as error:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        code = _error_code(error)
+        if isinstance(error, Exception) and (isinstance(error, OSError) or code is not None) \
+                and not isinstance(error, WriteFailed):
+            raise WriteFailed(path, code, os.strerror(code) if code else str(error)) from error
         raise
     return path
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> Path:
+    return atomic_write(path, lambda tmp: write_bytes(tmp, data))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

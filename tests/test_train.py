@@ -17,6 +17,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import hqvae
+import hqvae.io
 from hqvae.cli import main
 from hqvae.train import checkpoint
 from hqvae.train.config import TrainConfig, apply_overrides, load_config
@@ -360,17 +361,17 @@ def test_atomic_writes_replace_whole_files_with_normal_permissions(tmp_path):
 def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(image_folder, tmp_path, monkeypatch):
     out = tmp_path / "run"
     saves = []
-    original_save = torch.save
+    original_write = hqvae.io.write_bytes
 
-    def failing_save(obj, path, *args, **kwargs):
-        saves.append(path)
-        if len(saves) == 2:  # the second train_state.pt: write half of it, then "die"
-            original_save(obj, path, *args, **kwargs)
-            Path(path).write_bytes(Path(path).read_bytes()[:1000])
-            raise OSError("No space left on device")
-        return original_save(obj, path, *args, **kwargs)
+    def failing_write(path, data):
+        if Path(path).name.startswith(".train_state.pt."):
+            saves.append(path)
+            if len(saves) == 2:  # the second train_state.pt: write a part of it, then "die"
+                original_write(path, bytes(data)[:1000])
+                raise OSError("No space left on device")
+        return original_write(path, data)
 
-    monkeypatch.setattr(checkpoint.torch, "save", failing_save)
+    monkeypatch.setattr(hqvae.io, "write_bytes", failing_write)
     with pytest.raises(OSError, match="No space left"):
         train(tiny_config(image_folder, "sqvae", steps=8), out)
     monkeypatch.undo()

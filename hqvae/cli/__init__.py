@@ -22,6 +22,7 @@ import importlib
 import sys
 
 from hqvae.data.errors import DataError
+from hqvae.io import WriteFailed
 
 COMMANDS = {  # name -> (module, one-line help)
     "train": ("hqvae.cli.train", "train a model from a YAML config"),
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, DataError) as error:
         print(f"hqvae {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except WriteFailed as error:  # a full disk, an I/O error, no permission: the message names the file and the fix
+        print(f"hqvae {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

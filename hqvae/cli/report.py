@@ -36,10 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_results(path: Path) -> dict:
+    fix = "delete it and run `hqvae eval` again"
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); delete it and run `hqvae eval` again") from None
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): it is damaged; {fix}") from None
+    if not isinstance(results, dict) or not str(results.get("schema", "")).startswith("hqvae.eval/"):
+        raise ValueError(f"{path} is not an hqvae eval results file (no 'schema': 'hqvae.eval/...'); {fix}")
+    return results
 
 
 def collect(args: argparse.Namespace) -> list[ReportRun]:

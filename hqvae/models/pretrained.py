@@ -56,13 +56,13 @@ def _resolve(path: str | os.PathLike) -> Path:
         return local
     if local.exists():
         raise ValueError(f"{local} is a file; pass the directory that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    missing = f"no directory {local}; pass a directory written by model.save_pretrained(...)"
+    if local.is_absolute() or len(local.parts) > 2 or str(path).startswith("."):
+        raise FileNotFoundError(missing)  # a local path, not a Hub repository id ("name" or "owner/name")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise FileNotFoundError(
-            f"no directory {local}; pass a directory written by model.save_pretrained(...) "
-            f"(or install huggingface_hub to download a Hub repository id)"
-        ) from None
+        raise FileNotFoundError(f"{missing} (or install huggingface_hub to download a Hub repository id)") from None
     return Path(snapshot_download(repo_id=str(path)))
 
 
@@ -94,7 +94,8 @@ def _check_weights(model: nn.Module, weights_path: Path, model_type: str) -> Non
         with safe_open(str(weights_path), framework="pt") as handle:
             stored = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"{weights_path} is not a readable safetensors file ({err}); re-save the model") from None
+        raise ValueError(f"{weights_path} is not a readable safetensors file ({err}): it is damaged or not a "
+                         f"model file; re-save the model, or use another copy") from None
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     # save_model stores one name per group of tied tensors (e.g. a shared codebook)
     aliases: dict[tuple, list[str]] = {}
@@ -137,8 +138,12 @@ def from_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu")
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path} is missing; a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
     model_type = document["model_type"]
-    model_class = model_class_for(model_type)
-    model = model_class(model_class.config_class.from_dict(document["config"]))
+    try:
+        model_class = model_class_for(model_type)
+        model = model_class(model_class.config_class.from_dict(document["config"]))
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"{directory / CONFIG_NAME} does not describe a model this version of hqvae can build "
+                         f"({err}); re-save the model, or load it with the hqvae version that saved it") from None
     _check_weights(model, weights_path, model_type)
     load_model(model, str(weights_path), strict=True)
     return model.to(device).eval()

@@ -22,18 +22,34 @@ The trainer stages ``best`` when validation finds a new best and commits it toge
     best            {"step", "val_loss"} of checkpoints/best, or None
     wall_time_s     training time so far, over all sessions
 The learning rate and the temperature are functions of the step (hqvae.train.schedules).
+
+:func:`load_train_state` checks the file before use: a damaged, foreign or tampered one (a pickle
+that is not plain tensors and containers is refused unexecuted) raises :class:`CheckpointError`
+naming the file, what is wrong and what to do.
 """
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from hqvae.io import atomic_write
+from hqvae import faults
+from hqvae.io import atomic_write_bytes
+from hqvae.models import from_pretrained
+from hqvae.models.pretrained import CONFIG_NAME, WEIGHTS_NAME
+from hqvae.train import rng
 from hqvae.train.run_dir import TRAIN_STATE_FILE, RunDir
+
+TRAIN_STATE_KEYS = ("step", "optimizer", "rng", "world_size", "data", "best", "wall_time_s")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is damaged, foreign or tampered with; the message names it and the fix."""
 
 
 def _staging(target: Path) -> Path:
@@ -50,8 +66,10 @@ def stage(run: RunDir, which: str, model: nn.Module, train_state: dict | None = 
     staging = _staging(run.checkpoint(which))
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
-    if train_state is not None:
-        atomic_write(staging / TRAIN_STATE_FILE, lambda tmp: torch.save(train_state, tmp))
+    if train_state is not None:  # serialised in memory: torch.save to a file hides the errno of a failed write
+        buffer = io.BytesIO()
+        torch.save(train_state, buffer)
+        atomic_write_bytes(staging / TRAIN_STATE_FILE, buffer.getbuffer())
 
 
 def commit(run: RunDir, which: str) -> bool:
@@ -63,9 +81,15 @@ def commit(run: RunDir, which: str) -> bool:
     if target.exists():
         shutil.rmtree(previous, ignore_errors=True)
         os.rename(target, previous)
+        faults.point("swap")
     os.rename(staging, target)
     shutil.rmtree(previous, ignore_errors=True)
     return True
+
+
+def has_checkpoint(run: RunDir) -> bool:
+    """Whether ``checkpoints/last`` exists (after :func:`recover`): there is something to resume."""
+    return run.checkpoint("last").exists()
 
 
 def save_checkpoint(run: RunDir, which: str, model: nn.Module, train_state: dict | None = None) -> Path:
@@ -76,21 +100,94 @@ def save_checkpoint(run: RunDir, which: str, model: nn.Module, train_state: dict
 
 
 def recover(run: RunDir) -> None:
-    """Undo a checkpoint swap cut short by a crash and drop whatever was staged and not committed."""
+    """Undo a checkpoint swap cut short by a crash, drop whatever was staged and not committed, and
+    the temporary files of atomic writes a kill cut short."""
     for which in ("best", "last"):
         target = run.checkpoint(which)
         if not target.exists() and _previous(target).exists():
             os.rename(_previous(target), target)
         shutil.rmtree(_staging(target), ignore_errors=True)
         shutil.rmtree(_previous(target), ignore_errors=True)
+    for folder in (run.root, *(run.checkpoint(which) for which in ("best", "last"))):
+        for leftover in folder.glob(".*.tmp") if folder.is_dir() else ():
+            leftover.unlink(missing_ok=True)
+
+
+def _damaged(run: RunDir, path: Path, problem: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path} {problem}, so the run cannot resume from it. Restore the file from a copy, or start the run "
+        f"over with `hqvae train --out {run.root} --force --config ...` (checkpoints/best, if present, can still "
+        f"be evaluated: `hqvae eval --run {run.root}`)"
+    )
+
+
+def _unreadable(run: RunDir, path: Path, error: Exception) -> CheckpointError:
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) and "weights only" in text.lower():
+        detail = next((f" ({line.strip().rstrip('.')})" for line in text.splitlines()
+                       if line.startswith("Trying to load")), "")  # names the function it would call
+        return _damaged(run, path, f"holds Python objects other than tensors and plain containers{detail}; "
+                                   f"loading it could run code, so it was refused and nothing in it was run. hqvae "
+                                   f"never writes such a file: it may have been tampered with")
+    first_line = text.splitlines()[0] if text else type(error).__name__
+    return _damaged(run, path, f"is damaged or not a PyTorch file ({type(error).__name__}: {first_line[:200]})")
+
+
+def _check_train_state(run: RunDir, path: Path, state) -> None:
+    if not isinstance(state, dict) or any(key not in state for key in TRAIN_STATE_KEYS):
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise _damaged(run, path, f"is not an hqvae train state (expected the keys {list(TRAIN_STATE_KEYS)}, found {found})")
+    problems = []
+    if not isinstance(state["step"], int) or state["step"] < 0:
+        problems.append(f"step {state['step']!r} is not a step count")
+    if not isinstance(state["world_size"], int) or not isinstance(state["rng"], list) \
+            or len(state["rng"]) != state["world_size"]:
+        problems.append("its random states do not match its number of processes")
+    optimizer = state["optimizer"]
+    if not isinstance(optimizer, dict) or not {"state", "param_groups"} <= set(optimizer):
+        problems.append("it holds no optimiser state")
+    if problems:
+        raise _damaged(run, path, "is inconsistent: " + "; ".join(problems))
 
 
 def load_train_state(run: RunDir) -> dict:
-    """``checkpoints/last/train_state.pt``, loaded with ``weights_only=True``."""
+    """``checkpoints/last/train_state.pt``, loaded with ``weights_only=True`` and checked."""
     path = run.train_state_file
-    if not path.is_file() or not (run.checkpoint("last") / "model.safetensors").is_file():
-        raise FileNotFoundError(
-            f"{run.checkpoint('last')} holds no complete checkpoint to resume from "
-            f"(model.safetensors and {TRAIN_STATE_FILE}); start the run again with --force"
-        )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    last = run.checkpoint("last")
+    missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME, TRAIN_STATE_FILE) if not (last / name).is_file()]
+    if missing:
+        raise _damaged(run, last, f"lacks {', '.join(missing)} (a complete checkpoint holds {CONFIG_NAME}, "
+                             f"{WEIGHTS_NAME} and {TRAIN_STATE_FILE})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types for a damaged file
+        raise _unreadable(run, path, error) from None
+    _check_train_state(run, path, state)
+    return state
+
+
+def load_model(run: RunDir, device: torch.device) -> nn.Module:
+    """The model of ``checkpoints/last``, with a message naming the run's fix when it is damaged."""
+    try:
+        return from_pretrained(run.checkpoint("last"), device=device)
+    except (ValueError, FileNotFoundError) as error:
+        raise CheckpointError(f"cannot resume {run.root} from checkpoints/last: {error}. To continue, restore the "
+                              f"file from a copy, or start the run over with `hqvae train --out {run.root} --force "
+                              f"--config ...`") from None
+
+
+def restore_optimizer(run: RunDir, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load the optimiser state of ``train_state.pt``, naming the file when it does not fit the model."""
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise _damaged(run, run.train_state_file, f"holds an optimiser state that does not fit the model of "
+                                             f"checkpoints/last ({error})") from None
+
+
+def restore_rng(run: RunDir, states: dict) -> None:
+    """Set this process's generators to a state of ``train_state.pt``, naming the file when it is malformed."""
+    try:
+        rng.restore(states)
+    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as error:
+        raise _damaged(run, run.train_state_file, f"holds malformed random states ({type(error).__name__}: {error})") from None

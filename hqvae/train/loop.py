@@ -2,9 +2,10 @@
 
     processes   torchrun's RANK / LOCAL_RANK / WORLD_SIZE -> process group (nccl on GPU, gloo on
                 CPU); device; bf16 autocast (CUDA only)
-    run folder  refuse to overwrite a run unless --resume / --force
+    run folder  refuse to overwrite a run unless --resume / --force; tidy what a crash left; on
+                --resume of a run that has no checkpoint yet, start it over from step 0
     setup       seed, data, model (DDP-wrapped when W > 1), optimiser; on --resume: weights,
-                optimiser, RNG states and step from checkpoints/last
+                optimiser, RNG states and step from checkpoints/last, each file checked first
     each step   lr(step), τ(step), batch(step), forward, backward, clip, optimiser step; the loss,
                 its terms and logs are kept on the device (no synchronisation)
     every log_every steps (and before validating / saving): one synchronisation; non-finite
@@ -12,6 +13,9 @@
                 kept as it was); otherwise a train record
     every val_every: validation (deterministic quantiser); a new best is staged
     every checkpoint_every and at the end: checkpoints/last (+ the staged best), run.json
+    on SIGTERM / SIGINT / SIGUSR1: finish the step, checkpoint, status "interrupted", raise
+                Interrupted (hqvae.train.signals); a failed write (full disk, ...) stops the
+                run with WriteFailed naming the file, checkpoints/last left as it was
 
 Only rank 0 writes (run.json, metrics.jsonl, checkpoints, progress bar); what it writes is reduced
 over ranks. Resuming on CPU with the same number of processes reproduces an uninterrupted run
@@ -35,9 +39,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import hqvae
+from hqvae import faults
 from hqvae.data import DataError, load_dataset
+from hqvae.io import WriteFailed
 from hqvae.metrics.distributed import all_reduce
-from hqvae.models import create_model, from_pretrained
+from hqvae.models import create_model
 from hqvae.train import checkpoint, rng
 from hqvae.train.config import TrainConfig
 from hqvae.train.logger import MetricsLogger
@@ -46,6 +52,7 @@ from hqvae.train.performance import channels_last, channels_last_batch, keep_fre
 from hqvae.train.run_dir import RunDir
 from hqvae.train.sampler import StepSampler
 from hqvae.train.schedules import learning_rate, temperature
+from hqvae.train.signals import Interrupted, StopSignals
 from hqvae.train.validate import validate
 
 
@@ -77,8 +84,31 @@ def setup_processes(device: str) -> Processes:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if world_size > 1:
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        join_process_group("nccl" if use_cuda else "gloo", rank, world_size)
     return Processes(rank, local_rank, world_size, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"))
+
+
+def join_process_group(backend: str, rank: int, world_size: int) -> None:
+    """Join torchrun's process group. torchrun shares its rendezvous store with the processes, and
+    after a restart (--max-restarts) the failed attempt's keys in it point them at dead peers
+    (PyTorch issue #135712): a restarted single-node run joins under a key prefix of its own
+    attempt; a restarted multi-node run, whose nodes count attempts apart, fails with the fix."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if attempt == "0" or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        dist.init_process_group(backend=backend)
+        return
+    if os.environ.get("GROUP_WORLD_SIZE") == "1":
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                              is_master=False, timeout=datetime.timedelta(minutes=30))
+        dist.init_process_group(backend, store=dist.PrefixStore(f"hqvae/attempt_{attempt}", store), rank=rank,
+                                world_size=world_size)
+        return
+    try:
+        dist.init_process_group(backend=backend)
+    except RuntimeError as error:
+        raise RuntimeError(f"joining the process group after a torchrun restart failed ({error}); torchrun's shared "
+                           f"store still holds the failed attempt's addresses: run torchrun with "
+                           f"TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (PyTorch issue #135712)") from None
 
 
 class NonFiniteLoss(Exception):
@@ -88,9 +118,12 @@ class NonFiniteLoss(Exception):
 def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False) -> dict:
     """Train as ``config`` says into the run folder ``out``; returns the final run.json contents.
 
-    resume: continue from ``checkpoints/last`` (pass the run's own config, from run.json).
+    resume: continue from ``checkpoints/last`` (pass the run's own config, from run.json); a run
+        stopped before its first checkpoint starts over from step 0.
     force: start over in a folder that already holds a run (its run files are deleted first).
-    Raises ValueError / FileNotFoundError for a bad config, folder or data set, before training.
+    Raises ValueError / FileNotFoundError for a bad config, folder, data set or checkpoint
+    (checkpoint.CheckpointError), before training; Interrupted after a stop on a signal;
+    WriteFailed when a file cannot be written.
     """
     # ------------------------------------------------------------------ processes and device
     procs = setup_processes(config.train.device)
@@ -102,15 +135,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     try:
         # ------------------------------------------------------------------ run folder
         run = RunDir(out)
-        check_run_folder(run, resume, force)  # every rank, before anyone writes
-        procs.barrier()
-        if procs.master:
-            if force:
-                run.clear()
-            else:
-                checkpoint.recover(run)
-        procs.barrier()
-        previous_info = run.read_info() if resume else {}
+        previous_info, from_checkpoint = prepare_run_folder(run, procs, resume, force)
 
         # ------------------------------------------------------------------ data and model
         if procs.master:  # first, so that the other ranks find the data set decoded in the cache
@@ -119,8 +144,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         if not procs.master:
             train_set, val_set = load_data(config)
         rng.seed_all(config.train.seed + procs.rank)  # DDP copies rank 0's initial weights to the others
-        if resume:
-            model = from_pretrained(run.checkpoint("last"), device=device)
+        if from_checkpoint:
+            model = checkpoint.load_model(run, device)
         else:
             model = create_model(config.model.name, train_set.num_channels, train_set.image_size,
                                  **config.model.overrides).to(device)
@@ -147,20 +172,22 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
 
         # ------------------------------------------------------------------ resume
         start_step, best, wall_before = 0, None, 0.0
-        if resume:
+        if from_checkpoint:
             state = checkpoint.load_train_state(run)
-            optimizer.load_state_dict(state["optimizer"])
+            check_resume_step(run, state["step"], total_steps)
+            checkpoint.restore_optimizer(run, optimizer, state)
             match_parameter_layouts(optimizer)
             start_step, best, wall_before = state["step"], state["best"], state["wall_time_s"]
-            if state["data"]["batches_per_epoch"] != sampler.batches_per_epoch or state["data"]["seed"] != sampler.seed:
+            if state["data"].get("batches_per_epoch") != sampler.batches_per_epoch \
+                    or state["data"].get("seed") != sampler.seed:
                 print(f"note: the data order differs from the interrupted run's ({state['data']} before, "
                       f"{sampler.batches_per_epoch} batches per epoch now)", file=sys.stderr)
         raw_model = model
         if procs.world_size > 1:
             model = DistributedDataParallel(model, device_ids=[procs.local_rank] if device.type == "cuda" else None)
-        if resume:  # last, after everything that draws random numbers during setup
+        if from_checkpoint:  # last, after everything that draws random numbers during setup
             if state["world_size"] == procs.world_size:
-                rng.restore(state["rng"][procs.rank])
+                checkpoint.restore_rng(run, state["rng"][procs.rank])
             else:
                 print(f"note: resuming with {procs.world_size} processes instead of {state['world_size']}: "
                       f"new random streams", file=sys.stderr)
@@ -210,107 +237,121 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     window_start = time.perf_counter()
     model_state = [t for t in (*raw_model.parameters(), *raw_model.buffers()) if t.is_floating_point()]
     step = start_step
+    stop = StopSignals()
     model.train()
-    try:
-        for step in range(start_step, total_steps):
-            lr = learning_rate(step, config.optim, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            tau = temperature(step, config.temperature)
-            raw_model.set_temperature(tau)
+    with stop.installed():
+        try:
+            for step in range(start_step, total_steps):
+                faults.point("step")
+                lr = learning_rate(step, config.optim, total_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                tau = temperature(step, config.temperature)
+                raw_model.set_temperature(tau)
 
-            x, _ = train_set.get_batch(sampler.indices(step), device=device)
-            if config.train.channels_last:
-                x = channels_last_batch(x)
-            with autocast():
-                out = model(x)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            grad_norm = None
-            if config.optim.grad_clip is not None:
-                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.optim.grad_clip)
-            optimizer.step()
+                x, _ = train_set.get_batch(sampler.indices(step), device=device)
+                if config.train.channels_last:
+                    x = channels_last_batch(x)
+                with autocast():
+                    out = model(x)
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                grad_norm = None
+                if config.optim.grad_clip is not None:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.optim.grad_clip)
+                optimizer.step()
 
-            if not columns:
-                columns = ["loss", *(f"terms/{k}" for k in out.terms), *(f"logs/{k}" for k in out.logs)]
-                columns += ["grad_norm"] if grad_norm is not None else []
-            values = [out.loss.detach(), *out.terms.values(), *out.logs.values()]
-            values += [grad_norm] if grad_norm is not None else []
-            window.append(torch.stack([v.float() for v in values]))
+                if not columns:
+                    columns = ["loss", *(f"terms/{k}" for k in out.terms), *(f"logs/{k}" for k in out.logs)]
+                    columns += ["grad_norm"] if grad_norm is not None else []
+                values = [out.loss.detach(), *out.terms.values(), *out.logs.values()]
+                values += [grad_norm] if grad_norm is not None else []
+                window.append(torch.stack([v.float() for v in values]))
 
-            done = step + 1
-            validate_now = validating and (done % config.train.val_every == 0 or done == total_steps)
-            checkpoint_now = done % config.train.checkpoint_every == 0 or done == total_steps
-            flush = done % config.train.log_every == 0 or validate_now or checkpoint_now
-            if flush:
-                # one synchronisation: the window's values, averaged over ranks
-                rows = all_reduce(torch.stack(window)).cpu() / procs.world_size  # (steps, columns)
-                parameters_finite = all_reduce(
-                    torch.stack([t.detach().isfinite().all() for t in model_state]).all().float().reshape(1)
-                )
-                check_finite(rows, columns, first_step=done - len(window) + 1,
-                             parameters_finite=bool(parameters_finite.item() == procs.world_size))
-                elapsed = time.perf_counter() - window_start
-                if procs.master:
-                    record = train_record(done, rows, columns, lr, tau if raw_model.stochastic else None,
-                                          len(window) * batch_size / elapsed,
-                                          wall_before + time.perf_counter() - session_start)
-                    logger.log(record)
-                    if progress is not None:
-                        progress.set_postfix_str(postfix(record), refresh=False)
-                window.clear()
+                done = step + 1
+                stop_signal = stop.agreed(procs.world_size, device)
+                validate_now = validating and (done % config.train.val_every == 0 or done == total_steps)
+                checkpoint_now = done % config.train.checkpoint_every == 0 or done == total_steps or bool(stop_signal)
+                flush = done % config.train.log_every == 0 or validate_now or checkpoint_now
+                if flush:
+                    # one synchronisation: the window's values, averaged over ranks
+                    rows = all_reduce(torch.stack(window)).cpu() / procs.world_size  # (steps, columns)
+                    parameters_finite = all_reduce(
+                        torch.stack([t.detach().isfinite().all() for t in model_state]).all().float().reshape(1)
+                    )
+                    check_finite(rows, columns, first_step=done - len(window) + 1,
+                                 parameters_finite=bool(parameters_finite.item() == procs.world_size))
+                    elapsed = time.perf_counter() - window_start
+                    if procs.master:
+                        record = train_record(done, rows, columns, lr, tau if raw_model.stochastic else None,
+                                              len(window) * batch_size / elapsed,
+                                              wall_before + time.perf_counter() - session_start)
+                        logger.log(record)
+                        if progress is not None:
+                            progress.set_postfix_str(postfix(record), refresh=False)
+                    window.clear()
 
-            if validate_now:
-                sync_buffers(raw_model, procs)
-                result = validate(raw_model, val_set, rank_batch, procs.rank, procs.world_size, device, autocast)
-                is_best = math.isfinite(result["loss"]) and (best is None or result["loss"] < best["val_loss"])
-                if is_best:
-                    best = {"step": done, "val_loss": result["loss"]}
-                if procs.master:
+                if validate_now:
+                    sync_buffers(raw_model, procs)
+                    result = validate(raw_model, val_set, rank_batch, procs.rank, procs.world_size, device, autocast)
+                    is_best = math.isfinite(result["loss"]) and (best is None or result["loss"] < best["val_loss"])
                     if is_best:
-                        checkpoint.stage(run, "best", raw_model)  # committed with the next "last"
-                    logger.log({"step": done, "split": "val", **result, "best": is_best})
+                        best = {"step": done, "val_loss": result["loss"]}
+                    if procs.master:
+                        if is_best:
+                            checkpoint.stage(run, "best", raw_model)  # committed with the next "last"
+                        logger.log({"step": done, "split": "val", **result, "best": is_best})
 
-            if checkpoint_now:
-                info.update(step=done, best=best, wall_time_s=wall_before + time.perf_counter() - session_start,
-                            updated_at=now())
-                rng_states = gather_rng_states(procs)
-                if procs.master:
-                    epoch, position = sampler.position(done)
-                    state = {
-                        "step": done,
-                        "optimizer": optimizer.state_dict(),
-                        "rng": rng_states,
-                        "world_size": procs.world_size,
-                        "data": {"seed": sampler.seed, "epoch": epoch, "position": position,
-                                 "batches_per_epoch": sampler.batches_per_epoch},
-                        "best": best,
-                        "wall_time_s": info["wall_time_s"],
-                        "hqvae_version": hqvae.__version__,
-                    }
-                    checkpoint.stage(run, "last", raw_model, state)
-                    checkpoint.commit(run, "last")
-                    checkpoint.commit(run, "best")
-                    run.write_info(info)
+                if checkpoint_now:
+                    wall_time = wall_before + time.perf_counter() - session_start
+                    save_last(run, procs, raw_model, optimizer, sampler, done, best, wall_time, info)
 
-            if progress is not None:
-                progress.update(1)
-            if flush:
-                window_start = time.perf_counter()  # img/s counts training steps only
-        info.update(status="finished", step=total_steps)
-    except NonFiniteLoss as error:
-        kept = (f"checkpoints/last is the last good state (step {info['step']})"
-                if run.checkpoint("last").is_dir() else "no checkpoint was written before it")
-        info.update(status="stopped_nan", message=f"{error}; training stopped, {kept}")
-    except BaseException as error:
-        info.update(status="failed", message=f"{type(error).__name__} at step {step + 1}: {error}")
+                if progress is not None:
+                    progress.update(1)
+                if stop_signal and done < total_steps:
+                    raise Interrupted(stop_signal)
+                if flush:
+                    window_start = time.perf_counter()  # img/s counts training steps only
+            info.update(status="finished", step=total_steps)
+        except NonFiniteLoss as error:
+            info.update(status="stopped_nan", message=f"{error}; training stopped, {kept_checkpoint(run, info)}")
+        except BaseException as error:
+            info.update(failure_status(error, step, run, info))
+            finish(procs, run, info, logger, progress, announce=not isinstance(error, WriteFailed))
+            raise
         finish(procs, run, info, logger, progress)
-        raise
-    finish(procs, run, info, logger, progress)
     return info
 
 
 # ---------------------------------------------------------------------------------------- helpers
+
+
+def prepare_run_folder(run: RunDir, procs: Processes, resume: bool, force: bool) -> tuple[dict, bool]:
+    """Check the folder (:func:`check_run_folder`), clear it (--force) or tidy what a crash left, and
+    tell whether to continue from checkpoints/last: (previous run.json or {}, from_checkpoint).
+    A run to resume that has no checkpoint yet starts over from step 0, with a note."""
+    check_run_folder(run, resume, force)  # every rank, before anyone writes
+    procs.barrier()
+    if procs.master:
+        if force:
+            run.clear()
+        else:
+            checkpoint.recover(run)
+    procs.barrier()
+    if not resume:
+        return {}, False
+    previous_info = run.read_info()
+    from_checkpoint = checkpoint.has_checkpoint(run)
+    if not from_checkpoint and procs.master:
+        print(f"note: {run.root} has no checkpoint yet (it stopped before its first one): starting it over "
+              f"from step 0 with the same config", file=sys.stderr)
+    return previous_info, from_checkpoint
+
+
+def check_resume_step(run: RunDir, step: int, total_steps: int) -> None:
+    if step > total_steps:
+        raise ValueError(f"{run.train_state_file} is at step {step}, beyond train.steps={total_steps}; "
+                         f"resume with train.steps={step} or more")
 
 
 def check_run_folder(run: RunDir, resume: bool, force: bool) -> None:
@@ -320,7 +361,8 @@ def check_run_folder(run: RunDir, resume: bool, force: bool) -> None:
     if resume:
         if not run.exists():
             raise FileNotFoundError(f"{run.root} holds no run to resume ({run.run_file} is missing); "
-                                    f"start it without --resume")
+                                    f"start it without --resume, or with --resume auto (which starts a run "
+                                    f"when there is none)")
         return
     if run.has_contents() and not force:
         what = "files of a run"
@@ -400,16 +442,66 @@ def postfix(record: dict) -> str:
     return " ".join(parts)
 
 
-def finish(procs: Processes, run: RunDir, info: dict, logger, progress) -> None:
-    """Write the final status (rank 0), close the outputs, leave the process group."""
+def save_last(run: RunDir, procs: Processes, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+              sampler: StepSampler, done: int, best: dict | None, wall_time: float, info: dict) -> None:
+    """Write checkpoints/last at ``done`` steps, commit the staged best, then record both in run.json
+    (``info`` is updated); every rank must call it."""
+    rng_states = gather_rng_states(procs)
+    if procs.master:
+        epoch, position = sampler.position(done)
+        state = {
+            "step": done,
+            "optimizer": optimizer.state_dict(),
+            "rng": rng_states,
+            "world_size": procs.world_size,
+            "data": {"seed": sampler.seed, "epoch": epoch, "position": position,
+                     "batches_per_epoch": sampler.batches_per_epoch},
+            "best": best,
+            "wall_time_s": wall_time,
+            "hqvae_version": hqvae.__version__,
+        }
+        checkpoint.stage(run, "last", model, state)
+        checkpoint.commit(run, "last")
+        checkpoint.commit(run, "best")
+    info.update(step=done, best=best, wall_time_s=wall_time, updated_at=now())
+    if procs.master:
+        run.write_info(info)
+
+
+def kept_checkpoint(run: RunDir, info: dict) -> str:
+    """What a stopped run leaves to resume from, for its message (``info["step"]``: the step of
+    checkpoints/last, 0 before the first one)."""
+    if not info["step"]:
+        return "no checkpoint was written before it"
+    return f"checkpoints/last is the last good state (step {info['step']})"
+
+
+def failure_status(error: BaseException, step: int, run: RunDir, info: dict) -> dict:
+    """run.json's status and message for a run stopped by ``error`` during (0-based) ``step``."""
+    again = f"continue with `hqvae train --out {run.root} --resume`"
+    if isinstance(error, Interrupted):
+        how = f"at once by a second {error.name} during" if error.at_once else f"by {error.name} after"
+        return {"status": "interrupted", "message": f"stopped {how} step {step + 1}; {kept_checkpoint(run, info)}; {again}"}
+    if isinstance(error, WriteFailed):
+        error.message += f" Then {again}; {kept_checkpoint(run, info)}."
+        return {"status": "failed", "message": str(error)}
+    return {"status": "failed", "message": f"{type(error).__name__} at step {step + 1}: {error}"}
+
+
+def finish(procs: Processes, run: RunDir, info: dict, logger, progress, announce: bool = True) -> None:
+    """Write the final status (rank 0), close the outputs, leave the process group. ``announce``:
+    print the status message (not when the error that stopped the run says it all)."""
     if procs.master:
         if progress is not None:
             progress.close()
         if logger is not None:
             logger.close()
         info["updated_at"] = now()
-        run.write_info(info)
-        if info["message"]:
+        try:
+            run.write_info(info)
+        except WriteFailed as error:
+            print(f"could not record status {info['status']!r} in run.json: {error}", file=sys.stderr)
+        if info["message"] and announce:
             print(f"{info['status']}: {info['message']}", file=sys.stderr)
     teardown(procs)
 

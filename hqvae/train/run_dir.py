@@ -2,7 +2,8 @@
 
     runs/<name>/
       run.json                 the resolved training config, model type, data provenance, versions,
-                               status ("running" | "finished" | "stopped_nan" | "failed"), step,
+                               status ("running" | "finished" | "interrupted" | "stopped_nan" |
+                               "failed"), message, step,
                                wall time, best validation step
       metrics.jsonl            one JSON object per line: {"step", "split": "train" | "val", ...}
       checkpoints/last/        config.json + model.safetensors + train_state.pt (resume)
@@ -31,7 +32,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from hqvae.io import atomic_write_bytes, atomic_write_json
+from hqvae.io import WriteFailed, atomic_write_bytes, atomic_write_json
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -84,19 +85,29 @@ class RunDir:
             raise FileNotFoundError(
                 f"{self.root} is not an hqvae run: {RUN_FILE} is missing (create one with `hqvae train --out {self.root}`)"
             )
+        fix = (f"restore it from a copy, or start the run over with `hqvae train --out {self.root} --force "
+               f"--config ...`")
         try:
-            return json.loads(self.run_file.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{self.run_file} is not valid JSON ({error}); the run folder is damaged") from error
+            info = json.loads(self.run_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{self.run_file} is not valid JSON ({error}): it is damaged; {fix}") from None
+        if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+            raise ValueError(f"{self.run_file} is not an hqvae run.json (no config section): it is damaged or "
+                             f"foreign; {fix}")
+        return info
 
     def write_info(self, info: dict) -> None:
         atomic_write_json(self.run_file, info)
 
     def append_metrics(self, record: dict) -> None:
         """Append one JSON line (an append of one line is the unit; a torn last line is skipped on read)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics_file, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.metrics_file, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as error:
+            raise WriteFailed(self.metrics_file, error.errno, os.strerror(error.errno) if error.errno else str(error)) \
+                from error
 
     def truncate_metrics(self, step: int) -> None:
         """Keep only the records up to ``step`` (a resumed run rewrites the steps after its checkpoint)."""
