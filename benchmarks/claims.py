@@ -119,6 +119,9 @@ def summary_of(result: dict) -> dict:
         "usage": [layer["usage"] for layer in layers],
         "minibatch_perplexity": [layer["minibatch_perplexity"] for layer in layers],
         "least_used_layer_perplexity": min(layer["perplexity"] for layer in layers),
+        "information_bits_per_item": [layer.get("information_bits_per_item") for layer in layers],
+        "least_informative_layer_bits": min((layer["information_bits_per_item"] for layer in layers
+                                             if "information_bits_per_item" in layer), default=None),
         "bits_per_item": result["rate"]["bits_per_item"],
         "coarse_to_fine_rmse": [point["rmse"] for point in result.get("coarse_to_fine", [])],
     }
@@ -134,9 +137,7 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
     record_path = out / "claims-record.json"
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        # both through from_dict, so that keys added to the config since (at their defaults) match
-        stored = TrainConfig.from_dict(record.get("config") or {}).to_dict()
-        if json.dumps(stored) == json.dumps(run_config(dataset, model, steps, seed, device, settings).to_dict()):
+        if same_config(record.get("config") or {}, run_config(dataset, model, steps, seed, device, settings).to_dict()):
             print(f"  {dataset} {model} seed {seed}: finished earlier, reusing {record_path}", flush=True)
             return record
     config = run_config(dataset, model, steps, seed, device, settings)
@@ -172,6 +173,36 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
     return record
 
 
+def same_config(a: dict, b: dict) -> bool:
+    """Both through ``TrainConfig.from_dict``, so that keys added to the config since (at their
+    defaults) match."""
+    return json.dumps(TrainConfig.from_dict(a).to_dict()) == json.dumps(TrainConfig.from_dict(b).to_dict())
+
+
+def earlier_baseline(path: Path, dataset: str, model: str, steps: int, seed: int, device: str,
+                     settings: Sequence[str]) -> dict | None:
+    """A deterministic baseline's record from an earlier result file (``--baselines-from``), when
+    that run had exactly this configuration. Its per-layer information is filled in from the stored
+    histogram: a VQ layer's posterior is a point mass, so I(x; k) = H(p), exactly (SPEC §5)."""
+    for record in json.loads(path.read_text())["runs"]:
+        if (record["model"], record["seed"]) != (model, seed):
+            continue
+        if not same_config(record["config"], run_config(dataset, model, steps, seed, device, settings).to_dict()):
+            return None
+        if any(layer["quantizer"] != "vq" for layer in record["final"]["layers"]):
+            return None
+        for layer in record["final"]["layers"]:
+            layer.setdefault("marginal_entropy_bits", layer["entropy_bits"])
+            layer.setdefault("conditional_entropy_bits", 0.0)
+            layer.setdefault("information_bits", layer["entropy_bits"])
+            layer.setdefault("information_bits_per_item", layer["entropy_bits"] * layer["positions"])
+        record["summary"].update({key: value for key, value in summary_of(record["final"]).items()
+                                  if key not in record["summary"] or "information" in key})
+        record["reused_from"] = str(path)
+        return record
+    return None
+
+
 def verdicts(records: list[dict]) -> list[dict]:
     """Per pair and seed: does SQ beat VQ on the least-used layer's perplexity and on test RMSE;
     is rsqvae's coarse-to-fine error monotone."""
@@ -189,6 +220,10 @@ def verdicts(records: list[dict]) -> list[dict]:
                 "least_used_perplexity": {vq: a["least_used_layer_perplexity"], sq: b["least_used_layer_perplexity"]},
                 "rmse": {vq: a["rmse"], sq: b["rmse"]},
                 "sq_wins_least_used_perplexity": b["least_used_layer_perplexity"] > a["least_used_layer_perplexity"],
+                "least_informative_bits": {vq: a.get("least_informative_layer_bits"),
+                                           sq: b.get("least_informative_layer_bits")},
+                "sq_wins_least_informative_bits": (None if b.get("least_informative_layer_bits") is None else
+                                                   b["least_informative_layer_bits"] > a["least_informative_layer_bits"]),
                 "sq_wins_rmse": b["rmse"] < a["rmse"],
                 "rmse_order_by_step": [
                     {"step": p["step"], "sq_better": q["rmse"] < p["rmse"]} for p, q in zip(curve_vq, curve_sq)
@@ -213,21 +248,26 @@ def markdown(result: dict) -> str:
         + (f" Training time of all runs: {result['train_wall_time_s_total'] / 60:.0f} min."
            if "train_wall_time_s_total" in result else ""),
         "",
-        "| model | seed | RMSE | PSNR | SSIM | perplexity per layer | usage per layer | train img/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | seed | RMSE | PSNR | SSIM | information per layer, bits/item | perplexity per layer | "
+        "usage per layer | train img/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
         s = r["summary"]
+        bits = s.get("information_bits_per_item") or []
         lines.append(
             f"| {r['model']} | {r['seed']} | {s['rmse']:.4f} | {s['psnr']:.2f} | "
-            f"{s['ssim']:.4f} | {' / '.join('%.1f' % p for p in s['perplexity'])} | "
+            f"{s['ssim']:.4f} | {' / '.join('%.0f' % b if b is not None else '–' for b in bits) or '–'} | "
+            f"{' / '.join('%.1f' % p for p in s['perplexity'])} | "
             f"{' / '.join('%.2f' % u for u in s['usage'])} | {r['train_img_per_s_median'] or float('nan'):.0f} |"
         )
-    lines += ["", "| pair | seed | SQ wins least-used-layer perplexity | SQ wins RMSE | SQ better RMSE by step | rsqvae coarse-to-fine monotone |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| pair | seed | SQ wins least-informative-layer bits | SQ wins least-used-layer perplexity | "
+              "SQ wins RMSE | SQ better RMSE by step | rsqvae coarse-to-fine monotone |",
+              "|---|---|---|---|---|---|---|"]
     for v in result["verdicts"]:
         order = ", ".join(f"{o['step']}:{'SQ' if o['sq_better'] else 'VQ'}" for o in v["rmse_order_by_step"])
-        lines.append(f"| {v['pair']} | {v['seed']} | {v['sq_wins_least_used_perplexity']} | {v['sq_wins_rmse']} | "
+        lines.append(f"| {v['pair']} | {v['seed']} | {v.get('sq_wins_least_informative_bits', '–')} | "
+                     f"{v['sq_wins_least_used_perplexity']} | {v['sq_wins_rmse']} | "
                      f"{order} | {v.get('rsqvae_coarse_to_fine_monotone', '')} |")
     return "\n".join(lines) + "\n"
 
@@ -297,10 +337,13 @@ def strips(result: dict, stem: Path, test_set, items: int = 4) -> list[str]:
     for r in result["runs"]:
         if r["seed"] != result["seeds"][0] or len(r["summary"]["perplexity"]) < 2:
             continue
+        path = stem.with_name(f"{stem.name}-strip-{r['model']}.png")
+        if not Path(r["run_dir"]).is_dir():  # a baseline reused from an earlier file: keep its strip
+            files += [path.name] if path.is_file() else []
+            continue
         model = RunDir(r["run_dir"]).load_model("last")
         with torch.no_grad():
             progressive = [p.clamp(0, 1) for p in model.decode_progressive(model.encode(x))]
-        path = stem.with_name(f"{stem.name}-strip-{r['model']}.png")
         coarse_to_fine_strip(x, progressive, path, spectrogram="log_mel" in test_set.meta)
         files.append(path.name)
     return files
@@ -329,6 +372,10 @@ def main() -> None:
     parser.add_argument("--set", dest="settings", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
                         help="training-config overrides for every run, e.g. temperature.decay=1e-5 "
                              "model.overrides.init_variance=1 (use with --label and --runs)")
+    parser.add_argument("--baselines-from", metavar="JSON",
+                        help="reuse the VQ runs of an earlier result file with exactly the same configuration "
+                             "(e.g. benchmarks/results/claims-{dataset}.json, a copy kept before re-running), "
+                             "instead of training them again; their information per layer is their histogram entropy")
     parser.add_argument("--summary", nargs="+", metavar="JSON",
                         help="only print one Markdown table summarising these result files")
     parser.add_argument("--render", action="store_true",
@@ -356,8 +403,13 @@ def main() -> None:
         for vq, sq in pairs:
             for seed in args.seeds:
                 for model in (vq, sq):
-                    records.append(train_and_evaluate(dataset, model, steps, seed, args.device, Path(args.runs), test_set,
-                                                      args.settings))
+                    earlier = (earlier_baseline(Path(args.baselines_from.format(dataset=dataset)), dataset, model,
+                                                steps, seed, args.device, args.settings)
+                               if args.baselines_from and model == vq else None)
+                    if earlier is not None:
+                        print(f"  {dataset} {model} seed {seed}: reusing the baseline of {earlier['reused_from']}")
+                    records.append(earlier or train_and_evaluate(dataset, model, steps, seed, args.device,
+                                                                 Path(args.runs), test_set, args.settings))
         result = {
             "benchmark": "HQ-VAE claims: VQ vs SQ at equal architecture and budget",
             "dataset": dataset,
@@ -387,8 +439,8 @@ def main() -> None:
 def summary_table(results: list[dict]) -> str:
     """One Markdown row per dataset and pair: test RMSE and least-used-layer perplexity of each
     model (mean over seeds), and on how many seeds SQ wins each."""
-    lines = ["| data | steps | settings | pair | RMSE VQ / SQ | least-used perplexity VQ / SQ | SQ wins perplexity "
-             "| SQ wins RMSE |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| data | steps | settings | pair | RMSE VQ / SQ | least-informative layer bits VQ / SQ | "
+             "least-used perplexity VQ / SQ | SQ wins bits | SQ wins RMSE |", "|---|---|---|---|---|---|---|---|---|"]
     for result in results:
         for vq, sq in PAIRS:
             rows = [v for v in result["verdicts"] if v["pair"] == f"{vq}/{sq}"]
@@ -396,15 +448,19 @@ def summary_table(results: list[dict]) -> str:
                 continue
 
             def mean(key, model):
-                return sum(v[key][model] for v in rows) / len(rows)
+                values = [v[key][model] for v in rows if v.get(key, {}).get(model) is not None]
+                return sum(values) / len(values) if values else float("nan")
 
+            bits_known = [v for v in rows if v.get("sq_wins_least_informative_bits") is not None]
             lines.append(
                 f"| {result['dataset_label']} | {result['budget']['steps']} | "
                 f"{' '.join(result.get('settings') or []) or 'default'} | {vq}/{sq} | "
                 f"{mean('rmse', vq):.4f} / {mean('rmse', sq):.4f} | "
+                f"{mean('least_informative_bits', vq):.0f} / {mean('least_informative_bits', sq):.0f} | "
                 f"{mean('least_used_perplexity', vq):.1f} / {mean('least_used_perplexity', sq):.1f} | "
-                f"{sum(v['sq_wins_least_used_perplexity'] for v in rows)}/{len(rows)} | "
-                f"{sum(v['sq_wins_rmse'] for v in rows)}/{len(rows)} |")
+                + (f"{sum(v['sq_wins_least_informative_bits'] for v in bits_known)}/{len(bits_known)} | "
+                   if bits_known else "– | ")
+                + f"{sum(v['sq_wins_rmse'] for v in rows)}/{len(rows)} |")
     return "\n".join(lines) + "\n"
 
 

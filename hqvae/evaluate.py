@@ -10,6 +10,9 @@ posterior / nearest VQ code) in eval mode without gradients, on pixels in [0, 1]
   histogram of hard indices with its perplexity exp(H(p_l)), usage (fraction of codes used at
   least once) and entropy H(p_l) in bits, and the paper-style mini-batch perplexity (exp(H) of
   each mini-batch of ``minibatch_perplexity_batch`` consecutive items, averaged);
+* per layer, for models that expose their posteriors (``encode_posteriors``): the plug-in mutual
+  information between the data and the layer's code, I = H(p̄) − mean H(P(· | x)), in bits per
+  position and per item (:mod:`hqvae.metrics.information`; VQ layers: the histogram entropy);
 * rate: nominal Σ_l n_l·log2 K_l and empirical-entropy Σ_l n_l·H(p_l) bits per item;
 * coarse to fine (models with more than one layer): reconstruction metrics of
   ``model.decode(codes, upto=m)`` for m = 1..L with the nominal rate of those m layers.
@@ -33,7 +36,7 @@ from torch import Tensor, nn
 
 from hqvae.code_layers import codebook_sizes, to_layers
 from hqvae.data import make_loader
-from hqvae.metrics import CodebookUsage, MinibatchPerplexity, ReconstructionMetrics, bits_per_item
+from hqvae.metrics import CodebookUsage, LayerInformation, MinibatchPerplexity, ReconstructionMetrics, bits_per_item
 from hqvae.metrics import entropy_bits_per_item
 from hqvae.metrics.distributed import all_reduce, is_distributed
 
@@ -125,7 +128,9 @@ def evaluate(
         ``reconstruction`` {rmse, mse, psnr, ssim (≥ 11×11 pixels), lpips (only with weights), items},
         ``layers``: one dict per layer {layer, kind, quantizer, grid [h, w] (PQ-VAE: [G]), positions n_l,
         codebook_size K_l, bits n_l·log2 K_l, perplexity, usage, codes_used, entropy_bits,
-        minibatch_perplexity, minibatch_perplexity_batch_size, counts (histogram, K_l ints)},
+        minibatch_perplexity, minibatch_perplexity_batch_size, counts (histogram, K_l ints), and
+        with ``encode_posteriors``: marginal_entropy_bits, conditional_entropy_bits,
+        information_bits (per position), information_bits_per_item},
         ``rate`` {bits_per_item, entropy_bits_per_item, bits_per_pixel (nominal bits / (H·W))},
         ``coarse_to_fine``: one dict per m = 1..L {layers m, bits_per_item, rmse, mse, psnr,
         ssim} (only the full code when ``progressive`` is false or L = 1), ``time_s``.
@@ -140,6 +145,8 @@ def evaluate(
     start = time.perf_counter()
 
     usage = [CodebookUsage(k) for k in sizes]
+    posteriors_known = hasattr(model, "encode_posteriors")
+    information = [LayerInformation(k) for k in sizes] if posteriors_known else []
     minibatch = [_MinibatchChunks(k, minibatch_perplexity_batch) for k in sizes]
     recon: dict[int, ReconstructionMetrics] = {}
     lpips_sum = torch.zeros(2, dtype=torch.float64)  # (Σ LPIPS, items)
@@ -150,12 +157,14 @@ def evaluate(
         if not recon:
             shape = tuple(x.shape[1:])
             recon = {m: ReconstructionMetrics(with_ssim=min(shape[-2:]) >= SSIM_MIN_SIZE) for m in depths}
-        codes = model.encode(x)
+        codes, posteriors = model.encode_posteriors(x) if posteriors_known else (model.encode(x), None)
         layer_codes = to_layers(model, codes)
         grids = [tuple(code.shape[1:]) for code in layer_codes]
         for layer, code in enumerate(layer_codes):
             usage[layer].update(code)
             minibatch[layer].update(code)
+            if posteriors_known:
+                information[layer].update(code, posteriors[layer])
         for m in depths:
             x_hat = model.decode(codes, upto=m)
             recon[m].update(x_hat, x)
@@ -164,7 +173,7 @@ def evaluate(
     if not recon:
         raise ValueError("the data set is empty: nothing to evaluate")
 
-    for meter in usage + [chunks.finish() for chunks in minibatch] + list(recon.values()):
+    for meter in usage + information + [chunks.finish() for chunks in minibatch] + list(recon.values()):
         meter.all_reduce()
     lpips_sum = all_reduce(lpips_sum)
 
@@ -188,6 +197,8 @@ def evaluate(
             "minibatch_perplexity_batch_size": batches["batch_size"],
             "counts": counts.counts.tolist(),
         })
+        if posteriors_known:
+            layers[-1].update(information[layer].compute(stats["positions_per_item"]))
 
     full = recon[num_layers].compute()
     reconstruction = {key: full[key] for key in ("rmse", "mse", "psnr", "ssim") if key in full}

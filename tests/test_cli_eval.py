@@ -35,7 +35,8 @@ ITEMS = 40  # evaluated items
 SPEC_KEYS = {"schema", "model", "data", "settings", "reconstruction", "layers", "rate", "coarse_to_fine", "run",
              "checkpoint", "files", "hqvae_version", "created"}
 LAYER_KEYS = {"layer", "kind", "quantizer", "grid", "positions", "codebook_size", "bits", "perplexity", "usage",
-              "codes_used", "entropy_bits", "minibatch_perplexity", "minibatch_perplexity_batch_size", "counts"}
+              "codes_used", "entropy_bits", "minibatch_perplexity", "minibatch_perplexity_batch_size", "counts",
+              "marginal_entropy_bits", "conditional_entropy_bits", "information_bits", "information_bits_per_item"}
 
 
 # ----------------------------------------------------------------------------- run folders

@@ -23,11 +23,17 @@ QUANTIZERS = {
     "sq_gaussian_1": lambda cl: StochasticQuantizer(DIM, K, channel_last=cl),
     "sq_floor": lambda cl: StochasticQuantizer(DIM, K, var_floor=True, channel_last=cl),
     "sq_vmf": lambda cl: StochasticQuantizer(DIM, K, variance="vmf", channel_last=cl),
+    "sq_data": lambda cl: StochasticQuantizer(DIM, K, init="data", channel_last=cl),
+    "sq_data_bounded": lambda cl: StochasticQuantizer(DIM, K, init="data", bounded_variance=True, channel_last=cl),
     "rq": lambda cl: ResidualQuantizer([VectorQuantizer(DIM, K, channel_last=cl) for _ in range(3)]),
     "rq_shared": lambda cl: ResidualQuantizer(
         [VectorQuantizer(DIM, K, ema=False, init="normal", channel_last=cl) for _ in range(3)], shared_codebook=True
     ),
     "rsq": lambda cl: ResidualQuantizer([StochasticQuantizer(DIM, K, channel_last=cl) for _ in range(3)]),
+    "rsq_data": lambda cl: ResidualQuantizer([StochasticQuantizer(DIM, K, init="data", channel_last=cl) for _ in range(3)]),
+    "rsq_data_shared": lambda cl: ResidualQuantizer(
+        [StochasticQuantizer(DIM, K, init="data", channel_last=cl) for _ in range(3)], shared_codebook=True
+    ),
 }
 
 LAYOUTS = {  # name -> (input shape, channel_last)

@@ -2,18 +2,20 @@
 
 Per item (pure torch, shape (B,)): :func:`mse`, :func:`rmse`, :func:`psnr`, :func:`ssim`.
 Accumulators (``update`` per batch, ``merge``, ``all_reduce`` for DDP, then ``compute``):
-:class:`ReconstructionMetrics`, :class:`CodebookUsage`, :class:`MinibatchPerplexity`.
+:class:`ReconstructionMetrics`, :class:`CodebookUsage`, :class:`MinibatchPerplexity`,
+:class:`LayerInformation` (plug-in mutual information between the data and a layer's codes).
 Rates: :func:`bits_per_item`, :func:`entropy_bits_per_item`.  LPIPS only with user-supplied
 weights: :func:`load_lpips`.
 """
 
 from hqvae.metrics.codebook import CodebookUsage, MinibatchPerplexity, entropy_bits
 from hqvae.metrics.image import mse, psnr, rmse, ssim
+from hqvae.metrics.information import LayerInformation
 from hqvae.metrics.lpips import LPIPS, load_lpips
 from hqvae.metrics.rate import bits_per_item, entropy_bits_per_item
 from hqvae.metrics.reconstruction import ReconstructionMetrics
 
 __all__ = [
-    "LPIPS", "CodebookUsage", "MinibatchPerplexity", "ReconstructionMetrics", "bits_per_item", "entropy_bits",
+    "LPIPS", "CodebookUsage", "LayerInformation", "MinibatchPerplexity", "ReconstructionMetrics", "bits_per_item", "entropy_bits",
     "entropy_bits_per_item", "load_lpips", "mse", "psnr", "rmse", "ssim",
 ]

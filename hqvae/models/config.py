@@ -41,8 +41,11 @@ class LayerConfig:
     downsample: injected layers: input size / latent grid size (power of 2, ≥ 2);
         residual layers: None (they inherit their group's resolution).
     beta, ema, decay, vq_init, dead_code_threshold: ``VectorQuantizer`` options (VQ layers).
-    init_variance, var_floor: ``StochasticQuantizer`` options (SQ layers): s² = [1 +] exp(log_s2),
-        exp(log_s2) starting at ``init_variance``.
+    init_variance, var_floor, bounded_variance, sq_init, init_noise, init_variance_ratio:
+        ``StochasticQuantizer`` options (SQ layers): s² = [1 +] exp(log_s2) or 2·s²₀·sigmoid(θ);
+        ``sq_init="normal"`` starts from an N(0, 1) codebook and ``init_variance``, ``"data"`` from
+        the layer's inputs on the first training batch (codebook = rows + ``init_noise``·σ noise,
+        s² = ``init_variance_ratio`` × their variance).
     shared_codebook: residual groups: share the codebook of depth 0 with every depth
         (must agree within a group).
     """
@@ -59,6 +62,10 @@ class LayerConfig:
     dead_code_threshold: float = 0.0
     init_variance: float = 20.0
     var_floor: bool = True
+    bounded_variance: bool = False
+    sq_init: str = "normal"
+    init_noise: float = 0.2
+    init_variance_ratio: float = 1.0
     shared_codebook: bool = False
 
     @classmethod

@@ -131,13 +131,15 @@ class HQVAE(PretrainedMixin, nn.Module):
                     logs[f"{name}/{layer}"] = value
         return ModelOutput(x_hat=x_hat, codes=codes, loss=loss, terms=terms, logs=logs)
 
-    def _top_down(self, features: dict[int, Tensor]) -> tuple[Tensor, list[QuantizerOutput]]:
+    def _top_down(
+        self, features: dict[int, Tensor], return_probs: bool = False
+    ) -> tuple[Tensor, list[QuantizerOutput]]:
         """Run the groups coarse to fine -> (final state, each group's quantizer output with
         indices (B, h, w, depth))."""
         state = None
         outputs = []
         for group in self.groups:
-            state, out = group(state, features[group.factor])
+            state, out = group(state, features[group.factor], return_probs=return_probs)
             outputs.append(out)
         return state, outputs
 
@@ -153,6 +155,20 @@ class HQVAE(PretrainedMixin, nn.Module):
         with evaluating(self):
             _, outputs = self._top_down(self.encoder(x))
         return [code for group, out in zip(self.groups, outputs) for code in group.split_indices(out.indices)]
+
+    def encode_posteriors(self, x: Tensor) -> tuple[list[Tensor], list[Tensor | None]]:
+        """x (B, C, H, W) -> (the codes of ``encode``, and per layer the posterior P(k | x) as
+        (B·h_l·w_l, K_l) rows in the codes' order — None for a VQ layer, whose posterior is the
+        point mass on its code). In eval mode without gradients, like ``encode``."""
+        self.check_input(x)
+        with evaluating(self):
+            _, outputs = self._top_down(self.encoder(x), return_probs=True)
+        codes, posteriors = [], []
+        for group, out in zip(self.groups, outputs):
+            codes += group.split_indices(out.indices)
+            probs = out.probs if isinstance(out.probs, list) else [out.probs]
+            posteriors += probs if group.stochastic else [None] * group.depth
+        return codes, posteriors
 
     def decode(self, codes: Sequence[Tensor], upto: int | None = None, fill: str = "mean") -> Tensor:
         """codes (as from ``encode``) -> x̂ (B, C, H, W), decoded from the first ``upto`` layers.

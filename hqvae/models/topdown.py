@@ -44,6 +44,10 @@ def build_quantizer(layer: LayerConfig) -> nn.Module:
         variance="gaussian_1",
         init_variance=layer.init_variance,
         var_floor=layer.var_floor,
+        bounded_variance=layer.bounded_variance,
+        init=layer.sq_init,
+        init_noise=layer.init_noise,
+        init_variance_ratio=layer.init_variance_ratio,
     )
 
 
@@ -88,13 +92,19 @@ class ResolutionGroup(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, state: Tensor | None, feature: Tensor) -> tuple[Tensor, QuantizerOutput]:
+    @property
+    def stochastic(self) -> bool:
+        return isinstance(self.quantizers[0], StochasticQuantizer)
+
+    def forward(
+        self, state: Tensor | None, feature: Tensor, return_probs: bool = False
+    ) -> tuple[Tensor, QuantizerOutput]:
         """(previous state (B, hidden, h', w') or None, feature (B, hidden, h, w))
         -> (new state (B, hidden, h, w), the quantizer's output on ẑ (B, d, h, w), its indices
-        always (B, h, w, depth))."""
+        always (B, h, w, depth)). ``return_probs``: SQ groups also return their posteriors."""
         up = None if self.first else self.up(state)
         z = self.merge_in(feature if self.first else torch.cat([up, feature], dim=1))
-        out = self.quantizer(z)
+        out = self.quantizer(z, return_probs=True) if return_probs and self.stochastic else self.quantizer(z)
         if not isinstance(self.quantizer, ResidualQuantizer):
             out.indices = out.indices.unsqueeze(-1)
         return self._merge_out(up, out.z_q), out

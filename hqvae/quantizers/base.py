@@ -45,6 +45,32 @@ class QuantizerOutput:
     partial_sums: list[Tensor] | None = None
 
 
+class LazyInitFlag:
+    """The ``initialized`` buffer of a quantizer that initialises its codebook from the first
+    training batch. The flag is saved with the weights; it is read once and then remembered, so
+    that training steps on a GPU do not synchronise with the host to read a flag that only ever
+    turns from False to True. A checkpoint written before the flag existed counts as initialised
+    (its weights were trained)."""
+
+    _initialized_seen = False
+
+    def known_initialized(self) -> bool:
+        if not self._initialized_seen:
+            self._initialized_seen = bool(self.initialized)
+        return self._initialized_seen
+
+    def mark_initialized(self) -> None:
+        self.initialized.fill_(True)
+        self._initialized_seen = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._initialized_seen = False  # read the loaded flag afresh
+        key = prefix + "initialized"
+        if key not in state_dict and any(name.startswith(prefix) for name in state_dict):
+            state_dict[key] = torch.tensor(True)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 # ----------------------------------------------------------------------------- layouts
 
 

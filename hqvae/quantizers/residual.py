@@ -54,6 +54,7 @@ class ResidualQuantizer(nn.Module):
                     raise ValueError("a shared codebook needs the same codebook_size in every layer")
                 if isinstance(first.weight, nn.Parameter):
                     layer.weight = first.weight
+                    layer.owns_codebook = False  # SQ data init: depth 0 fills the shared codebook
                 else:  # EMA buffers: the same tensors, updated by every depth
                     for name in ("weight", "weight_avg", "cluster_size", "initialized"):
                         setattr(layer, name, getattr(first, name))
@@ -85,7 +86,8 @@ class ResidualQuantizer(nn.Module):
             raise ValueError(f"indices have depth {indices.shape[-1]}, cannot embed the first {upto} layers")
         return sum(self.layers[l].embed(indices[..., l]) for l in range(upto))
 
-    def forward(self, z: Tensor, return_partial_sums: bool = False) -> QuantizerOutput:
+    def forward(self, z: Tensor, return_partial_sums: bool = False, return_probs: bool = False) -> QuantizerOutput:
+        """``return_probs``: SQ stacks also return every depth's posterior in eval mode."""
         residual = z
         total = torch.zeros_like(z)
         partial_sums, indices, probs = [], [], []
@@ -93,7 +95,7 @@ class ResidualQuantizer(nn.Module):
         logs: dict[str, Tensor] = {}
         for depth, layer in enumerate(self.layers):
             if self.stochastic:
-                out = layer(residual, continuous_loss=False)
+                out = layer(residual, continuous_loss=False, return_probs=return_probs)
                 step = out.z_q  # soft mixture in training, hard code in eval
                 probs.append(out.probs)
             else:

@@ -16,8 +16,17 @@ and ``loss`` is the batch mean of their sum. s² is trained by the same loss (se
 Variance types: "gaussian_1" one learnt scalar; "gaussian_2" / "gaussian_3" / "gaussian_4" add an
 externally predicted log-variance per item / per position / per position and channel:
 s² = exp(log_var) + exp(log_s2). ``var_floor=True`` adds 1 (s² = 1 + ...), as in the public
-SQ-VAE vision code. "vmf": codes and ẑ are ℓ2-normalised, logits κ⟨ẑ, ē_k⟩, continuous term
-κ Σ (1 − ⟨ẑ, z_q⟩), κ = 1 + exp(log_kappa).
+SQ-VAE vision code. ``bounded_variance=True`` uses s² = 2·s²₀·sigmoid(θ) instead (θ starts at 0, so
+s² starts at s²₀ and stays in (0, 2·s²₀)), as in the SQ-VAE authors' later minimal code. "vmf":
+codes and ẑ are ℓ2-normalised, logits κ⟨ẑ, ē_k⟩, continuous term κ Σ (1 − ⟨ẑ, z_q⟩),
+κ = 1 + exp(log_kappa).
+
+Initialisation (SPEC §1.2): ``init="normal"`` starts from an N(0, 1) codebook and s² from
+``init_variance`` (the public SQ-VAE code). ``init="data"`` gives the layer the same kind of start
+as the k-means VQ baselines: on the first training forward, the codebook becomes K random rows of
+the layer's own inputs plus ``init_noise``·σ Gaussian noise (σ² the inputs' mean per-dimension
+variance v), and s² becomes ``init_variance_ratio``·v. Under DDP rank 0 draws and broadcasts. The
+``initialized`` flag is saved with the weights, so resumed and loaded models never re-initialise.
 """
 from __future__ import annotations
 
@@ -29,6 +38,7 @@ from torch import Tensor, nn
 
 from .base import (
     DISTANCE_CHUNK_ELEMENTS,
+    LazyInitFlag,
     QuantizerOutput,
     code_counts,
     flatten_latents,
@@ -38,21 +48,31 @@ from .base import (
     perplexity_of_counts,
     upcast,
 )
+from .distributed import all_gather_rows, broadcast_
 from .relaxed import RelaxedGaussianSample, gumbel_noise
 
 VARIANCE_TYPES = ("gaussian_1", "gaussian_2", "gaussian_3", "gaussian_4", "vmf")
 VARIANCE_MIN = 1e-10
+INITS = ("normal", "data")
 
 
-class StochasticQuantizer(nn.Module):
+class StochasticQuantizer(LazyInitFlag, nn.Module):
     """SQ layer: Gumbel-softmax relaxed mixture in training, argmax in eval.
 
     Args:
         dim: channel size of the input latents (and of the codes).
         codebook_size: number of codes K.
         variance: one of "gaussian_1" (default), "gaussian_2", "gaussian_3", "gaussian_4", "vmf".
-        init_variance: initial exp(log_s2) for the Gaussian forms (s² = [1 +] exp(log_s2)).
+        init_variance: initial exp(log_s2) for the Gaussian forms (s² = [1 +] exp(log_s2)); with
+            ``bounded_variance``, the initial s² = s²₀ itself. Unused with ``init="data"``.
         var_floor: add 1 to the variance (the public SQ-VAE vision parametrisation).
+        bounded_variance: s² = 2·s²₀·sigmoid(θ) (Gaussian types; not with ``var_floor``).
+        init: "normal" (N(0, 1) codebook, s² from ``init_variance``) or "data" (codebook and s²
+            from the first training batch, see the module docstring).
+        init_noise: "data" init: noise added to the chosen rows, in units of the inputs' std.
+        init_variance_ratio: "data" init: s² starts at this multiple of the inputs' mean
+            per-dimension variance (the Gaussian forms; with ``var_floor`` the floor's 1 is
+            part of it, and the learnt part is clamped at 1e-3·s² when the ratio asks for less).
         init_kappa: initial concentration κ for "vmf".
         temperature: initial Gumbel temperature τ (see ``set_temperature``).
         eval_sample: in eval mode draw a categorical sample instead of the argmax.
@@ -68,6 +88,10 @@ class StochasticQuantizer(nn.Module):
         variance: str = "gaussian_1",
         init_variance: float = 20.0,
         var_floor: bool = False,
+        bounded_variance: bool = False,
+        init: str = "normal",
+        init_noise: float = 0.2,
+        init_variance_ratio: float = 1.0,
         init_kappa: float = 10.0,
         temperature: float = 1.0,
         eval_sample: bool = False,
@@ -77,18 +101,35 @@ class StochasticQuantizer(nn.Module):
         super().__init__()
         if variance not in VARIANCE_TYPES:
             raise ValueError(f"variance must be one of {VARIANCE_TYPES}, got {variance!r}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if bounded_variance and (var_floor or variance == "vmf"):
+            raise ValueError("bounded_variance replaces var_floor and applies to the Gaussian forms; "
+                             "pass only one of them, and not with variance='vmf'")
+        if not (init_variance > 0 and init_variance_ratio > 0 and init_noise >= 0):
+            raise ValueError(f"need init_variance > 0, init_variance_ratio > 0 and init_noise ≥ 0, got "
+                             f"{init_variance}, {init_variance_ratio} and {init_noise}")
         self.dim = dim
         self.codebook_size = codebook_size
         self.variance_type = variance
         self.var_floor = var_floor
+        self.bounded_variance = bounded_variance
+        self.init = init
+        self.init_noise = init_noise
+        self.init_variance_ratio = init_variance_ratio
         self.eval_sample = eval_sample
         self.fused = fused
         self.channel_last = channel_last
         self.weight = nn.Parameter(torch.randn(codebook_size, dim))
         if variance == "vmf":
             self.log_kappa = nn.Parameter(torch.tensor(math.log(max(init_kappa - 1.0, 1e-6))))
+        elif bounded_variance:
+            self.register_buffer("variance_bound", torch.tensor(float(init_variance)))  # s²₀
+            self.variance_logit = nn.Parameter(torch.zeros(()))  # θ
         else:
             self.log_s2 = nn.Parameter(torch.tensor(math.log(init_variance)))
+        self.register_buffer("initialized", torch.tensor(init == "normal"))
+        self.owns_codebook = True  # False for the deeper depths of a residual stack sharing one codebook
         self.set_temperature(temperature)
 
     # ------------------------------------------------------------------ vocabulary
@@ -123,7 +164,10 @@ class StochasticQuantizer(nn.Module):
 
     def variance(self, log_var_rows: Tensor | None = None) -> Tensor:
         """s² as a scalar, or per row ((N, 1) or (N, dim)) for types II–IV, in float32."""
-        s2 = upcast(self.log_s2).exp()
+        if self.bounded_variance:
+            s2 = 2.0 * upcast(self.variance_bound) * torch.sigmoid(upcast(self.variance_logit))
+        else:
+            s2 = upcast(self.log_s2).exp()
         if log_var_rows is not None:
             s2 = s2 + upcast(log_var_rows).exp()
         if self.var_floor:
@@ -133,7 +177,8 @@ class StochasticQuantizer(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, codebook_size={self.codebook_size}, variance={self.variance_type!r}, "
-            f"var_floor={self.var_floor}, temperature={self.temperature:.4g}"
+            f"var_floor={self.var_floor}, bounded_variance={self.bounded_variance}, init={self.init!r}, "
+            f"temperature={self.temperature:.4g}"
         )
 
     # ------------------------------------------------------------------ forward
@@ -160,6 +205,8 @@ class StochasticQuantizer(nn.Module):
         log_var_rows = self._log_var_rows(z, log_var)
         with fp32_island(z.device):
             x = upcast(rows)  # (N, d)
+            if self.training and not self.known_initialized():
+                self._initialise(x.detach())
             codebook = upcast(self.codebook)  # (K, d)
             if self.is_vmf:
                 x = l2_normalize(x)
@@ -171,9 +218,9 @@ class StochasticQuantizer(nn.Module):
                 z_q, neg_entropy_rows, probs, indices = RelaxedGaussianSample.apply(
                     x, codebook, 0.5 / scale, self.temperature
                 )
-            elif not self.training and not return_probs and not torch.is_grad_enabled():
-                indices, neg_entropy_rows = self._hard_codes_in_chunks(x, codebook, scale)
-                z_q, probs = F.embedding(indices, codebook), None
+            elif not self.training and not torch.is_grad_enabled():
+                indices, neg_entropy_rows, probs = self._hard_codes_in_chunks(x, codebook, scale, return_probs)
+                z_q = F.embedding(indices, codebook)
             else:
                 logits = self._logits(x, codebook, scale)  # (N, K), up to a row constant
                 log_probs = torch.log_softmax(logits, dim=-1)
@@ -217,6 +264,30 @@ class StochasticQuantizer(nn.Module):
             return scale * (1.0 - (x * z_q).sum(-1)).sum() / batch
         return ((x - z_q).pow(2) * (0.5 / scale)).sum() / batch
 
+    # ------------------------------------------------------------------ data initialisation
+
+    @torch.no_grad()
+    def _initialise(self, x: Tensor) -> None:
+        """Codebook and s² from the rows x (N, d) of the first training batch (gathered over DDP
+        ranks; rank 0 draws, every rank receives the same values)."""
+        x = all_gather_rows(x)
+        variance = x.var(dim=0, unbiased=False).mean()  # v: mean per-dimension variance
+        rows = x[torch.randint(x.shape[0], (self.codebook_size,), device=x.device)]
+        codes = rows + self.init_noise * variance.sqrt() * torch.randn_like(rows)
+        broadcast_(codes)
+        broadcast_(variance)
+        if self.owns_codebook:
+            self.weight.data.copy_(codes)
+        if not self.is_vmf:
+            target = self.init_variance_ratio * variance  # the s² to start from
+            if self.bounded_variance:
+                self.variance_bound.copy_(target)
+                self.variance_logit.data.zero_()
+            else:
+                learnt = target - 1.0 if self.var_floor else target
+                self.log_s2.data.copy_(learnt.clamp_min(1e-3 * target).log())
+        self.mark_initialized()
+
     # ------------------------------------------------------------------ helpers
 
     def _logits(self, x: Tensor, codebook: Tensor, scale: Tensor) -> Tensor:
@@ -225,22 +296,28 @@ class StochasticQuantizer(nn.Module):
             return scale * (x @ codebook.t())
         return self._gaussian_logits(x, codebook, 0.5 / scale)
 
-    def _hard_codes_in_chunks(self, x: Tensor, codebook: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
-        """Eval without gradients: (indices (N,), Σ_k P log P per row (N,)), computed over row
-        chunks so that no more than DISTANCE_CHUNK_ELEMENTS logits exist at once."""
+    def _hard_codes_in_chunks(
+        self, x: Tensor, codebook: Tensor, scale: Tensor, return_probs: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Eval without gradients: (indices (N,), Σ_k P log P per row (N,), P (N, K) on request),
+        computed over row chunks so that, unless P is asked for, no more than
+        DISTANCE_CHUNK_ELEMENTS logits exist at once."""
         rows = max(1, DISTANCE_CHUNK_ELEMENTS // self.codebook_size)
         indices = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
         neg_entropy = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+        probs = x.new_empty(x.shape[0], self.codebook_size) if return_probs else None
         per_row = scale.dim() == 2
         for start in range(0, x.shape[0], rows):
             part = slice(start, start + rows)
             log_probs = torch.log_softmax(self._logits(x[part], codebook, scale[part] if per_row else scale), dim=-1)
             neg_entropy[part] = (log_probs.exp() * log_probs).sum(-1)
+            if probs is not None:
+                probs[part] = log_probs.exp()
             if self.eval_sample:
                 indices[part] = torch.multinomial(log_probs.exp(), 1).squeeze(-1)
             else:
                 indices[part] = log_probs.argmax(-1)
-        return indices, neg_entropy
+        return indices, neg_entropy, probs
 
     @staticmethod
     def _gaussian_logits(x: Tensor, codebook: Tensor, precision: Tensor) -> Tensor:

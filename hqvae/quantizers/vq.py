@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (
+    LazyInitFlag,
     QuantizerOutput,
     code_counts,
     flatten_latents,
@@ -46,7 +47,7 @@ def kmeans(x: Tensor, num_clusters: int, iters: int) -> tuple[Tensor, Tensor]:
     return centroids, sizes
 
 
-class VectorQuantizer(nn.Module):
+class VectorQuantizer(LazyInitFlag, nn.Module):
     """Nearest-neighbour quantizer with straight-through gradients.
 
     Args:
@@ -113,7 +114,6 @@ class VectorQuantizer(nn.Module):
         # restarts look at (kept for gradient codebooks too).
         self.register_buffer("cluster_size", torch.ones(codebook_size))
         self.register_buffer("initialized", torch.tensor(init == "normal"))
-        self._initialized_seen = False
 
     # ------------------------------------------------------------------ vocabulary
 
@@ -142,7 +142,7 @@ class VectorQuantizer(nn.Module):
             x = self.project_in(upcast(rows))  # (N, d_c)
             if self.cosine:
                 x = l2_normalize(x)
-            if self.training and not self._known_initialized():
+            if self.training and not self.known_initialized():
                 self._initialise(x.detach())
             codebook = self.codebook  # (K, d_c)
             indices = nearest_code(x.detach(), codebook)  # (N,)
@@ -171,17 +171,6 @@ class VectorQuantizer(nn.Module):
 
     # ------------------------------------------------------------------ codebook state
 
-    def _known_initialized(self) -> bool:
-        """``initialized`` read once and then remembered, so that training steps on a GPU do not
-        synchronise with the host to read a flag that only ever turns from False to True."""
-        if not self._initialized_seen:
-            self._initialized_seen = bool(self.initialized)
-        return self._initialized_seen
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._initialized_seen = False  # read the loaded flag afresh
-        super()._load_from_state_dict(*args, **kwargs)
-
     @torch.no_grad()
     def _initialise(self, x: Tensor) -> None:
         """Data or k-means initialisation from the first training batch; identical on every rank."""
@@ -197,8 +186,7 @@ class VectorQuantizer(nn.Module):
         self.cluster_size.copy_(sizes)
         if self.ema:
             self.weight_avg.copy_(codes * sizes[:, None])
-        self.initialized.fill_(True)
-        self._initialized_seen = True
+        self.mark_initialized()
 
     @torch.no_grad()
     def _update(self, x: Tensor, indices: Tensor, counts: Tensor) -> None:

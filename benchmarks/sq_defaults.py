@@ -1,0 +1,173 @@
+"""Choosing the SQ models' defaults on the validation split (issue: stochastic models that earn their keep).
+
+Each *setting* is a list of ``section.key=value`` training-config overrides on top of the claims
+benchmark's protocol (``benchmarks/claims.py``: the library's training loop, batch 32, Adam 1e-3,
+the compressed Gumbel schedule, the same budget). Every (setting, model, seed) run is trained once
+(its folder is reused afterwards) and evaluated on the **validation** split — never the test
+split, which is kept for the claims benchmark. Besides the validation metrics (RMSE, PSNR, per-layer
+perplexity and mutual information) the record keeps what the training log says about the
+ELBO's balance: each layer's s² and discrete (negative-entropy) term over training, and the
+reconstruction term.
+
+    python benchmarks/sq_defaults.py --dataset fashion_mnist --models sqvae2 --seeds 0 1 \\
+        --settings baseline data-floor data --threads 1
+    python benchmarks/sq_defaults.py --dataset fashion_mnist --table    # the table of every run so far
+
+Writes ``benchmarks/results/sq-defaults-<dataset>.json`` (all runs so far, merged) and ``.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from claims import BUDGETS, DATASETS, data_root, git_commit, run_config  # noqa: E402
+
+from hqvae.data import load_dataset  # noqa: E402
+from hqvae.evaluate import evaluate  # noqa: E402
+from hqvae.io import atomic_write_bytes, atomic_write_json  # noqa: E402
+from hqvae.train.loop import train  # noqa: E402
+from hqvae.train.run_dir import RunDir  # noqa: E402
+
+# name -> overrides on top of the claims protocol (which already sets s²₀ = 10 on Fashion-MNIST)
+SETTINGS = {
+    "baseline": [],
+    "data-floor": ["model.overrides.sq_init=data"],
+    "data": ["model.overrides.sq_init=data", "model.overrides.var_floor=false"],
+    "data-bounded": ["model.overrides.sq_init=data", "model.overrides.var_floor=false",
+                     "model.overrides.bounded_variance=true"],
+    "data-ratio0.25": ["model.overrides.sq_init=data", "model.overrides.var_floor=false",
+                       "model.overrides.init_variance_ratio=0.25"],
+    "data-ratio4": ["model.overrides.sq_init=data", "model.overrides.var_floor=false",
+                    "model.overrides.init_variance_ratio=4"],
+    "data-adam0": ["model.overrides.sq_init=data", "model.overrides.var_floor=false", "optim.betas=[0.0,0.99]"],
+    "data-lr3e-4": ["model.overrides.sq_init=data", "model.overrides.var_floor=false", "optim.lr=3e-4"],
+    "data-tau-official": ["model.overrides.sq_init=data", "model.overrides.var_floor=false", "temperature.decay=1e-5"],
+    "data-tau-half": ["model.overrides.sq_init=data", "model.overrides.var_floor=false", "temperature.min=0.5"],
+}
+
+
+def training_trace(run: RunDir) -> dict:
+    """Per train record: step, s² and discrete term of each layer, the reconstruction term."""
+    trace = []
+    for record in run.read_metrics("train"):
+        terms, logs = record.get("terms", {}), record.get("logs", {})
+        entry = {"step": record["step"], "recon": terms.get("recon"), "mse": terms.get("mse")}
+        for source, prefix, name in ((logs, "variance/", "variance"), (terms, "discrete/", "discrete"),
+                                     (terms, "continuous/", "continuous"), (logs, "entropy/", "entropy")):
+            for key, value in source.items():
+                if key.startswith(prefix):
+                    entry.setdefault(name, {})[key[len(prefix):]] = value
+        trace.append(entry)
+    return {"records": trace}
+
+
+def run_one(dataset: str, setting: str, model: str, seed: int, steps: int, runs: Path, val_set) -> dict:
+    out = runs / dataset / setting / f"{model}-seed{seed}"
+    record_path = out / "sq-defaults-record.json"
+    config = run_config(dataset, model, steps, seed, "cpu", SETTINGS[setting])
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record["config"] == config.to_dict():
+            return record
+    start = time.perf_counter()
+    train(config, out, force=True)
+    seconds = time.perf_counter() - start
+    run = RunDir(out)
+    result = evaluate(run.load_model("last"), val_set, batch_size=256)
+    record = {
+        "setting": setting, "overrides": SETTINGS[setting], "model": model, "seed": seed, "steps": steps,
+        "config": config.to_dict(), "train_wall_time_s": seconds,
+        "val": {
+            "rmse": result["reconstruction"]["rmse"], "psnr": result["reconstruction"]["psnr"],
+            "ssim": result["reconstruction"].get("ssim"),
+            "perplexity": [layer["perplexity"] for layer in result["layers"]],
+            "information_bits_per_item": [layer.get("information_bits_per_item") for layer in result["layers"]],
+            "information_bits": [layer.get("information_bits") for layer in result["layers"]],
+            "conditional_entropy_bits": [layer.get("conditional_entropy_bits") for layer in result["layers"]],
+            "coarse_to_fine_rmse": [point["rmse"] for point in result["coarse_to_fine"]],
+        },
+        "run_dir": str(out),
+        "trace": training_trace(run),
+        "balance": elbo_balance(result),
+    }
+    atomic_write_json(record_path, record)
+    return record
+
+
+def elbo_balance(result: dict) -> dict:
+    """The ELBO's rate–distortion scales at this size: D/2 (the weight of log-MSE in the
+    reconstruction term) against Σ_l n_l·ln K_l (the largest the discrete terms can move)."""
+    shape = result["data"]["shape"]
+    dims = math.prod(shape)
+    nats = sum(layer["positions"] * math.log(layer["codebook_size"]) for layer in result["layers"])
+    return {"D_over_2": dims / 2, "sum_n_log_K_nats": nats, "ratio": nats / (dims / 2)}
+
+
+def table(records: list[dict]) -> str:
+    """Mean ± spread over seeds per (model, setting)."""
+    lines = ["| model | setting | seeds | val RMSE (per seed) | least-informative layer, bits/item | "
+             "perplexity per layer | final s² per layer |", "|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["model"], r["setting"]) for r in records}, key=lambda k: (k[0], list(SETTINGS).index(k[1])))
+    for model, setting in keys:
+        rows = sorted((r for r in records if (r["model"], r["setting"]) == (model, setting)), key=lambda r: r["seed"])
+        rmse = sum(r["val"]["rmse"] for r in rows) / len(rows)
+        least = [min(b for b in r["val"]["information_bits_per_item"]) for r in rows]
+        perplexity = [sum(r["val"]["perplexity"][i] for r in rows) / len(rows) for i in range(len(rows[0]["val"]["perplexity"]))]
+        variance = rows[0]["trace"]["records"][-1].get("variance", {}) if rows[0]["trace"]["records"] else {}
+        lines.append(
+            f"| {model} | {setting} | {','.join(str(r['seed']) for r in rows)} | {rmse:.4f} "
+            f"({' / '.join(format(r['val']['rmse'], '.4f') for r in rows)}) | {sum(least) / len(least):.0f} | "
+            f"{' / '.join(f'{p:.0f}' for p in perplexity)} | {' / '.join(f'{v:.3g}' for v in variance.values())} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="fashion_mnist", choices=list(DATASETS))
+    parser.add_argument("--models", nargs="+", default=["sqvae2"])
+    parser.add_argument("--settings", nargs="+", default=["baseline", "data"], choices=list(SETTINGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--steps", type=int, help="default: the claims benchmark's budget for the dataset")
+    parser.add_argument("--runs", default="runs/sq-defaults")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--table", action="store_true", help="only rewrite the merged JSON and table")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    steps = args.steps or BUDGETS["default"][args.dataset]
+    if not args.table:
+        val_set = load_dataset(DATASETS[args.dataset][0], "val", root=data_root(args.dataset))
+        for seed in args.seeds:
+            for setting in args.settings:
+                for model in args.models:
+                    record = run_one(args.dataset, setting, model, seed, steps, Path(args.runs), val_set)
+                    print(f"{model} {setting} seed {seed}: val rmse {record['val']['rmse']:.4f} "
+                          f"bits/item {[round(b) for b in record['val']['information_bits_per_item']]}", flush=True)
+    records = []
+    for path in sorted((Path(args.runs) / args.dataset).glob("*/*/sq-defaults-record.json")):
+        record = json.loads(path.read_text())
+        record["trace"] = training_trace(RunDir(path.parent))
+        records.append(record)
+    result = {
+        "benchmark": "SQ defaults chosen on the validation split (claims protocol)",
+        "dataset": DATASETS[args.dataset][2], "split": "val", "settings": SETTINGS,
+        "commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "runs": records,
+    }
+    stem = Path(args.out) / f"sq-defaults-{args.dataset}"
+    atomic_write_json(stem.with_suffix(".json"), result)
+    atomic_write_bytes(stem.with_suffix(".md"), table(records).encode())
+    print(table(records), end="")
+
+
+if __name__ == "__main__":
+    main()
