@@ -219,6 +219,12 @@ def test_prior_train_eval_sample_and_resume(trained, tmp_path, capsys):
     assert "valid keys" in error_of(capsys, "prior", "train", "--run", run, "--out", tmp_path / "c", "train.stepz=3")
     assert "already holds" in error_of(capsys, "prior", "train", "--run", run, "--out", tmp_path / "a", *PRIOR_TINY)
 
+    # the NaN guard: a diverging run stops with a message naming the step, keeping the last good checkpoint
+    assert cli("prior", "train", "--run", run, "--out", tmp_path / "nan", *PRIOR_TINY, "optim.lr=1e30",
+               "optim.warmup_steps=0", "optim.grad_clip=null") == 1
+    info = json.loads((tmp_path / "nan" / "run.json").read_text())
+    assert info["status"] == "stopped_nan" and "non-finite" in info["message"]
+
     # classes: conditional sampling, out-of-range and unconditional priors refuse a class
     assert cli("sample", "--prior", tmp_path / "a", "--num", 2, "--class", 3, "--out", tmp_path / "s3") == 0
     assert "must lie in [0, 9]" in error_of(capsys, "sample", "--prior", tmp_path / "a", "--num", 2, "--class", 10,

@@ -29,7 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hqvae.code_layers import codebook_sizes
     from hqvae.codes_file import save_codes
     from hqvae.priors.coding import HqzError, check_header, coding_copy, decode_tokens, read_hqz
     from hqvae.priors.folder import open_prior
@@ -58,8 +57,6 @@ def run(args: argparse.Namespace) -> int:
                 "run": {"path": header.get("tokenizer_run"), "name": Path(header.get("tokenizer_run") or "").name},
                 "checkpoint": {"which": opened.tokenizer["checkpoint"], "step": opened.tokenizer.get("step")},
                 "model_fingerprint": header["model_fingerprint"], "log_mel": header.get("log_mel")}
-    if tokenizer is not None:
-        assert codebook_sizes(tokenizer.model) == header["codebook_sizes"]
     save_codes(out / "codes.safetensors", layers, None, metadata)
     what = "codes.safetensors"
     if needs_model:

@@ -9,7 +9,8 @@ codes in the prior folder, then trains a causal transformer over them (layers co
 raster order inside a layer). Overrides are dotted key=value pairs (hqvae/priors/config.py lists
 every key): train.steps=3000 model.d_model=192 model.class_conditional=true data.limit=10000 ...
 --resume continues from checkpoints/last with the stored config (overrides may lengthen the run);
-several processes: torchrun --standalone --nproc_per_node=2 -m hqvae prior train ...
+several processes: torchrun --standalone --nproc_per_node=2 -m hqvae prior train --tokenizer RUN --out P ...
+(--tokenizer is --run under another name, as torchrun claims the abbreviation --run).
 
 eval: test NLL of the prior in bits per item, in total and per layer, against the uniform rate
 Σ n_l log2 K_l and the empirical-entropy (histogram) rate Σ n_l H(p_l); written to
@@ -30,13 +31,16 @@ from hqvae.io import atomic_write_json
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="{train,eval}")
-    train = verbs.add_parser("train", help="train a prior on a run's codes")
-    train.add_argument("--run", dest="run_dir", metavar="RUN", help="tokenizer run folder (hqvae train)")
+    train = verbs.add_parser("train", help="train a prior on a run's codes", description=__doc__,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("--run", "--tokenizer", dest="run_dir", metavar="RUN",
+                       help="tokenizer run folder (hqvae train); under torchrun write --tokenizer (torchrun takes --run)")
     train.add_argument("--out", required=True, help="the prior folder to create (or resume)")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=3000")
     train.add_argument("--resume", action="store_true", help="continue the prior in --out from checkpoints/last")
     train.add_argument("--force", action="store_true", help="delete the prior's files in --out and start over")
-    evaluate = verbs.add_parser("eval", help="test NLL of a prior against the uniform and histogram rates")
+    evaluate = verbs.add_parser("eval", help="test NLL of a prior against the uniform and histogram rates",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("--prior", required=True, help="prior folder (hqvae prior train)")
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
     evaluate.add_argument("--limit", type=int, help="the first N items only")
