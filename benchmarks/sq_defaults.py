@@ -36,21 +36,25 @@ from hqvae.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 from hqvae.train.loop import train  # noqa: E402
 from hqvae.train.run_dir import RunDir  # noqa: E402
 
-# name -> overrides on top of the claims protocol (which already sets s²₀ = 10 on Fashion-MNIST)
+# name -> overrides on top of the claims protocol; each names its start in full, so that a change of
+# the registry's defaults does not change what a setting means
+PUBLIC = ["model.overrides.sq_init=normal", "model.overrides.var_floor=true", "model.overrides.bounded_variance=false"]
+DATA = ["model.overrides.sq_init=data", "model.overrides.var_floor=false", "model.overrides.bounded_variance=false"]
+BOUNDED = ["model.overrides.sq_init=data", "model.overrides.var_floor=false", "model.overrides.bounded_variance=true"]
 SETTINGS = {
-    "baseline": [],
-    "data-floor": ["model.overrides.sq_init=data"],
-    "data": ["model.overrides.sq_init=data", "model.overrides.var_floor=false"],
-    "data-bounded": ["model.overrides.sq_init=data", "model.overrides.var_floor=false",
-                     "model.overrides.bounded_variance=true"],
-    "data-ratio0.25": ["model.overrides.sq_init=data", "model.overrides.var_floor=false",
-                       "model.overrides.init_variance_ratio=0.25"],
-    "data-ratio4": ["model.overrides.sq_init=data", "model.overrides.var_floor=false",
-                    "model.overrides.init_variance_ratio=4"],
-    "data-adam0": ["model.overrides.sq_init=data", "model.overrides.var_floor=false", "optim.betas=[0.0,0.99]"],
-    "data-lr3e-4": ["model.overrides.sq_init=data", "model.overrides.var_floor=false", "optim.lr=3e-4"],
-    "data-tau-official": ["model.overrides.sq_init=data", "model.overrides.var_floor=false", "temperature.decay=1e-5"],
-    "data-tau-half": ["model.overrides.sq_init=data", "model.overrides.var_floor=false", "temperature.min=0.5"],
+    "baseline": PUBLIC + ["model.overrides.init_variance=10"],  # the public SQ-VAE start, Fashion-MNIST s²
+    "data-floor": ["model.overrides.sq_init=data", "model.overrides.var_floor=true",
+                   "model.overrides.bounded_variance=false"],
+    "data": DATA,
+    "data-bounded": BOUNDED,
+    "data-bounded-ratio0.25": BOUNDED + ["model.overrides.init_variance_ratio=0.25"],
+    "data-bounded-adam0": BOUNDED + ["optim.betas=[0.0,0.99]"],
+    "data-ratio0.25": DATA + ["model.overrides.init_variance_ratio=0.25"],
+    "data-ratio4": DATA + ["model.overrides.init_variance_ratio=4"],
+    "data-adam0": DATA + ["optim.betas=[0.0,0.99]"],
+    "data-lr3e-4": DATA + ["optim.lr=3e-4"],
+    "data-tau-official": DATA + ["temperature.decay=1e-5"],
+    "data-tau-half": DATA + ["temperature.min=0.5"],
 }
 
 

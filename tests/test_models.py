@@ -15,6 +15,7 @@ from hqvae.models.registry import model_class_for
 from hqvae.quantizers import StochasticQuantizer
 
 TINY = dict(hidden=16, codebook_size=16, dim=8)
+PUBLIC_SQ_START = {"sq_init": "normal", "var_floor": True, "bounded_variance": False}  # the public SQ-VAE code's
 SIZE = 16  # ÷8 top level -> 2×2 grids, enough for BatchNorm with batch 2
 BATCH = 2
 NAMES = [name for name in hqvae.list_models() if model_class_for(name) is HQVAE]  # PQ-VAE: tests/test_pqvae.py
@@ -212,7 +213,7 @@ def arelbo(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_sq_loss_is_the_sum_of_its_spec_parts(training):
-    model = tiny("sqvae2")
+    model = tiny("sqvae2", **PUBLIC_SQ_START)
     with torch.no_grad():  # distinct variances per layer: each layer must use its own
         model.groups[0].quantizer.log_s2.fill_(math.log(0.5))
         model.groups[1].quantizer.log_s2.fill_(math.log(3.0))
@@ -236,7 +237,7 @@ def test_sq_loss_is_the_sum_of_its_spec_parts(training):
 
 
 def test_residual_sq_terms_use_each_layers_variance_and_the_summed_variance():
-    model = tiny("rsqvae", depth=3)
+    model = tiny("rsqvae", depth=3, **PUBLIC_SQ_START)
     group = model.groups[0]
     variances = [0.5, 2.0, 7.0]  # exp(log_s2); s_l² = 1 + these
     with torch.no_grad():
@@ -337,7 +338,8 @@ def test_encode_and_decode_leave_the_training_state_alone():
 
 
 def test_sqvae_matches_the_public_cifar10_network():
-    config = model_config("sqvae")
+    assert model_config("sqvae").reference == ""  # the registry's SQ layers start from data
+    config = model_config("sqvae", **PUBLIC_SQ_START)
     assert "sony/sqvae" in config.reference
     assert config.train_defaults["lr"] == 1e-3 and config.train_defaults["batch_size"] == 32
     model = HQVAE(config)
@@ -347,7 +349,25 @@ def test_sqvae_matches_the_public_cifar10_network():
     assert (quantizer.codebook_size, quantizer.dim, quantizer.var_floor) == (512, 64, True)
     assert quantizer.variance().item() == pytest.approx(21.0)
     assert model.code_shapes() == [(8, 8)]
-    assert model_config("sqvae", hidden=32).reference == ""
+    assert model_config("sqvae", hidden=32, **PUBLIC_SQ_START).reference == ""
+
+
+def test_registry_sq_layers_start_from_data_and_saved_configs_keep_their_start():
+    from hqvae.models.config import LayerConfig, ModelConfig
+    from hqvae.models.registry import SQ_START
+
+    for name in ("sqvae", "sqvae2", "rsqvae", "hqvae"):
+        for layer in model_config(name).layers:
+            assert {key: getattr(layer, key) for key in SQ_START} == SQ_START
+    for layer in model_config("vqvae2").layers:
+        assert layer.vq_init == "kmeans"
+    # a config.json written before these keys existed describes a model that started the public way
+    old = model_config("sqvae", **PUBLIC_SQ_START).to_dict()
+    for layer in old["layers"]:
+        for key in ("sq_init", "bounded_variance", "init_noise", "init_variance_ratio"):
+            del layer[key]
+    assert ModelConfig.from_dict(old).layers[0] == LayerConfig(**{**old["layers"][0]})
+    assert ModelConfig.from_dict(old).layers[0].sq_init == "normal"
 
 
 def test_config_round_trip_and_unknown_keys():

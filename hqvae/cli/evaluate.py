@@ -197,7 +197,9 @@ def summary(results: dict, path: Path) -> str:
     for layer in results["layers"]:
         lines.append(f"  layer {layer['layer']} {'×'.join(map(str, layer['grid']))} K={layer['codebook_size']}: "
                      f"perplexity {layer['perplexity']:.1f} (mini-batch {layer['minibatch_perplexity']:.1f} @ "
-                     f"{layer['minibatch_perplexity_batch_size']}), usage {layer['usage']:.0%}")
+                     f"{layer['minibatch_perplexity_batch_size']}), usage {layer['usage']:.0%}"
+                     + (f", information {layer['information_bits']:.2f} bits/position "
+                        f"({layer['information_bits_per_item']:.0f} bits/item)" if "information_bits" in layer else ""))
     if "tokens" in results and "mi_bits" in results["tokens"]["total"]:
         total = results["tokens"]["total"]
         lines.append(f"  tokens: E H(q) {total['cond_entropy_bits']:.1f} bits, H(E q) {total['marginal_entropy_bits']:.1f}"

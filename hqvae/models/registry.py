@@ -41,6 +41,17 @@ SQVAE_REFERENCE = (
     "conv N(0, 0.02²) init, Adam lr 1e-3, batch 32"
 )
 
+# How the registry's SQ layers start (chosen on the Fashion-MNIST validation split with two seeds,
+# benchmarks/results/sq-defaults-fashion_mnist.{json,md}): like the k-means VQ baselines, from the
+# layer's own inputs on the first training batch — codebook = random rows + 0.2·σ noise,
+# s² = 2·s²₀·sigmoid(θ) with s²₀ = INIT_VARIANCE_RATIO × the inputs' mean per-dimension variance.
+# The bound keeps s² from drifting up at Adam's pace (s² otherwise grows through training at these
+# budgets and the posteriors stay broad). ``LayerConfig``'s own defaults stay the public SQ-VAE
+# code's (N(0, 1) codebook, s² = 1 + exp(log_s2) from 20), which every saved config without these
+# keys was trained with: create_model("sqvae", sq_init="normal", var_floor=True,
+# bounded_variance=False) is the public network.
+SQ_START = {"sq_init": "data", "var_floor": False, "bounded_variance": True, "init_variance_ratio": 1.0}
+
 # overrides every HQVAE entry accepts besides its structure keys
 MODEL_KEYS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("name", "in_channels", "image_size"))
 LAYER_KEYS = tuple(f.name for f in fields(LayerConfig) if f.name not in ("kind", "quantizer", "downsample"))
@@ -171,11 +182,17 @@ def _configure(
 
 
 def _injected(quantizer: str, downsample: int) -> LayerConfig:
-    return LayerConfig(kind="injected", quantizer=quantizer, downsample=downsample)
+    return LayerConfig(kind="injected", quantizer=quantizer, downsample=downsample, **_start(quantizer))
 
 
 def _residual(quantizer: str) -> LayerConfig:
-    return LayerConfig(kind="residual", quantizer=quantizer, downsample=None)
+    return LayerConfig(kind="residual", quantizer=quantizer, downsample=None, **_start(quantizer))
+
+
+def _start(quantizer: str) -> dict[str, Any]:
+    """How a registry layer starts: VQ layers from k-means (``LayerConfig``'s default), SQ layers
+    with ``SQ_START``."""
+    return dict(SQ_START) if quantizer == "sq" else {}
 
 
 def _single(name, quantizer, in_channels, size, downsample, overrides) -> ModelConfig:
@@ -200,7 +217,7 @@ def _is_sqvae_reference(config: ModelConfig) -> bool:
         and (config.hidden, config.num_res_blocks, config.batch_norm, config.init_std) == (64, 2, True, 0.02)
         and len(config.layers) == 1
         and (layer.codebook_size, layer.dim, layer.downsample) == (512, 64, 4)
-        and (layer.init_variance, layer.var_floor) == (20.0, True)
+        and (layer.init_variance, layer.var_floor, layer.bounded_variance, layer.sq_init) == (20.0, True, False, "normal")
     )
 
 

@@ -79,8 +79,8 @@ def summary_table(entries: list[RunEntry]) -> Table:
     with_lpips = any("lpips" in entry.results.get("reconstruction", {}) for entry in entries)
     header = ["run", "model", "checkpoint", "split (items)", "RMSE ↓", "PSNR ↑", "SSIM ↑"]
     header += ["LPIPS ↓"] if with_lpips else []
-    header += ["bits/item", "entropy bits/item", "perplexity per layer", "mini-batch perplexity (batch)",
-               "usage per layer"]
+    header += ["bits/item", "entropy bits/item", "information per layer (bits/item)", "perplexity per layer",
+               "mini-batch perplexity (batch)", "usage per layer"]
     rows = []
     for entry in entries:
         results = entry.results
@@ -93,7 +93,7 @@ def summary_table(entries: list[RunEntry]) -> Table:
                number(recon.get("rmse"), 4), number(recon.get("psnr"), 2), number(recon.get("ssim"), 4)]
         row += [number(recon.get("lpips"), 4)] if with_lpips else []
         row += [number(rate.get("bits_per_item"), 0), number(rate.get("entropy_bits_per_item"), 0),
-                per_layer(results, "perplexity", 1),
+                per_layer(results, "information_bits_per_item", 0), per_layer(results, "perplexity", 1),
                 f"{per_layer(results, 'minibatch_perplexity', 1)} ({batch_size})",
                 per_layer(results, "usage", 0)]
         rows.append(row)
@@ -103,7 +103,7 @@ def summary_table(entries: list[RunEntry]) -> Table:
 def layer_table(results: dict) -> Table:
     """One row per layer of one run."""
     header = ["layer", "kind", "quantizer", "grid", "K", "bits", "perplexity", "mini-batch perplexity", "usage",
-              "codes used", "entropy (bits)"]
+              "codes used", "entropy (bits)", "information (bits/position)", "posterior entropy (bits)"]
     rows = []
     for layer in results.get("layers") or []:
         grid = layer.get("grid") or []
@@ -111,7 +111,8 @@ def layer_table(results: dict) -> Table:
                      "×".join(map(str, grid)) or MISSING, str(layer.get("codebook_size", MISSING)),
                      number(layer.get("bits"), 0), number(layer.get("perplexity"), 1),
                      number(layer.get("minibatch_perplexity"), 1), percent(layer.get("usage")),
-                     str(layer.get("codes_used", MISSING)), number(layer.get("entropy_bits"), 2)])
+                     str(layer.get("codes_used", MISSING)), number(layer.get("entropy_bits"), 2),
+                     number(layer.get("information_bits"), 2), number(layer.get("conditional_entropy_bits"), 2)])
     return Table(header, rows)
 
 
