@@ -266,6 +266,7 @@ def _header_bytes(path: Path) -> int:
 
 def plot(results: dict, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -281,6 +282,11 @@ def plot(results: dict, path: Path) -> None:
             axis.plot(coding["bits_per_pixel"], coding[metric], "*", markersize=13,
                       label=f"{entry['model_type']} + prior (.hqz)")
         axis.set_xscale("log")
+        low, high = axis.get_xlim()
+        axis.set_xticks([t for t in (0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10) if low <= t <= high])
+        axis.set_xlim(low, high)
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xlabel("bits per pixel (real files)")
         axis.set_ylabel(metric.upper())
         axis.grid(alpha=0.3)
@@ -336,7 +342,15 @@ def main() -> int:
     parser.add_argument("--work", type=Path, help="work folder (default runs/priors-<dataset>)")
     parser.add_argument("--label", help="suffix of the results files (priors-<dataset>-<label>.json)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 30 tokenizer and 20 prior steps, 64 items")
+    parser.add_argument("--replot", type=Path, metavar="JSON", help="only redraw the plot and the Markdown of a results file")
     args = parser.parse_args()
+    if args.replot:
+        from hqvae.io import atomic_write_bytes
+
+        results = json.loads(args.replot.read_text())
+        plot(results, REPO / results["files"]["rd_plot"])
+        atomic_write_bytes(REPO / results["files"]["markdown"], markdown(results).encode())
+        return 0
     if args.quick:
         args.train_steps, args.prior_steps, args.code_items, args.sample_num = 30, 20, 64, 16
         args.work = args.work or REPO / "runs" / f"priors-{args.dataset}-quick"

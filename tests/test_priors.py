@@ -18,6 +18,7 @@ from hqvae.cli import main
 from hqvae.codes_file import load_codes, save_codes
 from hqvae.priors import CodeLayout, CodePrior, PriorConfig, decode_layers, encode_to_layers, sample
 from hqvae.priors.coding import coding_copy, decode_tokens, encode_tokens, pack, unpack
+from hqvae.priors.images import write_items
 from hqvae.priors.config import load_prior_config
 from hqvae.priors.sampling import filter_logits, run_steps
 from hqvae.priors.transformer import WEIGHTS_NAME
@@ -291,3 +292,14 @@ def test_decompress_of_compress_gives_the_codes_of_encode_across_processes(train
                                    "--out", tmp_path / "x.hqz")
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "big.png")
     assert "resize" in error_of(capsys, "compress", "--prior", prior, tmp_path / "big.png", "--out", tmp_path / "x.hqz")
+
+
+def test_spectrogram_items_are_written_as_wavs_too(tmp_path):
+    from hqvae.data import LogMel, read_wav
+
+    written = write_items(torch.rand(2, 1, 80, 16), tmp_path, LogMel(frames=16).config())
+    assert sorted(p.name for p in written) == ["00000.png", "00000.wav", "00001.png", "00001.wav", "grid.png"]
+    samples, rate = read_wav(tmp_path / "00001.wav")
+    assert rate == 8000 and samples.shape[-1] > 0
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.mode == "RGB"  # spectrograms in colour, as hqvae decode draws them
