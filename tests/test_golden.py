@@ -5,17 +5,12 @@ short training run, are bit-identical to ``tests/golden/golden.safetensors`` on 
 numbers is intended)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 import hqvae
 
-_spec = importlib.util.spec_from_file_location("make_golden", Path(__file__).parent / "golden" / "make_golden.py")
-golden = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(golden)
+from golden import make_golden as golden
 
 
 @pytest.fixture(scope="module")

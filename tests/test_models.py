@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import hqvae
 from hqvae.models import HQVAE, LayerConfig, ModelConfig, model_config
 from hqvae.models.registry import model_class_for
-from hqvae.quantizers import StochasticQuantizer
+from hqvae.quantizers import ResidualQuantizer, StochasticQuantizer, VectorQuantizer
 
 TINY = dict(hidden=16, codebook_size=16, dim=8)
 PUBLIC_SQ_START = {"sq_init": "normal", "var_floor": True, "bounded_variance": False}  # the public SQ-VAE code's
@@ -147,6 +147,27 @@ def test_bad_inputs_raise_with_the_fix(name):
 def test_unknown_override_lists_valid_keys(name):
     with pytest.raises(ValueError, match=r"unknown override.*'no_such_key'.*valid keys:.*codebook_size.*hidden"):
         hqvae.create_model(name, no_such_key=1)
+
+
+@pytest.mark.parametrize(
+    "name, option, value",
+    [("sqvae", "beta", 0.5), ("rsqvae", "ema", False), ("vqvae", "init_variance", 5.0), ("rqvae", "sq_init", "data"),
+     ("pqvae", "beta", 0.5), ("global_rvq", "logit_scale", 5.0)],
+)
+def test_options_of_another_quantizer_kind_are_rejected_with_the_valid_list(name, option, value):
+    with pytest.raises(ValueError, match=rf"\['{option}'\] are .*quantizer options.*valid keys: \[.*'hidden'"):
+        hqvae.create_model(name, in_channels=1, image_size=16, **{option: value})
+
+
+def test_quantizer_options_are_set_on_the_layers_of_their_kind():
+    assert tiny("sqvae", init_variance=5.0).config.layers[0].init_variance == 5.0
+    assert tiny("hqvae", quantizer="vq", beta=0.5).groups[0].quantizers[1].beta == 0.5
+    with pytest.raises(ValueError, match=r"\['init_variance'\]"):
+        tiny("hqvae", quantizer="vq", init_variance=5.0)
+    layers = [LayerConfig(quantizer="vq", downsample=8), LayerConfig(quantizer="sq", downsample=4)]
+    config = tiny("hqvae", layers=layers, beta=0.5, init_variance=5.0).config
+    assert (config.layers[0].beta, config.layers[0].init_variance) == (0.5, LayerConfig.init_variance)
+    assert (config.layers[1].beta, config.layers[1].init_variance) == (LayerConfig.beta, 5.0)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -397,6 +418,44 @@ def test_mixed_layer_list_via_overrides():
     torch.testing.assert_close(out.loss.detach(), sum_of_terms(out.terms), rtol=1e-5, atol=1e-4)
     vq_only = tiny("hqvae", quantizer="vq")
     assert not vq_only.stochastic and "temperature_init" not in vq_only.config.train_defaults
+
+
+PQ_TINY = dict(hidden=16, dim=8, depth=3, groups=2, codebook_size=8, code_dim=4)
+
+
+@pytest.mark.parametrize("name", hqvae.list_models())
+@pytest.mark.parametrize("training", [True, False])
+def test_loss_is_the_sum_of_the_terms_for_every_registered_model(name, training):
+    torch.manual_seed(0)
+    options = PQ_TINY if name in ("pqvae", "global_rvq") else TINY
+    model = hqvae.create_model(name, in_channels=1, image_size=SIZE, **options)
+    model.train(training)
+    out = model(batch(channels=1))
+    torch.testing.assert_close(out.loss.detach(), sum_of_terms(out.terms), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, layer", [("vqvae", 0), ("rsqvae", 3)])
+def test_a_new_quantizer_loss_term_reaches_the_model_terms(name, layer, monkeypatch):
+    """A term a quantizer adds (here "extra" = 7 on every layer, or on a residual stack as a whole)
+    appears among the model's terms and in its loss: nothing is filtered by name."""
+    kind = VectorQuantizer if name == "vqvae" else ResidualQuantizer
+    forward = kind.forward
+
+    def with_extra(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        out.losses["extra"] = out.z_q.new_tensor(7.0, dtype=torch.float32)
+        return out
+
+    monkeypatch.setattr(kind, "forward", with_extra)
+    model = tiny(name)
+    out = model(batch())
+    plain = tiny(name)
+    monkeypatch.setattr(kind, "forward", forward)
+    reference = plain(batch())
+    scale = 1.0 if model.stochastic else 1.0 / (4 * 4 * TINY["dim"])
+    assert out.terms[f"extra/{layer}"].item() == pytest.approx(7.0 * scale)
+    torch.testing.assert_close(out.loss.detach(), sum_of_terms(out.terms), rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(out.loss.detach(), reference.loss.detach() + 7.0 * scale, rtol=1e-6, atol=1e-5)
 
 
 def test_set_temperature_reaches_every_sq_layer():

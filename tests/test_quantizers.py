@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 
-from hqvae.quantizers import QuantizerOutput, ResidualQuantizer, StochasticQuantizer, VectorQuantizer
+from hqvae.quantizers import Quantizer, QuantizerOutput, ResidualQuantizer, StochasticQuantizer, VectorQuantizer
 from hqvae.quantizers.base import entropy, nearest_code, perplexity_of_counts
 from hqvae.quantizers.relaxed import gumbel_noise
 
@@ -69,8 +69,39 @@ def test_forward_contract(name, layout):
     assert out.indices.shape == index_shape_of(q, z.shape, LAYOUTS[layout][1])
     assert out.loss.dim() == 0 and torch.isfinite(out.loss)
     assert torch.isfinite(out.z_q).all()
-    assert all(torch.isfinite(v).all() for v in out.logs.values())
+    assert all(torch.isfinite(v).all() for losses, stats in out.per_depth() for v in (*losses.values(), *stats.values()))
     assert int(out.indices.min()) >= 0 and int(out.indices.max()) < K
+
+
+@pytest.mark.parametrize("name", QUANTIZERS)
+def test_loss_is_the_sum_of_the_named_losses_and_stats_are_detached(name):
+    q, z = make(name, "bchw")
+    z.requires_grad_(True)
+    out = q(z)
+    per_depth = out.per_depth()
+    assert len(per_depth) == (q.depth if isinstance(q, ResidualQuantizer) else 1)
+    parts = [value for losses, _ in per_depth for value in losses.values()]
+    assert parts and all(value.dim() == 0 and value.requires_grad for value in parts)
+    assert all("perplexity" in stats for _, stats in per_depth)
+    assert not any(value.requires_grad for _, stats in per_depth for value in stats.values())
+    torch.testing.assert_close(out.loss, sum(parts))
+    if name.startswith("vq"):
+        assert set(out.losses) == ({"commitment", "codebook"} if name == "vq_grad" else {"commitment"})
+    if name.startswith("sq"):
+        assert set(out.losses) == {"discrete", "continuous"}
+    if name.startswith("rsq"):  # one continuous term for the whole stack
+        assert set(out.losses) == {"continuous"} and all(set(d.losses) == {"discrete"} for d in out.depths)
+
+
+def test_one_layer_quantizers_share_the_base_class():
+    for name in ("vq_ema", "sq_gaussian_1"):
+        q, z = make(name, "bchw")
+        assert isinstance(q, Quantizer) and q.stochastic == name.startswith("sq")
+        q.set_temperature(0.5)  # a no-op for VQ, τ for SQ
+        q(z)
+        q.eval()
+        out = q(z)
+        torch.testing.assert_close(q.embed(out.indices), out.z_q)
 
 
 @pytest.mark.parametrize("name", QUANTIZERS)
@@ -293,10 +324,10 @@ def test_sq_eval_loss_against_hand_computed_values(var_floor):
     s2 = 0.5 + (1.0 if var_floor else 0.0)
     discrete, continuous, _ = manual_sq_terms(z.reshape(-1, 2), q.weight.detach(), s2, batch=2)
     assert out.indices.tolist() == [[0, 1], [2, 1]]
-    assert float(out.logs["discrete"]) == pytest.approx(float(discrete), rel=1e-6)
-    assert float(out.logs["continuous"]) == pytest.approx(float(continuous), rel=1e-6)
+    assert float(out.losses["discrete"]) == pytest.approx(float(discrete), rel=1e-6)
+    assert float(out.losses["continuous"]) == pytest.approx(float(continuous), rel=1e-6)
     assert out.loss.item() == pytest.approx(float(discrete + continuous), rel=1e-6)
-    assert float(out.logs["discrete"]) <= 0  # negative entropy, the n log K constant dropped
+    assert float(out.losses["discrete"]) <= 0  # negative entropy, the n log K constant dropped
 
 
 def test_sq_training_sample_is_the_gumbel_softmax_mixture():
@@ -406,7 +437,7 @@ def test_vmf_loss_against_hand_computed_values():
     idx = log_p.argmax(-1)
     expected = (log_p.exp() * log_p).sum() + 5.0 * (1 - (x * codes[idx]).sum(-1)).sum()
     assert out.loss.item() == pytest.approx(float(expected), rel=1e-5)
-    assert float(out.logs["kappa"]) == pytest.approx(5.0, rel=1e-5)
+    assert float(out.stats["kappa"]) == pytest.approx(5.0, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- residual stacks
@@ -421,10 +452,10 @@ def test_residual_sq_continuous_term_uses_the_summed_variances():
     out = rsq(z)
     total = sum(layer.embed(out.indices[..., l]) for l, layer in enumerate(layers))
     continuous = ((z - total) ** 2).sum() / (2 * 6.5) / 2
-    assert out.logs["continuous"].item() == pytest.approx(continuous.item(), rel=1e-5)
-    discrete = sum(float(out.logs[f"discrete/{l}"]) for l in range(3))
+    assert out.losses["continuous"].item() == pytest.approx(continuous.item(), rel=1e-5)
+    discrete = sum(float(depth.losses["discrete"]) for depth in out.depths)
     assert out.loss.item() == pytest.approx(discrete + continuous.item(), rel=1e-5)
-    assert all(f"continuous/{l}" not in out.logs for l in range(3))
+    assert all("continuous" not in depth.losses for depth in out.depths)
 
 
 @pytest.mark.parametrize("name", ["rq", "rsq"])
@@ -453,7 +484,7 @@ def test_residual_vq_does_not_multiply_the_encoder_gradient_by_depth():
 
 
 def test_residual_stacks_reject_mixed_or_mismatched_layers():
-    with pytest.raises(ValueError, match="all VectorQuantizer or all StochasticQuantizer"):
+    with pytest.raises(ValueError, match="one-layer quantizers of one kind"):
         ResidualQuantizer([VectorQuantizer(DIM, K), StochasticQuantizer(DIM, K)])
     with pytest.raises(ValueError, match="same dim"):
         ResidualQuantizer([VectorQuantizer(DIM, K), VectorQuantizer(DIM + 1, K)])

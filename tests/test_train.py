@@ -10,10 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 import hqvae
@@ -26,8 +24,10 @@ from hqvae.train.run_dir import RunDir
 from hqvae.train.sampler import StepSampler
 from hqvae.train.schedules import learning_rate, temperature
 
+from golden.make_golden import write_image_folder
+
 REPO = Path(__file__).resolve().parents[1]
-CLASSES, PER_CLASS, SIZE = 4, 20, 16  # 80 greyscale 16×16 images: 64 train, 8 val, 8 test
+PER_CLASS = 20  # 4 classes: 80 greyscale 16×16 images, 64 train, 8 val, 8 test
 
 
 @pytest.fixture(autouse=True)
@@ -43,17 +43,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> Path:
     """<root>/<class>/<n>.png: blurred random blobs, one brightness per class."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
-    for label in range(CLASSES):
-        (root / f"c{label}").mkdir()
-        for n in range(PER_CLASS):
-            cy, cx = rng.uniform(3, SIZE - 3, size=2)
-            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rng.uniform(2, 5) ** 2))
-            pixels = (255 * (0.2 + 0.2 * label / CLASSES + 0.6 * blob)).clip(0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / f"c{label}" / f"{n:02d}.png")
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("images"), PER_CLASS)
 
 
 def tiny_overrides(image_folder: Path, model: str = "sqvae2", steps: int = 8, **extra) -> list[str]:

@@ -17,7 +17,13 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 KINDS = ("injected", "residual")
-QUANTIZERS = ("vq", "sq")
+# the LayerConfig fields each quantizer kind reads (its builder in ``topdown.QUANTIZER_BUILDERS``);
+# codebook_size, dim and shared_codebook apply to every kind
+QUANTIZER_OPTIONS = {
+    "vq": ("beta", "ema", "decay", "vq_init", "dead_code_threshold"),
+    "sq": ("init_variance", "var_floor", "bounded_variance", "sq_init", "init_noise", "init_variance_ratio"),
+}
+QUANTIZERS = tuple(QUANTIZER_OPTIONS)
 
 
 def _reject_unknown(cls, data: dict[str, Any]) -> None:

@@ -24,23 +24,16 @@ from ..quantizers import QuantizerOutput
 from .backbone import Decoder, Encoder, init_weights
 from .checks import as_pair, check_image_batch
 from .config import ModelConfig
+from .losses import reconstruction
 from .output import ModelOutput
 from .pretrained import PretrainedMixin
 from .topdown import FILLS, ResolutionGroup
 
-# quantizer log name -> loss term name; every other log is a statistic
-LOSS_PARTS = {"discrete": "discrete", "continuous": "continuous", "commitment": "commitment", "codebook_loss": "codebook"}
-STATISTICS = ("perplexity", "entropy", "variance")
-
 
 def reconstruction_terms(x_hat: Tensor, x: Tensor, stochastic: bool) -> tuple[Tensor, Tensor]:
-    """(recon, mse): recon = (D/2)·log(mean_b Σ_pixels (x̂ − x)²) if stochastic else mse."""
-    squared = (x_hat.float() - x.float()).pow(2)  # (B, C, H, W)
-    mse = squared.mean()
-    if not stochastic:
-        return mse, mse
-    dims = x[0].numel()  # D
-    return 0.5 * dims * torch.log(squared.flatten(1).sum(1).mean()), mse
+    """x̂, x (B, C, H, W) -> (recon, mse): recon is the ARELBO term (D/2)·log(mean_b Σ_pixels (x̂ − x)²)
+    if stochastic, else the mse (``losses.reconstruction``)."""
+    return reconstruction(x_hat, x, "arelbo" if stochastic else "mse")
 
 
 @contextmanager
@@ -123,12 +116,10 @@ class HQVAE(PretrainedMixin, nn.Module):
             codes += group.split_indices(out.indices)
             scale = 1.0 if self.stochastic else 1.0 / (out.indices[0, ..., 0].numel() * group.dim)
             loss = loss + scale * out.loss
-            for (name, depth), value in group.per_depth_logs(out.logs).items():
+            for depth, (losses, stats) in enumerate(out.per_depth()):
                 layer = first + depth
-                if name in LOSS_PARTS:
-                    terms[f"{LOSS_PARTS[name]}/{layer}"] = scale * value
-                elif name in STATISTICS:
-                    logs[f"{name}/{layer}"] = value
+                terms.update({f"{name}/{layer}": scale * value.detach() for name, value in losses.items()})
+                logs.update({f"{name}/{layer}": value for name, value in stats.items()})
         return ModelOutput(x_hat=x_hat, codes=codes, loss=loss, terms=terms, logs=logs)
 
     def _top_down(

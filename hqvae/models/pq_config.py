@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import BackboneConfig
+from .losses import RECON_LOSSES
 
-QUANTIZERS = ("sq", "vq")
+# the options only one quantizer kind reads (the others apply to both)
+QUANTIZER_OPTIONS = {"sq": ("logit_scale", "gamma", "entropy_sign"), "vq": ("beta",)}
+QUANTIZERS = tuple(QUANTIZER_OPTIONS)
 ENTROPY_SIGNS = ("pq", "elbo")
-RECON_LOSSES = ("sse", "arelbo", "mse")
 
 
 @dataclass(frozen=True)

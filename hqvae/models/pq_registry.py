@@ -1,7 +1,9 @@
 """Named PQ-VAE configurations: ``pqvae`` and its "global residual VQ" control ``global_rvq``.
 
 Both accept every ``PQConfig`` field except name / in_channels / image_size as an override
-(``hqvae.create_model("pqvae", 1, 28, depth=8, groups=2, lambda_h=0.5)``). Size defaults follow
+(``hqvae.create_model("pqvae", 1, 28, depth=8, groups=2, lambda_h=0.5)``), except the options
+only the other quantizer kind reads (``pq_config.QUANTIZER_OPTIONS``: ``beta`` on SQ steps,
+``logit_scale``, ``gamma``, ``entropy_sign`` on VQ steps). Size defaults follow
 the HQ-VAE registry so that PQ-VAE and RSQ-VAE share the backbone at a given input size:
 hidden 64 if min(H, W) ≤ 32 else 128, downsample 4 if ≤ 128, 8 if ≤ 256, else 16.
 
@@ -15,19 +17,21 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import Any
 
-from .pq_config import PQConfig
+from .pq_config import QUANTIZER_OPTIONS, PQConfig
 from .pqvae import PQVAE
-from .registry import default_factor, default_hidden, register_model, train_defaults
+from .registry import check_quantizer_options, default_factor, default_hidden, register_model, train_defaults
 
 OPTION_KEYS = tuple(f.name for f in fields(PQConfig) if f.name not in ("name", "in_channels", "image_size"))
 
 
 def _configure(name: str, in_channels: int, size: tuple[int, int], base: dict[str, Any],
                overrides: dict[str, Any]) -> PQConfig:
-    """Size defaults, then the entry's settings, then the user's overrides."""
+    """Size defaults, then the entry's settings, then the user's overrides (an option only the other
+    quantizer kind reads raises a ValueError)."""
     config = PQConfig(name=name, in_channels=in_channels, image_size=size, hidden=default_hidden(size),
                       downsample=default_factor(size))
     config = replace(config, **{**base, **overrides})
+    check_quantizer_options(name, overrides, {config.quantizer}, QUANTIZER_OPTIONS)
     if "train_defaults" not in overrides:
         config.train_defaults = train_defaults(config.stochastic)
     return config

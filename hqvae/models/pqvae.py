@@ -20,9 +20,9 @@ HQ-VAE); the unweighted entropies (nats per item) are in ``logs``. In eval mode 
 lengths are the deterministic stratification m_b = 1 + (b mod L) over the batch **(choice)**,
 so that validation losses are reproducible.
 
-Reconstruction (``recon_loss``) **(choice, measured: see benchmarks/results/pqvae-*.md)**:
-"sse" Σ_pixels (x̂ − x)² per item (default), "arelbo" (D/2)·log(mean_batch Σ_pixels (x̂ − x)²)
-(SPEC §2), or "mse".
+Reconstruction (``recon_loss``, ``losses.py``) **(choice, measured: see
+benchmarks/results/pqvae-*.md)**: "sse" Σ_pixels (x̂ − x)² per item (default), "arelbo"
+(D/2)·log(mean_batch Σ_pixels (x̂ − x)²) (SPEC §2), or "mse".
 """
 from __future__ import annotations
 
@@ -35,19 +35,11 @@ from ..quantizers.base import code_counts, fp32_island, perplexity_of_counts
 from .backbone import Decoder, Encoder, init_weights
 from .checks import as_pair, check_image_batch
 from .hqvae import evaluating
+from .losses import reconstruction
 from .output import ModelOutput
 from .pq_config import PQConfig
 from .pretrained import PretrainedMixin
 from .progressive import ProgressiveOutput, ProgressiveQuantizer
-
-
-def reconstruction_loss(x_hat: Tensor, x: Tensor, kind: str) -> Tensor:
-    """"sse": mean_b Σ_pixels (x̂ − x)²; "arelbo": (D/2)·log of that; "mse": mean of (x̂ − x)²."""
-    squared = (x_hat.float() - x.float()).pow(2)
-    if kind == "mse":
-        return squared.mean()
-    sse = squared.flatten(1).sum(1).mean()
-    return sse if kind == "sse" else 0.5 * x[0].numel() * torch.log(sse)
 
 
 def entropy_terms(log_probs: Tensor) -> tuple[Tensor, Tensor]:
@@ -126,12 +118,12 @@ class PQVAE(PretrainedMixin, nn.Module):
         config = self.config
         out = self.quantizer(self.global_vectors(x))
         x_hat = self.decode_latents(self._latent(out.images.sum(1)))
-        recon = reconstruction_loss(x_hat, x, config.recon_loss)
+        recon, mse = reconstruction(x_hat, x, config.recon_loss)
         terms = {"recon": recon, "prefix_recon": torch.zeros_like(recon)}
         if config.lambda_prefix:
             prefix = self._prefix_mask(x.shape[0], x.device)  # (B, L)
             x_prefix = self.decode_latents(self._latent((out.images * prefix[:, :, None, None]).sum(1)))
-            terms["prefix_recon"] = config.lambda_prefix * reconstruction_loss(x_prefix, x, config.recon_loss)
+            terms["prefix_recon"] = config.lambda_prefix * reconstruction(x_prefix, x, config.recon_loss)[0]
         logs = self._statistics(out)
         if self.stochastic:
             conditional, marginal = entropy_terms(out.log_probs)
@@ -143,7 +135,7 @@ class PQVAE(PretrainedMixin, nn.Module):
             terms["codebook"] = out.codebook_loss
         loss = sum(terms.values())
         terms = {key: value.detach() for key, value in terms.items()}
-        terms["mse"] = (x_hat.detach().float() - x.float()).pow(2).mean()
+        terms["mse"] = mse.detach()
         codes = [code.contiguous() for code in out.tokens.unbind(dim=1)]
         return ModelOutput(x_hat=x_hat, codes=codes, loss=loss, terms=terms, logs=logs)
 

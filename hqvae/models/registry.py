@@ -3,8 +3,10 @@
 Each entry is a builder ``(in_channels, image_size, *, <structure keys>, **overrides) -> config``
 registered with ``@register_model(name)``. Overrides that are ``ModelConfig`` fields replace
 them (``hidden=16``, ``layers=[...]``); overrides that are ``LayerConfig`` quantizer options are
-set on every layer (``codebook_size=16``, ``dim=8``, ``beta=0.5``, ``init_variance=5``);
-structure keys (``downsample``, ``downsamples``, ``depth``, ``quantizer``) are per entry.
+set on every layer whose quantizer kind reads them (``codebook_size=16``, ``dim=8`` on every
+layer, ``beta=0.5`` on VQ layers, ``init_variance=5`` on SQ layers; an option no layer of the
+model reads is rejected); structure keys (``downsample``, ``downsamples``, ``depth``,
+``quantizer``) are per entry.
 
 Defaults by image size (H, W), s = min(H, W) — each VQ/SQ pair shares backbone and codebooks:
 
@@ -27,11 +29,11 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from torch import nn
 
-from .config import LayerConfig, ModelConfig
+from .config import QUANTIZER_OPTIONS, LayerConfig, ModelConfig
 from .hqvae import HQVAE
 
 SQVAE_REFERENCE = (
@@ -166,7 +168,8 @@ def train_defaults(stochastic: bool) -> dict[str, Any]:
 def _configure(
     name: str, in_channels: int, size: tuple[int, int], layers: list[LayerConfig], overrides: dict[str, Any]
 ) -> ModelConfig:
-    """Size defaults, then model-level overrides, then layer options set on every layer."""
+    """Size defaults, then model-level overrides, then layer options set on every layer whose
+    quantizer kind reads them (an option no layer reads raises a ValueError)."""
     model_options = {key: value for key, value in overrides.items() if key in MODEL_KEYS}
     layer_options = {key: value for key, value in overrides.items() if key in LAYER_KEYS}
     if "layers" in model_options:
@@ -175,10 +178,34 @@ def _configure(
         ]
     config = ModelConfig(name=name, in_channels=in_channels, image_size=size, hidden=default_hidden(size), layers=layers)
     config = replace(config, **model_options)
-    config.layers = [replace(layer, **layer_options) for layer in config.layers]
+    check_quantizer_options(name, layer_options, {layer.quantizer for layer in config.layers})
+    config.layers = [replace(layer, **_options_for(layer.quantizer, layer_options)) for layer in config.layers]
     if "train_defaults" not in overrides:
         config.train_defaults = train_defaults(config.stochastic)
     return config
+
+
+def _options_for(quantizer: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The ``options`` a layer of kind ``quantizer`` reads: the common ones and its kind's."""
+    foreign = {key for kind, keys in QUANTIZER_OPTIONS.items() if kind != quantizer for key in keys}
+    return {key: value for key, value in options.items() if key not in foreign}
+
+
+def check_quantizer_options(
+    name: str, options: Iterable[str], kinds: set[str], table: dict[str, tuple[str, ...]] = QUANTIZER_OPTIONS
+) -> None:
+    """Reject the ``options`` of the registered model ``name`` that only quantizer kinds it does not
+    have read (``table``: kind -> its options), with a ValueError listing the valid keys."""
+    read = {key for kind in kinds for key in table.get(kind, ())}
+    ignored = {key for keys in table.values() for key in keys} - read
+    unread = sorted(set(options) & ignored)
+    if unread:
+        owners = sorted({kind for kind, keys in table.items() for key in unread if key in keys})
+        valid = sorted(set(_entry(name).valid_keys) - ignored)
+        raise ValueError(
+            f"option(s) {unread} are {'/'.join(owners)} quantizer options, and model {name!r} has "
+            f"{'/'.join(sorted(kinds))} quantizers only; valid keys: {valid}"
+        )
 
 
 def _injected(quantizer: str, downsample: int) -> LayerConfig:

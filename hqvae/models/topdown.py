@@ -16,28 +16,33 @@ one-layer model exactly the plain encoder → quantizer → decoder network), fo
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
-from ..quantizers import QuantizerOutput, ResidualQuantizer, StochasticQuantizer, VectorQuantizer
+from ..quantizers import Quantizer, QuantizerOutput, ResidualQuantizer, StochasticQuantizer, VectorQuantizer
 from .backbone import ResBlock, Upsample
 from .config import LayerConfig
 
 FILLS = ("mean", "zero")
 
 
-def build_quantizer(layer: LayerConfig) -> nn.Module:
-    """The quantizer of one layer: VQ with the baselines' heuristics, or SQ (Gaussian type I)."""
-    if layer.quantizer == "vq":
-        return VectorQuantizer(
-            layer.dim,
-            layer.codebook_size,
-            beta=layer.beta,
-            ema=layer.ema,
-            decay=layer.decay,
-            init=layer.vq_init,
-            dead_code_threshold=layer.dead_code_threshold,
-        )
+def _vector_quantizer(layer: LayerConfig) -> VectorQuantizer:
+    """VQ with the baselines' heuristics (EMA codebook, commitment β, k-means start)."""
+    return VectorQuantizer(
+        layer.dim,
+        layer.codebook_size,
+        beta=layer.beta,
+        ema=layer.ema,
+        decay=layer.decay,
+        init=layer.vq_init,
+        dead_code_threshold=layer.dead_code_threshold,
+    )
+
+
+def _stochastic_quantizer(layer: LayerConfig) -> StochasticQuantizer:
+    """SQ, Gaussian type I."""
     return StochasticQuantizer(
         layer.dim,
         layer.codebook_size,
@@ -49,6 +54,18 @@ def build_quantizer(layer: LayerConfig) -> nn.Module:
         init_noise=layer.init_noise,
         init_variance_ratio=layer.init_variance_ratio,
     )
+
+
+# LayerConfig.quantizer -> builder; each reads the common fields and its kind's config.QUANTIZER_OPTIONS
+QUANTIZER_BUILDERS: dict[str, Callable[[LayerConfig], Quantizer]] = {
+    "vq": _vector_quantizer,
+    "sq": _stochastic_quantizer,
+}
+
+
+def build_quantizer(layer: LayerConfig) -> Quantizer:
+    """The quantizer of one layer, built by its kind's builder."""
+    return QUANTIZER_BUILDERS[layer.quantizer](layer)
 
 
 class ResolutionGroup(nn.Module):
@@ -84,7 +101,7 @@ class ResolutionGroup(nn.Module):
             self.quantizer = ResidualQuantizer(quantizers, shared_codebook=layers[0].shared_codebook)
 
     @property
-    def quantizers(self) -> list[nn.Module]:
+    def quantizers(self) -> list[Quantizer]:
         """The per-depth quantizers, depth 0 (the injected layer) first."""
         if isinstance(self.quantizer, ResidualQuantizer):
             return list(self.quantizer.layers)
@@ -94,7 +111,7 @@ class ResolutionGroup(nn.Module):
 
     @property
     def stochastic(self) -> bool:
-        return isinstance(self.quantizers[0], StochasticQuantizer)
+        return self.quantizers[0].stochastic
 
     def forward(
         self, state: Tensor | None, feature: Tensor, return_probs: bool = False
@@ -104,8 +121,8 @@ class ResolutionGroup(nn.Module):
         always (B, h, w, depth)). ``return_probs``: SQ groups also return their posteriors."""
         up = None if self.first else self.up(state)
         z = self.merge_in(feature if self.first else torch.cat([up, feature], dim=1))
-        out = self.quantizer(z, return_probs=True) if return_probs and self.stochastic else self.quantizer(z)
-        if not isinstance(self.quantizer, ResidualQuantizer):
+        out = self.quantizer(z, return_probs=return_probs)
+        if out.depths is None:  # a single quantizer: give its indices the depth dim too
             out.indices = out.indices.unsqueeze(-1)
         return self._merge_out(up, out.z_q), out
 
@@ -125,15 +142,6 @@ class ResolutionGroup(nn.Module):
     def split_indices(indices: Tensor) -> list[Tensor]:
         """Indices (B, h, w, depth) -> one (B, h, w) tensor per depth."""
         return [code.contiguous() for code in indices.unbind(dim=-1)]
-
-    def per_depth_logs(self, logs: dict[str, Tensor]) -> dict[tuple[str, int], Tensor]:
-        """Quantizer logs keyed by (name, depth). Un-numbered keys (a single quantizer's, or a
-        residual stack's group-wide continuous term) belong to the last depth."""
-        out = {}
-        for key, value in logs.items():
-            name, _, depth = key.partition("/")
-            out[(name, int(depth) if depth else self.depth - 1)] = value
-        return out
 
     def embed(self, codes: list[Tensor], grid: tuple[int, int, int], fill: str) -> Tensor:
         """Quantised latent (B, d, h, w) from the codes of the first ``len(codes)`` depths.
@@ -155,6 +163,4 @@ class ResolutionGroup(nn.Module):
         return expected.reshape(1, self.dim, 1, 1).expand(batch, -1, height, width)
 
     def set_temperature(self, temperature: float) -> None:
-        for quantizer in self.quantizers:
-            if isinstance(quantizer, StochasticQuantizer):
-                quantizer.set_temperature(temperature)
+        self.quantizer.set_temperature(temperature)

@@ -1,15 +1,17 @@
-"""Quantizers: one output contract (``QuantizerOutput``), three building blocks.
+"""Quantizers: one output contract (``QuantizerOutput``), one base class of the one-layer kinds
+(``Quantizer``), three building blocks.
 
 * ``VectorQuantizer``      — deterministic nearest code + straight-through (VQ-VAE family).
 * ``StochasticQuantizer``  — SQ-VAE's Gumbel-softmax stochastic quantizer (Gaussian I–IV, vMF).
 * ``ResidualQuantizer``    — residual stacks of either (RQ-VAE / RSQ-VAE).
 """
-from .base import QuantizerOutput, entropy, perplexity_of_counts
+from .base import Quantizer, QuantizerOutput, entropy, perplexity_of_counts
 from .residual import ResidualQuantizer
 from .sq import StochasticQuantizer
 from .vq import VectorQuantizer, kmeans
 
 __all__ = [
+    "Quantizer",
     "QuantizerOutput",
     "VectorQuantizer",
     "StochasticQuantizer",

@@ -8,6 +8,8 @@ layouts, chosen by a constructor argument:
 
 Internally everything is flattened to ``(N, d)`` rows (``N = B · prod(spatial)``) and the
 distance / softmax / entropy math runs in float32 even under autocast ("fp32 islands").
+``Quantizer`` is the base class of the one-layer kinds; ``QuantizerOutput`` what every quantizer
+(residual stacks too) returns.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 # Distances are computed in row chunks so that no more than this many (N, K) entries exist at once.
 DISTANCE_CHUNK_ELEMENTS = 1 << 24
@@ -29,20 +31,104 @@ class QuantizerOutput:
     z_q:      quantized latents, same shape and layout as the input.
     indices:  long codes, the input shape without the channel dim (``(B, *spatial)``);
               residual stacks add a trailing depth dim (``(B, *spatial, depth)``).
-    loss:     scalar, this layer's loss terms: batch mean of the per-item sums (SPEC §1).
-    logs:     detached scalars for logging (perplexity, entropy, variance, ...).
+    losses:   the named loss terms, scalars with their gradients, each the batch mean of per-item
+              sums (SPEC §1): VQ "commitment" (+ "codebook" for a gradient-trained codebook), SQ
+              "discrete" and "continuous". A residual stack's own terms only (RSQ: the one
+              "continuous" term of the whole stack); its depths' terms are in ``depths``.
+    stats:    detached statistics: "perplexity" (of the hard codes); SQ "entropy" (mean posterior
+              entropy, nats) and "variance" (s²) or "kappa" (vMF).
     probs:    stochastic quantizers only: the posterior P(k | z) as ``(N, K)`` rows (float32);
               for residual stacks a list with one entry per depth.
     partial_sums: residual stacks only, on request: ``z_q`` built from the first m layers,
               m = 1..depth, each in the input layout.
+    depths:   residual stacks only: each depth's own output (its ``losses`` and ``stats``),
+              coarse to fine.
     """
 
     z_q: Tensor
     indices: Tensor
-    loss: Tensor
-    logs: dict[str, Tensor] = field(default_factory=dict)
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    stats: dict[str, Tensor] = field(default_factory=dict)
     probs: Tensor | list[Tensor] | None = None
     partial_sums: list[Tensor] | None = None
+    depths: list["QuantizerOutput"] | None = None
+
+    @property
+    def loss(self) -> Tensor:
+        """Scalar: every depth's ``loss`` (coarse to fine), then each of ``losses``, summed in order."""
+        total = self.z_q.new_zeros((), dtype=torch.float32)
+        for depth in self.depths or ():
+            total = total + depth.loss
+        for value in self.losses.values():
+            total = total + value
+        return total
+
+    def per_depth(self) -> list[tuple[dict[str, Tensor], dict[str, Tensor]]]:
+        """(losses, stats) of each depth, coarse to fine: one pair for a single quantizer; a
+        residual stack's own terms join its last depth's (a name in both raises a ValueError,
+        so that no term is lost)."""
+        if self.depths is None:
+            return [(self.losses, self.stats)]
+        pairs = [(dict(depth.losses), depth.stats) for depth in self.depths]
+        last = pairs[-1][0]
+        clash = sorted(set(last) & set(self.losses))
+        if clash:
+            raise ValueError(f"loss term(s) {clash} of a residual stack clash with its last depth's")
+        last.update(self.losses)
+        return pairs
+
+
+class Quantizer(nn.Module):
+    """Base of the one-layer quantizers (``VectorQuantizer``, ``StochasticQuantizer``): what a
+    residual stack and the models ask of a layer, answered by the layer's kind.
+
+    Subclasses set ``dim``, ``codebook_size`` and ``channel_last``, define ``codebook`` (K, d_c)
+    and ``forward(z, return_probs=False) -> QuantizerOutput``.
+    """
+
+    stochastic = False  # SQ layers: posteriors, a Gumbel temperature, the ARELBO model loss
+
+    @property
+    def codebook(self) -> Tensor:
+        raise NotImplementedError
+
+    def embed(self, indices: Tensor) -> Tensor:
+        """(B, *S) long codes -> vectors in the input layout, (B, dim, *S) or (B, *S, dim)."""
+        vectors = self.from_code_space(F.embedding(indices, self.codebook))  # (B, *S, dim)
+        return vectors if self.channel_last else vectors.movedim(-1, 1)
+
+    def from_code_space(self, vectors: Tensor) -> Tensor:
+        """Codebook vectors (..., d_c) -> latents (..., dim); the identity unless codes are factorised."""
+        return vectors
+
+    def set_temperature(self, temperature: float) -> None:
+        """Gumbel temperature τ of training-mode samples; deterministic kinds have none (no-op)."""
+
+    # ------------------------------------------------------------------ in a residual stack
+
+    def check_stackable(self) -> None:
+        """Raise a ValueError when this layer cannot be a depth of a residual stack."""
+
+    def share_codebook(self, source: "Quantizer") -> None:
+        """Use the codebook of ``source`` (depth 0 of a stack sharing one codebook)."""
+        self.weight = source.weight
+
+    def forward_in_stack(self, residual: Tensor, return_probs: bool = False) -> QuantizerOutput:
+        """One depth of a residual stack: this layer on ``residual``, without the terms the
+        stack computes once over all depths (``stack_losses``)."""
+        return self(residual, return_probs=return_probs)
+
+    def residual_step(self, out: QuantizerOutput) -> Tensor:
+        """What a residual stack subtracts from the residual after this layer (input layout)."""
+        return out.z_q
+
+    def stack_losses(self, layers: list["Quantizer"], z: Tensor, total: Tensor) -> dict[str, Tensor]:
+        """Loss terms of a stack of ``layers`` (this kind) over its input z and output sum ``total``."""
+        return {}
+
+    def stack_output(self, z: Tensor, total: Tensor) -> Tensor:
+        """The stack's z_q from its input z and the sum of its depths' steps."""
+        return total
 
 
 class LazyInitFlag:

@@ -17,13 +17,13 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .base import QuantizerOutput, flatten_latents, fp32_island, straight_through, upcast
-from .sq import StochasticQuantizer
-from .vq import VectorQuantizer
+from .base import Quantizer, QuantizerOutput
 
 
 class ResidualQuantizer(nn.Module):
-    """A depth-L stack of VectorQuantizer or StochasticQuantizer layers (not mixed).
+    """A depth-L stack of one-layer quantizers of one kind (all VectorQuantizer or all
+    StochasticQuantizer); each layer's kind says what the stack subtracts, which loss terms the
+    stack adds and what it outputs (the ``Quantizer`` methods).
 
     Args:
         layers: the quantizers, coarse to fine; all of the same kind, dim and layout.
@@ -32,32 +32,26 @@ class ResidualQuantizer(nn.Module):
             vector-quantize-pytorch's shared ResidualVQ.
     """
 
-    def __init__(self, layers: Sequence[nn.Module], shared_codebook: bool = False):
+    def __init__(self, layers: Sequence[Quantizer], shared_codebook: bool = False):
         super().__init__()
         if len(layers) == 0:
             raise ValueError("a residual stack needs at least one layer")
         kinds = {type(layer) for layer in layers}
-        if len(kinds) != 1 or not kinds <= {VectorQuantizer, StochasticQuantizer}:
-            raise ValueError(f"layers must be all VectorQuantizer or all StochasticQuantizer, got {sorted(k.__name__ for k in kinds)}")
+        if len(kinds) != 1 or not all(isinstance(layer, Quantizer) for layer in layers):
+            raise ValueError(f"layers must be one-layer quantizers of one kind, got {sorted(k.__name__ for k in kinds)}")
         first = layers[0]
-        for layer in layers[1:]:
+        for layer in layers:
             if layer.dim != first.dim or layer.channel_last != first.channel_last:
                 raise ValueError("all layers of a residual stack need the same dim and channel_last")
-        self.stochastic = isinstance(first, StochasticQuantizer)
-        if self.stochastic and any(layer.is_vmf or layer.needs_log_var for layer in layers):
-            raise ValueError("residual SQ stacks take gaussian_1 layers (vMF residuals are not defined)")
+            layer.check_stackable()
         self.layers = nn.ModuleList(layers)
         self.shared_codebook = shared_codebook
         if shared_codebook:
             for layer in self.layers[1:]:
                 if layer.codebook_size != first.codebook_size:
                     raise ValueError("a shared codebook needs the same codebook_size in every layer")
-                if isinstance(first.weight, nn.Parameter):
-                    layer.weight = first.weight
-                    layer.owns_codebook = False  # SQ data init: depth 0 fills the shared codebook
-                else:  # EMA buffers: the same tensors, updated by every depth
-                    for name in ("weight", "weight_avg", "cluster_size", "initialized"):
-                        setattr(layer, name, getattr(first, name))
+                layer.share_codebook(first)
+        self.stochastic = first.stochastic
         self.dim = first.dim
         self.channel_last = first.channel_last
 
@@ -76,8 +70,7 @@ class ResidualQuantizer(nn.Module):
 
     def set_temperature(self, temperature: float) -> None:
         for layer in self.layers:
-            if isinstance(layer, StochasticQuantizer):
-                layer.set_temperature(temperature)
+            layer.set_temperature(temperature)
 
     def embed(self, indices: Tensor, upto: int | None = None) -> Tensor:
         """(B, *S, depth) codes -> Σ_{l<upto} e_l in the input layout."""
@@ -87,49 +80,28 @@ class ResidualQuantizer(nn.Module):
         return sum(self.layers[l].embed(indices[..., l]) for l in range(upto))
 
     def forward(self, z: Tensor, return_partial_sums: bool = False, return_probs: bool = False) -> QuantizerOutput:
-        """``return_probs``: SQ stacks also return every depth's posterior in eval mode."""
+        """z in the layers' layout -> QuantizerOutput with indices (B, *S, depth), ``depths`` (each
+        depth's own output) and the stack's own ``losses``. ``return_probs``: SQ stacks also
+        return every depth's posterior in eval mode."""
         residual = z
         total = torch.zeros_like(z)
-        partial_sums, indices, probs = [], [], []
-        loss = z.new_zeros((), dtype=torch.float32)
-        logs: dict[str, Tensor] = {}
-        for depth, layer in enumerate(self.layers):
-            if self.stochastic:
-                out = layer(residual, continuous_loss=False, return_probs=return_probs)
-                step = out.z_q  # soft mixture in training, hard code in eval
-                probs.append(out.probs)
-            else:
-                out = layer(residual)
-                step = layer.embed(out.indices).detach()  # the hard code
+        partial_sums, depths = [], []
+        for layer in self.layers:
+            out = layer.forward_in_stack(residual, return_probs=return_probs)
+            step = layer.residual_step(out)
             residual = residual - step
             total = total + step
-            loss = loss + out.loss
-            indices.append(out.indices)
-            for key, value in out.logs.items():
-                logs[f"{key}/{depth}"] = value
+            depths.append(out)
             if return_partial_sums:
-                partial_sums.append(self._output(z, total))
+                partial_sums.append(layer.stack_output(z, total))
 
-        if self.stochastic:
-            continuous = self._continuous_term(z, total)
-            loss = loss + continuous
-            logs["continuous"] = continuous.detach()
+        first = self.layers[0]
+        probs = [out.probs for out in depths]
         return QuantizerOutput(
-            z_q=self._output(z, total),
-            indices=torch.stack(indices, dim=-1),
-            loss=loss,
-            logs=logs,
-            probs=probs if self.stochastic and any(p is not None for p in probs) else None,
+            z_q=first.stack_output(z, total),
+            indices=torch.stack([out.indices for out in depths], dim=-1),
+            losses=first.stack_losses(list(self.layers), z, total),
+            probs=probs if any(p is not None for p in probs) else None,
             partial_sums=partial_sums if return_partial_sums else None,
+            depths=depths,
         )
-
-    def _output(self, z: Tensor, total: Tensor) -> Tensor:
-        """SQ: the sum itself. VQ: straight-through ẑ + sg(Σ e − ẑ)."""
-        return total if self.stochastic else straight_through(z, total)
-
-    def _continuous_term(self, z: Tensor, total: Tensor) -> Tensor:
-        """Batch mean of Σ_rows ||ẑ − Σ_l z_q,l||² / (2 Σ_l s_l²)."""
-        with fp32_island(z.device):
-            summed_variance = sum(layer.variance() for layer in self.layers)
-            diff, _ = flatten_latents(upcast(z - total), self.dim, self.channel_last)
-            return (diff.pow(2) * (0.5 / summed_variance)).sum() / z.shape[0]

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from .base import (
     DISTANCE_CHUNK_ELEMENTS,
     LazyInitFlag,
+    Quantizer,
     QuantizerOutput,
     code_counts,
     flatten_latents,
@@ -56,7 +57,7 @@ VARIANCE_MIN = 1e-10
 INITS = ("normal", "data")
 
 
-class StochasticQuantizer(LazyInitFlag, nn.Module):
+class StochasticQuantizer(LazyInitFlag, Quantizer):
     """SQ layer: Gumbel-softmax relaxed mixture in training, argmax in eval.
 
     Args:
@@ -80,6 +81,8 @@ class StochasticQuantizer(LazyInitFlag, nn.Module):
         fused: train types I–III with the fused posterior-and-sample op (``relaxed.py``); False
             runs the same math through autograd (slower, for checking).
     """
+
+    stochastic = True
 
     def __init__(
         self,
@@ -147,11 +150,6 @@ class StochasticQuantizer(LazyInitFlag, nn.Module):
     def codebook(self) -> Tensor:
         """(K, dim) code vectors (ℓ2-normalised for vMF)."""
         return l2_normalize(self.weight) if self.is_vmf else self.weight
-
-    def embed(self, indices: Tensor) -> Tensor:
-        """(B, *S) long codes -> vectors in the input layout, (B, dim, *S) or (B, *S, dim)."""
-        vectors = F.embedding(indices, self.codebook)  # (B, *S, dim)
-        return vectors if self.channel_last else vectors.movedim(-1, 1)
 
     def set_temperature(self, temperature: float) -> None:
         """Gumbel temperature τ > 0 used by training-mode samples."""
@@ -234,27 +232,23 @@ class StochasticQuantizer(LazyInitFlag, nn.Module):
                     indices = torch.multinomial(probs, 1).squeeze(-1) if self.eval_sample else logits.argmax(-1)
                     z_q = F.embedding(indices, codebook)
 
-            discrete = neg_entropy_rows.sum() / batch
-            loss = discrete
-            logs = {
-                "discrete": discrete.detach(),
+            losses = {"discrete": neg_entropy_rows.sum() / batch}
+            if continuous_loss:
+                losses["continuous"] = self.continuous_term(x, z_q, scale, batch)
+            stats = {
                 "entropy": -neg_entropy_rows.detach().mean(),
                 "perplexity": perplexity_of_counts(code_counts(indices, self.codebook_size)),
             }
             if self.is_vmf:
-                logs["kappa"] = scale.detach()
+                stats["kappa"] = scale.detach()
             else:
-                logs["variance"] = scale.detach().mean()
-            if continuous_loss:
-                continuous = self.continuous_term(x, z_q, scale, batch)
-                loss = loss + continuous
-                logs["continuous"] = continuous.detach()
+                stats["variance"] = scale.detach().mean()
 
         return QuantizerOutput(
             z_q=restore(z_q).to(z.dtype),
             indices=indices.reshape(index_shape(z, self.channel_last)),
-            loss=loss,
-            logs=logs,
+            losses=losses,
+            stats=stats,
             probs=probs if (self.training or return_probs) else None,
         )
 
@@ -263,6 +257,28 @@ class StochasticQuantizer(LazyInitFlag, nn.Module):
         if self.is_vmf:
             return scale * (1.0 - (x * z_q).sum(-1)).sum() / batch
         return ((x - z_q).pow(2) * (0.5 / scale)).sum() / batch
+
+    # ------------------------------------------------------------------ in a residual stack
+
+    def check_stackable(self) -> None:
+        if self.is_vmf or self.needs_log_var:
+            raise ValueError("residual SQ stacks take gaussian_1 layers (vMF residuals are not defined)")
+
+    def share_codebook(self, source: "StochasticQuantizer") -> None:
+        super().share_codebook(source)
+        self.owns_codebook = False  # data initialisation: depth 0 fills the shared codebook
+
+    def forward_in_stack(self, residual: Tensor, return_probs: bool = False) -> QuantizerOutput:
+        """Without the continuous term (``stack_losses`` computes it once for the stack); the step
+        is the soft mixture in training and the hard code in eval, with no stop-gradient."""
+        return self(residual, continuous_loss=False, return_probs=return_probs)
+
+    def stack_losses(self, layers: list["StochasticQuantizer"], z: Tensor, total: Tensor) -> dict[str, Tensor]:
+        """The stack's continuous term: batch mean of Σ_rows ||ẑ − Σ_l z_q,l||² / (2 Σ_l s_l²)."""
+        with fp32_island(z.device):
+            summed_variance = sum(layer.variance() for layer in layers)
+            diff, _ = flatten_latents(upcast(z - total), self.dim, self.channel_last)
+            return {"continuous": (diff.pow(2) * (0.5 / summed_variance)).sum() / z.shape[0]}
 
     # ------------------------------------------------------------------ data initialisation
 

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .base import (
     LazyInitFlag,
+    Quantizer,
     QuantizerOutput,
     code_counts,
     flatten_latents,
@@ -47,7 +48,7 @@ def kmeans(x: Tensor, num_clusters: int, iters: int) -> tuple[Tensor, Tensor]:
     return centroids, sizes
 
 
-class VectorQuantizer(LazyInitFlag, nn.Module):
+class VectorQuantizer(LazyInitFlag, Quantizer):
     """Nearest-neighbour quantizer with straight-through gradients.
 
     Args:
@@ -122,10 +123,9 @@ class VectorQuantizer(LazyInitFlag, nn.Module):
         """(K, codebook_dim) code vectors (in the projected space for factorised codes)."""
         return l2_normalize(self.weight) if self.cosine else self.weight
 
-    def embed(self, indices: Tensor) -> Tensor:
-        """(B, *S) long codes -> vectors in the input layout, (B, dim, *S) or (B, *S, dim)."""
-        vectors = self.project_out(F.embedding(indices, self.codebook))  # (B, *S, dim)
-        return vectors if self.channel_last else vectors.movedim(-1, 1)
+    def from_code_space(self, vectors: Tensor) -> Tensor:
+        """(..., codebook_dim) -> (..., dim) through the output projection of factorised codes."""
+        return self.project_out(vectors)
 
     def extra_repr(self) -> str:
         return (
@@ -135,7 +135,9 @@ class VectorQuantizer(LazyInitFlag, nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, z: Tensor) -> QuantizerOutput:
+    def forward(self, z: Tensor, return_probs: bool = False) -> QuantizerOutput:
+        """Quantize ``z`` (this quantizer's layout); ``return_probs`` is accepted for the common
+        contract and ignored: a VQ posterior is the point mass on the code."""
         rows, restore = flatten_latents(z, self.dim, self.channel_last)
         batch = z.shape[0]
         with fp32_island(z.device):
@@ -148,16 +150,12 @@ class VectorQuantizer(LazyInitFlag, nn.Module):
             indices = nearest_code(x.detach(), codebook)  # (N,)
             codes = F.embedding(indices, codebook)  # (N, d_c); gradient reaches a learnt codebook
 
-            commitment = self.beta * (x - codes.detach()).pow(2).sum() / batch
-            loss = commitment
-            logs = {"commitment": commitment.detach()}
+            losses = {"commitment": self.beta * (x - codes.detach()).pow(2).sum() / batch}
             if not self.ema:
-                codebook_term = (x.detach() - codes).pow(2).sum() / batch
-                loss = loss + codebook_term
-                logs["codebook_loss"] = codebook_term.detach()
+                losses["codebook"] = (x.detach() - codes).pow(2).sum() / batch
 
             counts = code_counts(indices, self.codebook_size)  # (K,)
-            logs["perplexity"] = perplexity_of_counts(counts)
+            stats = {"perplexity": perplexity_of_counts(counts)}
             if self.training:
                 self._update(x.detach(), indices, counts)
 
@@ -165,9 +163,29 @@ class VectorQuantizer(LazyInitFlag, nn.Module):
         return QuantizerOutput(
             z_q=restore(z_q).to(z.dtype),
             indices=indices.reshape(index_shape(z, self.channel_last)),
-            loss=loss,
-            logs=logs,
+            losses=losses,
+            stats=stats,
         )
+
+    # ------------------------------------------------------------------ in a residual stack
+
+    def share_codebook(self, source: "VectorQuantizer") -> None:
+        """EMA codebooks share their buffers too (each depth then adds its own EMA step, as in
+        vector-quantize-pytorch's shared ResidualVQ)."""
+        if not self.ema:
+            super().share_codebook(source)
+            return
+        for name in ("weight", "weight_avg", "cluster_size", "initialized"):
+            setattr(self, name, getattr(source, name))
+
+    def residual_step(self, out: QuantizerOutput) -> Tensor:
+        """The hard code: residuals are formed with sg(e), not the straight-through output."""
+        return self.embed(out.indices).detach()
+
+    def stack_output(self, z: Tensor, total: Tensor) -> Tensor:
+        """One straight-through estimate z + sg(Σ_l e_l − z): the encoder gradient is not
+        multiplied by the depth."""
+        return straight_through(z, total)
 
     # ------------------------------------------------------------------ codebook state
 

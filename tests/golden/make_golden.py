@@ -110,13 +110,14 @@ def model_values(name: str) -> dict[str, torch.Tensor]:
     return values
 
 
-def write_image_folder(root: Path) -> Path:
-    """root/c<label>/<n>.png: 48 greyscale 16×16 blurred blobs, one brightness per class."""
+def write_image_folder(root: Path, per_class: int = IMAGES_PER_CLASS) -> Path:
+    """root/c<label>/<n>.png: 4 classes of ``per_class`` greyscale 16×16 blurred random blobs, one
+    brightness per class (also the image folder of tests/test_train.py)."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
     for label in range(CLASSES):
         (root / f"c{label}").mkdir(parents=True)
-        for n in range(IMAGES_PER_CLASS):
+        for n in range(per_class):
             cy, cx = rng.uniform(3, SIZE - 3, size=2)
             blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rng.uniform(2, 5) ** 2))
             pixels = (255 * (0.2 + 0.2 * label / CLASSES + 0.6 * blob)).clip(0, 255).astype(np.uint8)
