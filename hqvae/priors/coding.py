@@ -6,7 +6,7 @@ rows that are not coded). For each chunk the prior runs token by token with its 
 softmax(logits_t) in float64 of the real rows go, with their tokens, to a range coder through
 ``constriction.stream.model.Categorical(perfect=False)``, which quantizes them to fixed point
 deterministically. The decoder runs the very same computation (same chunk shapes, same padding,
-same incremental path, same dtype and device), feeding back the tokens it decodes, so encoder and
+same incremental path, same dtype and device, one thread), feeding back the tokens it decodes, so encoder and
 decoder see bit-identical probabilities whatever batch sizes the caller uses elsewhere.
 
 File (version 1), all integers little-endian:
@@ -27,6 +27,7 @@ fingerprints differ from the prior used to decode it.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -63,6 +64,18 @@ def _constriction():
     return stream
 
 
+@contextlib.contextmanager
+def single_thread():
+    """Run the coder's arithmetic on one thread, whatever OMP_NUM_THREADS says, so that the
+    summation order of every dot product cannot depend on how the work is split between threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def coding_copy(prior: CodePrior) -> CodePrior:
     """The prior as the coder runs it: a float64 copy on the CPU in eval mode."""
     return copy.deepcopy(prior).to("cpu", torch.float64).eval()
@@ -92,7 +105,8 @@ def encode_tokens(prior64: CodePrior, tokens: torch.Tensor, coding_batch: int = 
             encoder.encode(np.ascontiguousarray(symbols[:, t]), family, _probabilities(logits, rows))
             return padded[:, t]
 
-        run_steps(prior64, no_class, choose)
+        with single_thread():
+            run_steps(prior64, no_class, choose)
     return encoder.get_compressed()
 
 
@@ -109,7 +123,8 @@ def decode_tokens(prior64: CodePrior, words: np.ndarray, items: int,
             column[:rows] = torch.from_numpy(decoder.decode(family, _probabilities(logits, rows)).astype(np.int64))
             return column
 
-        pieces.append(run_steps(prior64, no_class, choose)[:rows])
+        with single_thread():
+            pieces.append(run_steps(prior64, no_class, choose)[:rows])
     return torch.cat(pieces) if pieces else torch.zeros(0, prior64.layout.length, dtype=torch.long)
 
 
