@@ -239,15 +239,16 @@ def test_prior_train_eval_sample_and_resume(trained, tmp_path, capsys):
 
 @needs_fashion_mnist
 def test_decompress_of_compress_gives_the_codes_of_encode_across_processes(trained, tmp_path, capsys):
-    """For every family: encode (batch 3) -> compress in one process (coding batch 4) -> decompress in
-    another (decoder batch 2): exactly the encoded codes, hence exactly the eval reconstruction."""
+    """For every family: encode (batch 3) -> compress in one process (coding batch 4, 2 threads) ->
+    decompress in another (decoder batch 2, 1 thread): exactly the encoded codes, hence exactly the
+    eval reconstruction."""
     for name, (run, prior) in trained.items():
         assert cli("encode", "--run", run, "--limit", 10, "--batch-size", 3, "--out",
                    tmp_path / f"codes-{name}.safetensors") == 0
         (tmp_path / f"prior-{name}").symlink_to(prior)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for script in (COMPRESS_SCRIPT, DECOMPRESS_SCRIPT):
-        subprocess.run([sys.executable, "-c", script, str(tmp_path), *trained], check=True, env=env, timeout=120)
+    for script, threads in ((COMPRESS_SCRIPT, "2"), (DECOMPRESS_SCRIPT, "1")):  # other thread counts too
+        subprocess.run([sys.executable, "-c", script, str(tmp_path), *trained], check=True, timeout=120,
+                       env={**os.environ, "OMP_NUM_THREADS": threads})
     for name, (run, prior) in trained.items():
         encoded, _, _ = load_codes(tmp_path / f"codes-{name}.safetensors")
         decoded, _, metadata = load_codes(tmp_path / f"out-{name}" / "codes.safetensors")
