@@ -16,7 +16,7 @@ from PIL import Image
 import hqvae
 from hqvae.cli import main
 from hqvae.codes_file import load_codes, save_codes
-from hqvae.priors import CodeLayout, CodePrior, PriorConfig, decode_layers, encode_to_layers, sample
+from hqvae.priors import CodeLayout, CodePrior, PriorConfig, build_prior, decode_layers, encode_to_layers, sample
 from hqvae.priors.coding import coding_copy, decode_tokens, encode_tokens, pack, unpack
 from hqvae.priors.images import write_items
 from hqvae.priors.config import load_prior_config
@@ -62,8 +62,9 @@ def error_of(capsys, *argv) -> str:
 # ------------------------------------------------------------------------------ every model
 
 
+@pytest.mark.parametrize("kind", ["flat", "depth"])
 @pytest.mark.parametrize("name", hqvae.list_models())
-def test_the_prior_models_the_codes_of_every_registered_model(name):
+def test_the_prior_models_the_codes_of_every_registered_model(name, kind):
     torch.manual_seed(0)
     model = hqvae.create_model(name, in_channels=1, image_size=16, **tiny_overrides(name)).eval()
     x = torch.rand(3, 1, 16, 16)
@@ -71,15 +72,28 @@ def test_the_prior_models_the_codes_of_every_registered_model(name):
     layout = CodeLayout.from_codes(model, layers)
     tokens = layout.flatten(layers)
     assert all(torch.equal(a, b) for a, b in zip(layout.unflatten(tokens), layers))
-    prior = tiny_prior(layout).double().eval()
+    tokens = torch.cat([torch.randint(0, k, (3, n)) for n, k in zip(layout.lengths, layout.codebook_sizes)], 1)
+    config = PriorConfig([list(s) for s in layout.code_shapes], list(layout.codebook_sizes), d_model=32, n_layer=2,
+                         n_head=2, kind=kind)
+    if kind == "depth" and len(set(layout.code_shapes)) > 1:
+        with pytest.raises(ValueError, match="share one grid.*model.kind=flat"):
+            build_prior(config)
+        return
+    prior = build_prior(config).double().eval()
     logits = prior(tokens)
     assert [tuple(l.shape) for l in logits] == [(3, n, k) for n, k in zip(layout.lengths, layout.codebook_sizes)]
     bits = prior.nll_bits(tokens)
     assert bits.shape == (3, layout.num_layers) and torch.isfinite(bits).all()
-    # the KV-cached steps give the logits of the full causal pass
-    steps = []
-    run_steps(prior, torch.full((3,), prior.no_class), lambda t, step: (steps.append(step), tokens[:, t])[1])
-    assert torch.allclose(torch.cat([s[:, None] for s in steps], 1), torch.cat(logits, 1), atol=1e-10)
+    # the KV-cached steps, in the prior's generation order, give the logits of the full causal pass
+    steps, order = [], prior.order
+    run_steps(prior, torch.full((3,), prior.no_class), lambda t, step: (steps.append(step), tokens[:, order[t]])[1])
+    assert sorted(order.tolist()) == list(range(layout.length))
+    full = torch.cat(logits, 1)  # (3, T, K): every tiny model has one K for all its layers
+    assert torch.allclose(torch.stack(steps, 1), full[:, order], atol=1e-10)
+    # the coder gives back the tokens, spending their NLL
+    words = encode_tokens(coding_copy(prior), tokens, coding_batch=2)
+    assert torch.equal(decode_tokens(coding_copy(prior), words, 3, 2), tokens)
+    assert 32 * words.size <= bits.sum() + 64
     # samples are valid codes of the model: they decode to images of the input's shape
     drawn = layout.unflatten(sample(prior.float(), 2, temperature=0.8, top_k=4, seed=1))
     layout.check_layers(drawn)
@@ -95,7 +109,7 @@ def test_filtering_keeps_top_k_and_the_top_p_nucleus():
 
 
 def test_the_config_rejects_unknown_keys_and_wrong_types():
-    with pytest.raises(ValueError, match="valid keys: d_model"):
+    with pytest.raises(ValueError, match="valid keys: kind, depth_layers, d_model"):
         load_prior_config(["model.width=3"])
     with pytest.raises(ValueError, match="train.steps must be an integer"):
         load_prior_config(["train.steps=abc"])
@@ -160,13 +174,17 @@ def train_run(name: str, out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
-    """(tokenizer run, prior) for one model of each family, trained a few steps on Fashion-MNIST."""
+    """(tokenizer run, prior) for one model of each family, trained a few steps on Fashion-MNIST
+    (rsqvae twice: flat and depth priors)."""
     root = tmp_path_factory.mktemp("priors")
     pairs = {}
     for name in FAMILIES:
         run = train_run(name, root / f"run-{name}")
         assert cli("prior", "train", "--run", run, "--out", root / f"prior-{name}", *PRIOR_TINY) == 0
         pairs[name] = (run, root / f"prior-{name}")
+    run = pairs["rsqvae"][0]  # and the RQ-Transformer-style prior of the residual stack
+    assert cli("prior", "train", "--run", run, "--out", root / "prior-rsqvae-depth", *PRIOR_TINY, "model.kind=depth") == 0
+    pairs["rsqvae-depth"] = (run, root / "prior-rsqvae-depth")
     return pairs
 
 

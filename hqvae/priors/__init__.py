@@ -3,6 +3,7 @@ real compression (range coding with the prior's probabilities).
 
     layout.py       the one adapter from a model's codes to a token sequence (CodeLayout)
     transformer.py  CodePrior: a small causal transformer with per-layer vocabularies and a KV cache
+    depth.py        DepthPrior: RQ-Transformer style (spatial + depth transformers) for residual stacks
     sampling.py     KV-cached generation: temperature, top-k, top-p
     config.py       PriorTrainConfig, the typed config of ``hqvae prior train``
     folder.py       the prior folder (run.json, codes cache, checkpoints); open_prior
@@ -13,7 +14,7 @@ real compression (range coding with the prior's probabilities).
 """
 from hqvae.priors.layout import CodeLayout, decode_layers, encode_to_layers, model_layout
 from hqvae.priors.sampling import sample
-from hqvae.priors.transformer import CodePrior, PriorConfig, load_prior
+from hqvae.priors.transformer import CodePrior, PriorBase, PriorConfig, build_prior, load_prior
 
-__all__ = ["CodeLayout", "CodePrior", "PriorConfig", "decode_layers", "encode_to_layers", "load_prior",
-           "model_layout", "sample"]
+__all__ = ["CodeLayout", "CodePrior", "PriorBase", "PriorConfig", "build_prior", "decode_layers", "encode_to_layers",
+           "load_prior", "model_layout", "sample"]

@@ -40,7 +40,7 @@ import torch
 import hqvae
 from hqvae.priors.layout import CodeLayout
 from hqvae.priors.sampling import run_steps
-from hqvae.priors.transformer import CodePrior
+from hqvae.priors.transformer import PriorBase
 
 MAGIC = b"\x89HQZ"
 VERSION = 1
@@ -76,7 +76,7 @@ def single_thread():
         torch.set_num_threads(threads)
 
 
-def coding_copy(prior: CodePrior) -> CodePrior:
+def coding_copy(prior: PriorBase) -> PriorBase:
     """The prior as the coder runs it: a float64 copy on the CPU in eval mode."""
     return copy.deepcopy(prior).to("cpu", torch.float64).eval()
 
@@ -91,10 +91,11 @@ def _chunks(items: int, coding_batch: int):
         yield start, min(coding_batch, items - start)
 
 
-def encode_tokens(prior64: CodePrior, tokens: torch.Tensor, coding_batch: int = DEFAULT_CODING_BATCH) -> np.ndarray:
+def encode_tokens(prior64: PriorBase, tokens: torch.Tensor, coding_batch: int = DEFAULT_CODING_BATCH) -> np.ndarray:
     """tokens (N, T) -> the compressed words (uint32) of all items, coded unconditionally."""
     stream = _constriction()
     family, encoder = stream.model.Categorical(perfect=False), stream.queue.RangeEncoder()
+    order = prior64.order.tolist()
     no_class = torch.full((coding_batch,), prior64.no_class, dtype=torch.long)
     for start, rows in _chunks(tokens.shape[0], coding_batch):
         padded = torch.zeros(coding_batch, tokens.shape[1], dtype=torch.long)
@@ -102,15 +103,16 @@ def encode_tokens(prior64: CodePrior, tokens: torch.Tensor, coding_batch: int = 
         symbols = padded[:rows].to(torch.int32).numpy()
 
         def choose(t: int, logits: torch.Tensor) -> torch.Tensor:
-            encoder.encode(np.ascontiguousarray(symbols[:, t]), family, _probabilities(logits, rows))
-            return padded[:, t]
+            column = order[t]  # the prior's generation order
+            encoder.encode(np.ascontiguousarray(symbols[:, column]), family, _probabilities(logits, rows))
+            return padded[:, column]
 
         with single_thread():
             run_steps(prior64, no_class, choose)
     return encoder.get_compressed()
 
 
-def decode_tokens(prior64: CodePrior, words: np.ndarray, items: int,
+def decode_tokens(prior64: PriorBase, words: np.ndarray, items: int,
                   coding_batch: int = DEFAULT_CODING_BATCH) -> torch.Tensor:
     """The inverse of :func:`encode_tokens`: words -> tokens (items, T)."""
     stream = _constriction()

@@ -1,7 +1,7 @@
 """The configuration of ``hqvae prior train``: typed sections with dotted ``key=value`` overrides.
 
     data:     checkpoint, limit, val_items, encode_batch_size, root
-    model:    d_model, n_layer, n_head, dropout, class_conditional, class_dropout
+    model:    kind, depth_layers, d_model, n_layer, n_head, dropout, class_conditional, class_dropout
     optim:    lr, schedule, betas, weight_decay, grad_clip, warmup_steps, min_lr
     train:    steps, batch_size, seed, device, dtype, log_every, val_every, checkpoint_every
     logging:  progress
@@ -44,12 +44,17 @@ class PriorDataConfig:
 class PriorModelConfig:
     """``model``: the transformer (``hqvae.priors.transformer``).
 
+    kind: flat (one causal sequence over all tokens, layers coarse to fine) | depth (RQ-Transformer
+        style for layers that share one grid: a spatial transformer over positions and a
+        depth_layers-block depth transformer over each position's codes; hqvae.priors.depth).
     d_model, n_layer, n_head: width, blocks and heads. dropout: on attention and residual branches.
     class_conditional: condition on the data set's class labels (the start token is the class);
         the prior also learns the unconditional distribution (the label is dropped with
         probability class_dropout), which compression uses.
     """
 
+    kind: Literal["flat", "depth"] = "flat"
+    depth_layers: int = 1
     d_model: int = 128
     n_layer: int = 4
     n_head: int = 4

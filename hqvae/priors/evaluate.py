@@ -17,7 +17,7 @@ from hqvae.metrics.codebook import CodebookUsage
 from hqvae.metrics.rate import entropy_bits_per_item
 from hqvae.priors.layout import CodeLayout
 from hqvae.priors.train import mean_bits
-from hqvae.priors.transformer import CodePrior
+from hqvae.priors.transformer import PriorBase
 
 
 def histogram_bits(layout: CodeLayout, layers: list[torch.Tensor]) -> list[float]:
@@ -30,7 +30,7 @@ def histogram_bits(layout: CodeLayout, layers: list[torch.Tensor]) -> list[float
     return bits
 
 
-def evaluate_prior(prior: CodePrior, layers: list[torch.Tensor], batch_size: int = 128,
+def evaluate_prior(prior: PriorBase, layers: list[torch.Tensor], batch_size: int = 128,
                    labels: torch.Tensor | None = None, autocast=contextlib.nullcontext) -> dict:
     """Rates of ``layers`` (one (N, *positions) tensor per layer) in bits per item, in total and
     per layer: the prior's NLL (conditioned on ``labels`` when given), the uniform and the

@@ -24,7 +24,7 @@ from hqvae.cli.runs import OpenedRun, load_run_data, open_run
 from hqvae.code_layers import codebook_sizes
 from hqvae.codes_file import load_codes, save_codes
 from hqvae.priors.layout import CodeLayout, encode_to_layers
-from hqvae.priors.transformer import CodePrior, load_prior, weights_fingerprint
+from hqvae.priors.transformer import PriorBase, load_prior, weights_fingerprint
 from hqvae.train.run_dir import RunDir
 
 KIND = "hqvae-prior"
@@ -38,7 +38,7 @@ class OpenedPrior:
 
     folder: RunDir
     info: dict
-    prior: CodePrior
+    prior: PriorBase
     which: str
     fingerprint: str
 

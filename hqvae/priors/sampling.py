@@ -13,21 +13,23 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from hqvae.priors.transformer import CodePrior
+from hqvae.priors.transformer import PriorBase
 
 
 @torch.no_grad()
-def run_steps(prior: CodePrior, labels: Tensor, choose: Callable[[int, Tensor], Tensor]) -> Tensor:
-    """labels (B,) -> tokens (B, T) long, token t = ``choose(t, logits_t)`` with logits_t (B, K_l)
-    the prior's logits at position t given the tokens chosen before."""
+def run_steps(prior: PriorBase, labels: Tensor, choose: Callable[[int, Tensor], Tensor]) -> Tensor:
+    """labels (B,) -> tokens (B, T) long (layer-major): the t-th generated token, token
+    ``prior.order[t]`` of the sequence, is ``choose(t, logits_t)`` with logits_t (B, K_l) the
+    prior's logits for it given the tokens chosen before."""
     batch, length = labels.shape[0], prior.layout.length
     cache = prior.new_cache(batch)
     tokens = torch.zeros(batch, length, dtype=torch.long, device=labels.device)
+    order = prior.order.tolist()
     previous = None
     for t in range(length):
         logits = prior.step(previous, labels, cache)
         previous = choose(t, logits).to(device=labels.device, dtype=torch.long)
-        tokens[:, t] = previous
+        tokens[:, order[t]] = previous
     return tokens
 
 
@@ -58,7 +60,7 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -
 
 
 @torch.no_grad()
-def sample(prior: CodePrior, num: int, labels: Tensor | None = None, temperature: float = 1.0,
+def sample(prior: PriorBase, num: int, labels: Tensor | None = None, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, seed: int = 0, batch_size: int = 64) -> Tensor:
     """``num`` token sequences (num, T) drawn from the prior (in batches), class ``labels`` (num,)
     or unconditional; reproducible for a given seed and batch size."""

@@ -34,7 +34,7 @@ from hqvae.metrics.distributed import all_reduce
 from hqvae.priors.config import PriorTrainConfig
 from hqvae.priors.folder import KIND, cached_codes
 from hqvae.priors.layout import CodeLayout
-from hqvae.priors.transformer import CodePrior, PriorConfig, load_prior
+from hqvae.priors.transformer import PriorBase, PriorConfig, build_prior, load_prior
 from hqvae.train import checkpoint, rng
 from hqvae.train.logger import MetricsLogger
 from hqvae.train.loop import (NonFiniteLoss, check_finite, check_run_folder, describe_device, gather_rng_states,
@@ -56,7 +56,7 @@ def build_optimizer(prior: torch.nn.Module, config: PriorTrainConfig) -> torch.o
 
 
 @torch.no_grad()
-def mean_bits(prior: CodePrior, tokens: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
+def mean_bits(prior: PriorBase, tokens: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
               device: torch.device, autocast=contextlib.nullcontext) -> torch.Tensor:
     """Mean −log2 p per layer over the items of ``tokens`` (N, T): (L,) float64 (eval mode)."""
     was_training = prior.training
@@ -126,8 +126,8 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
         rng.seed_all(config.train.seed + procs.rank)
         prior_config = PriorConfig(layout.to_dict()["code_shapes"], list(layout.codebook_sizes),
                                    config.model.d_model, config.model.n_layer, config.model.n_head,
-                                   config.model.dropout, num_classes)
-        prior = (load_prior(folder.checkpoint("last"), device) if resume else CodePrior(prior_config).to(device))
+                                   config.model.dropout, num_classes, config.model.kind, config.model.depth_layers)
+        prior = (load_prior(folder.checkpoint("last"), device) if resume else build_prior(prior_config).to(device))
         prior.train()
         if procs.world_size > 1 and config.train.batch_size % procs.world_size:
             raise ValueError(f"train.batch_size={config.train.batch_size} is not divisible by the "

@@ -40,7 +40,9 @@ class PriorConfig:
     """code_shapes / codebook_sizes: the layout of the codes (see ``hqvae.priors.layout``);
     d_model, n_layer, n_head: width, depth and attention heads; dropout: on attention and
     residual branches during training; num_classes: 0 for an unconditional prior, else the
-    number of class labels it can be conditioned on."""
+    number of class labels it can be conditioned on; kind: "flat" (:class:`CodePrior`, one
+    sequence over all tokens) or "depth" (:class:`hqvae.priors.depth.DepthPrior`, RQ-Transformer
+    style, for layers that share one grid); depth_layers: blocks of the depth transformer."""
 
     code_shapes: list[list[int]]
     codebook_sizes: list[int]
@@ -49,6 +51,8 @@ class PriorConfig:
     n_head: int = 4
     dropout: float = 0.0
     num_classes: int = 0
+    kind: str = "flat"
+    depth_layers: int = 1
 
     @property
     def layout(self) -> CodeLayout:
@@ -62,6 +66,10 @@ class PriorConfig:
                 raise ValueError(f"model.{key} must be ≥ 1, got {getattr(self, key)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"model.dropout must lie in [0, 1), got {self.dropout}")
+        if self.kind not in ("flat", "depth"):
+            raise ValueError(f"model.kind must be flat or depth, got {self.kind!r}")
+        if self.depth_layers < 1:
+            raise ValueError(f"model.depth_layers must be ≥ 1, got {self.depth_layers}")
 
 
 class KVCache:
@@ -124,8 +132,73 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class CodePrior(nn.Module):
-    """p(tokens | class) = Π_t p(token_t | tokens_<t, class) over a :class:`CodeLayout`."""
+class PriorBase(nn.Module):
+    """What every prior shares: labels, the NLL, the generation order and the files. A subclass
+    sets ``config``, ``layout`` and ``start`` and implements ``forward`` (tokens (B, T), labels
+    -> one (B, n_l, K_l) logits tensor per layer), ``new_cache`` and ``step``."""
+
+    config: PriorConfig
+    layout: CodeLayout
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+
+    def _init_weights(self, residual_layers: int) -> None:
+        self.apply(self._init)
+        for name, parameter in self.named_parameters():  # GPT-2's scaled init of residual projections
+            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(parameter, 0.0, 0.02 / math.sqrt(2 * residual_layers))
+
+    @property
+    def no_class(self) -> int:
+        """The label that means "unconditional"."""
+        return self.config.num_classes
+
+    @property
+    def order(self) -> Tensor:
+        """(T,) long: ``order[t]`` is the index, in the layout's layer-major sequence, of the token
+        that ``step`` predicts at its t-th call."""
+        return torch.arange(self.layout.length)
+
+    def check_labels(self, labels: Tensor | None, batch: int, device) -> Tensor:
+        """(B,) labels, ``no_class`` where None; a ValueError for labels out of range."""
+        if labels is None:
+            return torch.full((batch,), self.no_class, dtype=torch.long, device=device)
+        labels = labels.to(device=device, dtype=torch.long)
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > self.no_class):
+            if self.config.num_classes == 0:
+                raise ValueError("this prior is unconditional: it takes no class; train one with "
+                                 "model.class_conditional=true to condition on classes")
+            raise ValueError(f"class labels must lie in [0, {self.config.num_classes - 1}] for this prior, got values "
+                             f"in [{int(labels.min())}, {int(labels.max())}]")
+        return labels
+
+    def nll_bits(self, tokens: Tensor, labels: Tensor | None = None) -> Tensor:
+        """tokens (B, T) -> −log2 p of every layer's tokens, summed over its positions: (B, L)."""
+        logits = self.forward(tokens, labels)
+        targets = tokens.split(self.layout.lengths, dim=1)
+        per_layer = [F.cross_entropy(logit.float().transpose(1, 2), target, reduction="none").sum(1)
+                     for logit, target in zip(logits, targets)]
+        return torch.stack(per_layer, dim=1) / math.log(2)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``prior.safetensors`` (atomically) into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
+        atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp))
+        atomic_write_json(directory / CONFIG_NAME, {"model_type": MODEL_TYPE, **asdict(self.config)})
+        return directory
+
+
+class CodePrior(PriorBase):
+    """p(tokens | class) = Π_t p(token_t | tokens_<t, class) over a :class:`CodeLayout`, one
+    causal sequence over all tokens (layers coarse to fine, raster order inside a layer)."""
 
     def __init__(self, config: PriorConfig):
         super().__init__()
@@ -145,36 +218,7 @@ class CodePrior(nn.Module):
         offsets = torch.tensor([0, *layout.codebook_sizes[:-1]]).cumsum(0)
         self.register_buffer("offsets", offsets[layout.layer_of()], persistent=False)  # (T,) per-token offset
         self.register_buffer("layer_ids", layout.layer_of(), persistent=False)  # (T,)
-        self.apply(self._init)
-        for name, parameter in self.named_parameters():  # GPT-2's scaled init of residual projections
-            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
-                nn.init.normal_(parameter, 0.0, 0.02 / math.sqrt(2 * config.n_layer))
-
-    @staticmethod
-    def _init(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0.0, 0.02)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, 0.0, 0.02)
-
-    @property
-    def no_class(self) -> int:
-        """The label that means "unconditional"."""
-        return self.config.num_classes
-
-    def check_labels(self, labels: Tensor | None, batch: int, device) -> Tensor:
-        """(B,) labels, ``no_class`` where None; a ValueError for labels out of range."""
-        if labels is None:
-            return torch.full((batch,), self.no_class, dtype=torch.long, device=device)
-        labels = labels.to(device=device, dtype=torch.long)
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > self.no_class):
-            if self.config.num_classes == 0:
-                raise ValueError("this prior is unconditional: it takes no class; train one with "
-                                 "model.class_conditional=true to condition on classes")
-            raise ValueError(f"class labels must lie in [0, {self.config.num_classes - 1}] for this prior, got values "
-                             f"in [{int(labels.min())}, {int(labels.max())}]")
-        return labels
+        self._init_weights(config.n_layer)
 
     # ------------------------------------------------------------------ training / scoring
 
@@ -193,14 +237,6 @@ class CodePrior(nn.Module):
             x = block(x)
         x = self.ln_f(x)
         return [head(part) for head, part in zip(self.heads, x.split(self.layout.lengths, dim=1))]
-
-    def nll_bits(self, tokens: Tensor, labels: Tensor | None = None) -> Tensor:
-        """tokens (B, T) -> −log2 p of every layer's tokens, summed over its positions: (B, L)."""
-        logits = self.forward(tokens, labels)
-        targets = tokens.split(self.layout.lengths, dim=1)
-        per_layer = [F.cross_entropy(logit.float().transpose(1, 2), target, reduction="none").sum(1)
-                     for logit, target in zip(logits, targets)]
-        return torch.stack(per_layer, dim=1) / math.log(2)
 
     # ------------------------------------------------------------------ incremental decoding
 
@@ -225,20 +261,18 @@ class CodePrior(nn.Module):
         cache.length = t + 1
         return self.heads[int(self.layer_ids[t])](self.ln_f(x[:, 0]))
 
-    # ------------------------------------------------------------------ files
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``prior.safetensors`` (atomically) into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
-        atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp))
-        atomic_write_json(directory / CONFIG_NAME, {"model_type": MODEL_TYPE, **asdict(self.config)})
-        return directory
+def build_prior(config: PriorConfig) -> PriorBase:
+    """The prior of ``config.kind``: :class:`CodePrior` (flat) or ``DepthPrior`` (depth)."""
+    if config.kind == "depth":
+        from hqvae.priors.depth import DepthPrior
+
+        return DepthPrior(config)
+    return CodePrior(config)
 
 
-def load_prior(directory: str | os.PathLike, device: str | torch.device = "cpu") -> CodePrior:
-    """A :class:`CodePrior` from ``config.json`` + ``prior.safetensors`` in ``directory``."""
+def load_prior(directory: str | os.PathLike, device: str | torch.device = "cpu") -> PriorBase:
+    """The prior (:func:`build_prior`) from ``config.json`` + ``prior.safetensors`` in ``directory``."""
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     if not config_path.is_file() or not weights_path.is_file():
@@ -251,7 +285,7 @@ def load_prior(directory: str | os.PathLike, device: str | torch.device = "cpu")
     if data.pop("model_type", None) != MODEL_TYPE:
         raise ValueError(f"{config_path} does not describe an hqvae prior (model_type {MODEL_TYPE!r}); "
                          f"pass a folder made by `hqvae prior train`")
-    prior = CodePrior(PriorConfig(**data))
+    prior = build_prior(PriorConfig(**data))
     state = load_file(str(weights_path))
     missing, unexpected = prior.load_state_dict(state, strict=False)
     if missing or unexpected:
