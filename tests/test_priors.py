@@ -180,11 +180,14 @@ def trained(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     pairs = {}
     for name in FAMILIES:
         run = train_run(name, root / f"run-{name}")
-        assert cli("prior", "train", "--run", run, "--out", root / f"prior-{name}", *PRIOR_TINY) == 0
+        kind = ["model.kind=flat"] if name == "rsqvae" else []  # the default would be the depth prior
+        assert cli("prior", "train", "--run", run, "--out", root / f"prior-{name}", *PRIOR_TINY, *kind) == 0
         pairs[name] = (run, root / f"prior-{name}")
-    run = pairs["rsqvae"][0]  # and the RQ-Transformer-style prior of the residual stack
-    assert cli("prior", "train", "--run", run, "--out", root / "prior-rsqvae-depth", *PRIOR_TINY, "model.kind=depth") == 0
+    run = pairs["rsqvae"][0]  # and the default for a residual stack: the RQ-Transformer-style prior
+    assert cli("prior", "train", "--run", run, "--out", root / "prior-rsqvae-depth", *PRIOR_TINY) == 0
     pairs["rsqvae-depth"] = (run, root / "prior-rsqvae-depth")
+    kinds = {name: json.loads((prior / "run.json").read_text())["prior_kind"] for name, (_, prior) in pairs.items()}
+    assert kinds == {"sqvae2": "flat", "rsqvae": "flat", "pqvae": "flat", "rsqvae-depth": "depth"}
     return pairs
 
 

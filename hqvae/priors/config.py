@@ -46,14 +46,18 @@ class PriorModelConfig:
 
     kind: flat (one causal sequence over all tokens, layers coarse to fine) | depth (RQ-Transformer
         style for layers that share one grid: a spatial transformer over positions and a
-        depth_layers-block depth transformer over each position's codes; hqvae.priors.depth).
+        depth_layers-block depth transformer over each position's codes; hqvae.priors.depth) |
+        auto (the default: depth for an HQ-VAE whose layers all share one grid, a residual stack
+        such as rqvae / rsqvae, where it reached a much lower test NLL in less training time
+        (benchmarks/results/prior-kinds-fashion_mnist.json); flat otherwise, and for PQ-VAE tokens,
+        which keep their own order).
     d_model, n_layer, n_head: width, blocks and heads. dropout: on attention and residual branches.
     class_conditional: condition on the data set's class labels (the start token is the class);
         the prior also learns the unconditional distribution (the label is dropped with
         probability class_dropout), which compression uses.
     """
 
-    kind: Literal["flat", "depth"] = "flat"
+    kind: Literal["auto", "flat", "depth"] = "auto"
     depth_layers: int = 1
     d_model: int = 128
     n_layer: int = 4

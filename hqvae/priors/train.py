@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 import hqvae
 from hqvae.cli.runs import open_run
 from hqvae.metrics.distributed import all_reduce
+from hqvae.models import PQVAE
 from hqvae.priors.config import PriorTrainConfig
 from hqvae.priors.folder import KIND, cached_codes
 from hqvae.priors.layout import CodeLayout
@@ -123,10 +124,14 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
             num_classes = int(labels.max()) + 1
         val_tokens = layout.flatten(val_codes[0]) if val_codes is not None else None
 
+        kind = config.model.kind
+        if kind == "auto":
+            residual_stack = layout.num_layers > 1 and len(set(layout.code_shapes)) == 1 and layout.lengths[0] > 1
+            kind = "depth" if residual_stack and not isinstance(opened.model, PQVAE) else "flat"
         rng.seed_all(config.train.seed + procs.rank)
         prior_config = PriorConfig(layout.to_dict()["code_shapes"], list(layout.codebook_sizes),
                                    config.model.d_model, config.model.n_layer, config.model.n_head,
-                                   config.model.dropout, num_classes, config.model.kind, config.model.depth_layers)
+                                   config.model.dropout, num_classes, kind, config.model.depth_layers)
         prior = (load_prior(folder.checkpoint("last"), device) if resume else build_prior(prior_config).to(device))
         prior.train()
         if procs.world_size > 1 and config.train.batch_size % procs.world_size:
@@ -166,6 +171,7 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
             "tokens_per_item": layout.length,
             "uniform_bits_per_item": layout.uniform_bits(),
             "num_classes": num_classes,
+            "prior_kind": prior.config.kind,
             "parameters": sum(p.numel() for p in prior.parameters()),
             "data": {"train": train_meta["dataset"], "train_items": tokens.shape[0],
                      "val": val_codes[2]["dataset"] if val_codes is not None else None},
