@@ -38,8 +38,8 @@ from hqvae.priors.layout import CodeLayout
 from hqvae.priors.transformer import PriorBase, PriorConfig, build_prior, load_prior
 from hqvae.train import checkpoint, rng
 from hqvae.train.logger import MetricsLogger
-from hqvae.train.loop import (NonFiniteLoss, check_finite, check_run_folder, describe_device, gather_rng_states,
-                              git_commit, now, setup_processes, teardown)
+from hqvae.train.loop import (NonFiniteLoss, check_finite, check_run_folder, gather_rng_states, now, provenance,
+                              setup_processes, teardown)
 from hqvae.train.run_dir import TRAIN_STATE_FILE, RunDir
 from hqvae.train.sampler import StepSampler
 from hqvae.train.schedules import learning_rate
@@ -178,15 +178,7 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
             "image_size": train_meta["image_size"],
             "in_channels": train_meta["in_channels"],
             "log_mel": train_meta.get("log_mel"),
-            "device": describe_device(device),
-            "dtype": "bf16" if use_bf16 else "fp32",
-            "world_size": procs.world_size,
-            "hqvae_version": hqvae.__version__,
-            "torch_version": torch.__version__,
-            "git_commit": git_commit(),
-            "started_at": previous_info.get("started_at", now()),
-            "updated_at": now(),
-            "resumed_at_steps": previous_info.get("resumed_at_steps", []) + ([start_step] if resume else []),
+            **provenance(device, use_bf16, procs.world_size, previous_info, start_step if resume else None),
         }
         logger = progress = None
         if procs.master:

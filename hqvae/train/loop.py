@@ -206,15 +206,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
             "config": config.to_dict(),
             "data": {"train": train_set.description,
                      "val": val_set.description if validating else None},
-            "device": describe_device(device),
-            "dtype": "bf16" if use_bf16 else "fp32",
-            "world_size": procs.world_size,
-            "hqvae_version": hqvae.__version__,
-            "torch_version": torch.__version__,
-            "git_commit": git_commit(),
-            "started_at": previous_info.get("started_at", now()),
-            "updated_at": now(),
-            "resumed_at_steps": previous_info.get("resumed_at_steps", []) + ([start_step] if resume else []),
+            **provenance(device, use_bf16, procs.world_size, previous_info, start_step if resume else None),
         }
         logger = progress = None
         if procs.master:
@@ -525,6 +517,23 @@ def sync_buffers(model: torch.nn.Module, procs: Processes) -> None:
     if procs.world_size > 1:
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
+
+
+def provenance(device: torch.device, bf16: bool, world_size: int, previous_info: dict,
+               resumed_at: int | None) -> dict:
+    """The run.json fields that say where, with what and when a run (or a prior) trained;
+    ``resumed_at``: the step this process resumes from, None for a fresh start."""
+    return {
+        "device": describe_device(device),
+        "dtype": "bf16" if bf16 else "fp32",
+        "world_size": world_size,
+        "hqvae_version": hqvae.__version__,
+        "torch_version": torch.__version__,
+        "git_commit": git_commit(),
+        "started_at": previous_info.get("started_at", now()),
+        "updated_at": now(),
+        "resumed_at_steps": previous_info.get("resumed_at_steps", []) + ([resumed_at] if resumed_at is not None else []),
+    }
 
 
 def describe_device(device: torch.device) -> str:
