@@ -3,8 +3,8 @@
 Trains ``vqvae2`` and ``sqvae2`` with the same backbone, codebooks (K = 512, d = 64, 7×7 and
 14×14 codes), optimiser (Adam, lr 1e-3), batch size (32) and number of steps, evaluates both on
 the Fashion-MNIST test split (10,000 images, deterministic quantisation), and writes the HTML and
-Markdown report comparing them. The default budget is about 10 CPU minutes in all on 2 cores.
-The Gumbel temperature of SQ-VAE-2 follows the official schedule compressed to the budget (τ ends
+Markdown report comparing them. The default budget takes about 8 minutes on 2 CPU cores. The
+Gumbel temperature of SQ-VAE-2 follows the official schedule compressed to the budget (τ ends
 at ≈ 0.25). Run it again to reuse finished runs (``--fresh`` starts over); an interrupted run resumes.
 
 On a CPU with at least two cores the two models train and evaluate side by side, in two processes
