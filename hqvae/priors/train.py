@@ -38,7 +38,7 @@ from hqvae.priors.layout import CodeLayout
 from hqvae.priors.transformer import PriorBase, PriorConfig, build_prior, load_prior
 from hqvae.train import checkpoint, rng
 from hqvae.train.logger import MetricsLogger
-from hqvae.train.loop import (NonFiniteLoss, check_finite, check_run_folder, gather_rng_states, now, provenance,
+from hqvae.train.loop import (NonFiniteLoss, check_finite, gather_rng_states, now, prepare_run_folder, provenance,
                               setup_processes, teardown)
 from hqvae.train.run_dir import TRAIN_STATE_FILE, RunDir
 from hqvae.train.sampler import StepSampler
@@ -90,15 +90,7 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
     try:
         folder = RunDir(out)
-        check_run_folder(folder, resume, force)
-        procs.barrier()
-        if procs.master:
-            if force:
-                folder.clear()
-            else:
-                checkpoint.recover(folder)
-        procs.barrier()
-        previous_info = folder.read_info() if resume else {}
+        previous_info, resume = prepare_run_folder(folder, procs, resume, force)
         opened = open_run(run_path, config.data.checkpoint, device)
         data = config.data
 
