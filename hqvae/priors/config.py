@@ -19,7 +19,7 @@ from typing import Any, Literal, Sequence
 
 import yaml
 
-from hqvae.train.config import ConfigLoader, _coerce, _plain
+from hqvae.train.config import ConfigLoader, _plain, build_sections
 
 
 @dataclass
@@ -121,22 +121,7 @@ class PriorTrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PriorTrainConfig":
         """Build from nested dicts; unknown sections or keys and wrong types raise a ValueError."""
-        sections = _sections()
-        unknown = sorted(set(data) - set(sections))
-        if unknown:
-            raise ValueError(f"unknown prior config section(s) {unknown}; valid sections: {', '.join(sections)}")
-        built = {}
-        for name, section_cls in sections.items():
-            values = data.get(name) or {}
-            if not isinstance(values, dict):
-                raise ValueError(f"prior config section {name!r} must be a mapping, got {values!r}")
-            hints = typing.get_type_hints(section_cls)
-            bad = sorted(set(values) - set(hints))
-            if bad:
-                raise ValueError(f"unknown key(s) {bad} in section {name!r}; valid keys: {', '.join(hints)}")
-            built[name] = section_cls(**{key: _coerce(value, hints[key], f"{name}.{key}")
-                                         for key, value in values.items()})
-        config = cls(**built)
+        config = cls(**build_sections(data, _sections(), "prior config"))
         config.validate()
         return config
 

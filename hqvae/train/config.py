@@ -165,19 +165,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         """Build from nested dicts; missing keys keep their defaults, unknown keys and wrong types raise."""
-        if not isinstance(data, dict):
-            raise ValueError(f"a training config must be a mapping of sections, got {type(data).__name__}")
-        sections = _section_types()
-        unknown = sorted(set(data) - set(sections))
-        if unknown:
-            raise ValueError(f"unknown config section(s) {unknown}; valid sections: {', '.join(sections)}")
-        built = {}
-        for name, section_cls in sections.items():
-            values = data.get(name) or {}
-            if not isinstance(values, dict):
-                raise ValueError(f"config section {name!r} must be a mapping of keys, got {values!r}")
-            built[name] = _build_section(name, section_cls, values)
-        config = cls(**built)
+        config = cls(**build_sections(data, _section_types(), "training config"))
         config.validate()
         return config
 
@@ -327,6 +315,23 @@ ConfigLoader.add_implicit_resolver(
 
 def _section_types() -> dict[str, type]:
     return {f.name: typing.get_type_hints(TrainConfig)[f.name] for f in dataclasses.fields(TrainConfig)}
+
+
+def build_sections(data: Any, sections: dict[str, type], what: str) -> dict[str, Any]:
+    """Nested dicts -> one dataclass per section (missing keys keep their defaults); unknown
+    sections or keys and wrong types raise a ValueError naming the valid ones."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a {what} must be a mapping of sections, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(sections))
+    if unknown:
+        raise ValueError(f"unknown {what} section(s) {unknown}; valid sections: {', '.join(sections)}")
+    built = {}
+    for name, section_cls in sections.items():
+        values = data.get(name) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{what} section {name!r} must be a mapping of keys, got {values!r}")
+        built[name] = _build_section(name, section_cls, values)
+    return built
 
 
 def _build_section(section: str, cls: type, values: dict[str, Any]):
