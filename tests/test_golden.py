@@ -1,6 +1,6 @@
 """Nothing a user measures changes: every registered model's loss, loss terms, statistics, codes,
 reconstructions and gradients on a fixed input (train and eval mode), and the weights after a
-short training run, are bit-identical to ``tests/golden/golden.safetensors`` on the CPU
+short training run, are bit-identical to ``tests/fixtures/golden.safetensors`` on the CPU
 (``tests/golden/make_golden.py`` says what is stored and rewrites it — only when a change of the
 numbers is intended)."""
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Golden values of every registered model, pinned before the issue-12 refactor.
 
-    OMP_NUM_THREADS=1 .venv/bin/python tests/golden/make_golden.py      # rewrites golden.safetensors + golden.json
+    OMP_NUM_THREADS=1 .venv/bin/python tests/golden/make_golden.py      # rewrites tests/fixtures/golden.safetensors + golden.json
 
 For each name in ``hqvae.list_models()``, a tiny model (1×16×16 inputs, hidden 16, K = 16, d = 8;
 PQ-VAE: L = 3, G = 2, K = 8, d_c = 4) built under a fixed seed, and one fixed input x (4, 1, 16, 16):
@@ -40,8 +40,8 @@ from hqvae.train.config import load_config
 from hqvae.train.loop import train
 
 HERE = Path(__file__).resolve().parent
-GOLDEN_FILE = HERE / "golden.safetensors"
-META_FILE = HERE / "golden.json"
+GOLDEN_FILE = HERE.parent / "fixtures" / "golden.safetensors"
+META_FILE = HERE.parent / "fixtures" / "golden.json"
 
 SIZE, BATCH, TEMPERATURE = 16, 4, 0.5
 HQ_OPTIONS = {"hidden": 16, "codebook_size": 16, "dim": 8}
