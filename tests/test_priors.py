@@ -339,9 +339,10 @@ def test_two_ddp_processes_train_the_prior_of_one_process(trained, tmp_path):
                 "optim.warmup_steps=0"]
     assert cli("prior", "train", "--run", run, "--out", tmp_path / "one", *settings) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "hqvae",
-                    "prior", "train", "--tokenizer", str(run), "--out", str(tmp_path / "two"), *settings],
-                   check=True, env=env, timeout=120, capture_output=True)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                             "hqvae", "prior", "train", "--tokenizer", str(run), "--out", str(tmp_path / "two"),
+                             *settings], env=env, timeout=240, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
     one, two = (json.loads((tmp_path / name / "run.json").read_text()) for name in ("one", "two"))
     assert two["world_size"] == 2 and two["status"] == "finished"
     assert two["best"]["val_bits_per_item"] == pytest.approx(one["best"]["val_bits_per_item"], rel=1e-5)

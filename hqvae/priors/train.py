@@ -289,4 +289,4 @@ def _finish(procs, folder: RunDir, info: dict, logger, progress) -> None:
         folder.write_info(info)
         if info["message"]:
             print(f"{info['status']}: {info['message']}", file=sys.stderr)
-    teardown(procs)
+    teardown(procs, finished=info["status"] == "finished")

@@ -495,11 +495,15 @@ def finish(procs: Processes, run: RunDir, info: dict, logger, progress, announce
             print(f"could not record status {info['status']!r} in run.json: {error}", file=sys.stderr)
         if info["message"] and announce:
             print(f"{info['status']}: {info['message']}", file=sys.stderr)
-    teardown(procs)
+    teardown(procs, finished=info["status"] == "finished")
 
 
-def teardown(procs: Processes) -> None:
+def teardown(procs: Processes, finished: bool = False) -> None:
+    """Leave the process group. A finished run first waits for every rank, so that no rank tears its
+    gloo connections down while another still finishes its last collective (seen as an abort in CI)."""
     if procs.world_size > 1 and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 
