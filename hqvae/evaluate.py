@@ -38,7 +38,7 @@ from hqvae.code_layers import codebook_sizes, to_layers
 from hqvae.data import make_loader
 from hqvae.metrics import CodebookUsage, LayerInformation, MinibatchPerplexity, ReconstructionMetrics, bits_per_item
 from hqvae.metrics import entropy_bits_per_item
-from hqvae.metrics.distributed import all_reduce, is_distributed
+from hqvae.distributed import all_reduce, is_distributed
 
 SCHEMA = "hqvae.eval/1"
 SSIM_MIN_SIZE = 11  # SSIM's Gaussian window is 11×11

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from hqvae.metrics.distributed import all_reduce
+from hqvae.distributed import all_reduce
 
 
 class LayerInformation:

@@ -13,7 +13,7 @@ values whatever the batch sizes.
 
 import torch
 
-from hqvae.metrics.distributed import all_reduce
+from hqvae.distributed import all_reduce
 from hqvae.metrics.image import psnr, ssim
 
 _FIELDS = ("squared_error", "values", "psnr", "ssim", "items")

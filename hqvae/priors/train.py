@@ -30,8 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import hqvae
 from hqvae.cli.runs import open_run
-from hqvae.metrics.distributed import all_reduce
-from hqvae.models import PQVAE
+from hqvae.distributed import all_reduce
 from hqvae.priors.config import PriorTrainConfig
 from hqvae.priors.folder import KIND, cached_codes
 from hqvae.priors.layout import CodeLayout
@@ -118,8 +117,7 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
 
         kind = config.model.kind
         if kind == "auto":
-            residual_stack = layout.num_layers > 1 and len(set(layout.code_shapes)) == 1 and layout.lengths[0] > 1
-            kind = "depth" if residual_stack and not isinstance(opened.model, PQVAE) else "flat"
+            kind = "depth" if opened.model.supports("residual_stack") and layout.lengths[0] > 1 else "flat"
         rng.seed_all(config.train.seed + procs.rank)
         prior_config = PriorConfig(layout.to_dict()["code_shapes"], list(layout.codebook_sizes),
                                    config.model.d_model, config.model.n_layer, config.model.n_head,

@@ -49,7 +49,7 @@ from .base import (
     perplexity_of_counts,
     upcast,
 )
-from .distributed import all_gather_rows, broadcast_
+from hqvae.distributed import all_gather_rows, broadcast_
 from .relaxed import RelaxedGaussianSample, gumbel_noise
 
 VARIANCE_TYPES = ("gaussian_1", "gaussian_2", "gaussian_3", "gaussian_4", "vmf")

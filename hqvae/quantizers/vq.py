@@ -27,7 +27,7 @@ from .base import (
     straight_through,
     upcast,
 )
-from .distributed import all_gather_rows, all_reduce_sum_, broadcast_, is_distributed
+from hqvae.distributed import all_gather_rows, all_reduce_sum_, broadcast_, is_distributed
 
 
 def kmeans(x: Tensor, num_clusters: int, iters: int) -> tuple[Tensor, Tensor]:

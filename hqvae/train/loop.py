@@ -42,7 +42,7 @@ import hqvae
 from hqvae import faults
 from hqvae.data import DataError, load_dataset
 from hqvae.io import WriteFailed
-from hqvae.metrics.distributed import all_reduce
+from hqvae.distributed import all_reduce
 from hqvae.models import create_model
 from hqvae.train import checkpoint, rng
 from hqvae.train.config import TrainConfig

@@ -9,7 +9,7 @@ import torch
 
 from hqvae.data import make_loader
 from hqvae.metrics import CodebookUsage, ReconstructionMetrics
-from hqvae.metrics.distributed import all_reduce
+from hqvae.distributed import all_reduce
 from hqvae.models.hqvae import evaluating
 
 

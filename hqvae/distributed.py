@@ -1,8 +1,9 @@
-"""Collective helpers for quantizer state under DDP: no-ops when not distributed.
+"""Collectives over DDP ranks (torch.distributed), each a no-op outside a run of several processes.
 
-EMA statistics are summed over ranks inside the forward pass; decisions that use randomness
-(k-means initialisation, dead-code restart) are made on rank 0 and broadcast, so every rank
-holds bit-identical codebooks.
+Metric accumulators and the training loop sum over ranks with :func:`all_reduce`; quantizer
+state is kept identical on every rank in place: EMA statistics summed inside the forward pass
+(:func:`all_reduce_sum_`), decisions that use randomness (k-means initialisation, dead-code
+restart) made on rank 0 and broadcast (:func:`broadcast_`, :func:`all_gather_rows`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,22 @@ from torch import Tensor
 
 
 def is_distributed() -> bool:
+    """Whether this process is one of several in an initialised process group."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce(tensor: Tensor, op: str = "sum") -> Tensor:
+    """``tensor`` reduced over all ranks (``op`` "sum" or "max"), or unchanged outside DDP.
+
+    The reduction runs on the current CUDA device under the NCCL backend and on the CPU
+    otherwise; the result comes back on ``tensor``'s device.  Every rank must call it.
+    """
+    if not is_distributed():
+        return tensor
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    buffer = tensor.detach().to(device).clone()
+    dist.all_reduce(buffer, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+    return buffer.to(tensor.device)
 
 
 def all_reduce_sum_(tensor: Tensor) -> Tensor:
