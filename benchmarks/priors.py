@@ -1,7 +1,7 @@
 """Priors, sampling and real compression on one data set: from tokenizer runs to files of measured size.
 
 For each tokenizer run (given with --runs, or trained here with --train-steps N for each of
---models from configs/<dataset>/<model>.yaml), everything through the command line:
+--models from configs/<dataset>.yaml model.name=<model>), everything through the command line:
 
     hqvae prior train --run R --out P <prior settings>       (a causal transformer over the codes)
     hqvae prior eval  --prior P                              test NLL vs uniform and histogram rates
@@ -46,7 +46,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 MODELS = ("vqvae2", "sqvae2", "rsqvae", "pqvae")
-DATASETS = {  # --dataset -> (configs folder, label, final Gumbel exponent of the reference configs)
+DATASETS = {  # --dataset -> (configs/<file>.yaml, label, final Gumbel exponent of the reference configs)
     "fashion_mnist": ("fashion_mnist", "Fashion-MNIST", 1.4),
     "cifar10": ("cifar10", "CIFAR-10 (JPEG q75 copy)", 1.4),
 }
@@ -106,12 +106,12 @@ def tokenizer_run(args, model: str, work: Path, log: list[dict]) -> Path:
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
     wait_if_running(out)
-    command = f"hqvae train --config configs/{folder}/{model}.yaml --out {out} " + " ".join(overrides)
+    command = f"hqvae train --config configs/{folder}.yaml model.name={model} --out {out} " + " ".join(overrides)
     if finished(out, args.train_steps):
         log.append({"what": f"train tokenizer {model}", "reused": str(out), "command": command})
     else:
-        run_logged(hqvae_command("train", "--config", REPO / "configs" / folder / f"{model}.yaml", "--out", out,
-                                 "--force", *overrides), log, f"train tokenizer {model}")
+        run_logged(hqvae_command("train", "--config", REPO / "configs" / f"{folder}.yaml", f"model.name={model}", "--out",
+                                 out, "--force", *overrides), log, f"train tokenizer {model}")
     return out
 
 

@@ -29,7 +29,7 @@ def train(model: str, out: Path) -> None:
         "train.steps": 6, "train.batch_size": 16, "train.log_every": 3, "train.val_every": 3,
         "train.val_batches": 2, "train.checkpoint_every": 3, "train.device": "cpu", "logging.progress": "false",
     }
-    args = ["train", "--config", str(REPO / f"configs/fashion_mnist/{model}.yaml"), "--out", str(out)]
+    args = ["train", "--config", str(REPO / "configs/fashion_mnist.yaml"), "--out", str(out), f"model.name={model}"]
     assert main(args + [f"{k}={v}" for k, v in overrides.items()]) == 0
 
 
@@ -37,7 +37,7 @@ def test_train_eval_encode_decode_report(tmp_path, capsys):
     runs = {model: tmp_path / model for model in ("vqvae2", "sqvae2")}
     for model, out in runs.items():
         train(model, out)
-        assert RunDir(out).read_info()["status"] == "finished"
+        assert RunDir(out).read_info().status == "finished"
 
     # eval: SPEC §5 metrics per layer, written as JSON beside its figures
     results_path = tmp_path / "eval" / "results.json"

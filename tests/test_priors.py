@@ -167,7 +167,7 @@ def train_run(name: str, out: Path) -> Path:
     overrides = {"data.limit": 64, "model.overrides": json.dumps(FAMILIES[name]), "train.steps": 4,
                  "train.batch_size": 16, "train.val_every": 4, "train.val_batches": 1, "train.checkpoint_every": 4,
                  "train.device": "cpu", "logging.progress": "false"}
-    assert cli("train", "--config", REPO / f"configs/fashion_mnist/{name}.yaml", "--out", out,
+    assert cli("train", "--config", REPO / "configs/fashion_mnist.yaml", "--out", out, f"model.name={name}",
                *[f"{k}={v}" for k, v in overrides.items()]) == 0
     return out
 

@@ -133,28 +133,45 @@ def test_apply_overrides_leaves_its_input_alone():
     assert data == {"model": {"name": "sqvae", "overrides": {"dim": 8}}}
 
 
-def test_reference_configs_cover_every_model_and_are_up_to_date():
-    sys.path.insert(0, str(REPO / "configs"))
-    try:
-        import make_configs
-    finally:
-        sys.path.pop(0)
-    expected = make_configs.render_all()
-    missing = set(hqvae.list_models()) - set(make_configs.MODELS)
-    assert not missing, f"add {sorted(missing)} to MODELS in configs/make_configs.py"
-    assert set(make_configs.MODELS) <= set(hqvae.list_models())
-    for dataset in make_configs.DATASETS:
-        for name in make_configs.MODELS:
-            assert (REPO / "configs" / dataset / f"{name}.yaml").is_file(), f"configs/{dataset}/{name}.yaml"
-    for relative, text in expected.items():
-        path = REPO / "configs" / relative
-        assert path.read_text() == text, f"configs/{relative} is stale: run python configs/make_configs.py"
-        config = load_config(path)
-        assert config.model.name in hqvae.list_models()
-    reference = load_config(REPO / "configs" / "cifar10" / "sqvae.yaml")
+DATASETS = ("fashion_mnist", "cifar10", "fsdd", "image_folder_64", "image_folder_256")
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_data_set_configs_give_every_model_the_config_of_the_former_per_model_files(dataset):
+    """configs/<dataset>.yaml model.name=<m> == the former configs/<dataset>/<m>.yaml, for all 45 pairs
+    (tests/fixtures/configs.json holds what those files loaded to)."""
+    former = json.loads((REPO / "tests/fixtures/configs.json").read_text())
+    assert sorted({key.split("/")[1] for key in former}) == sorted(hqvae.list_models())
+    for name in hqvae.list_models():
+        config = load_config(REPO / "configs" / f"{dataset}.yaml", [f"model.name={name}"])
+        assert config.to_dict() == former[f"{dataset}/{name}"], f"{dataset} {name}"
+    assert load_config(REPO / "configs" / f"{dataset}.yaml", ["model.name=vqvae", "temperature.decay=0.5"]).temperature.decay == 0.5
+
+
+def test_reference_config_is_the_sqvae_network():
+    reference = load_config(REPO / "configs" / "cifar10.yaml", ["model.name=sqvae"])
     resolved = reference.with_model_defaults(hqvae.models.model_config("sqvae", 3, 32).train_defaults)
     assert (resolved.optim.name, resolved.optim.lr, resolved.train.batch_size) == ("adam", 1e-3, 32)
     assert resolved.model.overrides == {}  # the registry's 3×32×32 defaults are the SQ-VAE network
+
+
+def test_model_choice_errors(tmp_path):
+    dataset = REPO / "configs" / "cifar10.yaml"
+    with pytest.raises(ValueError, match=r"choose the model with model.name=<name>.*valid names: vqvae, sqvae"):
+        load_config(dataset)
+    with pytest.raises(ValueError, match=r"unknown model.name 'sqvae3'; valid names: vqvae, sqvae"):
+        load_config(dataset, ["model.name=sqvae3"])
+    with pytest.raises(FileNotFoundError, match=r"use --config .*configs/cifar10.yaml model.name=sqvae2"):
+        load_config(REPO / "configs" / "cifar10" / "sqvae2.yaml")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("models: {sqvea: {train: {steps: 3}}}\n")
+    with pytest.raises(ValueError, match=r"unknown model\(s\) \['sqvea'\]; valid names"):
+        load_config(typo, ["model.name=sqvae"])
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("train: {steps: 5, seed: 3}\nmodels: {sqvae: {train: {steps: 7}}, vqvae: {train: null}}\n")
+    assert (load_config(merged, ["model.name=sqvae"]).train.steps, load_config(merged, ["model.name=sqvae"]).train.seed) == (7, 3)
+    assert load_config(merged, ["model.name=sqvae", "train.steps=9"]).train.steps == 9  # the command line wins
+    assert load_config(merged, ["model.name=vqvae"]).train.steps is None  # null: the section's defaults
 
 
 # ---------------------------------------------------------------------------------------- schedules, data order
@@ -196,17 +213,17 @@ def test_data_order_is_a_function_of_seed_and_step_and_shards_the_global_batch()
 
 def test_short_run_writes_the_run_folder(image_folder, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--config", str(REPO / "configs/fashion_mnist/sqvae2.yaml"), "--out", str(out),
+    assert main(["train", "--config", str(REPO / "configs/fashion_mnist.yaml"), "--out", str(out),
                  *tiny_overrides(image_folder, steps=6, **{"train.val_every": 3})]) == 0
     assert "finished 6 steps" in capsys.readouterr().out
     run = RunDir(out)
     info = run.read_info()
-    assert info["status"] == "finished" and info["step"] == info["steps"] == 6
-    assert info["model_type"] == "sqvae2" and info["world_size"] == 1
-    assert info["config"]["optim"]["lr"] == 1e-3 and info["config"]["train"]["batch_size"] == 8
-    assert "train split" in info["data"]["train"] and "64" in info["data"]["train"]
-    assert info["torch_version"] == torch.__version__ and info["hqvae_version"] == hqvae.__version__
-    assert info["best"]["step"] in (3, 6)
+    assert info.status == "finished" and info.step == info.steps == 6
+    assert info.model_type == "sqvae2" and info.world_size == 1
+    assert info.config["optim"]["lr"] == 1e-3 and info.config["train"]["batch_size"] == 8
+    assert "train split" in info.data["train"] and "64" in info.data["train"]
+    assert info.torch_version == torch.__version__ and info.hqvae_version == hqvae.__version__
+    assert info.best["step"] in (3, 6)
 
     train_records = list(run.read_metrics("train"))
     assert [r["step"] for r in train_records] == [2, 3, 4, 6]  # log_every 2, and before val / checkpoint
@@ -228,27 +245,29 @@ def test_short_run_writes_the_run_folder(image_folder, tmp_path, capsys):
 
 def test_refuses_to_overwrite_a_run_and_reports_usage_errors(image_folder, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--config", str(REPO / "configs/fashion_mnist/vqvae.yaml"), "--out", str(out),
+    args = ["train", "--config", str(REPO / "configs/fashion_mnist.yaml"), "--out", str(out),
             *tiny_overrides(image_folder, model="vqvae", steps=2)]
     assert main(args) == 0
     capsys.readouterr()
     assert main(args) == 2
     assert "already holds a run (status finished, step 2 of 2); pass --resume" in capsys.readouterr().err
     assert main([*args, "train.steps=3", "--force"]) == 0
-    assert RunDir(out).read_info()["steps"] == 3
+    assert RunDir(out).read_info().steps == 3
     assert [r["step"] for r in RunDir(out).read_metrics("val")] == [3]  # the old records are gone
     capsys.readouterr()
 
     assert main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "x")]) == 2
     assert "hqvae train: error: config file" in capsys.readouterr().err
-    assert main(["train", "--config", str(REPO / "configs/fashion_mnist/vqvae.yaml"), "--out",
+    assert main(["train", "--config", str(REPO / "configs/fashion_mnist.yaml"), "--out",
                  str(tmp_path / "x"), "optim.lrr=1"]) == 2
     assert "valid keys: name, lr" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "nothing"), "--resume"]) == 2
     assert "holds no run" in capsys.readouterr().err
-    assert main(["train", "--config", str(REPO / "configs/image_folder_64/vqvae.yaml"), "--out",
-                 str(tmp_path / "y"), "data.root=null"]) == 2
+    assert main(["train", "--config", str(REPO / "configs/image_folder_64.yaml"), "--out",
+                 str(tmp_path / "y"), "model.name=vqvae", "data.root=null"]) == 2
     assert "needs root=" in capsys.readouterr().err
+    assert main(["train", "--config", str(REPO / "configs/fashion_mnist/vqvae.yaml"), "--out", str(tmp_path / "z")]) == 2
+    assert "use --config " in capsys.readouterr().err
 
 
 class Crash(Exception):
@@ -283,7 +302,7 @@ def test_resume_reproduces_an_uninterrupted_run_bitwise(image_folder, tmp_path, 
         with pytest.raises(Crash):
             train(tiny_config(image_folder, model, steps, **extra), interrupted)
     info = RunDir(interrupted).read_info()
-    assert info["status"] == "failed" and "Crash at step 7" in info["message"] and info["step"] == 4
+    assert info.status == "failed" and "Crash at step 7" in info.message and info.step == 4
     assert main(["train", "--out", str(interrupted), "--resume"]) == 0
 
     assert_bitwise_equal(last_weights(straight), last_weights(interrupted))
@@ -297,7 +316,7 @@ def test_resume_reproduces_an_uninterrupted_run_bitwise(image_folder, tmp_path, 
     records = [(r["step"], r["split"]) for r in RunDir(interrupted).read_metrics()]
     assert records == [(r["step"], r["split"]) for r in RunDir(straight).read_metrics()]  # no duplicates
     info = RunDir(interrupted).read_info()
-    assert info["status"] == "finished" and info["resumed_at_steps"] == [4] and info["best"] == a["best"]
+    assert info.status == "finished" and info.resumed_at_steps == [4] and info.best == a["best"]
 
 
 def test_channels_last_trains_the_same_model_and_resumes_across_layouts(image_folder, tmp_path):
@@ -313,7 +332,7 @@ def test_channels_last_trains_the_same_model_and_resumes_across_layouts(image_fo
     # an NCHW run resumed in NHWC: the optimiser state takes the parameters' layout
     assert main(["train", "--out", str(nchw), "--resume", "train.steps=6", "train.channels_last=true"]) == 0
     state = torch.load(RunDir(nchw).train_state_file, weights_only=True)
-    assert RunDir(nchw).read_info()["step"] == 6 and state["step"] == 6
+    assert RunDir(nchw).read_info().step == 6 and state["step"] == 6
     assert all(math.isfinite(r["loss"]) for r in RunDir(nchw).read_metrics("train"))
 
 
@@ -367,13 +386,13 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(image_folder, t
     monkeypatch.undo()
 
     run = RunDir(out)
-    assert run.read_info()["status"] == "failed"
+    assert run.read_info().status == "failed"
     last = run.checkpoint("last")
     assert sorted(p.name for p in last.iterdir()) == ["config.json", "model.safetensors", "train_state.pt"]
     assert torch.load(run.train_state_file, weights_only=True)["step"] == 4
     hqvae.from_pretrained(last)  # loads
     assert main(["train", "--out", str(out), "--resume"]) == 0  # and the run can go on
-    assert run.read_info()["step"] == 8 and not list((out / "checkpoints").glob(".*"))
+    assert run.read_info().step == 8 and not list((out / "checkpoints").glob(".*"))
 
 
 def test_an_interrupted_checkpoint_swap_is_recovered(image_folder, tmp_path, monkeypatch):
@@ -418,14 +437,14 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(image_
 
     monkeypatch.setattr(hqvae.HQVAE, "forward", poisoned)
     out = tmp_path / "run"
-    code = main(["train", "--config", str(REPO / "configs/fashion_mnist/sqvae.yaml"), "--out", str(out),
+    code = main(["train", "--config", str(REPO / "configs/fashion_mnist.yaml"), "--out", str(out),
                  *tiny_overrides(image_folder, model="sqvae", steps=12, **{"train.log_every": 5})])
     assert code == 1
     error = capsys.readouterr().err
     assert "non-finite loss at step 6" in error and "terms/recon=nan" in error
     info = RunDir(out).read_info()
-    assert info["status"] == "stopped_nan" and info["step"] == 4
-    assert "checkpoints/last is the last good state (step 4)" in info["message"]
+    assert info.status == "stopped_nan" and info.step == 4
+    assert "checkpoints/last is the last good state (step 4)" in info.message
     assert torch.load(RunDir(out).train_state_file, weights_only=True)["step"] == 4
     assert all(torch.isfinite(t).all() for t in last_weights(out).values())
     assert max(r["step"] for r in RunDir(out).read_metrics()) == 5  # nothing logged from the bad window
@@ -442,7 +461,7 @@ def test_tensorboard_is_optional_and_validation_can_be_off(image_folder, tmp_pat
     else:
         assert any((out / "tensorboard").iterdir())
     info = RunDir(out).read_info()
-    assert info["status"] == "finished" and info["best"] is None and info["data"]["val"] is None
+    assert info.status == "finished" and info.best is None and info.data["val"] is None
     assert not RunDir(out).checkpoint("best").exists() and RunDir(out).load_model("last")
 
 
@@ -450,12 +469,12 @@ def test_two_processes_with_torchrun_log_once(image_folder, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-               "-m", "hqvae", "train", "--config", str(REPO / "configs/fashion_mnist/vqvae2.yaml"),
+               "-m", "hqvae", "train", "--config", str(REPO / "configs/fashion_mnist.yaml"),
                "--out", str(out), *tiny_overrides(image_folder, model="vqvae2", steps=6)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     info = RunDir(out).read_info()
-    assert info["status"] == "finished" and info["world_size"] == 2 and info["step"] == 6
+    assert info.status == "finished" and info.world_size == 2 and info.step == 6
     records = [(r["split"], r["step"]) for r in RunDir(out).read_metrics()]
     assert records == [("train", 2), ("train", 4), ("val", 4), ("train", 6), ("val", 6)]
     state = torch.load(RunDir(out).train_state_file, weights_only=True)

@@ -1,6 +1,6 @@
 """The ``hqvae`` command line: one module per command, each with ``add_arguments`` and ``run``.
 
-    hqvae train  --config configs/<dataset>/<model>.yaml --out runs/<name> [key=value ...]
+    hqvae train  --config configs/<dataset>.yaml model.name=<model> --out runs/<name> [key=value ...]
     hqvae eval   --run runs/<name> [--split test] [--out results.json]
     hqvae encode --run runs/<name> --out codes.safetensors
     hqvae decode --run runs/<name> --codes codes.safetensors --out images/

@@ -1,8 +1,8 @@
 """Train a model into a run folder (run.json, metrics.jsonl, checkpoints/{best,last}).
 
-    hqvae train --config configs/fashion_mnist/sqvae2.yaml --out runs/fmnist-sqvae2
-    hqvae train --config configs/cifar10/sqvae.yaml --out runs/c10 optim.lr=3e-4 train.steps=20000
-    hqvae train --config configs/image_folder_64/hqvae.yaml --out runs/faces data.root=/data/faces
+    hqvae train --config configs/fashion_mnist.yaml model.name=sqvae2 --out runs/fmnist-sqvae2
+    hqvae train --config configs/cifar10.yaml model.name=sqvae --out runs/c10 optim.lr=3e-4 train.steps=20000
+    hqvae train --config configs/image_folder_64.yaml model.name=hqvae --out runs/faces data.root=/data/faces
     hqvae train --out runs/fmnist-sqvae2 --resume [train.steps=40000]
 
 Overrides are dotted key=value pairs read as YAML scalars (model.overrides.codebook_size=256,
@@ -13,7 +13,7 @@ change the schedule or the logging, not the model); a run stopped before its fir
 starts over from step 0 with that config. --resume auto resumes when --out holds a run and
 starts one (from --config) when it does not, so a scheduler can submit the same command line
 again after a pre-emption or a crash:
-    hqvae train --config configs/fashion_mnist/sqvae2.yaml --out runs/x --resume auto [key=value ...]
+    hqvae train --config configs/fashion_mnist.yaml model.name=sqvae2 --out runs/x --resume auto [key=value ...]
 (with --config, the stored run must be of the same model; its stored config is used).
 --force deletes the run files of --out and starts over.
 
@@ -55,7 +55,8 @@ class ResumeAction(argparse.Action):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config, e.g. configs/fashion_mnist/sqvae2.yaml")
+    parser.add_argument("--config", help="YAML config, one per data set, e.g. configs/fashion_mnist.yaml; choose the "
+                                         "model with the override model.name=<name>")
     parser.add_argument("--out", required=True, help="the run folder to create (or resume)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides, e.g. optim.lr=3e-4 model.overrides.codebook_size=256")
@@ -78,7 +79,7 @@ def resume_config(out: str, overrides: list[str]) -> TrainConfig:
     if not run.exists():
         raise FileNotFoundError(f"{out} holds no run to resume ({run.run_file} is missing); start it without "
                                 f"--resume, or with --resume auto")
-    stored = run.read_info()["config"]
+    stored = run.read_info().config
     try:
         TrainConfig.from_dict(stored)
     except ValueError as error:
@@ -90,7 +91,7 @@ def resume_config(out: str, overrides: list[str]) -> TrainConfig:
 def auto_resume_config(out: str, config_file: str | None, overrides: list[str]) -> TrainConfig:
     """--resume auto on an existing run: its stored config with the non-model overrides, after
     checking that --config and the model overrides describe the run's model."""
-    stored = RunDir(out).read_info()["config"].get("model")
+    stored = RunDir(out).read_info().config.get("model")
     if config_file:
         wanted = load_config(config_file, overrides).to_dict()["model"]
         if wanted != stored:
@@ -117,17 +118,17 @@ def run(args: argparse.Namespace) -> int:
         config = resume_config(args.out, overrides)
     else:
         if not args.config:
-            raise ValueError("--config is required (e.g. --config configs/fashion_mnist/sqvae2.yaml)")
+            raise ValueError("--config is required (e.g. --config configs/fashion_mnist.yaml model.name=sqvae2)")
         config = load_config(args.config, overrides)
     try:
         info = train(config, args.out, resume=bool(resume), force=args.force)
     except Interrupted as stop:  # the message is in run.json and was printed
         return stop.exit_code
-    if info["status"] != "finished":
+    if info.status != "finished":
         return 1
     if int(os.environ.get("RANK", 0)) != 0:
         return 0
-    best = info["best"]
+    best = info.best
     summary = f"best val loss {best['val_loss']:.6g} at step {best['step']}" if best else "no validation"
-    print(f"finished {info['steps']} steps in {info['wall_time_s']:.0f} s ({summary}); run folder {args.out}")
+    print(f"finished {info.steps} steps in {info.wall_time_s:.0f} s ({summary}); run folder {args.out}")
     return 0

@@ -9,7 +9,9 @@
     logging:      tensorboard, progress
 
 Each section is a dataclass below; its docstring says what every key means. Values come from,
-lowest precedence first: the dataclass defaults, the YAML file, the overrides
+lowest precedence first: the dataclass defaults, the YAML file, its per-model section
+(``models: {<name>: {<section>: ...}}`` of a data set's file ``configs/<dataset>.yaml``: the
+section of the chosen ``model.name``, merged key by key; a null section means its defaults), the overrides
 (``optim.lr=3e-4 model.overrides.codebook_size=256``, each value read as a YAML scalar, so
 ``train.steps=1000``, ``logging.progress=false``, ``data.root=null``). Keys left ``null``
 that the model has an opinion on (``optim.lr``, ``train.batch_size``, ``train.epochs``,
@@ -229,9 +231,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(
-                f"config file {path} not found; the reference configs are configs/<dataset>/<model>.yaml"
-            )
+            old_style = path.parent.with_suffix(".yaml")  # configs/<dataset>/<model>.yaml
+            hint = (f"; the per-model files were merged into one file per data set: use --config {old_style} "
+                    f"model.name={path.stem}" if old_style.is_file() else "; the reference configs are configs/<dataset>.yaml")
+            raise FileNotFoundError(f"config file {path} not found{hint}")
         try:
             data = yaml.load(path.read_text(), Loader=ConfigLoader) or {}
         except yaml.YAMLError as error:
@@ -239,9 +242,40 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a mapping of sections (data:, model:, ...), got {type(data).__name__}")
     try:
-        return TrainConfig.from_dict(apply_overrides(data, overrides))
+        return TrainConfig.from_dict(apply_overrides(select_model(data, overrides), overrides))
     except ValueError as error:
         raise ValueError(f"{path}: {error}" if path is not None else str(error)) from None
+
+
+def select_model(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``data`` without its ``models:`` table, with the section of the chosen ``model.name`` merged in;
+    a ValueError when the table is there and no model is chosen, or the name is not registered."""
+    from hqvae.models import list_models
+
+    data = dict(data)
+    models = data.pop("models", None) or {}
+    name = (apply_overrides(data, overrides).get("model") or {}).get("name")
+    registered = list_models()
+    valid = ", ".join(registered)
+    if not isinstance(models, dict) or not all(isinstance(section, (dict, type(None))) for section in models.values()):
+        raise ValueError(f"models: must map model names to sections (e.g. models: {{sqvae: {{train: ...}}}}), got {models!r}")
+    unknown = sorted(set(models) - set(registered))
+    if unknown:
+        raise ValueError(f"models: has sections for unknown model(s) {unknown}; valid names: {valid}")
+    if name is None and models:
+        raise ValueError(f"choose the model with model.name=<name> (e.g. model.name=sqvae); valid names: {valid}")
+    if name is not None and name not in registered:
+        raise ValueError(f"unknown model.name {name!r}; valid names: {valid}")
+    return _merge(data, models.get(name) or {})
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in: mappings key by key, any other value (null too) replaces."""
+    merged = dict(base)
+    for key, value in extra.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both else value
+    return merged
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
