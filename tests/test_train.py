@@ -218,12 +218,12 @@ def test_short_run_writes_the_run_folder(image_folder, tmp_path, capsys):
     assert "finished 6 steps" in capsys.readouterr().out
     run = RunDir(out)
     info = run.read_info()
-    assert info.status == "finished" and info.step == info.steps == 6
-    assert info.model_type == "sqvae2" and info.world_size == 1
-    assert info.config["optim"]["lr"] == 1e-3 and info.config["train"]["batch_size"] == 8
-    assert "train split" in info.data["train"] and "64" in info.data["train"]
-    assert info.torch_version == torch.__version__ and info.hqvae_version == hqvae.__version__
-    assert info.best["step"] in (3, 6)
+    assert info["status"] == "finished" and info["step"] == info["steps"] == 6
+    assert info["model_type"] == "sqvae2" and info["world_size"] == 1
+    assert info["config"]["optim"]["lr"] == 1e-3 and info["config"]["train"]["batch_size"] == 8
+    assert "train split" in info["data"]["train"] and "64" in info["data"]["train"]
+    assert info["torch_version"] == torch.__version__ and info["hqvae_version"] == hqvae.__version__
+    assert info["best"]["step"] in (3, 6)
 
     train_records = list(run.read_metrics("train"))
     assert [r["step"] for r in train_records] == [2, 3, 4, 6]  # log_every 2, and before val / checkpoint
@@ -252,7 +252,7 @@ def test_refuses_to_overwrite_a_run_and_reports_usage_errors(image_folder, tmp_p
     assert main(args) == 2
     assert "already holds a run (status finished, step 2 of 2); pass --resume" in capsys.readouterr().err
     assert main([*args, "train.steps=3", "--force"]) == 0
-    assert RunDir(out).read_info().steps == 3
+    assert RunDir(out).read_info()["steps"] == 3
     assert [r["step"] for r in RunDir(out).read_metrics("val")] == [3]  # the old records are gone
     capsys.readouterr()
 
@@ -302,7 +302,7 @@ def test_resume_reproduces_an_uninterrupted_run_bitwise(image_folder, tmp_path, 
         with pytest.raises(Crash):
             train(tiny_config(image_folder, model, steps, **extra), interrupted)
     info = RunDir(interrupted).read_info()
-    assert info.status == "failed" and "Crash at step 7" in info.message and info.step == 4
+    assert info["status"] == "failed" and "Crash at step 7" in info["message"] and info["step"] == 4
     assert main(["train", "--out", str(interrupted), "--resume"]) == 0
 
     assert_bitwise_equal(last_weights(straight), last_weights(interrupted))
@@ -316,7 +316,7 @@ def test_resume_reproduces_an_uninterrupted_run_bitwise(image_folder, tmp_path, 
     records = [(r["step"], r["split"]) for r in RunDir(interrupted).read_metrics()]
     assert records == [(r["step"], r["split"]) for r in RunDir(straight).read_metrics()]  # no duplicates
     info = RunDir(interrupted).read_info()
-    assert info.status == "finished" and info.resumed_at_steps == [4] and info.best == a["best"]
+    assert info["status"] == "finished" and info["resumed_at_steps"] == [4] and info["best"] == a["best"]
 
 
 def test_channels_last_trains_the_same_model_and_resumes_across_layouts(image_folder, tmp_path):
@@ -332,7 +332,7 @@ def test_channels_last_trains_the_same_model_and_resumes_across_layouts(image_fo
     # an NCHW run resumed in NHWC: the optimiser state takes the parameters' layout
     assert main(["train", "--out", str(nchw), "--resume", "train.steps=6", "train.channels_last=true"]) == 0
     state = torch.load(RunDir(nchw).train_state_file, weights_only=True)
-    assert RunDir(nchw).read_info().step == 6 and state["step"] == 6
+    assert RunDir(nchw).read_info()["step"] == 6 and state["step"] == 6
     assert all(math.isfinite(r["loss"]) for r in RunDir(nchw).read_metrics("train"))
 
 
@@ -386,13 +386,13 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(image_folder, t
     monkeypatch.undo()
 
     run = RunDir(out)
-    assert run.read_info().status == "failed"
+    assert run.read_info()["status"] == "failed"
     last = run.checkpoint("last")
     assert sorted(p.name for p in last.iterdir()) == ["config.json", "model.safetensors", "train_state.pt"]
     assert torch.load(run.train_state_file, weights_only=True)["step"] == 4
     hqvae.from_pretrained(last)  # loads
     assert main(["train", "--out", str(out), "--resume"]) == 0  # and the run can go on
-    assert run.read_info().step == 8 and not list((out / "checkpoints").glob(".*"))
+    assert run.read_info()["step"] == 8 and not list((out / "checkpoints").glob(".*"))
 
 
 def test_an_interrupted_checkpoint_swap_is_recovered(image_folder, tmp_path, monkeypatch):
@@ -443,8 +443,8 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(image_
     error = capsys.readouterr().err
     assert "non-finite loss at step 6" in error and "terms/recon=nan" in error
     info = RunDir(out).read_info()
-    assert info.status == "stopped_nan" and info.step == 4
-    assert "checkpoints/last is the last good state (step 4)" in info.message
+    assert info["status"] == "stopped_nan" and info["step"] == 4
+    assert "checkpoints/last is the last good state (step 4)" in info["message"]
     assert torch.load(RunDir(out).train_state_file, weights_only=True)["step"] == 4
     assert all(torch.isfinite(t).all() for t in last_weights(out).values())
     assert max(r["step"] for r in RunDir(out).read_metrics()) == 5  # nothing logged from the bad window
@@ -461,7 +461,7 @@ def test_tensorboard_is_optional_and_validation_can_be_off(image_folder, tmp_pat
     else:
         assert any((out / "tensorboard").iterdir())
     info = RunDir(out).read_info()
-    assert info.status == "finished" and info.best is None and info.data["val"] is None
+    assert info["status"] == "finished" and info["best"] is None and info["data"]["val"] is None
     assert not RunDir(out).checkpoint("best").exists() and RunDir(out).load_model("last")
 
 
@@ -474,7 +474,7 @@ def test_two_processes_with_torchrun_log_once(image_folder, tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     info = RunDir(out).read_info()
-    assert info.status == "finished" and info.world_size == 2 and info.step == 6
+    assert info["status"] == "finished" and info["world_size"] == 2 and info["step"] == 6
     records = [(r["split"], r["step"]) for r in RunDir(out).read_metrics()]
     assert records == [("train", 2), ("train", 4), ("val", 4), ("train", 6), ("val", 6)]
     state = torch.load(RunDir(out).train_state_file, weights_only=True)
