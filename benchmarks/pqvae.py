@@ -92,10 +92,10 @@ def final_train_terms(run_dir: Path) -> dict:
 def evaluate_run(name: str, model, test_set, probe_train, probe_test) -> dict:
     start = time.perf_counter()
     result = {"rate_distortion": rate_distortion(model, test_set)}
-    is_pq = isinstance(model, hqvae.models.PQVAE)
-    lengths = probe_lengths(model.num_layers) if is_pq else None
+    tokens = model.supports("token_statistics")
+    lengths = probe_lengths(model.num_layers) if tokens else None
     result["probe"] = linear_probe(model, probe_train, probe_test, lengths)
-    if is_pq:
+    if tokens:
         result["tokens"] = token_statistics(model, test_set)
     result["eval_time_s"] = time.perf_counter() - start
     print(f"[{name}] evaluated in {result['eval_time_s']:.0f}s", flush=True)
@@ -288,13 +288,13 @@ def main() -> None:
         info = train(config, run_dir, force=True)
         train_time = time.perf_counter() - began
         model = hqvae.from_pretrained(run_dir / "checkpoints" / "last")
-        print(f"[{name}] trained in {train_time:.0f}s (status {info['status']})", flush=True)
+        print(f"[{name}] trained in {train_time:.0f}s (status {info.status})", flush=True)
         results[name] = {
             "model_type": model_name,
             "overrides": overrides,
             "model_config": model.config.to_dict(),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "status": info["status"],
+            "status": info.status,
             "train_time_s": train_time,
             "final_train_record": final_train_terms(run_dir),
             "run_dir": str(run_dir),

@@ -3,7 +3,7 @@
 Two containers hold the same content:
 
 * ``.safetensors``: tensors ``layer_0``, ``layer_1``, ... (coarse to fine), each (N, h_l, w_l)
-  (a PQ-VAE's steps: (N, G); see :mod:`hqvae.code_layers`),
+  (a PQ-VAE's steps: (N, G)),
   int16 when every codebook has at most 32768 entries, else int32; ``labels`` (N,) int64 when
   the data set has labels; the metadata as one JSON string under the header key ``hqvae``;
 * ``.npz``: the same arrays, and the metadata JSON as the 0-d string array ``metadata``
@@ -27,7 +27,6 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from hqvae.code_layers import codebook_sizes, expected_shapes
 from hqvae.io import atomic_write
 
 FORMAT = "hqvae.codes/1"
@@ -128,7 +127,7 @@ def check_codes(codes: list[torch.Tensor], metadata: dict, model: torch.nn.Modul
               f"{metadata.get('num_layers', '?')} layers, grids {metadata.get('code_shapes')} and codebook sizes "
               f"{metadata.get('codebook_sizes')} (run {metadata.get('run', {}).get('path', '?')})")
     fix = "decode them with the run that encoded them (--run), or re-encode with this run"
-    sizes = codebook_sizes(model)
+    sizes = model.codebook_sizes
     if len(codes) != len(sizes):
         raise ValueError(f"{path}: {len(codes)} code layers, but this {model.config.name!r} model has {len(sizes)}; "
                          f"{origin}; {fix}")
@@ -136,7 +135,7 @@ def check_codes(codes: list[torch.Tensor], metadata: dict, model: torch.nn.Modul
     if [len(grid) for grid in grids] != [len(shape) for shape in model.code_shapes()]:
         raise ValueError(f"{path}: code grids {grids} do not fit this {model.config.name!r} model, whose layers are "
                          f"{model.code_shapes()}; {origin}; {fix}")
-    expected = expected_shapes(model, codes)
+    expected = model.code_shapes_like(codes)
     if grids != expected:
         raise ValueError(f"{path}: code grids {grids} do not fit this {model.config.name!r} model, which makes "
                          f"{expected} for inputs of that size; {origin}; {fix}")

@@ -34,7 +34,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hqvae.code_layers import codebook_sizes, to_layers
 from hqvae.data import make_loader
 from hqvae.metrics import CodebookUsage, LayerInformation, MinibatchPerplexity, ReconstructionMetrics, bits_per_item
 from hqvae.metrics import entropy_bits_per_item
@@ -112,7 +111,7 @@ def evaluate(
 
     Args:
         model: an HQ-VAE or PQ-VAE (``encode``, ``decode(codes, upto)``, ``config.layers``; a
-            PQ-VAE's layers are its steps, see :mod:`hqvae.code_layers`), possibly wrapped in
+            PQ-VAE's layers are its steps), possibly wrapped in
             DistributedDataParallel; its training flags are restored afterwards.
         data: an :class:`~hqvae.data.ImageDataset` (batched with ``batch_size``) or an iterable
             of ``(x, y)`` batches or of bare x, float (B, C, H, W) in [0, 1].
@@ -139,13 +138,13 @@ def evaluate(
         raise ValueError(f"batch sizes must be positive, got {batch_size} and {minibatch_perplexity_batch}")
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     device = next(model.parameters()).device
-    sizes = codebook_sizes(model)
+    sizes = model.codebook_sizes
     num_layers = len(sizes)
     depths = range(1, num_layers + 1) if progressive else [num_layers]
     start = time.perf_counter()
 
     usage = [CodebookUsage(k) for k in sizes]
-    posteriors_known = hasattr(model, "encode_posteriors")
+    posteriors_known = model.supports("posteriors")
     information = [LayerInformation(k) for k in sizes] if posteriors_known else []
     minibatch = [_MinibatchChunks(k, minibatch_perplexity_batch) for k in sizes]
     recon: dict[int, ReconstructionMetrics] = {}
@@ -158,9 +157,8 @@ def evaluate(
             shape = tuple(x.shape[1:])
             recon = {m: ReconstructionMetrics(with_ssim=min(shape[-2:]) >= SSIM_MIN_SIZE) for m in depths}
         codes, posteriors = model.encode_posteriors(x) if posteriors_known else (model.encode(x), None)
-        layer_codes = to_layers(model, codes)
-        grids = [tuple(code.shape[1:]) for code in layer_codes]
-        for layer, code in enumerate(layer_codes):
+        grids = [tuple(code.shape[1:]) for code in codes]
+        for layer, code in enumerate(codes):
             usage[layer].update(code)
             minibatch[layer].update(code)
             if posteriors_known:

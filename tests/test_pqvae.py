@@ -129,7 +129,7 @@ def test_forward_shapes_and_loss(key):
     assert all(f"perplexity/{step}" in out.logs for step in range(depth))
     if model.stochastic:
         assert {"cond_entropy", "marginal_entropy", "mi", "kappa"} <= set(out.logs)
-    assert model.encode(x).shape == (BATCH, depth * groups)
+    assert [tuple(code.shape) for code in model.encode(x)] == [(BATCH, groups)] * depth
 
 
 @pytest.mark.parametrize("key", VARIANTS)
@@ -151,7 +151,7 @@ def test_eval_is_deterministic_and_encode_decode_matches_forward(key):
     first, second = model(x), model(x)
     assert torch.equal(first.x_hat, second.x_hat) and torch.equal(first.loss, second.loss)
     tokens = model.encode(x)
-    assert torch.equal(tokens, torch.cat(first.codes, dim=1))  # step-major order
+    assert all(torch.equal(a, b) for a, b in zip(tokens, first.codes, strict=True))
     assert torch.equal(model.decode(tokens), first.x_hat)
 
 
@@ -179,7 +179,7 @@ def test_save_load_round_trip_is_exact(key, tmp_path):
     assert isinstance(loaded, PQVAE) and not loaded.training and loaded.config == model.config
     got = loaded(x)
     assert torch.equal(got.x_hat, expected.x_hat) and torch.equal(got.loss, expected.loss)
-    assert torch.equal(PQVAE.from_pretrained(tmp_path).encode(x), model.encode(x))
+    assert torch.equal(torch.stack(PQVAE.from_pretrained(tmp_path).encode(x)), torch.stack(model.encode(x)))
 
 
 def test_from_pretrained_tells_models_apart(tmp_path):
@@ -206,14 +206,16 @@ def test_bad_inputs_raise_with_the_fix():
     with pytest.raises(ValueError, match=r"floating-point"):
         model((batch() * 255).long())
     tokens = model.encode(batch())
-    with pytest.raises(ValueError, match=r"\(B, m·2\)"):
-        model.decode(tokens[:, :3])
+    with pytest.raises(ValueError, match=r"codes\[1\] must be long tokens of shape \(B, 2\)"):
+        model.decode([tokens[0], tokens[1][:, :1]])
+    with pytest.raises(ValueError, match="one long tensor per layer"):
+        model.decode(torch.cat(tokens, 1))
     with pytest.raises(ValueError, match="upto"):
-        model.decode(tokens[:, :4], upto=3)
+        model.decode(tokens[:2], upto=3)
     with pytest.raises(ValueError, match=r"lie in \[0, 8\)"):
-        model.decode(tokens + 8)
+        model.decode([code + 8 for code in tokens])
     with pytest.raises(ValueError, match="long tokens"):
-        model.decode(tokens.float())
+        model.decode([code.float() for code in tokens])
     with pytest.raises(ValueError, match=r"unknown override.*'no_such_key'.*valid keys:.*codebook_size"):
         hqvae.create_model("pqvae", no_such_key=1)
 
@@ -252,7 +254,7 @@ def test_tokens_are_the_hand_computed_residual_steps(key):
     x = batch()
     trained_step(model, x)
     tokens, log_probs, _ = hand_steps(model, x)
-    assert torch.equal(model.encode(x), tokens.reshape(BATCH, -1))
+    assert torch.equal(torch.stack(model.encode(x), 1), tokens)
     if model.stochastic:
         got = model.token_posteriors(x).log_probs
         torch.testing.assert_close(got.double(), log_probs, rtol=1e-4, atol=1e-4)
@@ -266,7 +268,7 @@ def test_prefix_decoding_equals_decoding_the_partial_sum(key):
     model.eval()
     tokens = model.encode(x)
     groups, depth = model.config.groups, model.config.depth
-    steps = tokens.reshape(BATCH, depth, groups)
+    steps = torch.stack(tokens, 1)  # (B, L, G)
     quantizer = model.quantizer
     partial = torch.zeros(BATCH, model.config.latent_size)
     for m in range(1, depth + 1):
@@ -279,7 +281,7 @@ def test_prefix_decoding_equals_decoding_the_partial_sum(key):
         with torch.no_grad():
             expected = model.decode_latents(partial.reshape(BATCH, model.config.dim, *model.config.grid))
         torch.testing.assert_close(model.decode(tokens, upto=m), expected, rtol=0, atol=1e-6)
-        assert torch.equal(model.decode(tokens, upto=m), model.decode(tokens[:, : m * groups]))
+        assert torch.equal(model.decode(tokens, upto=m), model.decode(tokens[:m]))
     progressive = model.decode_progressive(tokens)
     assert len(progressive) == depth and torch.equal(progressive[-1], model.decode(tokens))
 
@@ -293,7 +295,7 @@ def test_eval_prefix_term_is_the_stratified_prefix_reconstruction():
     out = model(x)
     tokens = model.encode(x)
     depth = model.config.depth
-    x_prefix = torch.cat([model.decode(tokens[b : b + 1], upto=b % depth + 1) for b in range(5)])
+    x_prefix = torch.cat([model.decode([code[b : b + 1] for code in tokens], upto=b % depth + 1) for b in range(5)])
     expected = 0.7 * (x_prefix - x).pow(2).sum((1, 2, 3)).mean()
     torch.testing.assert_close(out.terms["prefix_recon"], expected, rtol=1e-5, atol=1e-5)
 
@@ -317,7 +319,7 @@ def test_bit_accounting():
     x = batch()
     points = rate_distortion(model, [(x, None)])
     assert [p["prefix_len"] for p in points] == [1, 2, 3] and [p["bits"] for p in points] == [6.0, 12.0, 18.0]
-    assert prefix_bits(model, 2) == 12.0
+    assert prefix_bits(model, 2, model.encode(x)) == 12.0
     rsq = hqvae.create_model("rsqvae", 3, SIZE, hidden=16, codebook_size=16, dim=8, depth=3)  # 4×4 grid, 4 bits
     codes = rsq.encode(x)
     assert [prefix_bits(rsq, m, codes) for m in (1, 2, 3)] == [64.0, 128.0, 192.0]

@@ -16,7 +16,7 @@ from PIL import Image
 import hqvae
 from hqvae.cli import main
 from hqvae.codes_file import load_codes, save_codes
-from hqvae.priors import CodeLayout, CodePrior, PriorConfig, build_prior, decode_layers, encode_to_layers, sample
+from hqvae.priors import CodeLayout, CodePrior, PriorConfig, build_prior, decode_layers, sample
 from hqvae.priors.coding import coding_copy, decode_tokens, encode_tokens, pack, unpack
 from hqvae.priors.images import write_items
 from hqvae.priors.config import load_prior_config
@@ -68,7 +68,7 @@ def test_the_prior_models_the_codes_of_every_registered_model(name, kind):
     torch.manual_seed(0)
     model = hqvae.create_model(name, in_channels=1, image_size=16, **tiny_overrides(name)).eval()
     x = torch.rand(3, 1, 16, 16)
-    layers = encode_to_layers(model, x)
+    layers = model.encode(x)
     layout = CodeLayout.from_codes(model, layers)
     tokens = layout.flatten(layers)
     assert all(torch.equal(a, b) for a, b in zip(layout.unflatten(tokens), layers))

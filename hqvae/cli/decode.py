@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 from hqvae.cli.runs import open_run
-from hqvae.code_layers import from_layers
 from hqvae.codes_file import check_codes, load_codes
 from hqvae.data import LogMel, write_wav
 from hqvae.io import atomic_write
@@ -49,7 +48,7 @@ def decode_codes(model, codes: list[torch.Tensor], upto: int, batch_size: int) -
     pieces = []
     for start in range(0, codes[0].shape[0], batch_size):
         batch = [code[start:start + batch_size].to(device) for code in codes]
-        pieces.append(model.decode(from_layers(model, batch), upto=upto).clamp(0, 1).cpu())
+        pieces.append(model.decode(batch, upto=upto).clamp(0, 1).cpu())
     return torch.cat(pieces)
 
 

@@ -16,7 +16,6 @@ import argparse
 import torch
 
 from hqvae.cli.runs import load_run_data, open_run
-from hqvae.code_layers import codebook_sizes, to_layers
 from hqvae.codes_file import check_suffix, save_codes
 
 
@@ -37,7 +36,7 @@ def encode_dataset(model, dataset, batch_size: int) -> list[torch.Tensor]:
     device = next(model.parameters()).device
     batches = []
     for x, _ in dataset.batches(batch_size):
-        batches.append(to_layers(model, model.encode(x.to(device))))
+        batches.append(model.encode(x.to(device)))
     return [torch.cat([codes[layer].cpu() for codes in batches]) for layer in range(len(batches[0]))]
 
 
@@ -52,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         "model_type": model.config.name,
         "num_layers": len(codes),
         "code_shapes": [list(code.shape[1:]) for code in codes],
-        "codebook_sizes": codebook_sizes(model),
+        "codebook_sizes": model.codebook_sizes,
         "in_channels": model.config.in_channels,
         "image_size": list(dataset.image_size),
         "items": len(dataset),

@@ -35,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from hqvae.codes_file import save_codes
-    from hqvae.code_layers import codebook_sizes
     from hqvae.priors.folder import open_prior
     from hqvae.priors.images import write_items
     from hqvae.priors.layout import decode_layers
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     info = opened.info
     write_items(x_hat, out, info.get("log_mel"))
     metadata = {"model_type": tokenizer.model.config.name, "num_layers": len(layers),
-                "code_shapes": [list(code.shape[1:]) for code in layers], "codebook_sizes": codebook_sizes(tokenizer.model),
+                "code_shapes": [list(code.shape[1:]) for code in layers], "codebook_sizes": tokenizer.model.codebook_sizes,
                 "in_channels": info.get("in_channels"), "image_size": info.get("image_size"), "items": args.num,
                 "split": "sample", "dataset": f"samples of the prior {args.prior} (temperature {args.temperature}, "
                                               f"top-k {args.top_k}, top-p {args.top_p}, class {args.label}, seed {args.seed})",

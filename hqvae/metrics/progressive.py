@@ -5,13 +5,10 @@ Every function takes ``data`` as an :class:`~hqvae.data.ImageDataset` (batched h
 or any iterable of ``(x, y)`` batches (or bare x), runs the model in eval mode without
 gradients (deterministic quantisation) and returns plain JSON-ready values.
 
-A *prefix of m* is the first m quantisation steps:
-
-* PQ-VAE (``PQVAE``): steps l ≤ m of every group, m·G·log2 K bits per item, decoded from
-  Σ_{l≤m} z_l;
-* HQ-VAE models (``HQVAE``, e.g. ``rsqvae`` / ``rqvae``): the first m layers, coarse to fine,
-  Σ_{l≤m} n_l·log2 K_l bits per item (n_l code positions of layer l), decoded with
-  ``decode(codes, upto=m)`` (for a residual stack: the partial sum of its first m layers).
+A *prefix of m* is the first m layers of a model's codes (``hqvae.models.base``), coarse to
+fine, Σ_{l≤m} n_l·log2 K_l bits per item (n_l code positions of layer l), decoded with
+``decode(codes, upto=m)``: for a PQ-VAE the steps l ≤ m of every group (Σ_{l≤m} z_l), for a
+residual stack (``rsqvae`` / ``rqvae``) the partial sum of its first m layers.
 
 Entropies are reported in bits.
 """
@@ -26,7 +23,6 @@ from torch import Tensor, nn
 
 from hqvae.metrics.linear_probe import fit_linear_probe
 from hqvae.metrics import ReconstructionMetrics
-from hqvae.models.pqvae import PQVAE
 from hqvae.quantizers.base import entropy
 
 SSIM_MIN_SIZE = 11
@@ -50,25 +46,17 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def num_prefixes(model: nn.Module) -> int:
-    """L steps (PQ-VAE) or the number of layers (HQ-VAE)."""
-    return model.num_layers
-
-
 def probe_lengths(steps: int) -> list[int]:
     """The prefix lengths a probe is fitted at by default: 1, 2, 4, ... and ``steps`` itself."""
     return sorted({1 << i for i in range(steps.bit_length()) if 1 << i <= steps} | {steps})
 
 
-def prefix_bits(model: nn.Module, m: int, codes: Sequence[Tensor] | Tensor | None = None) -> float:
-    """Nominal bits per item of a prefix of m steps / layers (module docstring). HQ-VAE models
-    need one batch of ``codes`` (from ``encode``) for the number of positions per layer."""
-    if isinstance(model, PQVAE):
-        return model.bits(m)
-    return sum(code[0].numel() * math.log2(layer.codebook_size) for code, layer in zip(codes[:m], model.config.layers))
+def prefix_bits(model: nn.Module, m: int, codes: Sequence[Tensor]) -> float:
+    """Nominal bits per item of a prefix of m layers of one batch of ``codes`` (from ``encode``)."""
+    return sum(code[0].numel() * math.log2(k) for code, k in zip(codes[:m], model.codebook_sizes))
 
 
-def prefix_features(model: nn.Module, codes: Sequence[Tensor] | Tensor, m: int) -> Tensor:
+def prefix_features(model: nn.Module, codes: Sequence[Tensor], m: int) -> Tensor:
     """Decoder-input partial sums of a prefix of m as flat features (B, F): Σ_{l≤m} z_l
     (PQ-VAE: (B, c·h·w)); for HQ-VAE models each resolution group's quantised latent, flattened
     and concatenated (missing injected layers filled with the codebook mean)."""
@@ -88,7 +76,7 @@ def rate_distortion(model: nn.Module, data: Any, batch_size: int = 256) -> list[
     {prefix_len m, bits (per item), rmse, mse, psnr, ssim (images ≥ 11×11)}, SPEC §5 definitions
     (x̂ clamped to [0, 1])."""
     device = _device(model)
-    steps = num_prefixes(model)
+    steps = model.num_layers
     meters: list[ReconstructionMetrics] = []
     bits: list[float] = []
     for x, _ in _batches(data, batch_size):
@@ -114,8 +102,9 @@ def rate_distortion(model: nn.Module, data: Any, batch_size: int = 256) -> list[
 
 
 @torch.no_grad()
-def token_statistics(model: PQVAE, data: Any, batch_size: int = 256) -> dict:
-    """Dataset-level statistics of every token (step l, group g) of a PQ-VAE, in bits:
+def token_statistics(model: nn.Module, data: Any, batch_size: int = 256) -> dict:
+    """Dataset-level statistics of every token (step l, group g) of a model that supports
+    "token_statistics" (a PQ-VAE), in bits:
 
     * ``perplexity``: exp(H(p)) of the histogram p of hard tokens over the data; ``usage``: the
       fraction of the K codes used; ``code_entropy_bits``: H(p);
@@ -127,6 +116,9 @@ def token_statistics(model: PQVAE, data: Any, batch_size: int = 256) -> dict:
     over groups (perplexity and usage averaged), "total": summed over all tokens, plus
     ``nominal_bits`` L·G·log2 K and ``items``}.
     """
+    if not model.supports("token_statistics"):
+        raise ValueError(f"token statistics need per-step token posteriors, which a {model.config.name!r} model "
+                         f"does not have (PQ-VAE models do); use hqvae.evaluate's information per layer instead")
     config = model.config
     device = _device(model)
     depth, groups, size = config.depth, config.groups, config.codebook_size
@@ -176,8 +168,7 @@ def _codes_and_labels(model: nn.Module, data: Any, batch_size: int) -> tuple[lis
     for x, y in _batches(data, batch_size):
         if y is None:
             raise ValueError("the linear probe needs labelled data: (x, y) batches")
-        batch_codes = model.encode(x.to(device).float())
-        codes.append(batch_codes.cpu() if isinstance(batch_codes, Tensor) else [c.cpu() for c in batch_codes])
+        codes.append([code.cpu() for code in model.encode(x.to(device).float())])
         labels.append(y.cpu().long())
     if not labels:
         raise ValueError("the data set is empty")
@@ -186,7 +177,7 @@ def _codes_and_labels(model: nn.Module, data: Any, batch_size: int) -> tuple[lis
 
 def _features(model: nn.Module, codes: list, m: int) -> Tensor:
     device = _device(model)
-    moved = [batch.to(device) if isinstance(batch, Tensor) else [c.to(device) for c in batch] for batch in codes]
+    moved = [[code.to(device) for code in batch] for batch in codes]
     return torch.cat([prefix_features(model, batch, m).cpu() for batch in moved])
 
 
@@ -205,7 +196,7 @@ def linear_probe(
     Returns one dict per m: {prefix_len, bits, train_accuracy, test_accuracy, chance} where
     chance is the test frequency of the most common training class.
     """
-    steps = num_prefixes(model)
+    steps = model.num_layers
     lengths = list(range(1, steps + 1)) if prefix_lengths is None else list(prefix_lengths)
     if any(not 1 <= m <= steps for m in lengths):
         raise ValueError(f"prefix lengths must lie in 1..{steps}, got {lengths}")

@@ -7,9 +7,12 @@
 * ``output.py``     ``ModelOutput``
 * ``pretrained.py`` ``save_pretrained`` / ``from_pretrained``
 * ``registry.py``   ``list_models`` / ``create_model`` and the per-size defaults
-* ``pqvae.py``      PQ-VAE (global token sequence; ``pq_config.py``, ``progressive.py``),
+* ``base.py``       ``DiscreteAutoencoder``: the interface every registered model has
+* ``pqvae.py``      PQ-VAE (global token sequence; ``pq_config.py``, the quantizer in
+                    ``hqvae.quantizers.progressive``),
                     registered as ``pqvae`` and ``global_rvq`` by ``pq_registry.py``
 """
+from .base import DiscreteAutoencoder, evaluating
 from .config import LayerConfig, ModelConfig
 from .hqvae import HQVAE
 from .output import ModelOutput
@@ -20,6 +23,7 @@ from .registry import create_model, list_models, model_config, register_model
 from . import pq_registry  # noqa: F401  (registers pqvae and global_rvq)
 
 __all__ = [
+    "DiscreteAutoencoder",
     "HQVAE",
     "LayerConfig",
     "ModelConfig",
@@ -27,6 +31,7 @@ __all__ = [
     "PQConfig",
     "PQVAE",
     "create_model",
+    "evaluating",
     "from_pretrained",
     "list_models",
     "model_config",

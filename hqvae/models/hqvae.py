@@ -14,19 +14,17 @@ Loss (SPEC §2), with D = C·H·W and every quantizer loss already a batch mean 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from ..quantizers import QuantizerOutput
 from .backbone import Decoder, Encoder, init_weights
+from .base import DiscreteAutoencoder, evaluating
 from .checks import as_pair, check_image_batch
 from .config import ModelConfig
 from .losses import reconstruction
 from .output import ModelOutput
-from .pretrained import PretrainedMixin
 from .topdown import FILLS, ResolutionGroup
 
 
@@ -36,20 +34,7 @@ def reconstruction_terms(x_hat: Tensor, x: Tensor, stochastic: bool) -> tuple[Te
     return reconstruction(x_hat, x, "arelbo" if stochastic else "mse")
 
 
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no gradients inside; every submodule's training flag restored after."""
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for module, training in flags:
-            module.training = training
-
-
-class HQVAE(PretrainedMixin, nn.Module):
+class HQVAE(DiscreteAutoencoder):
     """Hierarchical VAE with discrete latents built from a ``ModelConfig`` (see ``config.py``).
 
     The network is fully convolutional: inputs (B, in_channels, H, W) with H and W multiples of
@@ -80,12 +65,10 @@ class HQVAE(PretrainedMixin, nn.Module):
     # ------------------------------------------------------------------ description
 
     @property
-    def stochastic(self) -> bool:
-        return self.config.stochastic
-
-    @property
-    def num_layers(self) -> int:
-        return self._first_layer[-1]
+    def capabilities(self) -> frozenset[str]:
+        """"posteriors" always; "residual_stack" when every layer is a depth of one residual group."""
+        stack = len(self.groups) == 1 and self.groups[0].depth > 1
+        return frozenset({"posteriors", "residual_stack"} if stack else {"posteriors"})
 
     def code_shapes(self, image_size: int | Sequence[int] | None = None) -> list[tuple[int, int]]:
         """(h_l, w_l) of each layer's code grid, coarse to fine, for ``image_size`` (default: the config's)."""
@@ -93,6 +76,11 @@ class HQVAE(PretrainedMixin, nn.Module):
         return [
             (height // group.factor, width // group.factor) for group in self.groups for _ in range(group.depth)
         ]
+
+    def code_shapes_like(self, codes: Sequence[Tensor]) -> list[tuple[int, int]]:
+        """Grids of every layer for the input size that the first layer's (B, h_0, w_0) codes imply."""
+        factor = self.groups[0].factor
+        return self.code_shapes((codes[0].shape[1] * factor, codes[0].shape[2] * factor))
 
     def set_temperature(self, temperature: float) -> None:
         """Gumbel temperature τ of every SQ layer (residual stacks included); no-op for VQ-only models."""
@@ -161,35 +149,15 @@ class HQVAE(PretrainedMixin, nn.Module):
             posteriors += probs if group.stochastic else [None] * group.depth
         return codes, posteriors
 
-    def decode(self, codes: Sequence[Tensor], upto: int | None = None, fill: str = "mean") -> Tensor:
-        """codes (as from ``encode``) -> x̂ (B, C, H, W), decoded from the first ``upto`` layers.
-
-        ``upto`` defaults to ``len(codes)`` (a prefix of the layer list may be passed). Missing
-        layers: a missing residual layer contributes zero, so a residual group decodes the partial
-        sum Σ_{k<m} e_k; a missing injected layer (its whole group) takes the expected code under
-        the uniform prior, the codebook mean, at every position (``fill="mean"``) or zero
-        (``fill="zero"``). Runs in eval mode without gradients, like ``encode``.
-        """
-        latents = self.embed_codes(codes, upto=upto, fill=fill)
-        with evaluating(self):
-            return self.decode_latents(latents)
-
-    def decode_progressive(self, codes: Sequence[Tensor], fill: str = "mean") -> list[Tensor]:
-        """Coarse-to-fine reconstructions [decode(codes, upto=m) for m = 1..len(codes)]."""
-        return [self.decode(codes, upto=m, fill=fill) for m in range(1, len(codes) + 1)]
-
     def embed_codes(self, codes: Sequence[Tensor], upto: int | None = None, fill: str = "mean") -> list[Tensor]:
-        """codes -> one quantised latent per resolution group, (B, d_g, h_g, w_g), coarse to fine,
-        using the first ``upto`` layers (missing layers filled as described in ``decode``)."""
+        """codes (a prefix of ``encode``'s list) -> one quantised latent per resolution group,
+        (B, d_g, h_g, w_g), coarse to fine, from the first ``upto`` layers. Missing layers: a
+        missing residual layer contributes zero, so a residual group decodes the partial sum
+        Σ_{k<m} e_k; a missing injected layer (its whole group) takes the expected code under the
+        uniform prior, the codebook mean, at every position (``fill="mean"``) or zero (``"zero"``)."""
         if fill not in FILLS:
             raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
-        codes = list(codes)
-        if not 1 <= len(codes) <= self.num_layers:
-            raise ValueError(f"expected between 1 and {self.num_layers} code tensors (one per layer), got {len(codes)}")
-        upto = len(codes) if upto is None else upto
-        if not 1 <= upto <= len(codes):
-            raise ValueError(f"upto must be between 1 and the number of code tensors ({len(codes)}), got {upto}")
-        codes = codes[:upto]
+        codes = list(codes)[: self.check_upto(upto, self.check_codes(codes))]
         first = codes[0]
         if first.dim() != 3:
             raise ValueError(f"each code tensor must be (B, h, w), got shape {tuple(first.shape)}")

@@ -1,11 +1,10 @@
 """PQ-VAE: progressive quantisation of a global latent vector into an ordered 1-D token sequence.
 
-    x ─ Encoder ─▶ f (B, c, h, w) ─ flatten ─▶ z (B, G, c·h·w/G) ─ L residual steps ─▶ tokens (B, L·G)
+    x ─ Encoder ─▶ f (B, c, h, w) ─ flatten ─▶ z (B, G, c·h·w/G) ─ L residual steps ─▶ L × tokens (B, G)
                                                Σ_{l≤m} z_l ─ reshape (B, c, h, w) ─ Decoder ─▶ x̂
 
-(``progressive.py`` has the token math.) Tokens are step-major: token ``l·G + g`` is step l's
-token of group g, so the first m·G tokens are the prefix of m steps and decode to a coarse
-reconstruction at m·G·log2 K bits.
+(``hqvae.quantizers.progressive`` has the token math.) ``encode`` gives one (B, G) token tensor
+per step, and the first m steps decode to a coarse reconstruction at m·G·log2 K bits.
 
 Loss (SPEC §4), every part a batch mean of per-item values:
 
@@ -33,13 +32,12 @@ from torch import Tensor, nn
 
 from ..quantizers.base import code_counts, fp32_island, perplexity_of_counts
 from .backbone import Decoder, Encoder, init_weights
+from .base import DiscreteAutoencoder, evaluating
 from .checks import as_pair, check_image_batch
-from .hqvae import evaluating
 from .losses import reconstruction
 from .output import ModelOutput
 from .pq_config import PQConfig
-from .pretrained import PretrainedMixin
-from .progressive import ProgressiveOutput, ProgressiveQuantizer
+from ..quantizers.progressive import ProgressiveOutput, ProgressiveQuantizer
 
 
 def entropy_terms(log_probs: Tensor) -> tuple[Tensor, Tensor]:
@@ -54,11 +52,13 @@ def entropy_terms(log_probs: Tensor) -> tuple[Tensor, Tensor]:
     return conditional, marginal
 
 
-class PQVAE(PretrainedMixin, nn.Module):
+class PQVAE(DiscreteAutoencoder):
     """PQ-VAE built from a ``PQConfig`` (see ``pq_config.py``); inputs (B, in_channels, H, W) with
-    (H, W) = ``config.image_size``."""
+    (H, W) = ``config.image_size``. Its layers are its L steps: ``encode`` gives one (B, G) token
+    tensor per step, and the first m of them decode to the coarse reconstruction Σ_{l≤m} z_l."""
 
     config_class = PQConfig
+    capabilities = frozenset({"token_statistics"})
 
     def __init__(self, config: PQConfig):
         super().__init__()
@@ -85,25 +85,12 @@ class PQVAE(PretrainedMixin, nn.Module):
 
     # ------------------------------------------------------------------ description
 
-    @property
-    def stochastic(self) -> bool:
-        return self.config.stochastic
-
-    @property
-    def num_layers(self) -> int:
-        """L, the number of quantisation steps (``decode``'s ``upto`` counts these)."""
-        return self.config.depth
-
     def code_shapes(self, image_size: int | Sequence[int] | None = None) -> list[tuple[int]]:
         """(G,) per step: the shape of each entry of ``ModelOutput.codes`` without the batch dim.
         ``image_size`` must be the configured size if given (the token layout depends on it)."""
         if image_size is not None and as_pair(image_size) != tuple(self.config.image_size):
             raise ValueError(f"a PQ-VAE takes {self.config.image_size} inputs only, got {image_size}")
         return [(self.config.groups,)] * self.config.depth
-
-    def bits(self, upto: int | None = None) -> float:
-        """Nominal rate of the first ``upto`` steps (default L): upto·G·log2 K bits per item."""
-        return self.config.bits(upto)
 
     def set_temperature(self, temperature: float) -> None:
         """Gumbel temperature τ of the SQ steps (ignored by VQ steps)."""
@@ -179,14 +166,13 @@ class PQVAE(PretrainedMixin, nn.Module):
 
     # ------------------------------------------------------------------ codes
 
-    def encode(self, x: Tensor) -> Tensor:
-        """x (B, C, H, W) -> tokens (B, L·G) long, step-major (argmax / nearest code).
-
-        Runs in eval mode without gradients; the training flags are restored afterwards."""
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """x (B, C, H, W) -> tokens, one (B, G) long tensor per step (argmax / nearest code).
+        Eval mode without gradients; the training flags are restored afterwards."""
         self.check_input(x)
         with evaluating(self):
             tokens = self.quantizer(self.global_vectors(x)).tokens  # (B, L, G)
-        return tokens.reshape(tokens.shape[0], -1)
+        return [step.contiguous() for step in tokens.unbind(1)]
 
     def token_posteriors(self, x: Tensor) -> ProgressiveOutput:
         """x -> the eval-mode quantiser output: tokens (B, L, G), code images (B, L, G, D_g) and,
@@ -196,36 +182,20 @@ class PQVAE(PretrainedMixin, nn.Module):
         with evaluating(self):
             return self.quantizer(self.global_vectors(x))
 
-    def decode(self, codes: Tensor, upto: int | None = None) -> Tensor:
-        """tokens (B, m·G) (all L steps, or a prefix of them) -> x̂ (B, C, H, W) decoded from the
-        first ``upto`` steps (default: all steps given), i.e. from Σ_{l≤upto} z_l.
-        Runs in eval mode without gradients, like ``encode``."""
-        latent = self.embed_codes(codes, upto)
-        with evaluating(self):
-            return self.decode_latents(latent)
-
-    def decode_progressive(self, codes: Tensor) -> list[Tensor]:
-        """Coarse-to-fine reconstructions [decode(codes, upto=m) for m = 1..steps given]."""
-        return [self.decode(codes, upto=m) for m in range(1, codes.shape[1] // self.config.groups + 1)]
-
-    def embed_codes(self, codes: Tensor, upto: int | None = None) -> Tensor:
-        """tokens (B, m·G) -> the decoder input Σ_{l≤upto} z_l as a grid (B, c, h, w)."""
-        groups = self.config.groups
-        if not isinstance(codes, Tensor) or codes.dim() != 2 or codes.dtype != torch.long:
-            got = tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__
-            raise ValueError(f"expected long tokens of shape (B, m·{groups}) as from encode, got {got}")
-        steps = codes.shape[1] // groups
-        if codes.shape[1] % groups or not 1 <= steps <= self.config.depth:
-            raise ValueError(
-                f"expected (B, m·{groups}) tokens with 1 ≤ m ≤ {self.config.depth} steps, got shape {tuple(codes.shape)}"
-            )
-        upto = steps if upto is None else upto
-        if not 1 <= upto <= steps:
-            raise ValueError(f"upto must be between 1 and the number of steps given ({steps}), got {upto}")
-        tokens = codes.reshape(codes.shape[0], steps, groups)
-        if tokens.min() < 0 or tokens.max() >= self.config.codebook_size:
-            raise ValueError(f"tokens must lie in [0, {self.config.codebook_size})")
-        images = torch.stack([self.quantizer.code_image(step, tokens[:, step]) for step in range(upto)], dim=1)
+    def embed_codes(self, codes: Sequence[Tensor], upto: int | None = None) -> Tensor:
+        """tokens (a prefix of ``encode``'s list, each (B, G)) -> the decoder input Σ_{l≤upto} z_l
+        as a grid (B, c, h, w)."""
+        groups, size = self.config.groups, self.config.codebook_size
+        upto = self.check_upto(upto, self.check_codes(codes))
+        for step, code in enumerate(codes):
+            if code.dim() != 2 or code.shape[1] != groups or code.dtype != torch.long:
+                raise ValueError(f"codes[{step}] must be long tokens of shape (B, {groups}) as from encode, "
+                                 f"got {code.dtype} {tuple(code.shape)}")
+            if code.shape[0] != codes[0].shape[0]:
+                raise ValueError(f"codes[{step}] has {code.shape[0]} items, codes[0] {codes[0].shape[0]}")
+            if code.min() < 0 or code.max() >= size:
+                raise ValueError(f"codes[{step}]: tokens must lie in [0, {size})")
+        images = torch.stack([self.quantizer.code_image(step, codes[step]) for step in range(upto)], dim=1)
         return self._latent(images.sum(1))
 
     def decode_latents(self, latent: Tensor) -> Tensor:

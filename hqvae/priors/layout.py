@@ -1,8 +1,8 @@
 """How the codes of any tokenizer become one token sequence for the prior, and back.
 
 This is the one adapter between the tokenizers (``hqvae.models``) and the priors: everything in
-``hqvae.priors`` sees codes only as a :class:`CodeLayout` and the per-layer list that
-:func:`hqvae.code_layers.to_layers` gives (one (B, *positions) integer tensor per layer).
+``hqvae.priors`` sees codes only as a :class:`CodeLayout` and the per-layer list that every
+model's ``encode`` gives (one (B, *positions) integer tensor per layer).
 
 Order: layers coarse to fine (an HQ-VAE's injected and residual layers in the model's order, a
 PQ-VAE's steps in their own order), raster order inside a layer. A residual stack is flattened
@@ -20,8 +20,6 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
-
-from hqvae.code_layers import codebook_sizes, from_layers, to_layers
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class CodeLayout:
     @classmethod
     def from_codes(cls, model: nn.Module, layers: Sequence[Tensor]) -> "CodeLayout":
         """The layout of ``layers`` (one (B, *positions) tensor per layer) made by ``model``."""
-        return cls.of([code.shape[1:] for code in layers], codebook_sizes(model))
+        return cls.of([code.shape[1:] for code in layers], model.codebook_sizes)
 
     @property
     def num_layers(self) -> int:
@@ -123,16 +121,10 @@ class CodeLayout:
 def model_layout(model: nn.Module, image_size: Sequence[int] | None = None) -> CodeLayout:
     """The layout of ``model``'s codes for inputs of ``image_size`` (a PQ-VAE: its fixed size)."""
     shapes = model.code_shapes(tuple(image_size)) if image_size is not None else model.code_shapes()
-    return CodeLayout.of(shapes, codebook_sizes(model))
-
-
-@torch.no_grad()
-def encode_to_layers(model: nn.Module, x: Tensor) -> list[Tensor]:
-    """x (B, C, H, W) in [0, 1] -> one (B, *positions_l) long tensor per layer (deterministic codes)."""
-    return [code.long() for code in to_layers(model, model.encode(x))]
+    return CodeLayout.of(shapes, model.codebook_sizes)
 
 
 @torch.no_grad()
 def decode_layers(model: nn.Module, layers: Sequence[Tensor]) -> Tensor:
     """One (B, *positions_l) tensor per layer -> x̂ (B, C, H, W) clamped to [0, 1]."""
-    return model.decode(from_layers(model, [code.long() for code in layers])).clamp(0, 1)
+    return model.decode([code.long() for code in layers]).clamp(0, 1)

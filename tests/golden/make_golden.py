@@ -12,7 +12,8 @@ PQ-VAE: L = 3, G = 2, K = 8, d_c = 4) built under a fixed seed, and one fixed in
                        training forward also runs the data / k-means initialisation of codebooks)
     <name>/eval/...    then model.eval() without gradients: loss, terms, logs, codes, x̂
     <name>/encode/..., <name>/decode, <name>/decode_upto1
-                       model.encode(x) (a list per layer, or PQ-VAE's (B, L·G) tokens),
+                       model.encode(x), one tensor per layer (the stored file holds PQ-VAE's
+                       tokens as one (B, L·G) tensor, the format before issue 12),
                        decode of those codes, and decode from the first layer / step only
     train_run/<model>/<tensor>
                        every tensor of checkpoints/last/model.safetensors after 5 steps of

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..quantizers.base import fp32_island, l2_normalize, straight_through, upcast
-from ..quantizers.relaxed import gumbel_noise
+from .base import fp32_island, l2_normalize, straight_through, upcast
+from .relaxed import gumbel_noise
 
 
 @dataclass

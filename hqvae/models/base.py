@@ -1,0 +1,109 @@
+"""The interface of every registered model (``DiscreteAutoencoder``).
+
+    encode(x)            x (B, C, H, W) -> codes: one long tensor (B, *positions_l) per layer,
+                         coarse to fine (an HQ-VAE layer: (B, h_l, w_l); a PQ-VAE step: (B, G))
+    decode(codes, upto)  the first ``upto`` layers of ``codes`` (any prefix of the list) -> x̂
+    embed_codes / decode_latents   the same in two halves (codes -> decoder input -> x̂)
+    code_shapes, codebook_sizes, bits(upto)   what the codes look like and their nominal rate
+    set_temperature(τ)   Gumbel temperature of the stochastic layers
+
+Analyses that only some models support ask ``model.supports(name)`` instead of checking the
+class: "posteriors" (``encode_posteriors``: P(k | x) per layer), "token_statistics"
+(``token_posteriors``: PQ-VAE's per-step posteriors for its token statistics and probes) and
+"residual_stack" (every layer is a depth of one residual stack on one grid, RQ-VAE style).
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .pretrained import PretrainedMixin
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients inside; every submodule's training flag restored after."""
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+class DiscreteAutoencoder(PretrainedMixin, nn.Module):
+    """Base class of the registered models (module docstring). Subclasses set ``config_class``
+    and ``capabilities`` and implement ``forward``, ``encode``, ``embed_codes``,
+    ``decode_latents``, ``code_shapes``, ``set_temperature`` and ``check_input``."""
+
+    config_class: type
+    capabilities: frozenset[str] = frozenset()
+
+    def supports(self, capability: str) -> bool:
+        """Whether this model offers an optional analysis (module docstring)."""
+        return capability in self.capabilities
+
+    @property
+    def stochastic(self) -> bool:
+        return self.config.stochastic
+
+    @property
+    def num_layers(self) -> int:
+        """L: the number of code tensors ``encode`` returns (``decode``'s ``upto`` counts these)."""
+        return len(self.config.layers)
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        """K_l of every layer, coarse to fine."""
+        return [layer.codebook_size for layer in self.config.layers]
+
+    def code_shapes(self, image_size: int | Sequence[int] | None = None) -> list[tuple[int, ...]]:
+        """Positions of each layer's codes (without the batch dim) for ``image_size`` (default: the config's)."""
+        raise NotImplementedError
+
+    def code_shapes_like(self, codes: Sequence[Tensor]) -> list[tuple[int, ...]]:
+        """Positions per layer that this model makes for inputs of the size ``codes`` imply
+        (default: the configured size; a fully convolutional model reads it off the first layer)."""
+        return self.code_shapes()
+
+    def bits(self, upto: int | None = None, image_size: int | Sequence[int] | None = None) -> float:
+        """Nominal rate of the first ``upto`` layers (default all): Σ_{l≤upto} n_l·log2 K_l bits per item."""
+        shapes = self.code_shapes(image_size)[: self.num_layers if upto is None else upto]
+        return sum(math.prod(shape) * math.log2(k) for shape, k in zip(shapes, self.codebook_sizes))
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """x (B, C, H, W) -> one (B, *positions) long tensor per layer (eval mode, no gradients;
+        training flags restored)."""
+        raise NotImplementedError
+
+    def decode(self, codes: Sequence[Tensor], upto: int | None = None, **options) -> Tensor:
+        """codes (a prefix of ``encode``'s list) -> x̂ (B, C, H, W) from the first ``upto`` layers
+        (default: all given; ``options`` go to ``embed_codes``). Eval mode, no gradients."""
+        latents = self.embed_codes(codes, upto=upto, **options)
+        with evaluating(self):
+            return self.decode_latents(latents)
+
+    def decode_progressive(self, codes: Sequence[Tensor], **options) -> list[Tensor]:
+        """Coarse-to-fine reconstructions [decode(codes, upto=m) for m = 1..len(codes)]."""
+        return [self.decode(codes, upto=m, **options) for m in range(1, len(codes) + 1)]
+
+    def check_codes(self, codes: Sequence[Tensor]) -> int:
+        """Raise a ValueError naming the fix unless ``codes`` is a list of 1..L long tensors; -> its length."""
+        if isinstance(codes, Tensor) or not all(isinstance(code, Tensor) for code in codes):
+            raise ValueError(f"codes must be a list with one long tensor per layer (as from encode), "
+                             f"got {type(codes).__name__}")
+        if not 1 <= len(codes) <= self.num_layers:
+            raise ValueError(f"expected between 1 and {self.num_layers} code tensors (one per layer), got {len(codes)}")
+        return len(codes)
+
+    def check_upto(self, upto: int | None, given: int) -> int:
+        upto = given if upto is None else upto
+        if not 1 <= upto <= given:
+            raise ValueError(f"upto must be between 1 and the number of code tensors ({given}), got {upto}")
+        return upto
