@@ -45,6 +45,10 @@ class DiscreteAutoencoder(PretrainedMixin, nn.Module):
     config_class: type
     capabilities: frozenset[str] = frozenset()
 
+    def evaluating(self):
+        """``with model.evaluating():`` eval mode and no gradients inside, training flags restored after."""
+        return evaluating(self)
+
     def supports(self, capability: str) -> bool:
         """Whether this model offers an optional analysis (module docstring)."""
         return capability in self.capabilities
