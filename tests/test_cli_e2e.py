@@ -37,7 +37,7 @@ def test_train_eval_encode_decode_report(tmp_path, capsys):
     runs = {model: tmp_path / model for model in ("vqvae2", "sqvae2")}
     for model, out in runs.items():
         train(model, out)
-        assert RunDir(out).read_info()["status"] == "finished"
+        assert RunDir(out).read_info().status == "finished"
 
     # eval: SPEC §5 metrics per layer, written as JSON beside its figures
     results_path = tmp_path / "eval" / "results.json"

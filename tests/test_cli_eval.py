@@ -67,10 +67,11 @@ def write_run(root: Path, name: str, data: dict, model_overrides: dict, steps: i
         if step == steps - 2 and best:
             model.save_pretrained(run_dir.checkpoint("best"))
     model.save_pretrained(run_dir.checkpoint("last"))
-    run_dir.write_info({"config": {"data": data, "model": {"name": name, "overrides": model_overrides}, "seed": 0},
-                        "model_type": name, "dataset": "Fashion-MNIST test split, 64 images (fixture)",
-                        "status": "finished", "step": steps, "wall_time_s": 1.0,
-                        "best": {"step": steps - 2, "loss": 1.0} if best else {}})
+    run_dir.run_file.write_text(json.dumps(  # an early run.json: no version, "seed" and "dataset" elsewhere
+        {"config": {"data": data, "model": {"name": name, "overrides": model_overrides}, "seed": 0},
+         "model_type": name, "dataset": "Fashion-MNIST test split, 64 images (fixture)",
+         "status": "finished", "step": steps, "wall_time_s": 1.0,
+         "best": {"step": steps - 2, "loss": 1.0} if best else {}}))
     return root
 
 
@@ -418,7 +419,8 @@ def test_lpips_is_reported_only_with_weight_files_and_checked_on_the_image_size(
 def test_clear_errors(runs, tmp_path, capsys):
     vq, rsq = runs["vqvae2"], runs["rsqvae"]
     empty = tmp_path / "empty"
-    RunDir(empty).write_info({"config": {"data": {"name": "fashion_mnist"}}})
+    empty.mkdir()
+    RunDir(empty).run_file.write_text(json.dumps({"config": {"data": {"name": "fashion_mnist"}}}))
     err = error_of(capsys, "eval", "--run", empty)
     assert err.startswith("hqvae eval: error:") and "no checkpoint" in err and "train" in err
     assert "not an hqvae run" in error_of(capsys, "eval", "--run", tmp_path)

@@ -91,7 +91,7 @@ def unreadable_checkpoints(out: Path) -> list[str]:
 
 
 def assert_same_run(reference: Path, out: Path) -> None:
-    assert RunDir(out).read_info()["status"] == "finished"
+    assert RunDir(out).read_info().status == "finished"
     assert_bitwise_equal(last_weights(reference), last_weights(out))
     assert_bitwise_equal(load_file(reference / "checkpoints/best/model.safetensors"),
                          load_file(out / "checkpoints/best/model.safetensors"))
@@ -154,13 +154,13 @@ def test_resume_of_a_run_without_a_checkpoint_starts_it_over(image_folder, refer
     assert main(["train", "--out", str(out), "--resume"]) == 0  # plain --resume: the stored config
     assert "has no checkpoint yet" in capsys.readouterr().err
     assert_same_run(reference, out)
-    assert RunDir(out).read_info()["resumed_at_steps"] == [0]
+    assert RunDir(out).read_info().resumed_at_steps == [0]
 
 
 def test_resume_auto_starts_a_run_and_checks_the_model(image_folder, reference, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(command(image_folder, out, steps=10)) == 0  # nothing there: starts it
-    assert RunDir(out).read_info()["resumed_at_steps"] == []
+    assert RunDir(out).read_info().resumed_at_steps == []
     assert main(command(image_folder, out)) == 0  # train.steps=40 now: continues it
     assert_same_run(reference, out)
     assert main(command(image_folder, out)) == 0  # finished: nothing to do
@@ -183,14 +183,14 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_and_resumes_bitwise(ima
     assert main(command(image_folder, out)) == 128 + signum
     assert signal.getsignal(signum) is handler  # put back
     info = RunDir(out).read_info()
-    assert info["status"] == "interrupted" and info["step"] == 15
-    assert f"stopped by {name} after step 15" in info["message"] and "--resume" in info["message"]
+    assert info.status == "interrupted" and info.step == 15
+    assert f"stopped by {name} after step 15" in info.message and "--resume" in info.message
     assert f"stopped by {name}" in capsys.readouterr().err
     assert checkpoint.load_train_state(RunDir(out))["step"] == 15
     monkeypatch.delenv(faults.ENV)
     assert main(command(image_folder, out)) == 0
     assert_same_run(reference, out)
-    assert RunDir(out).read_info()["resumed_at_steps"] == [15]
+    assert RunDir(out).read_info().resumed_at_steps == [15]
 
 
 def test_a_second_signal_stops_at_once_and_damages_nothing(image_folder, reference, tmp_path, monkeypatch):
@@ -200,7 +200,7 @@ def test_a_second_signal_stops_at_once_and_damages_nothing(image_folder, referen
     monkeypatch.setenv(faults.ENV, "step:15:SIGTERM,write:9:SIGTERM")
     assert main(command(image_folder, out)) == 143
     info = RunDir(out).read_info()
-    assert info["status"] == "interrupted" and "at once by a second SIGTERM during step 15" in info["message"]
+    assert info.status == "interrupted" and "at once by a second SIGTERM during step 15" in info.message
     assert checkpoint.load_train_state(RunDir(out))["step"] == 10 and unreadable_checkpoints(out) == []
     monkeypatch.delenv(faults.ENV)
     assert main(command(image_folder, out)) == 0
@@ -220,8 +220,8 @@ def test_sigterm_from_outside_stops_a_subprocess_cleanly(image_folder, tmp_path)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143, err[-2000:]
     info = RunDir(out).read_info()
-    assert info["status"] == "interrupted" and info["step"] > EVERY
-    assert checkpoint.load_train_state(RunDir(out))["step"] == info["step"] and unreadable_checkpoints(out) == []
+    assert info.status == "interrupted" and info.step > EVERY
+    assert checkpoint.load_train_state(RunDir(out))["step"] == info.step and unreadable_checkpoints(out) == []
 
 
 # ---------------------------------------------------------------------------------------- full disk
@@ -274,7 +274,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_and_names_the_fi
     run = RunDir(out)
     kept = 20 if name == "run.json" else 10  # run.json fails after the step-20 checkpoint is in place
     assert checkpoint.load_train_state(run)["step"] == kept and unreadable_checkpoints(out) == []
-    assert run.read_info()["status"] == "failed"
+    assert run.read_info().status == "failed"
     assert main(command(image_folder, out)) == 0
     assert_same_run(reference, out)
 
@@ -401,5 +401,5 @@ def test_torchrun_restarts_after_a_process_is_killed_and_resumes_bitwise(image_f
     result = torchrun(image_folder, killed, "step:7@1")  # rank 1 dies at step 7; checkpoints every 4 steps
     assert result.returncode == 0, result.stderr[-3000:]
     info = RunDir(killed).read_info()
-    assert info["status"] == "finished" and info["world_size"] == 2 and info["resumed_at_steps"] == [4]
+    assert info.status == "finished" and info.world_size == 2 and info.resumed_at_steps == [4]
     assert_bitwise_equal(last_weights(straight), last_weights(killed))

@@ -17,10 +17,12 @@ from safetensors.torch import load_file
 import hqvae
 import hqvae.io
 from hqvae.cli import main
+from hqvae.runs import evaluate_run, open_run
 from hqvae.train import checkpoint
 from hqvae.train.config import TrainConfig, apply_overrides, load_config
 from hqvae.train.loop import train
 from hqvae.train.run_dir import RunDir
+from hqvae.train.run_info import RUN_INFO_VERSION, RUN_KIND
 from hqvae.train.sampler import StepSampler
 from hqvae.train.schedules import learning_rate, temperature
 
@@ -218,12 +220,12 @@ def test_short_run_writes_the_run_folder(image_folder, tmp_path, capsys):
     assert "finished 6 steps" in capsys.readouterr().out
     run = RunDir(out)
     info = run.read_info()
-    assert info["status"] == "finished" and info["step"] == info["steps"] == 6
-    assert info["model_type"] == "sqvae2" and info["world_size"] == 1
-    assert info["config"]["optim"]["lr"] == 1e-3 and info["config"]["train"]["batch_size"] == 8
-    assert "train split" in info["data"]["train"] and "64" in info["data"]["train"]
-    assert info["torch_version"] == torch.__version__ and info["hqvae_version"] == hqvae.__version__
-    assert info["best"]["step"] in (3, 6)
+    assert info.status == "finished" and info.step == info.steps == 6
+    assert info.model_type == "sqvae2" and info.world_size == 1
+    assert info.config["optim"]["lr"] == 1e-3 and info.config["train"]["batch_size"] == 8
+    assert "train split" in info.data["train"] and "64" in info.data["train"]
+    assert info.torch_version == torch.__version__ and info.hqvae_version == hqvae.__version__
+    assert info.best["step"] in (3, 6)
 
     train_records = list(run.read_metrics("train"))
     assert [r["step"] for r in train_records] == [2, 3, 4, 6]  # log_every 2, and before val / checkpoint
@@ -243,6 +245,31 @@ def test_short_run_writes_the_run_folder(image_folder, tmp_path, capsys):
     assert not list((out / "checkpoints").glob(".*"))  # nothing staged is left behind
 
 
+def test_a_run_json_without_version_opens_evaluates_and_resumes(image_folder, tmp_path):
+    out = tmp_path / "run"
+    written = train(tiny_config(image_folder, model="vqvae", steps=4), out)
+    old = {  # the keys hqvae wrote before run.json had a version (and a kind)
+        "status": "finished", "message": None, "step": 4, "steps": 4, "best": written.best, "wall_time_s": 1.5,
+        "model_type": "vqvae", "model_config": written.model_config, "config": written.config,
+        "data": written.data, "device": "cpu (1 threads)", "dtype": "fp32", "world_size": 1,
+        "hqvae_version": "0.1.0", "torch_version": torch.__version__, "git_commit": None,
+        "started_at": "2026-01-01T00:00:00+00:00", "updated_at": "2026-01-01T00:01:00+00:00", "resumed_at_steps": [],
+    }
+    (out / "run.json").write_text(json.dumps(old))
+    info = RunDir(out).read_info()
+    assert info.version == RUN_INFO_VERSION and info.kind == RUN_KIND and info.extra == {}
+    assert {key: value for key, value in info.to_dict().items() if key in old} == old
+
+    opened = open_run(out, "last")
+    assert opened.describe()["status"] == "finished" and opened.checkpoint["step"] == 4 and opened.seed == 0
+    results, _ = evaluate_run(str(out), out=str(tmp_path / "eval" / "results.json"), limit=4)
+    assert results["run"]["model_type"] == "vqvae" and results["data"]["items"] == 4
+
+    resumed = train(tiny_config(image_folder, model="vqvae", steps=6), out, resume=True)
+    assert resumed.status == "finished" and resumed.resumed_at_steps == [4] and resumed.started_at == old["started_at"]
+    assert json.loads((out / "run.json").read_text())["version"] == RUN_INFO_VERSION
+
+
 def test_refuses_to_overwrite_a_run_and_reports_usage_errors(image_folder, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--config", str(REPO / "configs/fashion_mnist.yaml"), "--out", str(out),
@@ -252,7 +279,7 @@ def test_refuses_to_overwrite_a_run_and_reports_usage_errors(image_folder, tmp_p
     assert main(args) == 2
     assert "already holds a run (status finished, step 2 of 2); pass --resume" in capsys.readouterr().err
     assert main([*args, "train.steps=3", "--force"]) == 0
-    assert RunDir(out).read_info()["steps"] == 3
+    assert RunDir(out).read_info().steps == 3
     assert [r["step"] for r in RunDir(out).read_metrics("val")] == [3]  # the old records are gone
     capsys.readouterr()
 
@@ -302,7 +329,7 @@ def test_resume_reproduces_an_uninterrupted_run_bitwise(image_folder, tmp_path, 
         with pytest.raises(Crash):
             train(tiny_config(image_folder, model, steps, **extra), interrupted)
     info = RunDir(interrupted).read_info()
-    assert info["status"] == "failed" and "Crash at step 7" in info["message"] and info["step"] == 4
+    assert info.status == "failed" and "Crash at step 7" in info.message and info.step == 4
     assert main(["train", "--out", str(interrupted), "--resume"]) == 0
 
     assert_bitwise_equal(last_weights(straight), last_weights(interrupted))
@@ -316,7 +343,7 @@ def test_resume_reproduces_an_uninterrupted_run_bitwise(image_folder, tmp_path, 
     records = [(r["step"], r["split"]) for r in RunDir(interrupted).read_metrics()]
     assert records == [(r["step"], r["split"]) for r in RunDir(straight).read_metrics()]  # no duplicates
     info = RunDir(interrupted).read_info()
-    assert info["status"] == "finished" and info["resumed_at_steps"] == [4] and info["best"] == a["best"]
+    assert info.status == "finished" and info.resumed_at_steps == [4] and info.best == a["best"]
 
 
 def test_channels_last_trains_the_same_model_and_resumes_across_layouts(image_folder, tmp_path):
@@ -332,7 +359,7 @@ def test_channels_last_trains_the_same_model_and_resumes_across_layouts(image_fo
     # an NCHW run resumed in NHWC: the optimiser state takes the parameters' layout
     assert main(["train", "--out", str(nchw), "--resume", "train.steps=6", "train.channels_last=true"]) == 0
     state = torch.load(RunDir(nchw).train_state_file, weights_only=True)
-    assert RunDir(nchw).read_info()["step"] == 6 and state["step"] == 6
+    assert RunDir(nchw).read_info().step == 6 and state["step"] == 6
     assert all(math.isfinite(r["loss"]) for r in RunDir(nchw).read_metrics("train"))
 
 
@@ -386,13 +413,13 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(image_folder, t
     monkeypatch.undo()
 
     run = RunDir(out)
-    assert run.read_info()["status"] == "failed"
+    assert run.read_info().status == "failed"
     last = run.checkpoint("last")
     assert sorted(p.name for p in last.iterdir()) == ["config.json", "model.safetensors", "train_state.pt"]
     assert torch.load(run.train_state_file, weights_only=True)["step"] == 4
     hqvae.from_pretrained(last)  # loads
     assert main(["train", "--out", str(out), "--resume"]) == 0  # and the run can go on
-    assert run.read_info()["step"] == 8 and not list((out / "checkpoints").glob(".*"))
+    assert run.read_info().step == 8 and not list((out / "checkpoints").glob(".*"))
 
 
 def test_an_interrupted_checkpoint_swap_is_recovered(image_folder, tmp_path, monkeypatch):
@@ -443,8 +470,8 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(image_
     error = capsys.readouterr().err
     assert "non-finite loss at step 6" in error and "terms/recon=nan" in error
     info = RunDir(out).read_info()
-    assert info["status"] == "stopped_nan" and info["step"] == 4
-    assert "checkpoints/last is the last good state (step 4)" in info["message"]
+    assert info.status == "stopped_nan" and info.step == 4
+    assert "checkpoints/last is the last good state (step 4)" in info.message
     assert torch.load(RunDir(out).train_state_file, weights_only=True)["step"] == 4
     assert all(torch.isfinite(t).all() for t in last_weights(out).values())
     assert max(r["step"] for r in RunDir(out).read_metrics()) == 5  # nothing logged from the bad window
@@ -461,7 +488,7 @@ def test_tensorboard_is_optional_and_validation_can_be_off(image_folder, tmp_pat
     else:
         assert any((out / "tensorboard").iterdir())
     info = RunDir(out).read_info()
-    assert info["status"] == "finished" and info["best"] is None and info["data"]["val"] is None
+    assert info.status == "finished" and info.best is None and info.data["val"] is None
     assert not RunDir(out).checkpoint("best").exists() and RunDir(out).load_model("last")
 
 
@@ -474,7 +501,7 @@ def test_two_processes_with_torchrun_log_once(image_folder, tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     info = RunDir(out).read_info()
-    assert info["status"] == "finished" and info["world_size"] == 2 and info["step"] == 6
+    assert info.status == "finished" and info.world_size == 2 and info.step == 6
     records = [(r["split"], r["step"]) for r in RunDir(out).read_metrics()]
     assert records == [("train", 2), ("train", 4), ("val", 4), ("train", 6), ("val", 6)]
     state = torch.load(RunDir(out).train_state_file, weights_only=True)

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import torch
 
-from hqvae.cli.evaluate import evaluate_run
-from hqvae.cli.runs import default_results_path
+from hqvae.runs import default_results_path, evaluate_run
 from hqvae.report.build import ReportRun, build_report
 from hqvae.train.config import TrainConfig
 from hqvae.train.loop import train
@@ -66,10 +65,10 @@ def train_one(model: str, args: argparse.Namespace) -> Path:
     config = demo_config(model, args.steps, args.data_root, args.device, progress=args.jobs == 1)
     if run.exists() and not args.fresh:
         info = run.read_info()
-        if info.get("status") == "finished" and info.get("steps") == args.steps:
+        if info.status == "finished" and info.steps == args.steps:
             print(f"{model}: reusing the finished run in {out}")
             return out
-        resume = info.get("status") == "running" and run.train_state_file.is_file()
+        resume = info.status == "running" and run.train_state_file.is_file()
         print(f"{model}: {'resuming' if resume else 'restarting'} the run in {out}")
         train(config, out, resume=resume, force=not resume)
     else:
@@ -84,8 +83,8 @@ def train_and_evaluate(model: str, args: argparse.Namespace, threads: int | None
         torch.set_num_threads(threads)
     folder = train_one(model, args)
     info = RunDir(folder).read_info()
-    if info.get("status") != "finished":
-        raise ValueError(f"{model} did not finish (status {info.get('status')!r}: {info.get('message')}); "
+    if info.status != "finished":
+        raise ValueError(f"{model} did not finish (status {info.status!r}: {info.message}); "
                          f"see {folder / 'metrics.jsonl'}")
     print(f"{model}: evaluating on the test split", flush=True)
     results, results_path = evaluate_run(str(folder), out=str(default_results_path(folder)), data_root=args.data_root)

@@ -70,24 +70,24 @@ def run_train(args: argparse.Namespace) -> int:
         if any(o.split("=", 1)[0].startswith("model.") for o in args.overrides):
             raise ValueError("a resumed prior keeps its model (it comes from checkpoints/last); drop the model.* "
                              "overrides")
-        if args.run_dir and Path(args.run_dir).resolve() != Path(info["tokenizer"]["run"]):
-            raise ValueError(f"{args.out} was trained on {info['tokenizer']['run']}; drop --run or pass that run")
-        config = load_prior_config(args.overrides, info["config"])
-        run_dir = info["tokenizer"]["run"]
+        if args.run_dir and Path(args.run_dir).resolve() != Path(info.extra["tokenizer"]["run"]):
+            raise ValueError(f"{args.out} was trained on {info.extra['tokenizer']['run']}; drop --run or pass that run")
+        config = load_prior_config(args.overrides, info.config)
+        run_dir = info.extra["tokenizer"]["run"]
     else:
         if not args.run_dir:
             raise ValueError("--run is required: the tokenizer run whose codes the prior models")
         config = load_prior_config(args.overrides)
         run_dir = args.run_dir
     info = train_prior(run_dir, args.out, config, resume=args.resume, force=args.force)
-    if info["status"] != "finished":
+    if info.status != "finished":
         return 1
     if int(os.environ.get("RANK", 0)) == 0:
-        best = info["best"]
+        best = info.best
         summary = (f"best val {best['val_bits_per_item']:.1f} bits per item at step {best['step']}" if best
                    else "no validation")
-        print(f"finished {info['steps']} steps in {info['wall_time_s']:.0f} s ({summary}; uniform rate "
-              f"{info['uniform_bits_per_item']:.0f} bits); prior folder {args.out}")
+        print(f"finished {info.steps} steps in {info.wall_time_s:.0f} s ({summary}; uniform rate "
+              f"{info.extra['uniform_bits_per_item']:.0f} bits); prior folder {args.out}")
     return 0
 
 

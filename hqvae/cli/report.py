@@ -16,9 +16,8 @@ from pathlib import Path
 
 import torch
 
-from hqvae.cli.evaluate import evaluate_run
-from hqvae.cli.runs import default_results_path
 from hqvae.report.build import ReportRun, build_report, folder_name, unique_names
+from hqvae.runs import default_results_path, evaluate_run
 from hqvae.train.run_dir import RunDir
 
 

@@ -79,7 +79,7 @@ def resume_config(out: str, overrides: list[str]) -> TrainConfig:
     if not run.exists():
         raise FileNotFoundError(f"{out} holds no run to resume ({run.run_file} is missing); start it without "
                                 f"--resume, or with --resume auto")
-    stored = run.read_info()["config"]
+    stored = run.read_info().config
     try:
         TrainConfig.from_dict(stored)
     except ValueError as error:
@@ -91,7 +91,7 @@ def resume_config(out: str, overrides: list[str]) -> TrainConfig:
 def auto_resume_config(out: str, config_file: str | None, overrides: list[str]) -> TrainConfig:
     """--resume auto on an existing run: its stored config with the non-model overrides, after
     checking that --config and the model overrides describe the run's model."""
-    stored = RunDir(out).read_info()["config"].get("model")
+    stored = RunDir(out).read_info().config.get("model")
     if config_file:
         wanted = load_config(config_file, overrides).to_dict()["model"]
         if wanted != stored:
@@ -124,11 +124,11 @@ def run(args: argparse.Namespace) -> int:
         info = train(config, args.out, resume=bool(resume), force=args.force)
     except Interrupted as stop:  # the message is in run.json and was printed
         return stop.exit_code
-    if info["status"] != "finished":
+    if info.status != "finished":
         return 1
     if int(os.environ.get("RANK", 0)) != 0:
         return 0
-    best = info["best"]
+    best = info.best
     summary = f"best val loss {best['val_loss']:.6g} at step {best['step']}" if best else "no validation"
-    print(f"finished {info['steps']} steps in {info['wall_time_s']:.0f} s ({summary}); run folder {args.out}")
+    print(f"finished {info.steps} steps in {info.wall_time_s:.0f} s ({summary}); run folder {args.out}")
     return 0

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
-from hqvae.cli.runs import OpenedRun, load_run_data, open_run
-from hqvae.code_layers import codebook_sizes
 from hqvae.codes_file import load_codes, save_codes
-from hqvae.priors.layout import CodeLayout, encode_to_layers
+from hqvae.priors.layout import CodeLayout
 from hqvae.priors.transformer import PriorBase, load_prior, weights_fingerprint
+from hqvae.runs import OpenedRun, load_run_data, open_run
 from hqvae.train.run_dir import RunDir
 
 KIND = "hqvae-prior"
@@ -33,7 +32,7 @@ CODES_DIR = "codes"
 
 @dataclass
 class OpenedPrior:
-    """A prior folder with one checkpoint's prior loaded: ``info`` (run.json), ``which`` (best |
+    """A prior folder with one checkpoint's prior loaded: ``info`` (run.json as a dict), ``which`` (best |
     last), ``fingerprint`` (of the prior's weights)."""
 
     folder: RunDir
@@ -70,13 +69,13 @@ def open_prior(path: str | os.PathLike, which: str = "best", device: str | torch
         raise FileNotFoundError(f"{folder.root} is not a prior folder (no run.json); train one with "
                                 f"`hqvae prior train --run runs/<name> --out {folder.root}`")
     info = folder.read_info()
-    if info.get("kind") != KIND:
+    if info.kind != KIND:
         raise ValueError(f"{folder.root} holds a tokenizer run, not a prior; pass a folder written by "
                          f"`hqvae prior train --run {folder.root} --out <prior folder>`")
     if not (folder.checkpoint(which) / "prior.safetensors").is_file():
         which = "last" if which == "best" else "best"
     checkpoint = folder.checkpoint(which)
-    return OpenedPrior(folder, info, load_prior(checkpoint, device), which, weights_fingerprint(checkpoint))
+    return OpenedPrior(folder, info.to_dict(), load_prior(checkpoint, device), which, weights_fingerprint(checkpoint))
 
 
 def evenly_spaced_indices(total: int, count: int | None) -> torch.Tensor:
@@ -94,7 +93,7 @@ def codes_metadata(opened: OpenedRun, dataset, split: str, layers: list[torch.Te
         "model_type": model.config.name,
         "num_layers": len(layers),
         "code_shapes": [list(code.shape[1:]) for code in layers],
-        "codebook_sizes": codebook_sizes(model),
+        "codebook_sizes": model.codebook_sizes,
         "in_channels": model.config.in_channels,
         "image_size": list(dataset.image_size),
         "items": len(dataset),
@@ -111,7 +110,7 @@ def codes_metadata(opened: OpenedRun, dataset, split: str, layers: list[torch.Te
 def encode_items(model, dataset, batch_size: int) -> list[torch.Tensor]:
     """Codes of every item of ``dataset``, one (N, *positions) long tensor per layer (CPU)."""
     device = next(model.parameters()).device
-    pieces = [encode_to_layers(model, x.to(device)) for x, _ in dataset.batches(batch_size)]
+    pieces = [model.encode(x.to(device)) for x, _ in dataset.batches(batch_size)]
     return [torch.cat([piece[layer].cpu() for piece in pieces]) for layer in range(len(pieces[0]))]
 
 

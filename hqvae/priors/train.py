@@ -21,25 +21,22 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-import hqvae
-from hqvae.cli.runs import open_run
-from hqvae.distributed import all_reduce
 from hqvae.priors.config import PriorTrainConfig
 from hqvae.priors.folder import KIND, cached_codes
 from hqvae.priors.layout import CodeLayout
 from hqvae.priors.transformer import PriorBase, PriorConfig, build_prior, load_prior
+from hqvae.runs import open_run
 from hqvae.train import checkpoint, rng
-from hqvae.train.logger import MetricsLogger
-from hqvae.train.loop import (NonFiniteLoss, check_finite, gather_rng_states, now, prepare_run_folder, provenance,
-                              setup_processes, teardown)
+from hqvae.train.loop import (NonFiniteLoss, Window, check_batch_size, finish, kept_checkpoint, open_outputs,
+                              prepare_run_folder, restore_random_streams, save_last, setup_processes, teardown)
 from hqvae.train.run_dir import TRAIN_STATE_FILE, RunDir
+from hqvae.train.run_info import RunInfo
 from hqvae.train.sampler import StepSampler
 from hqvae.train.schedules import learning_rate
 
@@ -80,16 +77,16 @@ def load_train_state(folder: RunDir) -> dict:
 
 
 def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: PriorTrainConfig, *,
-                resume: bool = False, force: bool = False) -> dict:
+                resume: bool = False, force: bool = False) -> RunInfo:
     """Train a prior on the codes of the tokenizer run ``run_path`` into the folder ``out``;
-    returns the final run.json contents (status "finished" or "stopped_nan")."""
+    returns the final run.json (status "finished" or "stopped_nan")."""
     procs = setup_processes(config.train.device)
     device = procs.device
     use_bf16 = config.train.dtype == "bf16" and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
     try:
         folder = RunDir(out)
-        previous_info, resume = prepare_run_folder(folder, procs, resume, force)
+        previous, resume = prepare_run_folder(folder, procs, resume, force)
         opened = open_run(run_path, config.data.checkpoint, device)
         data = config.data
 
@@ -124,10 +121,7 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
                                    config.model.dropout, num_classes, kind, config.model.depth_layers)
         prior = (load_prior(folder.checkpoint("last"), device) if resume else build_prior(prior_config).to(device))
         prior.train()
-        if procs.world_size > 1 and config.train.batch_size % procs.world_size:
-            raise ValueError(f"train.batch_size={config.train.batch_size} is not divisible by the "
-                             f"{procs.world_size} processes")
-        rank_batch = config.train.batch_size // procs.world_size
+        rank_batch = check_batch_size(config.train.batch_size, procs.world_size)
         sampler = StepSampler(tokens.shape[0], rank_batch, config.train.seed, procs.rank, procs.world_size)
         optimizer = build_optimizer(prior, config)
         total_steps = config.train.steps
@@ -140,20 +134,13 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
         if procs.world_size > 1:
             model = DistributedDataParallel(prior, device_ids=[procs.local_rank] if device.type == "cuda" else None)
         if resume:
-            if state["world_size"] == procs.world_size:
-                rng.restore(state["rng"][procs.rank])
-            else:
-                rng.seed_all(config.train.seed + procs.rank + 1_000_003 * start_step)
+            restore_random_streams(folder, procs, state, config.train.seed)
 
-        info = {
-            "kind": KIND,
-            "status": "running",
-            "message": None,
-            "step": start_step,
-            "steps": total_steps,
-            "best": best,
-            "wall_time_s": wall_before,
-            "config": config.to_dict(),
+        info = RunInfo(kind=KIND, step=start_step, steps=total_steps, best=best, wall_time_s=wall_before,
+                       config=config.to_dict(),
+                       data={"train": train_meta["dataset"], "train_items": tokens.shape[0],
+                             "val": val_codes[2]["dataset"] if val_codes is not None else None})
+        info.extra = {
             "tokenizer": {"run": str(Path(run_path).resolve()), "checkpoint": opened.checkpoint["which"],
                           "step": opened.checkpoint["step"], "model_type": opened.model.config.name,
                           "model_fingerprint": opened.fingerprint()},
@@ -163,29 +150,18 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
             "num_classes": num_classes,
             "prior_kind": prior.config.kind,
             "parameters": sum(p.numel() for p in prior.parameters()),
-            "data": {"train": train_meta["dataset"], "train_items": tokens.shape[0],
-                     "val": val_codes[2]["dataset"] if val_codes is not None else None},
             "image_size": train_meta["image_size"],
             "in_channels": train_meta["in_channels"],
             "log_mel": train_meta.get("log_mel"),
-            **provenance(device, use_bf16, procs.world_size, previous_info, start_step if resume else None),
         }
-        logger = progress = None
-        if procs.master:
-            folder.write_info(info)
-            if resume:
-                folder.truncate_metrics(start_step)
-            logger = MetricsLogger(folder)
-            if config.logging.progress:
-                from tqdm import tqdm
-
-                progress = tqdm(total=total_steps, initial=start_step, desc=str(folder.root), dynamic_ncols=True)
+        info.record_provenance(device, use_bf16, procs.world_size, previous, start_step if resume else None)
+        logger, progress = open_outputs(folder, procs, info, resume, progress=config.logging.progress)
     except BaseException:
         teardown(procs)
         raise
 
-    session_start = window_start = time.perf_counter()
-    window: list[torch.Tensor] = []
+    session_start = time.perf_counter()
+    window = Window()
     step = start_step
     length = layout.length
     try:
@@ -208,26 +184,22 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
                        for logit, target in zip(logits, targets)) / (batch.shape[0] * length * math.log(2))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            values = [loss.detach()]
+            values = {"loss": loss.detach()}
             if config.optim.grad_clip is not None:
-                values.append(torch.nn.utils.clip_grad_norm_(prior.parameters(), config.optim.grad_clip))
+                values["grad_norm"] = torch.nn.utils.clip_grad_norm_(prior.parameters(), config.optim.grad_clip)
             optimizer.step()
-            window.append(torch.stack([v.float() for v in values]))
+            window.add(values)
 
             done = step + 1
             validate_now = val_tokens is not None and (done % config.train.val_every == 0 or done == total_steps)
             checkpoint_now = done % config.train.checkpoint_every == 0 or done == total_steps
-            if done % config.train.log_every == 0 or validate_now or checkpoint_now:
-                rows = all_reduce(torch.stack(window)).cpu() / procs.world_size
-                finite = all_reduce(torch.stack([p.detach().isfinite().all() for p in prior.parameters()])
-                                    .all().float().reshape(1))
-                columns = ["loss", "grad_norm"][:rows.shape[1]]
-                check_finite(rows, columns, done - len(window) + 1, bool(finite.item() == procs.world_size))
-                elapsed = time.perf_counter() - window_start
+            flush = done % config.train.log_every == 0 or validate_now or checkpoint_now
+            if flush:
+                rows, steps, seconds = window.synchronise(procs, list(prior.parameters()), done)
                 if procs.master:
                     means = rows.double().mean(0).tolist()
                     record = {"step": done, "split": "train", "loss": means[0], "bits_per_item": means[0] * length,
-                              "lr": lr, "tokens_per_s": len(window) * config.train.batch_size * length / elapsed,
+                              "lr": lr, "tokens_per_s": steps * config.train.batch_size * length / seconds,
                               "wall_time_s": wall_before + time.perf_counter() - session_start}
                     if len(means) > 1:
                         record["grad_norm"] = means[1]
@@ -235,8 +207,6 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
                     if progress is not None:
                         progress.set_postfix_str(f"bits/token={means[0]:.4f} {record['tokens_per_s']:.0f} tok/s",
                                                  refresh=False)
-                window.clear()
-                window_start = time.perf_counter()
 
             if validate_now:
                 if procs.master:  # every rank holds the same weights; rank 0 scores the val codes
@@ -249,42 +219,21 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
                     logger.log({"step": done, "split": "val", "bits_per_item": value,
                                 "bits_per_layer": per_layer.tolist(), "best": is_best})
                 procs.barrier()
-                window_start = time.perf_counter()
 
             if checkpoint_now:
-                info.update(step=done, best=best, wall_time_s=wall_before + time.perf_counter() - session_start,
-                            updated_at=now())
-                rng_states = gather_rng_states(procs)
-                if procs.master:
-                    state = {"step": done, "optimizer": optimizer.state_dict(), "rng": rng_states,
-                             "world_size": procs.world_size, "best": best, "wall_time_s": info["wall_time_s"],
-                             "hqvae_version": hqvae.__version__}
-                    checkpoint.stage(folder, "last", prior, state)
-                    checkpoint.commit(folder, "last")
-                    checkpoint.commit(folder, "best")
-                    folder.write_info(info)
+                save_last(folder, procs, prior, optimizer, info, done, best,
+                          wall_before + time.perf_counter() - session_start)
             if progress is not None:
                 progress.update(1)
-        info.update(status="finished", step=total_steps)
+            if flush:
+                window.restart()
+        info.status, info.step = "finished", total_steps
     except NonFiniteLoss as error:
-        info.update(status="stopped_nan", message=f"{error}; training stopped, checkpoints/last is the last good "
-                                                  f"state (step {info['step']})")
+        info.status, info.message = "stopped_nan", f"{error}; training stopped, {kept_checkpoint(info)}"
     except BaseException as error:
-        info.update(status="failed", message=f"{type(error).__name__} at step {step + 1}: {error}")
-        _finish(procs, folder, info, logger, progress)
+        info.status, info.message = "failed", f"{type(error).__name__} at step {step + 1}: {error}"
+        finish(procs, folder, info, logger, progress)
         raise
-    _finish(procs, folder, info, logger, progress)
+    finish(procs, folder, info, logger, progress)
     return info
 
-
-def _finish(procs, folder: RunDir, info: dict, logger, progress) -> None:
-    if procs.master:
-        if progress is not None:
-            progress.close()
-        if logger is not None:
-            logger.close()
-        info["updated_at"] = now()
-        folder.write_info(info)
-        if info["message"]:
-            print(f"{info['status']}: {info['message']}", file=sys.stderr)
-    teardown(procs, finished=info["status"] == "finished")

@@ -28,11 +28,9 @@ import contextlib
 import datetime
 import math
 import os
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -50,6 +48,7 @@ from hqvae.train.logger import MetricsLogger
 from hqvae.train.optim import build_optimizer
 from hqvae.train.performance import channels_last, channels_last_batch, keep_freed_memory, match_parameter_layouts
 from hqvae.train.run_dir import RunDir
+from hqvae.train.run_info import RunInfo, now
 from hqvae.train.sampler import StepSampler
 from hqvae.train.schedules import learning_rate, temperature
 from hqvae.train.signals import Interrupted, StopSignals
@@ -115,8 +114,8 @@ class NonFiniteLoss(Exception):
     """A loss term or a parameter became NaN or infinite; the message names the step and the terms."""
 
 
-def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False) -> dict:
-    """Train as ``config`` says into the run folder ``out``; returns the final run.json contents.
+def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False) -> RunInfo:
+    """Train as ``config`` says into the run folder ``out``; returns the final run.json (RunInfo).
 
     resume: continue from ``checkpoints/last`` (pass the run's own config, from run.json); a run
         stopped before its first checkpoint starts over from step 0.
@@ -125,202 +124,228 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     (checkpoint.CheckpointError), before training; Interrupted after a stop on a signal;
     WriteFailed when a file cannot be written.
     """
-    # ------------------------------------------------------------------ processes and device
     procs = setup_processes(config.train.device)
     device = procs.device
     use_bf16 = config.train.dtype == "bf16" and device.type == "cuda"
     if config.train.dtype == "bf16" and not use_bf16 and procs.master:
         print("train.dtype=bf16 needs a CUDA device; training in fp32", file=sys.stderr)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    run = RunDir(out)
     try:
-        # ------------------------------------------------------------------ run folder
-        run = RunDir(out)
-        previous_info, from_checkpoint = prepare_run_folder(run, procs, resume, force)
-
-        # ------------------------------------------------------------------ data and model
-        if procs.master:  # first, so that the other ranks find the data set decoded in the cache
-            train_set, val_set = load_data(config)
-        procs.barrier()
-        if not procs.master:
-            train_set, val_set = load_data(config)
-        rng.seed_all(config.train.seed + procs.rank)  # DDP copies rank 0's initial weights to the others
-        if from_checkpoint:
-            model = checkpoint.load_model(run, device)
-        else:
-            model = create_model(config.model.name, train_set.num_channels, train_set.image_size,
-                                 **config.model.overrides).to(device)
-        if config.train.channels_last:
-            channels_last(model)
-        if device.type == "cpu":
-            keep_freed_memory()
-        config = config.with_model_defaults(model.config.train_defaults)
-        batch_size = config.train.batch_size
-        if batch_size % procs.world_size:
-            raise ValueError(f"train.batch_size={batch_size} is not divisible by the {procs.world_size} processes")
-        rank_batch = batch_size // procs.world_size
-        sampler = StepSampler(len(train_set), rank_batch, config.train.seed, procs.rank, procs.world_size)
-        if config.train.steps is None:
-            config.train.steps = config.train.epochs * sampler.batches_per_epoch
-        total_steps = config.train.steps
-        if val_set is not None and config.train.val_batches is not None:
-            val_set = evenly_spaced(val_set, config.train.val_batches * batch_size, "train.val_batches")
-        validating = val_set is not None and len(val_set) > 0
-
-        # ------------------------------------------------------------------ optimiser
-        optimizer = build_optimizer(model, config.optim)
-        trainable = [p for group in optimizer.param_groups for p in group["params"]]
-
-        # ------------------------------------------------------------------ resume
-        start_step, best, wall_before = 0, None, 0.0
-        if from_checkpoint:
-            state = checkpoint.load_train_state(run)
-            check_resume_step(run, state["step"], total_steps)
-            checkpoint.restore_optimizer(run, optimizer, state)
-            match_parameter_layouts(optimizer)
-            start_step, best, wall_before = state["step"], state["best"], state["wall_time_s"]
-            if state["data"].get("batches_per_epoch") != sampler.batches_per_epoch \
-                    or state["data"].get("seed") != sampler.seed:
-                print(f"note: the data order differs from the interrupted run's ({state['data']} before, "
-                      f"{sampler.batches_per_epoch} batches per epoch now)", file=sys.stderr)
-        raw_model = model
+        previous, from_checkpoint = prepare_run_folder(run, procs, resume, force)
+        t = setup(config, run, procs, from_checkpoint)
         if procs.world_size > 1:
-            model = DistributedDataParallel(model, device_ids=[procs.local_rank] if device.type == "cuda" else None)
+            t.model = DistributedDataParallel(t.raw_model, device_ids=[procs.local_rank] if device.type == "cuda" else None)
         if from_checkpoint:  # last, after everything that draws random numbers during setup
-            if state["world_size"] == procs.world_size:
-                checkpoint.restore_rng(run, state["rng"][procs.rank])
-            else:
-                print(f"note: resuming with {procs.world_size} processes instead of {state['world_size']}: "
-                      f"new random streams", file=sys.stderr)
-                rng.seed_all(config.train.seed + procs.rank + 1_000_003 * start_step)
-
-        # ------------------------------------------------------------------ run.json, logging
-        info = {
-            "status": "running",
-            "message": None,
-            "step": start_step,
-            "steps": total_steps,
-            "best": best,
-            "wall_time_s": wall_before,
-            "model_type": raw_model.config.name,
-            "model_config": raw_model.config.to_dict(),
-            "config": config.to_dict(),
-            "data": {"train": train_set.description,
-                     "val": val_set.description if validating else None},
-            **provenance(device, use_bf16, procs.world_size, previous_info, start_step if resume else None),
-        }
-        logger = progress = None
-        if procs.master:
-            run.write_info(info)
-            if resume:
-                run.truncate_metrics(start_step)
-            logger = MetricsLogger(run, config.logging.tensorboard)
-            if config.logging.progress:
-                from tqdm import tqdm
-
-                progress = tqdm(total=total_steps, initial=start_step, desc=str(run.root), dynamic_ncols=True)
+            restore_random_streams(run, procs, t.resume_state, t.config.train.seed)
+        info = run_info(t)
+        info.record_provenance(device, use_bf16, procs.world_size, previous, t.start_step if resume else None)
+        logger, progress = open_outputs(run, procs, info, resume, t.config.logging.tensorboard,
+                                        t.config.logging.progress)
     except BaseException:
         teardown(procs)
         raise
 
-    # ------------------------------------------------------------------ the loop
-    session_start = time.perf_counter()
-    window: list[torch.Tensor] = []  # per step: [loss, *terms, *logs(, grad_norm)] on the device
-    columns: list[str] = []
-    window_start = time.perf_counter()
-    model_state = [t for t in (*raw_model.parameters(), *raw_model.buffers()) if t.is_floating_point()]
-    step = start_step
-    stop = StopSignals()
-    model.train()
+    config, total_steps, window, stop, step = t.config, t.config.train.steps, Window(), StopSignals(), t.start_step
+    model_state = [x for x in (*t.raw_model.parameters(), *t.raw_model.buffers()) if x.is_floating_point()]
+    t.session_start = time.perf_counter()
+    t.model.train()
     with stop.installed():
         try:
-            for step in range(start_step, total_steps):
+            for step in range(t.start_step, total_steps):
                 faults.point("step")
-                lr = learning_rate(step, config.optim, total_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                tau = temperature(step, config.temperature)
-                raw_model.set_temperature(tau)
-
-                x, _ = train_set.get_batch(sampler.indices(step), device=device)
-                if config.train.channels_last:
-                    x = channels_last_batch(x)
-                with autocast():
-                    out = model(x)
-                optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                grad_norm = None
-                if config.optim.grad_clip is not None:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.optim.grad_clip)
-                optimizer.step()
-
-                if not columns:
-                    columns = ["loss", *(f"terms/{k}" for k in out.terms), *(f"logs/{k}" for k in out.logs)]
-                    columns += ["grad_norm"] if grad_norm is not None else []
-                values = [out.loss.detach(), *out.terms.values(), *out.logs.values()]
-                values += [grad_norm] if grad_norm is not None else []
-                window.append(torch.stack([v.float() for v in values]))
+                values, lr, tau = train_step(t, step, device, autocast)
+                window.add(values)
 
                 done = step + 1
                 stop_signal = stop.agreed(procs.world_size, device)
-                validate_now = validating and (done % config.train.val_every == 0 or done == total_steps)
+                validate_now = t.val_set is not None and (done % config.train.val_every == 0 or done == total_steps)
                 checkpoint_now = done % config.train.checkpoint_every == 0 or done == total_steps or bool(stop_signal)
                 flush = done % config.train.log_every == 0 or validate_now or checkpoint_now
                 if flush:
-                    # one synchronisation: the window's values, averaged over ranks
-                    rows = all_reduce(torch.stack(window)).cpu() / procs.world_size  # (steps, columns)
-                    parameters_finite = all_reduce(
-                        torch.stack([t.detach().isfinite().all() for t in model_state]).all().float().reshape(1)
-                    )
-                    check_finite(rows, columns, first_step=done - len(window) + 1,
-                                 parameters_finite=bool(parameters_finite.item() == procs.world_size))
-                    elapsed = time.perf_counter() - window_start
+                    rows, steps, seconds = window.synchronise(procs, model_state, done)
                     if procs.master:
-                        record = train_record(done, rows, columns, lr, tau if raw_model.stochastic else None,
-                                              len(window) * batch_size / elapsed,
-                                              wall_before + time.perf_counter() - session_start)
+                        record = train_record(done, rows, window.columns, lr,
+                                              tau if t.raw_model.stochastic else None,
+                                              steps * config.train.batch_size / seconds, t.wall_time())
                         logger.log(record)
                         if progress is not None:
                             progress.set_postfix_str(postfix(record), refresh=False)
-                    window.clear()
-
                 if validate_now:
-                    sync_buffers(raw_model, procs)
-                    result = validate(raw_model, val_set, rank_batch, procs.rank, procs.world_size, device, autocast)
-                    is_best = math.isfinite(result["loss"]) and (best is None or result["loss"] < best["val_loss"])
-                    if is_best:
-                        best = {"step": done, "val_loss": result["loss"]}
-                    if procs.master:
-                        if is_best:
-                            checkpoint.stage(run, "best", raw_model)  # committed with the next "last"
-                        logger.log({"step": done, "split": "val", **result, "best": is_best})
-
+                    validate_and_stage(t, run, procs, done, logger, autocast)
                 if checkpoint_now:
-                    wall_time = wall_before + time.perf_counter() - session_start
-                    save_last(run, procs, raw_model, optimizer, sampler, done, best, wall_time, info)
-
+                    save_last(run, procs, t.raw_model, t.optimizer, info, done, t.best, t.wall_time(),
+                              data=t.sampler.state(done))
                 if progress is not None:
                     progress.update(1)
                 if stop_signal and done < total_steps:
                     raise Interrupted(stop_signal)
                 if flush:
-                    window_start = time.perf_counter()  # img/s counts training steps only
-            info.update(status="finished", step=total_steps)
+                    window.restart()  # img/s counts training steps only
+            info.status, info.step = "finished", total_steps
         except NonFiniteLoss as error:
-            info.update(status="stopped_nan", message=f"{error}; training stopped, {kept_checkpoint(run, info)}")
+            info.status, info.message = "stopped_nan", f"{error}; training stopped, {kept_checkpoint(info)}"
         except BaseException as error:
-            info.update(failure_status(error, step, run, info))
+            info.status, info.message = failure_status(error, step, run, info)
             finish(procs, run, info, logger, progress, announce=not isinstance(error, WriteFailed))
             raise
         finish(procs, run, info, logger, progress)
     return info
 
 
+# ---------------------------------------------------------------------------------------- setup
+
+
+@dataclass
+class Training:
+    """One session's data, model and optimiser, and where it starts.
+
+    model: ``raw_model`` or its DistributedDataParallel wrapper; val_set: None when not
+    validating; resume_state: train_state.pt of checkpoints/last when resuming from it.
+    """
+
+    config: TrainConfig
+    train_set: object
+    val_set: object | None
+    sampler: StepSampler
+    rank_batch: int
+    raw_model: torch.nn.Module
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    start_step: int = 0
+    best: dict | None = None
+    wall_before: float = 0.0
+    resume_state: dict | None = None
+    session_start: float = field(default_factory=time.perf_counter)
+
+    def wall_time(self) -> float:
+        """Training time over all sessions, in seconds."""
+        return self.wall_before + time.perf_counter() - self.session_start
+
+
+def setup(config: TrainConfig, run: RunDir, procs: Processes, from_checkpoint: bool) -> Training:
+    """Seed, data, model and optimiser; from checkpoints/last: weights, optimiser state, step and
+    best. ``config`` gets the model's training defaults and ``train.steps``."""
+    device = procs.device
+    if procs.master:  # first, so that the other ranks find the data set decoded in the cache
+        train_set, val_set = load_data(config)
+    procs.barrier()
+    if not procs.master:
+        train_set, val_set = load_data(config)
+    rng.seed_all(config.train.seed + procs.rank)  # DDP copies rank 0's initial weights to the others
+    if from_checkpoint:
+        model = checkpoint.load_model(run, device)
+    else:
+        model = create_model(config.model.name, train_set.num_channels, train_set.image_size,
+                             **config.model.overrides).to(device)
+    if config.train.channels_last:
+        channels_last(model)
+    if device.type == "cpu":
+        keep_freed_memory()
+    config = config.with_model_defaults(model.config.train_defaults)
+    rank_batch = check_batch_size(config.train.batch_size, procs.world_size)
+    sampler = StepSampler(len(train_set), rank_batch, config.train.seed, procs.rank, procs.world_size)
+    if config.train.steps is None:
+        config.train.steps = config.train.epochs * sampler.batches_per_epoch
+    if val_set is not None and config.train.val_batches is not None:
+        val_set = evenly_spaced(val_set, config.train.val_batches * config.train.batch_size, "train.val_batches")
+    t = Training(config, train_set, val_set if val_set is not None and len(val_set) > 0 else None, sampler,
+                 rank_batch, model, model, build_optimizer(model, config.optim))
+    if from_checkpoint:
+        state = t.resume_state = checkpoint.load_train_state(run)
+        check_resume_step(run, state["step"], config.train.steps)
+        checkpoint.restore_optimizer(run, t.optimizer, state)
+        match_parameter_layouts(t.optimizer)
+        t.start_step, t.best, t.wall_before = state["step"], state["best"], state["wall_time_s"]
+        if state["data"].get("batches_per_epoch") != sampler.batches_per_epoch or state["data"].get("seed") != sampler.seed:
+            print(f"note: the data order differs from the interrupted run's ({state['data']} before, "
+                  f"{sampler.batches_per_epoch} batches per epoch now)", file=sys.stderr)
+    return t
+
+
+def run_info(t: Training) -> RunInfo:
+    """run.json of a run starting its session (provenance still to record)."""
+    return RunInfo(step=t.start_step, steps=t.config.train.steps, best=t.best, wall_time_s=t.wall_before,
+                   model_type=t.raw_model.config.name, model_config=t.raw_model.config.to_dict(),
+                   config=t.config.to_dict(), data={"train": t.train_set.description,
+                                                    "val": t.val_set.description if t.val_set is not None else None})
+
+
+# ---------------------------------------------------------------------------------------- each step
+
+
+def train_step(t: Training, step: int, device: torch.device, autocast) -> tuple[dict[str, torch.Tensor], float, float]:
+    """One optimiser step at lr(step), τ(step) on batch(step); returns (the step's values on the
+    device: loss, terms/<name>, logs/<name>, grad_norm (with optim.grad_clip)), lr, τ)."""
+    config = t.config
+    lr = learning_rate(step, config.optim, config.train.steps)
+    for group in t.optimizer.param_groups:
+        group["lr"] = lr
+    tau = temperature(step, config.temperature)
+    t.raw_model.set_temperature(tau)
+    x, _ = t.train_set.get_batch(t.sampler.indices(step), device=device)
+    if config.train.channels_last:
+        x = channels_last_batch(x)
+    with autocast():
+        out = t.model(x)
+    t.optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    values = {"loss": out.loss.detach(), **{f"terms/{k}": v for k, v in out.terms.items()},
+              **{f"logs/{k}": v for k, v in out.logs.items()}}
+    if config.optim.grad_clip is not None:
+        trainable = [p for group in t.optimizer.param_groups for p in group["params"]]
+        values["grad_norm"] = torch.nn.utils.clip_grad_norm_(trainable, config.optim.grad_clip)
+    t.optimizer.step()
+    return values, lr, tau
+
+
+class Window:
+    """The steps' values since the last synchronisation, kept on the device: one row per step."""
+
+    def __init__(self) -> None:
+        self.rows: list[torch.Tensor] = []
+        self.columns: list[str] = []
+        self.start = time.perf_counter()
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        self.columns = self.columns or list(values)
+        self.rows.append(torch.stack([v.float() for v in values.values()]))
+
+    def synchronise(self, procs: Processes, model_state: list[torch.Tensor], done: int) -> tuple[torch.Tensor, int, float]:
+        """One synchronisation: (rows averaged over ranks (steps, columns), steps, seconds since the
+        start); raises NonFiniteLoss for a non-finite value or tensor of ``model_state``."""
+        rows = all_reduce(torch.stack(self.rows)).cpu() / procs.world_size
+        finite = all_reduce(torch.stack([x.detach().isfinite().all() for x in model_state]).all().float().reshape(1))
+        check_finite(rows, self.columns, first_step=done - len(self.rows) + 1,
+                     parameters_finite=bool(finite.item() == procs.world_size))
+        steps, seconds = len(self.rows), time.perf_counter() - self.start
+        self.rows = []
+        return rows, steps, seconds
+
+    def restart(self) -> None:
+        self.start = time.perf_counter()
+
+
+def validate_and_stage(t: Training, run: RunDir, procs: Processes, done: int, logger, autocast) -> None:
+    """Validate (every rank); a new best becomes ``t.best`` and is staged as checkpoints/best,
+    committed with the next checkpoints/last (rank 0)."""
+    sync_buffers(t.raw_model, procs)
+    result = validate(t.raw_model, t.val_set, t.rank_batch, procs.rank, procs.world_size, procs.device, autocast)
+    is_best = math.isfinite(result["loss"]) and (t.best is None or result["loss"] < t.best["val_loss"])
+    if is_best:
+        t.best = {"step": done, "val_loss": result["loss"]}
+    if procs.master:
+        if is_best:
+            checkpoint.stage(run, "best", t.raw_model)
+        logger.log({"step": done, "split": "val", **result, "best": is_best})
+
+
 # ---------------------------------------------------------------------------------------- helpers
 
 
-def prepare_run_folder(run: RunDir, procs: Processes, resume: bool, force: bool) -> tuple[dict, bool]:
+def prepare_run_folder(run: RunDir, procs: Processes, resume: bool, force: bool) -> tuple[RunInfo | None, bool]:
     """Check the folder (:func:`check_run_folder`), clear it (--force) or tidy what a crash left, and
-    tell whether to continue from checkpoints/last: (previous run.json or {}, from_checkpoint).
+    tell whether to continue from checkpoints/last: (previous run.json or None, from_checkpoint).
     A run to resume that has no checkpoint yet starts over from step 0, with a note."""
     check_run_folder(run, resume, force)  # every rank, before anyone writes
     procs.barrier()
@@ -331,13 +356,20 @@ def prepare_run_folder(run: RunDir, procs: Processes, resume: bool, force: bool)
             checkpoint.recover(run)
     procs.barrier()
     if not resume:
-        return {}, False
-    previous_info = run.read_info()
+        return None, False
+    previous = run.read_info()
     from_checkpoint = checkpoint.has_checkpoint(run)
     if not from_checkpoint and procs.master:
         print(f"note: {run.root} has no checkpoint yet (it stopped before its first one): starting it over "
               f"from step 0 with the same config", file=sys.stderr)
-    return previous_info, from_checkpoint
+    return previous, from_checkpoint
+
+
+def check_batch_size(batch_size: int, world_size: int) -> int:
+    """Each rank's share of ``batch_size``."""
+    if batch_size % world_size:
+        raise ValueError(f"train.batch_size={batch_size} is not divisible by the {world_size} processes")
+    return batch_size // world_size
 
 
 def check_resume_step(run: RunDir, step: int, total_steps: int) -> None:
@@ -360,7 +392,7 @@ def check_run_folder(run: RunDir, resume: bool, force: bool) -> None:
         what = "files of a run"
         if run.exists():
             info = run.read_info()
-            what = f"a run (status {info.get('status')}, step {info.get('step')} of {info.get('steps')})"
+            what = f"a run (status {info.status}, step {info.step} of {info.steps})"
         raise ValueError(f"{run.root} already holds {what}; pass --resume to continue it, or --force to "
                          f"delete its run files and start over, or choose another --out")
 
@@ -434,53 +466,72 @@ def postfix(record: dict) -> str:
     return " ".join(parts)
 
 
+def open_outputs(run: RunDir, procs: Processes, info: RunInfo, resume: bool, tensorboard: bool = False,
+                 progress: bool = True) -> tuple[MetricsLogger | None, object | None]:
+    """Rank 0: write run.json, drop the metrics after the step resumed from, open the metrics logger
+    and the progress bar (tqdm); (None, None) on the other ranks."""
+    if not procs.master:
+        return None, None
+    run.write_info(info)
+    if resume:
+        run.truncate_metrics(info.step)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=info.steps, initial=info.step, desc=str(run.root), dynamic_ncols=True)
+    return MetricsLogger(run, tensorboard), bar
+
+
+def restore_random_streams(run: RunDir, procs: Processes, state: dict, seed: int) -> None:
+    """This rank's RNG states from ``state`` (train_state.pt), or new streams when the number of
+    processes changed."""
+    if state["world_size"] == procs.world_size:
+        checkpoint.restore_rng(run, state["rng"][procs.rank])
+    else:
+        print(f"note: resuming with {procs.world_size} processes instead of {state['world_size']}: "
+              f"new random streams", file=sys.stderr)
+        rng.seed_all(seed + procs.rank + 1_000_003 * state["step"])
+
+
 def save_last(run: RunDir, procs: Processes, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-              sampler: StepSampler, done: int, best: dict | None, wall_time: float, info: dict) -> None:
-    """Write checkpoints/last at ``done`` steps, commit the staged best, then record both in run.json
-    (``info`` is updated); every rank must call it."""
+              info: RunInfo, done: int, best: dict | None, wall_time: float, **state) -> None:
+    """Write checkpoints/last at ``done`` steps (train_state.pt: step, optimizer, rng, world_size,
+    ``state``, best, wall_time_s, hqvae_version), commit the staged best, then record both in
+    run.json (``info`` is updated); every rank must call it."""
     rng_states = gather_rng_states(procs)
     if procs.master:
-        epoch, position = sampler.position(done)
-        state = {
-            "step": done,
-            "optimizer": optimizer.state_dict(),
-            "rng": rng_states,
-            "world_size": procs.world_size,
-            "data": {"seed": sampler.seed, "epoch": epoch, "position": position,
-                     "batches_per_epoch": sampler.batches_per_epoch},
-            "best": best,
-            "wall_time_s": wall_time,
-            "hqvae_version": hqvae.__version__,
-        }
+        state = {"step": done, "optimizer": optimizer.state_dict(), "rng": rng_states, "world_size": procs.world_size,
+                 **state, "best": best, "wall_time_s": wall_time, "hqvae_version": hqvae.__version__}
         checkpoint.stage(run, "last", model, state)
         checkpoint.commit(run, "last")
         checkpoint.commit(run, "best")
-    info.update(step=done, best=best, wall_time_s=wall_time, updated_at=now())
+    info.step, info.best, info.wall_time_s, info.updated_at = done, best, wall_time, now()
     if procs.master:
         run.write_info(info)
 
 
-def kept_checkpoint(run: RunDir, info: dict) -> str:
-    """What a stopped run leaves to resume from, for its message (``info["step"]``: the step of
+def kept_checkpoint(info: RunInfo) -> str:
+    """What a stopped run leaves to resume from, for its message (``info.step``: the step of
     checkpoints/last, 0 before the first one)."""
-    if not info["step"]:
+    if not info.step:
         return "no checkpoint was written before it"
-    return f"checkpoints/last is the last good state (step {info['step']})"
+    return f"checkpoints/last is the last good state (step {info.step})"
 
 
-def failure_status(error: BaseException, step: int, run: RunDir, info: dict) -> dict:
-    """run.json's status and message for a run stopped by ``error`` during (0-based) ``step``."""
+def failure_status(error: BaseException, step: int, run: RunDir, info: RunInfo) -> tuple[str, str]:
+    """run.json's (status, message) for a run stopped by ``error`` during (0-based) ``step``."""
     again = f"continue with `hqvae train --out {run.root} --resume`"
     if isinstance(error, Interrupted):
         how = f"at once by a second {error.name} during" if error.at_once else f"by {error.name} after"
-        return {"status": "interrupted", "message": f"stopped {how} step {step + 1}; {kept_checkpoint(run, info)}; {again}"}
+        return "interrupted", f"stopped {how} step {step + 1}; {kept_checkpoint(info)}; {again}"
     if isinstance(error, WriteFailed):
-        error.message += f" Then {again}; {kept_checkpoint(run, info)}."
-        return {"status": "failed", "message": str(error)}
-    return {"status": "failed", "message": f"{type(error).__name__} at step {step + 1}: {error}"}
+        error.message += f" Then {again}; {kept_checkpoint(info)}."
+        return "failed", str(error)
+    return "failed", f"{type(error).__name__} at step {step + 1}: {error}"
 
 
-def finish(procs: Processes, run: RunDir, info: dict, logger, progress, announce: bool = True) -> None:
+def finish(procs: Processes, run: RunDir, info: RunInfo, logger, progress, announce: bool = True) -> None:
     """Write the final status (rank 0), close the outputs, leave the process group. ``announce``:
     print the status message (not when the error that stopped the run says it all)."""
     if procs.master:
@@ -488,14 +539,14 @@ def finish(procs: Processes, run: RunDir, info: dict, logger, progress, announce
             progress.close()
         if logger is not None:
             logger.close()
-        info["updated_at"] = now()
+        info.updated_at = now()
         try:
             run.write_info(info)
         except WriteFailed as error:
-            print(f"could not record status {info['status']!r} in run.json: {error}", file=sys.stderr)
-        if info["message"] and announce:
-            print(f"{info['status']}: {info['message']}", file=sys.stderr)
-    teardown(procs, finished=info["status"] == "finished")
+            print(f"could not record status {info.status!r} in run.json: {error}", file=sys.stderr)
+        if info.message and announce:
+            print(f"{info.status}: {info.message}", file=sys.stderr)
+    teardown(procs, finished=info.status == "finished")
 
 
 def teardown(procs: Processes, finished: bool = False) -> None:
@@ -521,43 +572,3 @@ def sync_buffers(model: torch.nn.Module, procs: Processes) -> None:
     if procs.world_size > 1:
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
-
-
-def provenance(device: torch.device, bf16: bool, world_size: int, previous_info: dict,
-               resumed_at: int | None) -> dict:
-    """The run.json fields that say where, with what and when a run (or a prior) trained;
-    ``resumed_at``: the step this process resumes from, None for a fresh start."""
-    return {
-        "device": describe_device(device),
-        "dtype": "bf16" if bf16 else "fp32",
-        "world_size": world_size,
-        "hqvae_version": hqvae.__version__,
-        "torch_version": torch.__version__,
-        "git_commit": git_commit(),
-        "started_at": previous_info.get("started_at", now()),
-        "updated_at": now(),
-        "resumed_at_steps": previous_info.get("resumed_at_steps", []) + ([resumed_at] if resumed_at is not None else []),
-    }
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def git_commit() -> str | None:
-    """The commit of the hqvae source tree (suffixed "+dirty" with uncommitted changes), if it is a git checkout."""
-    source = Path(hqvae.__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -1,10 +1,10 @@
 """The layout of a training run on disk: what ``hqvae train`` writes and every other command reads.
 
     runs/<name>/
-      run.json                 the resolved training config, model type, data provenance, versions,
-                               status ("running" | "finished" | "interrupted" | "stopped_nan" |
-                               "failed"), message, step,
-                               wall time, best validation step
+      run.json                 RunInfo (hqvae.train.run_info, versioned): the resolved training
+                               config, model type, data provenance, versions, status ("running" |
+                               "finished" | "interrupted" | "stopped_nan" | "failed"), message,
+                               step, wall time, best validation step
       metrics.jsonl            one JSON object per line: {"step", "split": "train" | "val", ...}
       checkpoints/last/        config.json + model.safetensors + train_state.pt (resume)
       checkpoints/best/        config.json + model.safetensors (lowest validation loss)
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Iterator
 
 from hqvae.io import WriteFailed, atomic_write_bytes, atomic_write_json
+from hqvae.train.run_info import RunInfo
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -79,8 +80,8 @@ class RunDir:
         for name in (CHECKPOINTS, TENSORBOARD):
             shutil.rmtree(self.root / name, ignore_errors=True)
 
-    def read_info(self) -> dict:
-        """The contents of run.json, with a clear error when the folder is not a run."""
+    def read_info(self) -> RunInfo:
+        """run.json (any version, see hqvae.train.run_info), with a clear error when the folder is not a run."""
         if not self.run_file.is_file():
             raise FileNotFoundError(
                 f"{self.root} is not an hqvae run: {RUN_FILE} is missing (create one with `hqvae train --out {self.root}`)"
@@ -94,10 +95,10 @@ class RunDir:
         if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
             raise ValueError(f"{self.run_file} is not an hqvae run.json (no config section): it is damaged or "
                              f"foreign; {fix}")
-        return info
+        return RunInfo.from_dict(info)
 
-    def write_info(self, info: dict) -> None:
-        atomic_write_json(self.run_file, info)
+    def write_info(self, info: RunInfo) -> None:
+        atomic_write_json(self.run_file, info.to_dict())
 
     def append_metrics(self, record: dict) -> None:
         """Append one JSON line (an append of one line is the unit; a torn last line is skipped on read)."""

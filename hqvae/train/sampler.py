@@ -39,6 +39,11 @@ class StepSampler:
         """(epoch, batch index within the epoch) of ``step``."""
         return divmod(step, self.batches_per_epoch)
 
+    def state(self, step: int) -> dict:
+        """train_state.pt's "data" after ``step`` steps: {"seed", "epoch", "position", "batches_per_epoch"}."""
+        epoch, position = self.position(step)
+        return {"seed": self.seed, "epoch": epoch, "position": position, "batches_per_epoch": self.batches_per_epoch}
+
     def indices(self, step: int) -> torch.Tensor:
         epoch, position = self.position(step)
         if epoch != self._epoch:

@@ -1,0 +1,288 @@
+"""Working with a run folder (``hqvae.train.run_dir.RunDir``) from the library: open its model
+(:func:`open_run`), load its data (:func:`load_run_data`), evaluate it and write results.json
+with figures beside it (:func:`evaluate_run`); the eval, encode, decode, report, demo and prior
+commands call these.
+
+From run.json (:class:`hqvae.train.run_info.RunInfo`, any version) this module reads:
+
+    config.data   {"name", "root", "options": {...}, "limit"} -> load_dataset(name, split, root, **options)
+                  ("limit" selects training items and is ignored; loader options written
+                  next to name/root instead of under "options" are accepted too)
+    config.train.seed (or config.seed, or a top-level "seed")   the training seed, reported as such
+    best.step     step of checkpoints/best;   step   step of checkpoints/last
+    data.train (or a top-level "dataset")   description of the training data
+
+Evaluation results live by default in ``<run>/eval/results.json`` (test split, best checkpoint)
+or ``<run>/eval/<split>-<checkpoint>/results.json`` (any other choice), with their PNGs beside:
+reconstructions.png, codebook_usage.png, coarse_to_fine.png (multi-layer models), for
+spectrograms audio/<i>_{original,reconstruction}.wav (Griffin-Lim), and for models that support
+"token_statistics" (PQ-VAE) rate_distortion.png and probe.png. results.json holds the keys of
+:func:`hqvae.evaluate.evaluate` plus "run", "checkpoint", "files" (relative to the JSON's
+folder), "hqvae_version" and "created" (see ``hqvae eval``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import hqvae
+from hqvae.data import DataError, ImageDataset, load_dataset, write_wav
+from hqvae.evaluate import evaluate
+from hqvae.io import atomic_write, atomic_write_json
+from hqvae.models import from_pretrained
+from hqvae.models.pretrained import WEIGHTS_NAME
+from hqvae.train.run_dir import RunDir
+from hqvae.train.run_info import RunInfo, now
+
+GRID_ITEMS = 16
+STRIP_ITEMS = 6
+EVAL_DIR = "eval"
+RESULTS_NAME = "results.json"
+TRAINING_ONLY_KEYS = ("split", "limit")  # config.data keys that select training items, not loader options
+
+
+def default_results_path(run: str | Path, split: str = "test", checkpoint: str = "best") -> Path:
+    """Where ``hqvae eval`` writes and ``hqvae report`` looks for the results of a run."""
+    folder = Path(run) / EVAL_DIR
+    if (split, checkpoint) != ("test", "best"):
+        folder = folder / f"{split}-{checkpoint}"
+    return folder / RESULTS_NAME
+
+
+@dataclass
+class OpenedRun:
+    """A run folder with its model loaded from one checkpoint.
+
+    checkpoint: {"which": "best" | "last", "step": int | None, "path": str, "note": str (only
+    when the requested checkpoint was missing and the other one was used)}.
+    """
+
+    run_dir: RunDir
+    info: RunInfo
+    model: nn.Module
+    checkpoint: dict
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.root.resolve().name
+
+    @property
+    def seed(self) -> int | None:
+        """``config.train.seed`` (hqvae train), else ``config.seed`` or ``seed``; None if unknown."""
+        config = self.info.config
+        for value in ((config.get("train") or {}).get("seed"), config.get("seed"), self.info.extra.get("seed")):
+            if value is not None:
+                return value
+        return None
+
+    @property
+    def training_data(self) -> str | None:
+        """Description of the training data: ``data.train`` (hqvae train) or ``dataset``."""
+        return self.info.data.get("train") or self.info.extra.get("dataset")
+
+    def describe(self) -> dict:
+        """The run's labels for a results file: path, name, model type, seed, status, training data."""
+        return {
+            "path": str(self.run_dir.root),
+            "name": self.name,
+            "model_type": self.info.model_type or self.model.config.name,
+            "seed": self.seed,
+            "status": self.info.status,
+            "step": self.info.step,
+            "training_data": self.training_data,
+        }
+
+    def fingerprint(self) -> str:
+        """Short sha256 of the checkpoint's weight file: tells codes of one training run from another's."""
+        digest = hashlib.sha256((Path(self.checkpoint["path"]) / WEIGHTS_NAME).read_bytes()).hexdigest()
+        return digest[:16]
+
+
+def _has_weights(path: Path) -> bool:
+    return (path / WEIGHTS_NAME).is_file()
+
+
+def open_run(path: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> OpenedRun:
+    """Read ``run.json`` and load the model of ``checkpoints/<checkpoint>``.
+
+    A missing ``best`` falls back to ``last`` (and the other way round), saying so in
+    ``checkpoint["note"]``; no checkpoint at all raises a FileNotFoundError naming the fix.
+    """
+    run_dir = RunDir(path)
+    if not run_dir.root.is_dir():
+        raise FileNotFoundError(f"{run_dir.root}: no such run folder; pass --run runs/<name> "
+                                f"(a folder made by hqvae train)")
+    info = run_dir.read_info()
+    requested = run_dir.checkpoint(checkpoint)  # raises on a name other than best/last
+    other = "last" if checkpoint == "best" else "best"
+    which, note = checkpoint, None
+    if not _has_weights(requested):
+        if not _has_weights(run_dir.checkpoint(other)):
+            raise FileNotFoundError(
+                f"{run_dir.root} has no checkpoint: neither checkpoints/best/{WEIGHTS_NAME} nor "
+                f"checkpoints/last/{WEIGHTS_NAME} exists; train the run first (hqvae train ... --out {run_dir.root}) "
+                f"or wait until it has saved one"
+            )
+        which, note = other, f"checkpoints/{checkpoint} is missing; used checkpoints/{other}"
+    folder = run_dir.checkpoint(which)
+    step = (info.best or {}).get("step") if which == "best" else info.step
+    record = {"which": which, "step": step, "path": str(folder)}
+    if note:
+        record["note"] = note
+    return OpenedRun(run_dir, info, from_pretrained(folder, device=device), record)
+
+
+def load_run_data(info: RunInfo, split: str, root: str | None = None, limit: int | None = None) -> ImageDataset:
+    """The ``split`` of the data set the run was trained on (``run.json``'s ``config.data``).
+
+    ``root`` replaces the recorded data root (a run moved to another machine); ``limit`` keeps
+    the first ``limit`` items, and says so in the description.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be positive, got {limit}")
+    data = dict(info.config.get("data") or {})
+    name = data.pop("name", None)
+    if name is None:
+        raise ValueError("run.json has no config.data.name: cannot tell which data set to load")
+    recorded_root = data.pop("root", None)
+    for key in TRAINING_ONLY_KEYS:
+        data.pop(key, None)
+    nested = data.pop("options", None) or {}
+    options = {**data, **nested}
+    try:
+        dataset = load_dataset(name, split, root=root or recorded_root, **options)
+    except DataError as error:
+        raise FileNotFoundError(f"cannot load the run's data set {name!r} ({error}); "
+                                f"pass --data-root to point at it") from None
+    except TypeError as error:
+        raise ValueError(f"run.json's config.data has options load_dataset({name!r}) does not accept "
+                         f"({error})") from None
+    if limit is not None and limit < len(dataset):
+        dataset = dataset.subset(torch.arange(limit), split, f"{dataset.description}; first {limit} items only")
+    return dataset
+
+
+def _audio_files(dataset, x: torch.Tensor, x_hat: torch.Tensor, folder: Path, count: int) -> list[Path]:
+    """Griffin-Lim waveforms of the first ``count`` originals and reconstructions (1, n_mels, T)."""
+    log_mel = dataset.meta["log_mel"]
+    paths = []
+    for i in range(min(count, x.shape[0])):
+        for kind, spectrogram in (("original", x[i, 0]), ("reconstruction", x_hat[i, 0])):
+            path = folder / "audio" / f"{i:02d}_{kind}.wav"
+            samples = log_mel.inverse(spectrogram.cpu())
+            paths.append(atomic_write(path, lambda tmp: write_wav(tmp, samples, log_mel.sample_rate)))
+    return paths
+
+
+def write_figures(model, dataset, results: dict, folder: Path, wavs: int = 4) -> dict[str, list[Path] | Path]:
+    """Reconstruction grid, codebook usage plot, coarse-to-fine strip and, for spectrograms, ``wavs``
+    pairs of WAVs in ``folder``."""
+    from hqvae.report.grids import reconstruction_grid, save_png
+    from hqvae.report.plots import codebook_usage_plot, coarse_to_fine_strip
+
+    spectrogram = "log_mel" in dataset.meta
+    count = min(GRID_ITEMS, len(dataset))
+    device = next(model.parameters()).device
+    x, _ = dataset.get_batch(torch.arange(count), device=device)
+    codes = model.encode(x)
+    progressive = model.decode_progressive(codes)
+    x, progressive = x.cpu(), [decoded.cpu().clamp(0, 1) for decoded in progressive]
+    files: dict[str, list[Path] | Path] = {
+        "reconstructions": save_png(reconstruction_grid(x, progressive[-1], spectrogram=spectrogram),
+                                    folder / "reconstructions.png"),
+        "codebook_usage": codebook_usage_plot(results, folder / "codebook_usage.png"),
+    }
+    if len(progressive) > 1:
+        strip = min(STRIP_ITEMS, count)
+        files["coarse_to_fine"] = coarse_to_fine_strip(x[:strip], [p[:strip] for p in progressive],
+                                                       folder / "coarse_to_fine.png", spectrogram)
+    if spectrogram and wavs > 0:
+        files["audio"] = _audio_files(dataset, x, progressive[-1], folder, wavs)
+    if "tokens" in results:  # a PQ-VAE
+        from hqvae.report.progressive_plots import plot_probe, plot_rate_distortion
+
+        name = results["model"]["type"]
+        curve = [{"bits": p["bits_per_item"], **{k: p[k] for k in ("rmse", "psnr", "ssim") if k in p}}
+                 for p in results["coarse_to_fine"]]
+        files["rate_distortion"] = plot_rate_distortion({name: curve}, folder / "rate_distortion.png")
+        if "linear_probe" in results:
+            files["probe"] = plot_probe({name: results["linear_probe"]["points"]}, folder / "probe.png")
+    return files
+
+
+def _relative(files: dict, start: Path) -> dict:
+    def rel(path: Path) -> str:
+        return Path(os.path.relpath(path, start)).as_posix()
+
+    return {key: [rel(p) for p in value] if isinstance(value, list) else rel(value) for key, value in files.items()}
+
+
+def load_checked_lpips(weights: tuple[str, str], net: str, dataset, device: str):
+    """LPIPS from the user's weight files, tried once on the data set's image size."""
+    from hqvae.metrics import load_lpips
+
+    lpips = load_lpips(*weights, net=net).to(device)
+    probe = torch.zeros(1, dataset.num_channels, *dataset.image_size, device=device)
+    try:
+        with torch.no_grad():
+            lpips(probe, probe)
+    except RuntimeError as error:
+        raise ValueError(f"LPIPS ({net}) cannot run on {dataset.num_channels}×{dataset.image_size[0]}×"
+                         f"{dataset.image_size[1]} images ({error}); AlexNet needs at least 32×32 pixels: "
+                         f"try --lpips-net vgg with the VGG-16 weight files") from None
+    return lpips
+
+
+def progressive_analyses(model, dataset, probe_train, batch_size: int) -> dict:
+    """Extras of a model that supports "token_statistics" (PQ-VAE): token statistics and, with
+    ``probe_train`` (labelled), the linear probe."""
+    from hqvae.metrics.progressive import linear_probe, probe_lengths, token_statistics
+
+    extra = {"tokens": token_statistics(model, dataset, batch_size)}
+    if probe_train is not None:
+        points = linear_probe(model, probe_train, dataset, probe_lengths(model.num_layers), batch_size)
+        extra["linear_probe"] = {"train_data": probe_train.description, "points": points}
+    return extra
+
+
+def probe_training_data(info: RunInfo, dataset, items: int, data_root: str | None):
+    """``items`` evenly spaced training items for the probe, or None when there is no probe:
+    ``items`` is 0 or the evaluated data are unlabelled."""
+    if items < 0:
+        raise ValueError(f"--probe-items must be ≥ 0, got {items}")
+    if items == 0 or bool((dataset.labels < 0).any()):
+        return None
+    return load_run_data(info, "train", data_root).evenly_spaced(items)
+
+
+def evaluate_run(run: str, split: str = "test", checkpoint: str = "best", out: str | None = None,
+                 images_dir: str | None = None, batch_size: int = 256, perplexity_batch: int = 32,
+                 limit: int | None = None, data_root: str | None = None, device: str = "cpu", wavs: int = 4,
+                 lpips_weights: tuple[str, str] | None = None, lpips_net: str = "alex",
+                 probe_items: int = 10000) -> tuple[dict, Path]:
+    """Evaluate a run and write its results JSON and figures; returns (results, JSON path)."""
+    opened = open_run(run, checkpoint, device)
+    dataset = load_run_data(opened.info, split, data_root, limit)
+    lpips = load_checked_lpips(lpips_weights, lpips_net, dataset, device) if lpips_weights else None
+    results = evaluate(opened.model, dataset, batch_size=batch_size, minibatch_perplexity_batch=perplexity_batch,
+                       lpips=lpips)
+    if opened.model.supports("token_statistics"):
+        probe_train = probe_training_data(opened.info, dataset, probe_items, data_root)
+        results.update(progressive_analyses(opened.model, dataset, probe_train, batch_size))
+    results["run"] = opened.describe()
+    results["checkpoint"] = opened.checkpoint
+    results["hqvae_version"] = hqvae.__version__
+    results["created"] = now()
+    if lpips is not None:
+        results["settings"]["lpips"] = {"net": lpips_net, "weights": [str(Path(p)) for p in lpips_weights]}
+
+    path = Path(out) if out else default_results_path(run, split, checkpoint)
+    folder = Path(images_dir) if images_dir else path.parent
+    results["files"] = _relative(write_figures(opened.model, dataset, results, folder, wavs), path.parent)
+    atomic_write_json(path, results)
+    return results, path
