@@ -17,30 +17,29 @@ posterior / nearest VQ code) in eval mode without gradients, on pixels in [0, 1]
 * coarse to fine (models with more than one layer): reconstruction metrics of
   ``model.decode(codes, upto=m)`` for m = 1..L with the nominal rate of those m layers.
 
-Under DDP (``torch.distributed`` initialised) a data set is sharded over the ranks with
+Under DDP (:func:`hqvae.distributed.is_distributed`) a data set is sharded over the ranks with
 :func:`hqvae.data.make_loader` (a loader passed in is used as it is, so it must be sharded
 already) and the accumulators are all-reduced, so every rank returns the result on the whole
 split.  Without DDP nothing distributed is touched.
 
-The result is plain JSON (see :func:`evaluate` for its keys); the command line adds the run,
-checkpoint and provenance fields (``hqvae.cli.evaluate``).
+The result is plain JSON (see :func:`evaluate` for its keys); :func:`hqvae.runs.evaluate_run`
+adds the run, checkpoint and provenance fields.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from hqvae.data import make_loader
+from hqvae.data.loader import batches
 from hqvae.metrics import CodebookUsage, LayerInformation, MinibatchPerplexity, ReconstructionMetrics, bits_per_item
 from hqvae.metrics import entropy_bits_per_item
+from hqvae.metrics.image import SSIM_MIN_SIZE
 from hqvae.distributed import all_reduce, is_distributed
 
 SCHEMA = "hqvae.eval/1"
-SSIM_MIN_SIZE = 11  # SSIM's Gaussian window is 11×11
 PARTIAL_DECODING = ("model.decode(codes, upto=m): missing residual layers contribute zero, a missing injected layer "
                     "is the codebook mean (HQ-VAE); the first m steps of every group (PQ-VAE)")
 
@@ -71,21 +70,6 @@ class _MinibatchChunks:
             self.meter.update(torch.cat(self.pending))
             self.pending, self.count = [], 0
         return self.meter
-
-
-def _batches(data: Any, batch_size: int) -> Iterable:
-    """A data set with ``get_batch`` (sharded over DDP ranks) or anything iterable as it is."""
-    if hasattr(data, "get_batch"):
-        if not is_distributed():
-            return make_loader(data, batch_size)
-        return make_loader(data, batch_size, rank=torch.distributed.get_rank(),
-                           world_size=torch.distributed.get_world_size())
-    return data
-
-
-def _as_images(batch: Any) -> Tensor:
-    """x (B, C, H, W) from an ``(x, y)`` pair or a bare tensor."""
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
 def _describe(data: Any) -> dict:
@@ -151,8 +135,9 @@ def evaluate(
     lpips_sum = torch.zeros(2, dtype=torch.float64)  # (Σ LPIPS, items)
     grids: list[tuple[int, int]] = []
     shape: tuple[int, ...] = ()
-    for batch in _batches(data, batch_size):
-        x = _as_images(batch).to(device).float()
+    rank, world_size = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if is_distributed() else (0, 1)
+    for x, _ in batches(data, batch_size, rank, world_size):
+        x = x.to(device).float()
         if not recon:
             shape = tuple(x.shape[1:])
             recon = {m: ReconstructionMetrics(with_ssim=min(shape[-2:]) >= SSIM_MIN_SIZE) for m in depths}
@@ -178,7 +163,7 @@ def evaluate(
     layers = []
     for layer, (config, counts, chunks, grid) in enumerate(zip(model.config.layers, usage, minibatch, grids)):
         stats = counts.compute()
-        batches = chunks.meter.compute()
+        minibatches = chunks.meter.compute()
         layers.append({
             "layer": layer,
             "kind": config.kind,
@@ -191,8 +176,8 @@ def evaluate(
             "usage": stats["usage"],
             "codes_used": stats["codes_used"],
             "entropy_bits": stats["entropy_bits"],
-            "minibatch_perplexity": batches["perplexity"],
-            "minibatch_perplexity_batch_size": batches["batch_size"],
+            "minibatch_perplexity": minibatches["perplexity"],
+            "minibatch_perplexity_batch_size": minibatches["batch_size"],
             "counts": counts.counts.tolist(),
         })
         if posteriors_known:
@@ -226,7 +211,7 @@ def evaluate(
             "quantization": "deterministic (argmax of the SQ posterior / nearest VQ code)",
             "partial_decoding": PARTIAL_DECODING,
             "clamp": True,
-            "world_size": torch.distributed.get_world_size() if is_distributed() else 1,
+            "world_size": world_size,
         },
         "reconstruction": reconstruction,
         "layers": layers,

@@ -82,6 +82,17 @@ class BatchLoader:
             yield self.dataset.get_batch(indices, device=self.device)
 
 
+def batches(data, batch_size: int, rank: int = 0, world_size: int = 1,
+            device: torch.device | str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(x, y or None) in order: a data set's items (this rank's shard, :func:`make_loader`) in batches of
+    ``batch_size``, or the ``(x, y)`` batches or bare x of any other iterable, as they are."""
+    if hasattr(data, "get_batch"):
+        yield from make_loader(data, batch_size, rank=rank, world_size=world_size, device=device)
+        return
+    for batch in data:
+        yield (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
+
+
 def make_loader(dataset, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
                 rank: int = 0, world_size: int = 1, device: torch.device | str | None = None) -> BatchLoader:
     """A :class:`BatchLoader` yielding ``(x, y)``: x float32 (B, C, H, W) in [0, 1], y int64 (B,).

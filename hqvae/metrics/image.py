@@ -41,6 +41,9 @@ def psnr(x_hat: torch.Tensor, x: torch.Tensor, data_range: float = 1.0) -> torch
     return 10 * torch.log10(data_range ** 2 / mse(x_hat, x).clamp(min=MIN_MSE))
 
 
+SSIM_MIN_SIZE = 11  # the taps of SSIM's Gaussian window: smaller images have no SSIM
+
+
 def gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> torch.Tensor:
     """Normalised 1-D Gaussian of radius ``int(truncate · sigma + 0.5)`` (scipy's ``gaussian_filter`` taps)."""
     radius = int(truncate * sigma + 0.5)

@@ -15,31 +15,22 @@ Entropies are reported in bits.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from hqvae.data.loader import batches
 from hqvae.metrics.linear_probe import fit_linear_probe
 from hqvae.metrics import ReconstructionMetrics
+from hqvae.metrics.image import SSIM_MIN_SIZE
 from hqvae.quantizers.base import entropy
 
-SSIM_MIN_SIZE = 11
 LOG2 = math.log(2.0)
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _batches(data: Any, batch_size: int) -> Iterator[tuple[Tensor, Tensor | None]]:
-    """(x, y or None) batches from an ImageDataset (in order) or an iterable of batches."""
-    if hasattr(data, "get_batch"):
-        for start in range(0, len(data), batch_size):
-            yield data.get_batch(torch.arange(start, min(start + batch_size, len(data))))
-        return
-    for batch in data:
-        yield (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -79,7 +70,7 @@ def rate_distortion(model: nn.Module, data: Any, batch_size: int = 256) -> list[
     steps = model.num_layers
     meters: list[ReconstructionMetrics] = []
     bits: list[float] = []
-    for x, _ in _batches(data, batch_size):
+    for x, _ in batches(data, batch_size):
         x = x.to(device).float()
         if not meters:
             meters = [ReconstructionMetrics(with_ssim=min(x.shape[-2:]) >= SSIM_MIN_SIZE) for _ in range(steps)]
@@ -126,7 +117,7 @@ def token_statistics(model: nn.Module, data: Any, batch_size: int = 256) -> dict
     prob_sum = torch.zeros(depth, groups, size, dtype=torch.float64)
     entropy_sum = torch.zeros(depth, groups, dtype=torch.float64)
     items = 0
-    for x, _ in _batches(data, batch_size):
+    for x, _ in batches(data, batch_size):
         out = model.token_posteriors(x.to(device).float())
         counts += torch.nn.functional.one_hot(out.tokens, size).sum(0).double().cpu()
         if out.log_probs is not None:
@@ -165,7 +156,7 @@ def _codes_and_labels(model: nn.Module, data: Any, batch_size: int) -> tuple[lis
     """Every batch's codes (on the CPU) and all labels (N,)."""
     device = _device(model)
     codes, labels = [], []
-    for x, y in _batches(data, batch_size):
+    for x, y in batches(data, batch_size):
         if y is None:
             raise ValueError("the linear probe needs labelled data: (x, y) batches")
         codes.append([code.cpu() for code in model.encode(x.to(device).float())])

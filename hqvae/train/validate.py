@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from hqvae.data import make_loader
+from hqvae.data.loader import batches
 from hqvae.metrics import CodebookUsage, ReconstructionMetrics
 from hqvae.distributed import all_reduce
 from hqvae.models.hqvae import evaluating
@@ -24,14 +24,12 @@ def validate(model, dataset, batch_size: int, rank: int = 0, world_size: int = 1
     size), RMSE/PSNR as in ``hqvae.metrics.ReconstructionMetrics``, perplexity and usage of each
     layer's codes over the whole set (``hqvae.metrics.CodebookUsage``).
     """
-    loader = make_loader(dataset, batch_size, shuffle=False, drop_last=False, rank=rank, world_size=world_size,
-                         device=device)
     reconstruction = ReconstructionMetrics(with_ssim=False)
     usage = [CodebookUsage(layer.codebook_size) for layer in model.config.layers]
     names: list[str] = []
     sums = None  # float64 (1 + terms,): Σ batch_size · [loss, *terms]
     with evaluating(model):
-        for x, _ in loader:
+        for x, _ in batches(dataset, batch_size, rank, world_size, device):
             with autocast():
                 out = model(x)
             names = sorted(out.terms)
