@@ -18,12 +18,12 @@ from typing import Any
 
 KINDS = ("injected", "residual")
 # the LayerConfig fields each quantizer kind reads (its builder in ``topdown.QUANTIZER_BUILDERS``);
-# codebook_size, dim and shared_codebook apply to every kind
+# codebook_size, dim and shared_codebook apply to every kind. ``register_quantizer`` adds kinds.
 QUANTIZER_OPTIONS = {
     "vq": ("beta", "ema", "decay", "vq_init", "dead_code_threshold"),
     "sq": ("init_variance", "var_floor", "bounded_variance", "sq_init", "init_noise", "init_variance_ratio"),
 }
-QUANTIZERS = tuple(QUANTIZER_OPTIONS)
+STOCHASTIC_KINDS = {"sq"}  # kinds whose layers make a model stochastic (ARELBO loss, Gumbel temperature)
 
 
 def _reject_unknown(cls, data: dict[str, Any]) -> None:
@@ -42,7 +42,8 @@ class LayerConfig:
     """One layer of discrete latents and its quantizer.
 
     kind: "injected" (new resolution) or "residual" (quantises the previous layers' residual).
-    quantizer: "vq" (deterministic, SPEC §1.1) or "sq" (stochastic, SPEC §1.2, Gaussian type I).
+    quantizer: "vq" (deterministic, SPEC §1.1), "sq" (stochastic, SPEC §1.2, Gaussian type I) or a
+        kind added with ``hqvae.quantizers.register_quantizer``.
     codebook_size: K.   dim: code dimension d (residual layers: same as their group).
     downsample: injected layers: input size / latent grid size (power of 2, ≥ 2);
         residual layers: None (they inherit their group's resolution).
@@ -136,7 +137,7 @@ class ModelConfig(BackboneConfig):
     @property
     def stochastic(self) -> bool:
         """Any SQ layer makes the whole model stochastic (ARELBO loss, unscaled latent terms)."""
-        return any(layer.quantizer == "sq" for layer in self.layers)
+        return any(layer.quantizer in STOCHASTIC_KINDS for layer in self.layers)
 
     @property
     def groups(self) -> list[list[LayerConfig]]:
@@ -169,8 +170,11 @@ class ModelConfig(BackboneConfig):
         for i, layer in enumerate(self.layers):
             if layer.kind not in KINDS:
                 raise ValueError(f"layers[{i}].kind must be one of {KINDS}, got {layer.kind!r}")
-            if layer.quantizer not in QUANTIZERS:
-                raise ValueError(f"layers[{i}].quantizer must be one of {QUANTIZERS}, got {layer.quantizer!r}")
+            if layer.quantizer not in QUANTIZER_OPTIONS:
+                raise ValueError(
+                    f"layers[{i}].quantizer must be one of {tuple(QUANTIZER_OPTIONS)} (more kinds: "
+                    f"hqvae.quantizers.register_quantizer), got {layer.quantizer!r}"
+                )
             if layer.codebook_size < 2 or layer.dim < 1:
                 raise ValueError(f"layers[{i}] needs codebook_size ≥ 2 and dim ≥ 1")
         if self.layers[0].kind != "injected":

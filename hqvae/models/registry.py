@@ -187,7 +187,7 @@ def _configure(
 
 def _options_for(quantizer: str, options: dict[str, Any]) -> dict[str, Any]:
     """The ``options`` a layer of kind ``quantizer`` reads: the common ones and its kind's."""
-    foreign = {key for kind, keys in QUANTIZER_OPTIONS.items() if kind != quantizer for key in keys}
+    foreign = {key for keys in QUANTIZER_OPTIONS.values() for key in keys} - set(QUANTIZER_OPTIONS[quantizer])
     return {key: value for key, value in options.items() if key not in foreign}
 
 
@@ -251,53 +251,42 @@ def _is_sqvae_reference(config: ModelConfig) -> bool:
 # ----------------------------------------------------------------------------- entries
 
 
-@register_model("vqvae")
-def vqvae(in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, **overrides) -> ModelConfig:
-    """VQ-VAE: one VQ layer at ÷downsample (EMA codebook, commitment 0.25)."""
-    return _single("vqvae", "vq", in_channels, image_size, downsample, overrides)
+def _pair(vq_name: str, sq_name: str, what: str, entry: Callable[[str, str], Callable]) -> None:
+    """Register the VQ/SQ pair (in that order): ``entry(name, quantizer)`` is the builder."""
+    for name, quantizer in ((vq_name, "vq"), (sq_name, "sq")):
+        build = entry(name, quantizer)
+        build.__doc__ = f"{name}: {what}, {quantizer.upper()} layers."
+        register_model(name)(build)
 
 
-@register_model("sqvae")
-def sqvae(in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, **overrides) -> ModelConfig:
-    """SQ-VAE: one SQ layer at ÷downsample; the public CIFAR-10 network at 3×32×32 defaults."""
-    config = _single("sqvae", "sq", in_channels, image_size, downsample, overrides)
-    if "reference" not in overrides and _is_sqvae_reference(config):
-        config.reference = SQVAE_REFERENCE
-    return config
+def _single_entry(name: str, quantizer: str) -> Callable:
+    def build(in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, **overrides):
+        config = _single(name, quantizer, in_channels, image_size, downsample, overrides)
+        if quantizer == "sq" and "reference" not in overrides and _is_sqvae_reference(config):
+            config.reference = SQVAE_REFERENCE  # sqvae at the 3×32×32 defaults: the public CIFAR-10 network
+        return config
+
+    return build
 
 
-@register_model("vqvae2")
-def vqvae2(
-    in_channels: int, image_size: tuple[int, int], *, downsamples: Sequence[int] | None = None, **overrides
-) -> ModelConfig:
-    """VQ-VAE-2: injected VQ layers at ``downsamples`` (coarse to fine; 2 or 3 levels)."""
-    return _pyramid("vqvae2", "vq", in_channels, image_size, downsamples, 1, overrides)
+def _levels_entry(name: str, quantizer: str) -> Callable:
+    def build(in_channels: int, image_size: tuple[int, int], *, downsamples: Sequence[int] | None = None, **overrides):
+        return _pyramid(name, quantizer, in_channels, image_size, downsamples, 1, overrides)
+
+    return build
 
 
-@register_model("sqvae2")
-def sqvae2(
-    in_channels: int, image_size: tuple[int, int], *, downsamples: Sequence[int] | None = None, **overrides
-) -> ModelConfig:
-    """SQ-VAE-2: injected SQ layers at ``downsamples`` (coarse to fine; 2 or 3 levels)."""
-    return _pyramid("sqvae2", "sq", in_channels, image_size, downsamples, 1, overrides)
+def _stack_entry(name: str, quantizer: str) -> Callable:
+    def build(in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, depth: int = 4, **overrides):
+        factor = downsample or default_factor(image_size)
+        return _pyramid(name, quantizer, in_channels, image_size, [factor], depth, overrides)
+
+    return build
 
 
-@register_model("rqvae")
-def rqvae(
-    in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, depth: int = 4, **overrides
-) -> ModelConfig:
-    """RQ-VAE: ``depth`` residual VQ layers at one resolution."""
-    factor = downsample or default_factor(image_size)
-    return _pyramid("rqvae", "vq", in_channels, image_size, [factor], depth, overrides)
-
-
-@register_model("rsqvae")
-def rsqvae(
-    in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, depth: int = 4, **overrides
-) -> ModelConfig:
-    """RSQ-VAE: ``depth`` residual SQ layers at one resolution."""
-    factor = downsample or default_factor(image_size)
-    return _pyramid("rsqvae", "sq", in_channels, image_size, [factor], depth, overrides)
+_pair("vqvae", "sqvae", "VQ-VAE / SQ-VAE, one layer at ÷downsample", _single_entry)
+_pair("vqvae2", "sqvae2", "VQ-VAE-2 / SQ-VAE-2, injected layers at downsamples (coarse to fine; 2 or 3 levels)", _levels_entry)
+_pair("rqvae", "rsqvae", "RQ-VAE / RSQ-VAE, depth residual layers at one resolution", _stack_entry)
 
 
 @register_model("hqvae")

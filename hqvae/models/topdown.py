@@ -16,14 +16,15 @@ one-layer model exactly the plain encoder → quantizer → decoder network), fo
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import fields
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..quantizers import Quantizer, QuantizerOutput, ResidualQuantizer, StochasticQuantizer, VectorQuantizer
 from .backbone import ResBlock, Upsample
-from .config import LayerConfig
+from .config import QUANTIZER_OPTIONS, STOCHASTIC_KINDS, LayerConfig
 
 FILLS = ("mean", "zero")
 
@@ -61,6 +62,24 @@ QUANTIZER_BUILDERS: dict[str, Callable[[LayerConfig], Quantizer]] = {
     "vq": _vector_quantizer,
     "sq": _stochastic_quantizer,
 }
+
+
+def register_quantizer(
+    kind: str, builder: Callable[[LayerConfig], Quantizer], options: Sequence[str] = (), stochastic: bool = False
+) -> None:
+    """Let layers say ``LayerConfig(quantizer=kind)``: their quantizer is ``builder(layer)``, a
+    ``Quantizer`` over ``layer.dim`` channels with ``layer.codebook_size`` codes. ``options``: the
+    LayerConfig fields it reads besides codebook_size, dim and shared_codebook (a model override of
+    one of them goes to the layers whose kind reads it); ``stochastic``: its layers make a model
+    stochastic (ARELBO loss, unscaled latent terms, a Gumbel temperature in training)."""
+    known = [f.name for f in fields(LayerConfig)]
+    if kind in QUANTIZER_BUILDERS:
+        raise ValueError(f"a quantizer kind {kind!r} is already registered ({', '.join(QUANTIZER_BUILDERS)})")
+    if set(options) - set(known):
+        raise ValueError(f"options {sorted(set(options) - set(known))} are not LayerConfig fields; valid: {known}")
+    QUANTIZER_BUILDERS[kind], QUANTIZER_OPTIONS[kind] = builder, tuple(options)
+    if stochastic:
+        STOCHASTIC_KINDS.add(kind)
 
 
 def build_quantizer(layer: LayerConfig) -> Quantizer:

@@ -10,7 +10,16 @@ from .residual import ResidualQuantizer
 from .sq import StochasticQuantizer
 from .vq import VectorQuantizer, kmeans
 
+
+def register_quantizer(kind, builder, options=(), stochastic=False) -> None:
+    """A new ``LayerConfig.quantizer`` kind, built by ``builder(layer)`` (``hqvae.models.topdown.register_quantizer``)."""
+    from ..models.topdown import register_quantizer as register
+
+    register(kind, builder, options, stochastic)
+
+
 __all__ = [
+    "register_quantizer",
     "Quantizer",
     "QuantizerOutput",
     "VectorQuantizer",
