@@ -26,11 +26,9 @@ Data: Fashion-MNIST (Debian package or download), CIFAR-10 (the JPEG q75 copy in
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,6 +43,7 @@ from hqvae.io import atomic_write_bytes, atomic_write_json
 from hqvae.train.config import TrainConfig, apply_overrides
 from hqvae.train.loop import train
 from hqvae.train.run_dir import RunDir
+from hqvae.train.run_info import git_commit, now
 
 PAIRS = (("vqvae", "sqvae"), ("vqvae2", "sqvae2"), ("rqvae", "rsqvae"))
 OFFICIAL_FINAL_TAU_EXPONENT = 1e-5 * 100 * 1563  # decay × steps of the official 100-epoch CIFAR-10 run
@@ -348,13 +347,6 @@ def strips(result: dict, stem: Path, test_set, items: int = 4) -> list[str]:
     return files
 
 
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -425,7 +417,7 @@ def main() -> None:
             "hqvae": hqvae.__version__,
             "commit": git_commit(),
             "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "date": now(),
             "wall_time_s": time.perf_counter() - started,  # this invocation; runs reused from their folders cost ~0
             "train_wall_time_s_total": sum(r["train_wall_time_s"] for r in records),
             "runs": records,

@@ -13,7 +13,6 @@ CPU timings on a shared machine are noisy: compare models within one run, not ac
 from __future__ import annotations
 
 import argparse
-import datetime
 import platform
 import statistics
 import time
@@ -23,6 +22,7 @@ import torch
 
 import hqvae
 from hqvae.io import atomic_write_json
+from hqvae.train.run_info import now
 
 RESULTS = Path(__file__).parent / "results" / "models.json"
 
@@ -79,7 +79,7 @@ def main() -> None:
     rows = benchmark(hqvae.list_models(), args.batch_size, args.steps, args.warmup)
     document = {
         "benchmark": "forward + backward, training mode, 3×32×32 default (CIFAR-10) configurations",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": now(),
         "device": f"CPU ({args.threads} cores)",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -31,7 +31,6 @@ the numbers mean nothing).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import platform
@@ -49,6 +48,7 @@ from hqvae.metrics.progressive import linear_probe, probe_lengths, rate_distorti
 from hqvae.report.progressive_plots import plot_probe, plot_rate_distortion
 from hqvae.train.config import TrainConfig
 from hqvae.train.loop import train
+from hqvae.train.run_info import now
 
 RESULTS = Path(__file__).parent / "results"
 BACKBONE = {"hidden": 32, "num_res_blocks": 2}
@@ -319,7 +319,7 @@ def write(out_json: Path, args, steps: int, test_set, probe_train, results: dict
     document = {
         "benchmark": "pqvae",
         "commands": commands,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": now(),
         "wall_time_s": sum(c["wall_time_s"] for c in commands),
         "data": {"dataset": args.dataset, "test": test_set.description, "probe_train": probe_train.description},
         "settings": {"steps": steps, "batch_size": args.batch_size, "seed": args.seed, "optimizer": "adam lr 1e-3",

@@ -16,7 +16,6 @@ the repeats is kept, so machine noise hits both sides alike.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import statistics
@@ -26,6 +25,7 @@ import torch
 
 from hqvae.io import atomic_write_json
 from hqvae.quantizers import ResidualQuantizer, StochasticQuantizer, VectorQuantizer
+from hqvae.train.run_info import now
 
 DIM, BATCH, TOKENS = 64, 8, 1024  # 8,192 vectors
 
@@ -142,7 +142,7 @@ def main() -> None:
         "torch": torch.__version__,
         "vector_quantize_pytorch": getattr(vector_quantize_pytorch, "__version__", None)
         or __import__("importlib.metadata").metadata.version("vector-quantize-pytorch"),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": now(),
         "load_average_at_end": os.getloadavg(),
         "command": f"python benchmarks/quantizers.py --repeats {args.repeats} --threads {args.threads}",
         "rows": rows,

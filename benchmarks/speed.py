@@ -19,7 +19,6 @@ measure without either.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import statistics
@@ -36,6 +35,7 @@ from hqvae.models.hqvae import reconstruction_terms
 from hqvae.train.config import OptimConfig
 from hqvae.train.optim import build_optimizer
 from hqvae.train.performance import channels_last, channels_last_batch, keep_freed_memory
+from hqvae.train.run_info import now
 
 BATCH = 32
 MODELS = ("sqvae", "vqvae", "sqvae2", "rsqvae")
@@ -162,7 +162,7 @@ def main() -> None:
         "load_average_at_end": load,
         "torch": torch.__version__,
         "hqvae": hqvae.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": now(),
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "models": rows,
     }

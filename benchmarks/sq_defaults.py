@@ -18,7 +18,6 @@ Writes ``benchmarks/results/sq-defaults-<dataset>.json`` (all runs so far, merge
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import sys
@@ -35,6 +34,7 @@ from hqvae.evaluate import evaluate  # noqa: E402
 from hqvae.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 from hqvae.train.loop import train  # noqa: E402
 from hqvae.train.run_dir import RunDir  # noqa: E402
+from hqvae.train.run_info import now  # noqa: E402
 
 # name -> overrides on top of the claims protocol; each names its start in full, so that a change of
 # the registry's defaults does not change what a setting means
@@ -164,7 +164,7 @@ def main() -> None:
     result = {
         "benchmark": "SQ defaults chosen on the validation split (claims protocol)",
         "dataset": DATASETS[args.dataset][2], "split": "val", "settings": SETTINGS,
-        "commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(), "date": now(),
         "runs": records,
     }
     stem = Path(args.out) / f"sq-defaults-{args.dataset}"
