@@ -69,23 +69,6 @@ def generic_model(name: str) -> torch.nn.Module:
     return hqvae.create_model(name, in_channels=3, image_size=SIZE, **MODEL_META.get(name, {}).get("options", TINY))
 
 
-def encode_list(model, x: torch.Tensor) -> list[torch.Tensor]:
-    """``model.encode(x)``, one (B, ...) long tensor per layer.
-    TEMPORARY: until PQ-VAE's encode returns its list of per-step (B, G) tokens (issue 12), its
-    (B, L·G) tensor is split here, and ``decode_list`` joins the list again."""
-    codes = model.encode(x)
-    if isinstance(codes, torch.Tensor):
-        return list(codes.reshape(codes.shape[0], model.num_layers, -1).unbind(dim=1))
-    return codes
-
-
-def decode_list(model, codes: list[torch.Tensor], upto: int | None = None) -> torch.Tensor:
-    """``model.decode(codes, upto=upto)`` (TEMPORARY: see ``encode_list``)."""
-    if isinstance(model.encode(torch.zeros(1, *generic_input(model).shape[1:])), torch.Tensor):
-        return model.decode(torch.cat(codes, dim=1), upto=upto)
-    return model.decode(codes, upto=upto)
-
-
 def generic_input(model) -> torch.Tensor:
     return batch(model.config.in_channels, *model.config.image_size)
 
@@ -127,8 +110,8 @@ def check_encode_decode(name: str, tmp_path) -> None:
     x = generic_input(model)
     trained_step(model, x)
     state = {key: value.clone() for key, value in model.state_dict().items()}
-    codes = encode_list(model, x)
-    decoded = decode_list(model, codes)
+    codes = model.encode(x)
+    decoded = model.decode(codes)
     assert model.training and all(module.training for module in model.modules())
     assert all(torch.equal(value, model.state_dict()[key]) for key, value in state.items())
     model.eval()
@@ -145,12 +128,12 @@ def check_decode_every_prefix(name: str, tmp_path) -> None:
     model = generic_model(name)
     x = generic_input(model)
     trained_step(model, x)
-    codes = encode_list(model, x)
+    codes = model.encode(x)
     for upto in range(1, model.num_layers + 1):
-        partial = decode_list(model, codes, upto=upto)
+        partial = model.decode(codes, upto=upto)
         assert partial.shape == x.shape and torch.isfinite(partial).all()
-        assert torch.equal(partial, decode_list(model, codes[:upto]))
-    assert torch.equal(decode_list(model, codes, upto=model.num_layers), decode_list(model, codes))
+        assert torch.equal(partial, model.decode(codes[:upto]))
+    assert torch.equal(model.decode(codes, upto=model.num_layers), model.decode(codes))
 
 
 def check_save_load_round_trip(name: str, tmp_path) -> None:
@@ -171,7 +154,7 @@ def check_save_load_round_trip(name: str, tmp_path) -> None:
     got = loaded(x)
     assert torch.equal(got.x_hat, expected.x_hat) and torch.equal(got.loss, expected.loss)
     assert all(torch.equal(a, b) for a, b in zip(got.codes, expected.codes, strict=True))
-    assert all(torch.equal(a, b) for a, b in zip(encode_list(loaded, x), encode_list(model, x), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.encode(x), model.encode(x), strict=True))
 
 
 def check_eval_determinism(name: str, tmp_path) -> None:
@@ -183,7 +166,7 @@ def check_eval_determinism(name: str, tmp_path) -> None:
     first, second = model(x), model(x)
     assert torch.equal(first.x_hat, second.x_hat) and torch.equal(first.loss, second.loss)
     assert all(torch.equal(a, b) for a, b in zip(first.codes, second.codes, strict=True))
-    assert all(torch.equal(a, b) for a, b in zip(encode_list(model, x), encode_list(model, x), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(model.encode(x), model.encode(x), strict=True))
 
 
 def check_temperature(name: str, tmp_path) -> None:
