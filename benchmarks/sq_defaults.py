@@ -55,6 +55,10 @@ SETTINGS = {
     "data-lr3e-4": DATA + ["optim.lr=3e-4"],
     "data-tau-official": DATA + ["temperature.decay=1e-5"],
     "data-tau-half": DATA + ["temperature.min=0.5"],
+    "data-bounded-lr3e-4": BOUNDED + ["optim.lr=3e-4"],
+    "data-bounded-lr2e-3": BOUNDED + ["optim.lr=2e-3"],
+    "data-bounded-tau-official": BOUNDED + ["temperature.decay=1e-5"],  # uncompressed: τ ends near 0.985
+    "data-bounded-tau-half": BOUNDED + ["temperature.min=0.5"],
 }
 
 
