@@ -1,24 +1,8 @@
-"""Working with a run folder (``hqvae.train.run_dir.RunDir``) from the library: open its model
-(:func:`open_run`), load its data (:func:`load_run_data`), evaluate it and write results.json
-with figures beside it (:func:`evaluate_run`); the eval, encode, decode, report, demo and prior
-commands call these.
-
-From run.json (:class:`hqvae.train.run_info.RunInfo`, any version) this module reads:
-
-    config.data   {"name", "root", "options": {...}, "limit"} -> load_dataset(name, split, root, **options)
-                  ("limit" selects training items and is ignored; loader options written
-                  next to name/root instead of under "options" are accepted too)
-    config.train.seed (or config.seed, or a top-level "seed")   the training seed, reported as such
-    best.step     step of checkpoints/best;   step   step of checkpoints/last
-    data.train (or a top-level "dataset")   description of the training data
-
-Evaluation results live by default in ``<run>/eval/results.json`` (test split, best checkpoint)
-or ``<run>/eval/<split>-<checkpoint>/results.json`` (any other choice), with their PNGs beside:
-reconstructions.png, codebook_usage.png, coarse_to_fine.png (multi-layer models), for
-spectrograms audio/<i>_{original,reconstruction}.wav (Griffin-Lim), and for models that support
-"token_statistics" (PQ-VAE) rate_distortion.png and probe.png. results.json holds the keys of
-:func:`hqvae.evaluate.evaluate` plus "run", "checkpoint", "files" (relative to the JSON's
-folder), "hqvae_version" and "created" (see ``hqvae eval``).
+"""A run folder (``hqvae.train.run_dir.RunDir``) from the library: :func:`open_run` (its model),
+:func:`load_run_data` (its data, from run.json's ``config.data``: name, root, options; "limit"
+is ignored), :func:`evaluate_run` (results.json and figures, by default in ``<run>/eval/`` for
+the test split and best checkpoint, else ``<run>/eval/<split>-<checkpoint>/``; ``hqvae eval``
+describes the files). run.json is read as :class:`hqvae.train.run_info.RunInfo`, any version.
 """
 from __future__ import annotations
 
@@ -73,12 +57,10 @@ class OpenedRun:
 
     @property
     def seed(self) -> int | None:
-        """``config.train.seed`` (hqvae train), else ``config.seed`` or ``seed``; None if unknown."""
+        """``config.train.seed`` (hqvae train), else ``config.seed`` or ``seed`` (early runs); None if unknown."""
         config = self.info.config
-        for value in ((config.get("train") or {}).get("seed"), config.get("seed"), self.info.extra.get("seed")):
-            if value is not None:
-                return value
-        return None
+        return next((value for value in ((config.get("train") or {}).get("seed"), config.get("seed"),
+                                         self.info.extra.get("seed")) if value is not None), None)
 
     @property
     def training_data(self) -> str | None:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import torch
 
 from hqvae.codes_file import load_codes, save_codes
-from hqvae.priors.layout import CodeLayout
 from hqvae.priors.transformer import PriorBase, load_prior, weights_fingerprint
 from hqvae.runs import OpenedRun, load_run_data, open_run
 from hqvae.train.run_dir import RunDir
@@ -146,7 +145,3 @@ def check_codes_origin(metadata: dict, opened: OpenedPrior, what: str) -> None:
                          f"but the prior {opened.folder.root} models the codes of {opened.tokenizer['run']} (weights "
                          f"{expected}); encode with that run, or train a prior on the codes' run "
                          f"(hqvae prior train --run <that run> --out ...)")
-
-
-def layout_of(info: dict) -> CodeLayout:
-    return CodeLayout.of(info["layout"]["code_shapes"], info["layout"]["codebook_sizes"])

@@ -9,6 +9,7 @@
 * ``rng.py``         RNG states in a ``weights_only``-loadable form
 * ``logger.py``      metrics.jsonl and optional TensorBoard
 * ``run_dir.py``     ``RunDir``: the run folder layout every command reads
+* ``run_info.py``    ``RunInfo``: run.json, versioned
 """
 from .config import TrainConfig, load_config
 from .loop import train

@@ -74,7 +74,8 @@ class RunInfo:
                           resumed_at: int | None) -> None:
         """Where, with what and when it trained; ``previous``: run.json of the run resumed (None for a
         fresh start); ``resumed_at``: the step this process resumes from, None for a fresh start."""
-        self.device = describe_device(device)
+        self.device = (f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
+                       else f"cpu ({torch.get_num_threads()} threads)")
         self.dtype = "bf16" if bf16 else "fp32"
         self.world_size = world_size
         self.hqvae_version, self.torch_version, self.git_commit = hqvae.__version__, torch.__version__, git_commit()
@@ -82,12 +83,6 @@ class RunInfo:
         self.updated_at = now()
         self.resumed_at_steps = (previous.resumed_at_steps if previous else []) + \
             ([resumed_at] if resumed_at is not None else [])
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def git_commit() -> str | None:
