@@ -310,7 +310,7 @@ def test_a_pqvae_run_evaluates_encodes_and_decodes_step_by_step(fashion_test, tm
     layers, _, metadata = load_codes(codes)
     model = from_pretrained(run / "checkpoints" / "best")
     tokens = model.encode(fashion_test.images[:5].float() / 255)
-    assert metadata["code_shapes"] == [[2]] * 3 and torch.equal(torch.stack(layers, 1).reshape(5, -1), tokens)
+    assert metadata["code_shapes"] == [[2]] * 3 and all(torch.equal(a, b) for a, b in zip(layers, tokens, strict=True))
     assert cli("decode", "--run", run, "--codes", codes, "--out", tmp_path / "decoded", "--upto", 2) == 0
     want = (model.decode(tokens, upto=2).clamp(0, 1) * 255).round().to(torch.uint8)
     assert torch.equal(torch.from_numpy(np.array(Image.open(tmp_path / "decoded" / "00004.png"))), want[4, 0])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from hqvae.cli.runs import open_run
+from hqvae.runs import open_run
 from hqvae.codes_file import check_codes, load_codes
 from hqvae.data import LogMel, write_wav
 from hqvae.io import atomic_write

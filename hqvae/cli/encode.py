@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from hqvae.cli.runs import load_run_data, open_run
+from hqvae.runs import load_run_data, open_run
 from hqvae.codes_file import check_suffix, save_codes
 
 
