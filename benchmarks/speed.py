@@ -31,7 +31,7 @@ import torch
 import hqvae
 from hqvae.data import load_dataset
 from hqvae.io import atomic_write_json
-from hqvae.models.hqvae import reconstruction_terms
+from hqvae.models.hierarchical import reconstruction_terms
 from hqvae.train.config import OptimConfig
 from hqvae.train.optim import build_optimizer
 from hqvae.train.performance import channels_last, channels_last_batch, keep_freed_memory

@@ -439,7 +439,8 @@ def test_an_interrupted_checkpoint_swap_is_recovered(image_folder, tmp_path, mon
     model = hqvae.from_pretrained(run.checkpoint("last"))
     monkeypatch.setattr(checkpoint.os, "rename", rename)
     with pytest.raises(KeyboardInterrupt):
-        checkpoint.save_checkpoint(run, "last", model, {"step": 99})
+        checkpoint.stage(run, "last", model, {"step": 99})
+        checkpoint.commit(run, "last")
     monkeypatch.undo()
     assert not run.checkpoint("last").exists()
     checkpoint.recover(run)

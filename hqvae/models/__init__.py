@@ -3,7 +3,7 @@
 * ``config.py``     ``ModelConfig`` / ``LayerConfig`` (serialisable)
 * ``backbone.py``   ResNet encoder (features at several resolutions), decoder, up-sampling
 * ``topdown.py``    injected / residual top-down layers grouped by resolution
-* ``hqvae.py``      the model: forward (loss), encode, decode
+* ``hierarchical.py`` the HQ-VAE model (class ``HQVAE``): forward (loss), encode, decode
 * ``output.py``     ``ModelOutput``
 * ``pretrained.py`` ``save_pretrained`` / ``from_pretrained``
 * ``registry.py``   ``list_models`` / ``create_model`` and the per-size defaults
@@ -14,7 +14,7 @@
 """
 from .base import DiscreteAutoencoder, evaluating
 from .config import LayerConfig, ModelConfig
-from .hqvae import HQVAE
+from .hierarchical import HQVAE
 from .output import ModelOutput
 from .pq_config import PQConfig
 from .pqvae import PQVAE

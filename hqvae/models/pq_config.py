@@ -115,11 +115,6 @@ class PQConfig(BackboneConfig):
         return self.latent_size // self.groups
 
     @property
-    def num_tokens(self) -> int:
-        """L·G tokens per item."""
-        return self.depth * self.groups
-
-    @property
     def max_downsample(self) -> int:
         return self.downsample
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Sequence
 from torch import nn
 
 from .config import QUANTIZER_OPTIONS, LayerConfig, ModelConfig
-from .hqvae import HQVAE
+from .hierarchical import HQVAE
 
 SQVAE_REFERENCE = (
     "SQ-VAE CIFAR-10 network of the public SQ-VAE code (sony/sqvae, vision/networks/net_32.py, "

@@ -232,8 +232,10 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
         info.status, info.message = "stopped_nan", f"{error}; training stopped, {kept_checkpoint(info)}"
     except BaseException as error:
         info.status, info.message = "failed", f"{type(error).__name__} at step {step + 1}: {error}"
+        model = prior  # release the DDP wrapper before leaving the process group (train.loop.teardown)
         finish(procs, folder, info, logger, progress)
         raise
+    model = prior
     finish(procs, folder, info, logger, progress)
     return info
 

@@ -61,12 +61,8 @@ class ResidualQuantizer(nn.Module):
 
     @property
     def codebook(self) -> Tensor:
-        """(K, d) codebook of the first layer (every layer's when shared); see ``codebooks``."""
+        """(K, d) codebook of the first layer (every layer's when shared)."""
         return self.layers[0].codebook
-
-    @property
-    def codebooks(self) -> list[Tensor]:
-        return [layer.codebook for layer in self.layers]
 
     def set_temperature(self, temperature: float) -> None:
         for layer in self.layers:

@@ -92,13 +92,6 @@ def has_checkpoint(run: RunDir) -> bool:
     return run.checkpoint("last").exists()
 
 
-def save_checkpoint(run: RunDir, which: str, model: nn.Module, train_state: dict | None = None) -> Path:
-    """:func:`stage` then :func:`commit`; returns the checkpoint folder."""
-    stage(run, which, model, train_state)
-    commit(run, which)
-    return run.checkpoint(which)
-
-
 def recover(run: RunDir) -> None:
     """Undo a checkpoint swap cut short by a crash, drop whatever was staged and not committed, and
     the temporary files of atomic writes a kill cut short."""

@@ -187,8 +187,10 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
             info.status, info.message = "stopped_nan", f"{error}; training stopped, {kept_checkpoint(info)}"
         except BaseException as error:
             info.status, info.message = failure_status(error, step, run, info)
+            t.model = t.raw_model  # release the DDP wrapper before leaving the process group (see teardown)
             finish(procs, run, info, logger, progress, announce=not isinstance(error, WriteFailed))
             raise
+        t.model = t.raw_model
         finish(procs, run, info, logger, progress)
     return info
 
@@ -551,7 +553,9 @@ def finish(procs: Processes, run: RunDir, info: RunInfo, logger, progress, annou
 
 def teardown(procs: Processes, finished: bool = False) -> None:
     """Leave the process group. A finished run first waits for every rank, so that no rank tears its
-    gloo connections down while another still finishes its last collective (seen as an abort in CI)."""
+    gloo connections down while another still finishes its last collective. Callers drop their
+    DistributedDataParallel wrapper first: one still alive holds the process group until the
+    interpreter exits, where gloo's threads abort the process (measured: 5 of 12 two-process runs)."""
     if procs.world_size > 1 and dist.is_initialized():
         if finished:
             dist.barrier()

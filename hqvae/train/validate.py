@@ -10,7 +10,7 @@ import torch
 from hqvae.data.loader import batches
 from hqvae.metrics import CodebookUsage, ReconstructionMetrics
 from hqvae.distributed import all_reduce
-from hqvae.models.hqvae import evaluating
+from hqvae.models import evaluating
 
 
 def validate(model, dataset, batch_size: int, rank: int = 0, world_size: int = 1,
