@@ -44,7 +44,8 @@ import torch
 import hqvae
 from hqvae.data import load_dataset
 from hqvae.io import atomic_write, atomic_write_json
-from hqvae.metrics.progressive import linear_probe, probe_lengths, rate_distortion, token_statistics
+from hqvae.evaluate import evaluate
+from hqvae.metrics.progressive import linear_probe, probe_lengths, token_statistics
 from hqvae.report.progressive_plots import plot_probe, plot_rate_distortion
 from hqvae.train.config import TrainConfig
 from hqvae.train.loop import train
@@ -91,7 +92,9 @@ def final_train_terms(run_dir: Path) -> dict:
 
 def evaluate_run(name: str, model, test_set, probe_train, probe_test) -> dict:
     start = time.perf_counter()
-    result = {"rate_distortion": rate_distortion(model, test_set)}
+    result = {"rate_distortion": [{"prefix_len": p["layers"], "bits": p["bits_per_item"],
+                                   **{key: p[key] for key in ("rmse", "mse", "psnr", "ssim") if key in p}}
+                                  for p in evaluate(model, test_set)["coarse_to_fine"]]}
     tokens = model.supports("token_statistics")
     lengths = probe_lengths(model.num_layers) if tokens else None
     result["probe"] = linear_probe(model, probe_train, probe_test, lengths)

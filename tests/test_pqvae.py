@@ -14,7 +14,8 @@ import hqvae
 from hqvae.metrics.linear_probe import fit_linear_probe
 from hqvae.models import PQConfig, PQVAE, model_config
 from hqvae.models.pqvae import entropy_terms
-from hqvae.metrics.progressive import linear_probe, prefix_bits, rate_distortion, token_statistics
+from hqvae.evaluate import evaluate
+from hqvae.metrics.progressive import linear_probe, prefix_bits, token_statistics
 from hqvae.report.progressive_plots import plot_probe, plot_rate_distortion
 
 SIZE = 16  # ÷4 -> 4×4 grid; dim 8 -> z ∈ R^128
@@ -290,13 +291,13 @@ def test_bit_accounting():
     assert [model.bits(m) for m in (1, 2, 3)] == [6.0, 12.0, 18.0] and model.bits() == 18.0
     assert model.config.bits() == 3 * 2 * math.log2(8)
     x = batch()
-    points = rate_distortion(model, [(x, None)])
-    assert [p["prefix_len"] for p in points] == [1, 2, 3] and [p["bits"] for p in points] == [6.0, 12.0, 18.0]
+    points = evaluate(model, [(x, None)])["coarse_to_fine"]
+    assert [p["layers"] for p in points] == [1, 2, 3] and [p["bits_per_item"] for p in points] == [6.0, 12.0, 18.0]
     assert prefix_bits(model, 2, model.encode(x)) == 12.0
     rsq = hqvae.create_model("rsqvae", 3, SIZE, hidden=16, codebook_size=16, dim=8, depth=3)  # 4×4 grid, 4 bits
     codes = rsq.encode(x)
     assert [prefix_bits(rsq, m, codes) for m in (1, 2, 3)] == [64.0, 128.0, 192.0]
-    assert [p["bits"] for p in rate_distortion(rsq, [x])] == [64.0, 128.0, 192.0]
+    assert [p["bits_per_item"] for p in evaluate(rsq, [x])["coarse_to_fine"]] == [64.0, 128.0, 192.0]
 
 
 # ----------------------------------------------------------------------------- entropy terms
@@ -495,7 +496,7 @@ def test_linear_probe_and_plots(tmp_path):
         linear_probe(model, [x], [x], [1])
     with pytest.raises(ValueError, match="prefix lengths"):
         linear_probe(model, data, data, [4])
-    curve = rate_distortion(model, data)
+    curve = [{**p, "bits": p["bits_per_item"]} for p in evaluate(model, data)["coarse_to_fine"]]
     assert all({"rmse", "psnr", "ssim", "bits"} <= set(p) for p in curve)
     rd_png = plot_rate_distortion({"pqvae": curve}, tmp_path / "rd.png")
     probe_png = plot_probe({"pqvae": results}, tmp_path / "probe.png")

@@ -1,5 +1,5 @@
-"""Analyses of progressive codes (SPEC §4–5): rate–distortion over prefix lengths, token
-statistics and linear probes on prefix features.
+"""Analyses of progressive codes (SPEC §4–5): token statistics and linear probes on prefix
+features (the rate–distortion curve over prefixes is ``hqvae.evaluate``'s "coarse_to_fine").
 
 Every function takes ``data`` as an :class:`~hqvae.data.ImageDataset` (batched here, in order)
 or any iterable of ``(x, y)`` batches (or bare x), runs the model in eval mode without
@@ -23,8 +23,6 @@ from torch import Tensor, nn
 
 from hqvae.data.loader import batches
 from hqvae.metrics.linear_probe import fit_linear_probe
-from hqvae.metrics import ReconstructionMetrics
-from hqvae.metrics.image import SSIM_MIN_SIZE
 from hqvae.quantizers.base import entropy
 
 LOG2 = math.log(2.0)
@@ -56,37 +54,6 @@ def prefix_features(model: nn.Module, codes: Sequence[Tensor], m: int) -> Tensor
     if isinstance(latents, Tensor):
         return latents.flatten(1)
     return torch.cat([latent.flatten(1) for latent in latents], dim=1)
-
-
-# ----------------------------------------------------------------------------- rate–distortion
-
-
-@torch.no_grad()
-def rate_distortion(model: nn.Module, data: Any, batch_size: int = 256) -> list[dict]:
-    """Reconstruction quality of every prefix: one dict per m = 1..L,
-    {prefix_len m, bits (per item), rmse, mse, psnr, ssim (images ≥ 11×11)}, SPEC §5 definitions
-    (x̂ clamped to [0, 1])."""
-    device = _device(model)
-    steps = model.num_layers
-    meters: list[ReconstructionMetrics] = []
-    bits: list[float] = []
-    for x, _ in batches(data, batch_size):
-        x = x.to(device).float()
-        if not meters:
-            meters = [ReconstructionMetrics(with_ssim=min(x.shape[-2:]) >= SSIM_MIN_SIZE) for _ in range(steps)]
-        codes = model.encode(x)
-        if not bits:
-            bits = [prefix_bits(model, m, codes) for m in range(1, steps + 1)]
-        for m, meter in enumerate(meters, start=1):
-            meter.update(model.decode(codes, upto=m), x)
-    if not meters:
-        raise ValueError("the data set is empty")
-    points = []
-    for m, (meter, rate) in enumerate(zip(meters, bits), start=1):
-        values = meter.compute()
-        points.append({"prefix_len": m, "bits": rate,
-                       **{key: values[key] for key in ("rmse", "mse", "psnr", "ssim") if key in values}})
-    return points
 
 
 # ----------------------------------------------------------------------------- token statistics

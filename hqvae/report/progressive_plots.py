@@ -32,7 +32,7 @@ def _save(plt, figure, path: str | os.PathLike) -> Path:
 def plot_rate_distortion(curves: dict[str, list[dict]], path: str | os.PathLike,
                          metrics: tuple[str, ...] = ("rmse", "psnr", "ssim"), title: str = "") -> Path:
     """One panel per metric of ``metrics`` against bits per item (log axis), one line per curve
-    (points: ``hqvae.metrics.progressive.rate_distortion`` dicts with "bits" and the metric)."""
+    (points: dicts with "bits" per item and the metric, e.g. from ``evaluate``'s "coarse_to_fine")."""
     present = [m for m in metrics if any(m in point for points in curves.values() for point in points)]
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.6), squeeze=False)
