@@ -10,7 +10,7 @@ posterior / nearest VQ code) in eval mode without gradients, on pixels in [0, 1]
   histogram of hard indices with its perplexity exp(H(p_l)), usage (fraction of codes used at
   least once) and entropy H(p_l) in bits, and the paper-style mini-batch perplexity (exp(H) of
   each mini-batch of ``minibatch_perplexity_batch`` consecutive items, averaged);
-* per layer, for models that expose their posteriors (``encode_posteriors``): the plug-in mutual
+* per layer, for models that support "posteriors" (``encode_posteriors``): the plug-in mutual
   information between the data and the layer's code, I = H(p̄) − mean H(P(· | x)), in bits per
   position and per item (:mod:`hqvae.metrics.information`; VQ layers: the histogram entropy);
 * rate: nominal Σ_l n_l·log2 K_l and empirical-entropy Σ_l n_l·H(p_l) bits per item;
@@ -94,8 +94,7 @@ def evaluate(
     """Metrics of ``model`` on ``data`` (module docstring).
 
     Args:
-        model: an HQ-VAE or PQ-VAE (``encode``, ``decode(codes, upto)``, ``config.layers``; a
-            PQ-VAE's layers are its steps), possibly wrapped in
+        model: any registered model (``hqvae.models.DiscreteAutoencoder``), possibly wrapped in
             DistributedDataParallel; its training flags are restored afterwards.
         data: an :class:`~hqvae.data.ImageDataset` (batched with ``batch_size``) or an iterable
             of ``(x, y)`` batches or of bare x, float (B, C, H, W) in [0, 1].
