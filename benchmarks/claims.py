@@ -455,8 +455,29 @@ def summary_table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def training_trace(run: RunDir) -> dict:
+    """Per train record: step, τ, s², posterior entropy (nats), discrete and continuous term of each
+    layer, the reconstruction term and the training MSE (of the relaxed sample's x̂)."""
+    trace = []
+    for record in run.read_metrics("train"):
+        terms, logs = record.get("terms", {}), record.get("logs", {})
+        entry = {"step": record["step"], "temperature": record.get("temperature"), "recon": terms.get("recon"),
+                 "mse": terms.get("mse")}
+        for source, prefix, name in ((logs, "variance/", "variance"), (terms, "discrete/", "discrete"),
+                                     (terms, "continuous/", "continuous"), (logs, "entropy/", "entropy")):
+            for key, value in source.items():
+                if key.startswith(prefix):
+                    entry.setdefault(name, {})[key[len(prefix):]] = value
+        trace.append(entry)
+    return {"records": trace}
+
+
 def write_outputs(result: dict, stem: Path, test_set) -> None:
-    """The figures, then ``<stem>.json`` and ``<stem>.md``."""
+    """The figures, then ``<stem>.json`` and ``<stem>.md``; each run's training trace
+    (:func:`training_trace`) is added from its run folder where the record has none."""
+    for record in result["runs"]:
+        if "trace" not in record and record.get("run_dir") and RunDir(record["run_dir"]).exists():
+            record["trace"] = training_trace(RunDir(record["run_dir"]))
     result["figures"] = plots(result, stem) + strips(result, stem, test_set)
     atomic_write_json(stem.with_suffix(".json"), result)
     atomic_write_bytes(stem.with_suffix(".md"), markdown(result).encode())

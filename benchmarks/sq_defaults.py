@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from claims import BUDGETS, DATASETS, data_root, git_commit, run_config  # noqa: E402
+from claims import BUDGETS, DATASETS, data_root, git_commit, run_config, training_trace  # noqa: E402
 
 from hqvae.data import load_dataset  # noqa: E402
 from hqvae.evaluate import evaluate  # noqa: E402
@@ -60,21 +60,6 @@ SETTINGS = {
     "data-bounded-tau-official": BOUNDED + ["temperature.decay=1e-5"],  # uncompressed: τ ends near 0.985
     "data-bounded-tau-half": BOUNDED + ["temperature.min=0.5"],
 }
-
-
-def training_trace(run: RunDir) -> dict:
-    """Per train record: step, s² and discrete term of each layer, the reconstruction term."""
-    trace = []
-    for record in run.read_metrics("train"):
-        terms, logs = record.get("terms", {}), record.get("logs", {})
-        entry = {"step": record["step"], "recon": terms.get("recon"), "mse": terms.get("mse")}
-        for source, prefix, name in ((logs, "variance/", "variance"), (terms, "discrete/", "discrete"),
-                                     (terms, "continuous/", "continuous"), (logs, "entropy/", "entropy")):
-            for key, value in source.items():
-                if key.startswith(prefix):
-                    entry.setdefault(name, {})[key[len(prefix):]] = value
-        trace.append(entry)
-    return {"records": trace}
 
 
 def run_one(dataset: str, setting: str, model: str, seed: int, steps: int, runs: Path, val_set) -> dict:
