@@ -171,10 +171,12 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
     return record
 
 
-def same_config(a: dict, b: dict) -> bool:
+def same_config(a: dict, b: dict, ignore: Sequence[str] = ()) -> bool:
     """Both through ``TrainConfig.from_dict``, so that keys added to the config since (at their
-    defaults) match."""
-    return json.dumps(TrainConfig.from_dict(a).to_dict()) == json.dumps(TrainConfig.from_dict(b).to_dict())
+    defaults) match; the sections in ``ignore`` are not compared."""
+    a, b = (TrainConfig.from_dict(c).to_dict() for c in (a, b))
+    return json.dumps({k: v for k, v in a.items() if k not in ignore}) == json.dumps(
+        {k: v for k, v in b.items() if k not in ignore})
 
 
 def earlier_baseline(path: Path, dataset: str, model: str, steps: int, seed: int, device: str,
@@ -185,7 +187,9 @@ def earlier_baseline(path: Path, dataset: str, model: str, steps: int, seed: int
     for record in json.loads(path.read_text())["runs"]:
         if (record["model"], record["seed"]) != (model, seed):
             continue
-        if not same_config(record["config"], run_config(dataset, model, steps, seed, device, settings).to_dict()):
+        # a VQ baseline never reads the Gumbel temperature, so a temperature-only setting keeps it
+        if not same_config(record["config"], run_config(dataset, model, steps, seed, device, settings).to_dict(),
+                           ignore=("temperature",)):
             return None
         if any(layer["quantizer"] != "vq" for layer in record["final"]["layers"]):
             return None
