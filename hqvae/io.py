@@ -7,6 +7,7 @@ intact. A write that fails because of the disk (full, I/O error, no permission) 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -67,6 +68,11 @@ def _fsync(path: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """Short sha256 (16 hex digits) of a file's bytes: tells one checkpoint's weights from another's."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:

@@ -6,9 +6,8 @@ describes the files). run.json is read as :class:`hqvae.train.run_info.RunInfo`,
 """
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ from torch import nn
 import hqvae
 from hqvae.data import DataError, ImageDataset, load_dataset, write_wav
 from hqvae.evaluate import evaluate
-from hqvae.io import atomic_write, atomic_write_json
+from hqvae.io import atomic_write, atomic_write_json, file_fingerprint
 from hqvae.models import from_pretrained
 from hqvae.models.pretrained import WEIGHTS_NAME
 from hqvae.train.run_dir import RunDir
@@ -50,6 +49,7 @@ class OpenedRun:
     info: RunInfo
     model: nn.Module
     checkpoint: dict
+    _fingerprint: str | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -80,9 +80,11 @@ class OpenedRun:
         }
 
     def fingerprint(self) -> str:
-        """Short sha256 of the checkpoint's weight file: tells codes of one training run from another's."""
-        digest = hashlib.sha256((Path(self.checkpoint["path"]) / WEIGHTS_NAME).read_bytes()).hexdigest()
-        return digest[:16]
+        """Short sha256 of the checkpoint's weight file: tells codes of one training run from another's
+        (hashed once per opened run)."""
+        if self._fingerprint is None:
+            self._fingerprint = file_fingerprint(Path(self.checkpoint["path"]) / WEIGHTS_NAME)
+        return self._fingerprint
 
 
 def _has_weights(path: Path) -> bool:

@@ -161,20 +161,15 @@ class HQVAE(DiscreteAutoencoder):
         first = codes[0]
         if first.dim() != 3:
             raise ValueError(f"each code tensor must be (B, h, w), got shape {tuple(first.shape)}")
-        batch = first.shape[0]
-        height = first.shape[1] * self.groups[0].factor
-        width = first.shape[2] * self.groups[0].factor
-        for layer, (code, shape) in enumerate(zip(codes, self.code_shapes((height, width)))):
+        batch, shapes = first.shape[0], self.code_shapes_like(codes)
+        for layer, (code, shape) in enumerate(zip(codes, shapes)):
             if tuple(code.shape) != (batch, *shape):
                 raise ValueError(
                     f"codes[{layer}] has shape {tuple(code.shape)}, expected {(batch, *shape)} "
-                    f"for {height}×{width} inputs (the grid implied by codes[0])"
+                    f"for the input size implied by codes[0]"
                 )
-        latents = []
-        for group, start in zip(self.groups, self._first_layer):
-            grid = (batch, height // group.factor, width // group.factor)
-            latents.append(group.embed(codes[start : start + group.depth], grid, fill))
-        return latents
+        return [group.embed(codes[start : start + group.depth], (batch, *shapes[start]), fill)
+                for group, start in zip(self.groups, self._first_layer)]
 
     def decode_latents(self, latents: Sequence[Tensor]) -> Tensor:
         """One quantised latent per resolution group (coarse to fine; a residual group's is the

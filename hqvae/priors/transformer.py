@@ -15,7 +15,6 @@ Weights are saved as ``prior.safetensors`` + ``config.json`` (``save_pretrained`
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from hqvae.io import atomic_write, atomic_write_json
+from hqvae.io import atomic_write, atomic_write_json, file_fingerprint
 from hqvae.priors.layout import CodeLayout
 
 WEIGHTS_NAME = "prior.safetensors"
@@ -296,4 +295,4 @@ def load_prior(directory: str | os.PathLike, device: str | torch.device = "cpu")
 
 def weights_fingerprint(directory: str | os.PathLike) -> str:
     """Short sha256 of a prior checkpoint's weight file."""
-    return hashlib.sha256((Path(directory) / WEIGHTS_NAME).read_bytes()).hexdigest()[:16]
+    return file_fingerprint(Path(directory) / WEIGHTS_NAME)
