@@ -59,6 +59,9 @@ SETTINGS = {
     "data-bounded-lr2e-3": BOUNDED + ["optim.lr=2e-3"],
     "data-bounded-tau-official": BOUNDED + ["temperature.decay=1e-5"],  # uncompressed: τ ends near 0.985
     "data-bounded-tau-half": BOUNDED + ["temperature.min=0.5"],
+    # the ELBO's rate–distortion balance: latent (rate) terms weighted by ρ < 1 (β-VAE style)
+    "data-bounded-rate0.25": BOUNDED + ["model.overrides.rate_weight=0.25"],
+    "data-bounded-rate0.1": BOUNDED + ["model.overrides.rate_weight=0.1"],
 }
 
 

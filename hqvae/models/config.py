@@ -124,11 +124,15 @@ class ModelConfig(BackboneConfig):
     init_std: convolution weights ~ N(0, init_std²), BatchNorm weights ~ N(1, init_std²)
         (the public SQ-VAE code's initialisation); None keeps PyTorch's defaults.
     layers: the latent layers, coarse to fine.
+    rate_weight: stochastic models: weight ρ of the latent (rate) terms, loss = ARELBO + ρ·Σ_l (layer
+        loss). 1 is the ELBO (the default); ρ < 1 is a β-VAE-style reweighting for measuring the
+        ELBO's rate–distortion balance. Must be 1 for VQ-only models.
     train_defaults: training hyperparameters a trainer may pick up (lr, batch_size, ...).
     reference: note naming the public network this configuration reproduces, if any.
     """
 
     layers: list[LayerConfig] = field(default_factory=lambda: [LayerConfig()])
+    rate_weight: float = 1.0
     train_defaults: dict[str, Any] = field(default_factory=dict)
     reference: str = ""
 
@@ -177,6 +181,9 @@ class ModelConfig(BackboneConfig):
                 )
             if layer.codebook_size < 2 or layer.dim < 1:
                 raise ValueError(f"layers[{i}] needs codebook_size ≥ 2 and dim ≥ 1")
+        if not self.rate_weight > 0 or (self.rate_weight != 1.0 and not self.stochastic):
+            raise ValueError(f"rate_weight must be > 0 and applies to stochastic models only (VQ-only: 1), "
+                             f"got {self.rate_weight}")
         if self.layers[0].kind != "injected":
             raise ValueError("the first layer must be kind='injected' (residual layers refine a previous layer)")
         for g, group in enumerate(self.groups):

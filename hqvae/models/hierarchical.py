@@ -5,8 +5,9 @@
 Loss (SPEC §2), with D = C·H·W and every quantizer loss already a batch mean of per-item sums:
 
 * stochastic models (any SQ layer, so mixed VQ/SQ models too):
-      loss = (D/2)·log(mean_batch Σ_pixels (x̂ − x)²) + Σ_layers (layer loss)
-  with no per-layer weights (VQ layers of a mixed model enter unscaled as well);
+      loss = (D/2)·log(mean_batch Σ_pixels (x̂ − x)²) + ρ·Σ_layers (layer loss)
+  with ρ = ``config.rate_weight`` (1: the ELBO) and no per-layer weights (VQ layers of a mixed
+  model enter unscaled as well);
 * deterministic models (VQ layers only): each layer's loss is divided by its number of latent
   elements per item, n_l·d_l, which gives the mean-reduced VQ-VAE-2 / RQ-VAE form
       loss = mean((x̂ − x)²) + Σ_l β·mean‖ẑ_l − sg(e)‖².
@@ -102,7 +103,7 @@ class HQVAE(DiscreteAutoencoder):
         codes: list[Tensor] = []
         for group, first, out in zip(self.groups, self._first_layer, outputs):
             codes += group.split_indices(out.indices)
-            scale = 1.0 if self.stochastic else 1.0 / (out.indices[0, ..., 0].numel() * group.dim)
+            scale = self.config.rate_weight if self.stochastic else 1.0 / (out.indices[0, ..., 0].numel() * group.dim)
             loss = loss + scale * out.loss
             for depth, (losses, stats) in enumerate(out.per_depth()):
                 layer = first + depth
