@@ -40,6 +40,7 @@ import hqvae
 from hqvae.data import load_dataset
 from hqvae.evaluate import evaluate
 from hqvae.io import atomic_write_bytes, atomic_write_json
+from hqvae.models import ModelConfig, model_config
 from hqvae.train.config import TrainConfig, apply_overrides
 from hqvae.train.loop import train
 from hqvae.train.run_dir import RunDir
@@ -135,7 +136,8 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
     record_path = out / "claims-record.json"
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if same_config(record.get("config") or {}, run_config(dataset, model, steps, seed, device, settings).to_dict()):
+        config = run_config(dataset, model, steps, seed, device, settings)
+        if same_config(record.get("config") or {}, config.to_dict()) and builds_the_same_model(out, config):
             print(f"  {dataset} {model} seed {seed}: finished earlier, reusing {record_path}", flush=True)
             return record
     config = run_config(dataset, model, steps, seed, device, settings)
@@ -177,6 +179,14 @@ def same_config(a: dict, b: dict, ignore: Sequence[str] = ()) -> bool:
     a, b = (TrainConfig.from_dict(c).to_dict() for c in (a, b))
     return json.dumps({k: v for k, v in a.items() if k not in ignore}) == json.dumps(
         {k: v for k, v in b.items() if k not in ignore})
+
+
+def builds_the_same_model(run: Path, config: TrainConfig) -> bool:
+    """Whether the run's saved model is the one the registry builds for ``config`` now (a changed
+    registry default, which the training config does not show, retrains the run)."""
+    saved = json.loads((run / "checkpoints" / "last" / "config.json").read_text())["config"]
+    current = model_config(config.model.name, saved["in_channels"], saved["image_size"], **config.model.overrides)
+    return ModelConfig.from_dict(saved).to_dict() == current.to_dict()
 
 
 def earlier_baseline(path: Path, dataset: str, model: str, steps: int, seed: int, device: str,

@@ -62,6 +62,9 @@ SETTINGS = {
     # the ELBO's rate–distortion balance: latent (rate) terms weighted by ρ < 1 (β-VAE style)
     "data-bounded-rate0.25": BOUNDED + ["model.overrides.rate_weight=0.25"],
     "data-bounded-rate0.1": BOUNDED + ["model.overrides.rate_weight=0.1"],
+    "data-bounded-rate0.5": BOUNDED + ["model.overrides.rate_weight=0.5"],
+    "data-bounded-rate0.32": BOUNDED + ["model.overrides.rate_weight=0.32"],
+    "registry": [],  # the registry's defaults as they are (VQ partners: k-means, EMA, β 0.25)
 }
 
 

@@ -33,23 +33,8 @@ def test_golden_file_covers_every_registered_model(stored):
         assert any(key.startswith(f"train_run/{model}/") for key in values)
 
 
-def stack_step_tokens(values: dict[str, torch.Tensor], stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """PQ-VAE's ``encode`` returned one (B, L·G) step-major tensor when the golden file was made and
-    returns L (B, G) tensors since the one model interface (issue 12): stack the recomputed steps
-    into the stored form, so that the values themselves are compared."""
-    values = dict(values)
-    for name in ("pqvae", "global_rvq"):
-        steps = sorted((key for key in values if key.startswith(f"{name}/encode/")), key=lambda k: int(k.rsplit("/", 1)[1]))
-        if f"{name}/encode/1" in stored or len(steps) < 2:
-            continue
-        tokens = torch.stack([values.pop(key) for key in steps], 1)
-        values[f"{name}/encode/0"] = tokens.reshape(tokens.shape[0], -1)
-    return values
-
-
 def test_recomputed_values_are_bit_identical(stored, recomputed):
     values, _ = stored
-    recomputed = stack_step_tokens(recomputed, values)
     assert sorted(recomputed) == sorted(values), (
         f"missing: {sorted(set(values) - set(recomputed))}, new: {sorted(set(recomputed) - set(values))}"
     )

@@ -545,3 +545,48 @@ def test_from_pretrained_reports_missing_and_corrupt_files(tmp_path):
     (tmp_path / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match="config.json"):
         hqvae.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name, shape, expected",
+    [
+        # (C/2) / Σ_l ln K / f_l²: sqvae2 at 1×28×28 has ÷4 and ÷2 layers, K = 512
+        ("sqvae2", (1, 28, 28), 0.5 / (math.log(512) * (1 / 16 + 1 / 4))),
+        ("rsqvae", (1, 28, 28), 0.5 / (4 * math.log(512) / 16)),
+        ("rsqvae", (3, 32, 32), 1.5 / (4 * math.log(512) / 16)),
+        ("sqvae", (1, 28, 28), 1.0),  # 0.5 / (ln 512 / 16) = 1.28, capped at the ELBO's 1
+        ("sqvae2", (3, 32, 32), 1.0),
+        ("vqvae2", (1, 28, 28), 1.0),  # VQ-only models have no rate weight to balance
+    ],
+)
+def test_registry_rate_weight_balances_latent_nats_against_half_the_data_dimension(name, shape, expected):
+    config = model_config(name, shape[0], shape[1:])
+    assert config.rate_weight == pytest.approx(min(1.0, expected), abs=5e-5)
+    # a property of the channels, factors and codebooks, not of the image size (rsqvae: ÷4 up to 128)
+    assert model_config("rsqvae", 1, 112).rate_weight == model_config("rsqvae", 1, 28).rate_weight
+
+
+def test_rate_weight_scales_every_latent_term_and_nothing_else():
+    x = batch(channels=1)
+    outputs = {}
+    for weight in (1.0, 0.25):
+        torch.manual_seed(0)
+        model = tiny("sqvae2", in_channels=1, rate_weight=weight)
+        model.set_temperature(0.5)
+        torch.manual_seed(1)
+        outputs[weight] = model(x)
+    full, weighted = outputs[1.0], outputs[0.25]
+    torch.testing.assert_close(weighted.terms["recon"], full.terms["recon"])
+    latent = [key for key in full.terms if key not in ("recon", "mse")]
+    assert latent and all(key.split("/")[0] in ("discrete", "continuous") for key in latent)
+    for key in latent:
+        torch.testing.assert_close(weighted.terms[key], 0.25 * full.terms[key])
+    torch.testing.assert_close(weighted.loss, full.terms["recon"] + 0.25 * sum(full.terms[key] for key in latent))
+
+
+def test_rate_weight_is_rejected_for_vq_only_models_and_must_be_positive():
+    with pytest.raises(ValueError, match="stochastic models only"):
+        model_config("vqvae2", 1, 28, rate_weight=0.5)
+    with pytest.raises(ValueError, match="rate_weight must be > 0"):
+        model_config("sqvae2", 1, 28, rate_weight=0.0)
+    assert model_config("sqvae2", 1, 28, rate_weight=1.0).rate_weight == 1.0  # the ELBO on request

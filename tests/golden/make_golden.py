@@ -1,4 +1,6 @@
-"""Golden values of every registered model, pinned before the issue-12 refactor.
+"""Golden values of every registered model, pinned before the issue-12 refactor (and rewritten once
+since, for the one intended change: the registry's rate weight of ``rsqvae``, issue 11 — only the
+``rsqvae/...`` values changed).
 
     OMP_NUM_THREADS=1 .venv/bin/python tests/golden/make_golden.py      # rewrites tests/fixtures/golden.safetensors + golden.json
 
@@ -12,8 +14,7 @@ PQ-VAE: L = 3, G = 2, K = 8, d_c = 4) built under a fixed seed, and one fixed in
                        training forward also runs the data / k-means initialisation of codebooks)
     <name>/eval/...    then model.eval() without gradients: loss, terms, logs, codes, x̂
     <name>/encode/..., <name>/decode, <name>/decode_upto1
-                       model.encode(x), one tensor per layer (the stored file holds PQ-VAE's
-                       tokens as one (B, L·G) tensor, the format before issue 12),
+                       model.encode(x), one tensor per layer (PQ-VAE: per step),
                        decode of those codes, and decode from the first layer / step only
     train_run/<model>/<tensor>
                        every tensor of checkpoints/last/model.safetensors after 5 steps of
