@@ -12,7 +12,6 @@ it, rejecting unknown keys. The token layout, for an input of ``image_size`` (H,
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,18 +114,9 @@ class PQConfig(BackboneConfig):
         return self.latent_size // self.groups
 
     @property
-    def max_downsample(self) -> int:
-        return self.downsample
-
-    @property
     def layers(self) -> list[TokenStep]:
         """One entry per quantisation step (a step's codes are (B, G) indices < K)."""
         return [TokenStep(step, self.codebook_size, self.quantizer) for step in range(self.depth)]
-
-    def bits(self, upto: int | None = None) -> float:
-        """Nominal rate of the first ``upto`` steps (default all): upto·G·log2 K bits per item."""
-        steps = self.depth if upto is None else upto
-        return steps * self.groups * math.log2(self.codebook_size)
 
     # ------------------------------------------------------------------ checks
 

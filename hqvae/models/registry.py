@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from torch import nn
 
+from .checks import as_pair
 from .config import QUANTIZER_OPTIONS, LayerConfig, ModelConfig
 from .hierarchical import HQVAE
 
@@ -113,7 +114,7 @@ def model_config(name: str, in_channels: int = 3, image_size: int | Sequence[int
     unknown = sorted(set(overrides) - set(entry.valid_keys))
     if unknown:
         raise ValueError(f"unknown override(s) {unknown} for model {name!r}; valid keys: {entry.valid_keys}")
-    config = entry.build(in_channels, _as_size(image_size), **overrides)
+    config = entry.build(in_channels, as_pair(image_size), **overrides)
     config.validate()
     return config
 
@@ -129,14 +130,6 @@ def create_model(name: str, in_channels: int = 3, image_size: int | Sequence[int
 
 
 # ----------------------------------------------------------------------------- defaults
-
-
-def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        return image_size, image_size
-    if len(image_size) != 2:
-        raise ValueError(f"image_size must be an int or an (H, W) pair, got {image_size!r}")
-    return int(image_size[0]), int(image_size[1])
 
 
 def default_hidden(size: tuple[int, int]) -> int:

@@ -59,11 +59,6 @@ class ResidualQuantizer(nn.Module):
     def depth(self) -> int:
         return len(self.layers)
 
-    @property
-    def codebook(self) -> Tensor:
-        """(K, d) codebook of the first layer (every layer's when shared)."""
-        return self.layers[0].codebook
-
     def set_temperature(self, temperature: float) -> None:
         for layer in self.layers:
             layer.set_temperature(temperature)
