@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import hqvae
+from hqvae.codes_file import save_codes
 from hqvae.data import DataError, ImageDataset, load_dataset, write_wav
 from hqvae.evaluate import evaluate
 from hqvae.io import atomic_write, atomic_write_json, file_fingerprint
@@ -149,6 +150,48 @@ def load_run_data(info: RunInfo, split: str, root: str | None = None, limit: int
     if limit is not None and limit < len(dataset):
         dataset = dataset.subset(torch.arange(limit), split, f"{dataset.description}; first {limit} items only")
     return dataset
+
+
+@torch.no_grad()
+def encode_items(model, dataset, batch_size: int) -> list[torch.Tensor]:
+    """Codes of every item of ``dataset``, one (N, *positions) long tensor per layer (CPU)."""
+    device = next(model.parameters()).device
+    pieces = [model.encode(x.to(device)) for x, _ in dataset.batches(batch_size)]
+    return [torch.cat([piece[layer].cpu() for piece in pieces]) for layer in range(len(pieces[0]))]
+
+
+def codes_metadata(opened: OpenedRun, layers: list[torch.Tensor], split: str, dataset: str, items: int,
+                   image_size, log_mel: dict | None) -> dict:
+    """The metadata of a codes file (``hqvae.codes_file``) of ``layers`` made by ``opened``'s model from
+    ``items`` items of ``dataset`` (a description), ``log_mel`` the spectrogram parameters or None."""
+    model = opened.model
+    return {
+        "model_type": model.config.name,
+        "num_layers": len(layers),
+        "code_shapes": [list(code.shape[1:]) for code in layers],
+        "codebook_sizes": model.codebook_sizes,
+        "in_channels": model.config.in_channels,
+        "image_size": list(image_size),
+        "items": items,
+        "split": split,
+        "dataset": dataset,
+        "run": {"path": str(opened.run_dir.root), "name": opened.name},
+        "checkpoint": {"which": opened.checkpoint["which"], "step": opened.checkpoint["step"]},
+        "model_fingerprint": opened.fingerprint(),
+        "log_mel": log_mel,
+    }
+
+
+def encode_to_file(opened: OpenedRun, dataset, split: str, path: str | os.PathLike,
+                   batch_size: int) -> tuple[list[torch.Tensor], torch.Tensor | None, dict, Path]:
+    """Encode every item of ``dataset`` (``split`` of the run's data) with ``opened``'s model and write
+    them to the codes file ``path``: (codes per layer, labels or None when unlabelled, metadata, path)."""
+    layers = encode_items(opened.model, dataset, batch_size)
+    labels = dataset.labels if bool((dataset.labels >= 0).any()) else None
+    log_mel = dataset.meta.get("log_mel")
+    metadata = codes_metadata(opened, layers, split, dataset.description, len(dataset), dataset.image_size,
+                              log_mel.config() if log_mel is not None else None)
+    return layers, labels, metadata, save_codes(path, layers, labels, metadata)
 
 
 def _audio_files(dataset, x: torch.Tensor, x_hat: torch.Tensor, folder: Path, count: int) -> list[Path]:

@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from hqvae.codes_file import load_codes
     from hqvae.io import atomic_write_bytes
     from hqvae.priors.coding import coding_copy, encode_tokens, pack
-    from hqvae.priors.folder import check_codes_origin, encode_items, open_prior
+    from hqvae.priors.folder import check_codes_origin, open_prior
+    from hqvae.runs import encode_items
     from hqvae.data import ImageDataset
 
     out = Path(args.out)

@@ -15,8 +15,6 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE.hqz", help="file written by hqvae compress")
@@ -60,9 +58,7 @@ def run(args: argparse.Namespace) -> int:
     save_codes(out / "codes.safetensors", layers, None, metadata)
     what = "codes.safetensors"
     if needs_model:
-        device = next(tokenizer.model.parameters()).device
-        x_hat = torch.cat([decode_layers(tokenizer.model, [code[i:i + args.batch_size].to(device) for code in layers]).cpu()
-                           for i in range(0, tokens.shape[0], args.batch_size)])
+        x_hat = decode_layers(tokenizer.model, layers, args.batch_size)
         write_items(x_hat, out, info.get("log_mel"))
         what += ", PNG files" + (" and WAV files" if info.get("log_mel") else "") + " and grid.png"
     print(f"decompressed {tokens.shape[0]} items from {args.file} ({tokens.numel() / seconds:.0f} tokens/s) into {what} "

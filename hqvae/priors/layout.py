@@ -125,6 +125,9 @@ def model_layout(model: nn.Module, image_size: Sequence[int] | None = None) -> C
 
 
 @torch.no_grad()
-def decode_layers(model: nn.Module, layers: Sequence[Tensor]) -> Tensor:
-    """One (B, *positions_l) tensor per layer -> x̂ (B, C, H, W) clamped to [0, 1]."""
-    return model.decode([code.long() for code in layers]).clamp(0, 1)
+def decode_layers(model: nn.Module, layers: Sequence[Tensor], batch_size: int = 256, upto: int | None = None) -> Tensor:
+    """One (N, *positions_l) tensor per layer -> x̂ (N, C, H, W) clamped to [0, 1], on the CPU, decoded
+    ``batch_size`` items at a time from the first ``upto`` layers (default all)."""
+    device = next(model.parameters()).device
+    return torch.cat([model.decode([code[i:i + batch_size].to(device).long() for code in layers], upto=upto)
+                      .clamp(0, 1).cpu() for i in range(0, layers[0].shape[0], batch_size)])
