@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from hqvae.models import evaluating
 from hqvae.priors.config import PriorTrainConfig
 from hqvae.priors.folder import KIND, cached_codes
 from hqvae.priors.layout import CodeLayout
@@ -35,36 +36,23 @@ from hqvae.runs import open_run
 from hqvae.train import checkpoint, rng
 from hqvae.train.loop import (NonFiniteLoss, Window, check_batch_size, finish, kept_checkpoint, open_outputs,
                               prepare_run_folder, restore_random_streams, save_last, setup_processes, teardown)
+from hqvae.train.optim import adam
 from hqvae.train.run_dir import TRAIN_STATE_FILE, RunDir
 from hqvae.train.run_info import RunInfo
 from hqvae.train.sampler import StepSampler
 from hqvae.train.schedules import learning_rate
 
 
-def build_optimizer(prior: torch.nn.Module, config: PriorTrainConfig) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices (≥ 2 dims) only."""
-    decay = [p for p in prior.parameters() if p.dim() >= 2]
-    rest = [p for p in prior.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.optim.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    try:
-        return torch.optim.AdamW(groups, lr=config.optim.lr, betas=tuple(config.optim.betas), fused=True)
-    except RuntimeError:
-        return torch.optim.AdamW(groups, lr=config.optim.lr, betas=tuple(config.optim.betas), foreach=True)
-
-
-@torch.no_grad()
 def mean_bits(prior: PriorBase, tokens: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
               device: torch.device, autocast=contextlib.nullcontext) -> torch.Tensor:
     """Mean −log2 p per layer over the items of ``tokens`` (N, T): (L,) float64 (eval mode)."""
-    was_training = prior.training
-    prior.eval()
     total = torch.zeros(prior.layout.num_layers, dtype=torch.float64)
-    for start in range(0, tokens.shape[0], batch_size):
-        batch = tokens[start:start + batch_size].to(device)
-        batch_labels = None if labels is None else labels[start:start + batch_size].to(device)
-        with autocast():
-            total += prior.nll_bits(batch, batch_labels).double().sum(0).cpu()
-    prior.train(was_training)
+    with evaluating(prior):
+        for start in range(0, tokens.shape[0], batch_size):
+            batch = tokens[start:start + batch_size].to(device)
+            batch_labels = None if labels is None else labels[start:start + batch_size].to(device)
+            with autocast():
+                total += prior.nll_bits(batch, batch_labels).double().sum(0).cpu()
     return total / max(tokens.shape[0], 1)
 
 
@@ -123,7 +111,7 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
         prior.train()
         rank_batch = check_batch_size(config.train.batch_size, procs.world_size)
         sampler = StepSampler(tokens.shape[0], rank_batch, config.train.seed, procs.rank, procs.world_size)
-        optimizer = build_optimizer(prior, config)
+        optimizer = adam(prior, torch.optim.AdamW, config.optim.lr, config.optim.betas, config.optim.weight_decay)
         total_steps = config.train.steps
         start_step, best, wall_before = 0, None, 0.0
         if resume:

@@ -72,13 +72,13 @@ class PriorConfig:
 
 
 class KVCache:
-    """Keys and values of every block for incremental decoding: (B, H, T, d_head) each, filled
-    up to ``length`` positions."""
+    """Keys and values of each of ``blocks`` blocks for incremental decoding: (B, H, T, d_head) each,
+    filled up to ``length`` positions; dtype and device those of ``like``."""
 
-    def __init__(self, n_layer: int, batch: int, heads: int, length: int, head_dim: int, dtype, device):
-        shape = (batch, heads, length, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+    def __init__(self, config: PriorConfig, blocks: int, batch: int, length: int, like: Tensor):
+        shape = (batch, config.n_head, length, config.d_model // config.n_head)
+        self.keys = [like.new_zeros(shape) for _ in range(blocks)]
+        self.values = [like.new_zeros(shape) for _ in range(blocks)]
         self.length = 0
 
 
@@ -240,9 +240,7 @@ class CodePrior(PriorBase):
     # ------------------------------------------------------------------ incremental decoding
 
     def new_cache(self, batch: int) -> KVCache:
-        parameter = self.token_embedding.weight
-        return KVCache(self.config.n_layer, batch, self.config.n_head, self.layout.length,
-                       self.config.d_model // self.config.n_head, parameter.dtype, parameter.device)
+        return KVCache(self.config, self.config.n_layer, batch, self.layout.length, self.token_embedding.weight)
 
     def step(self, previous: Tensor | None, labels: Tensor, cache: KVCache) -> Tensor:
         """Logits (B, K_l) of token t = cache.length given token t−1 (``previous`` (B,) long; None
