@@ -201,23 +201,9 @@ def check_quantizer_options(
         )
 
 
-def _injected(quantizer: str, downsample: int) -> LayerConfig:
-    return LayerConfig(kind="injected", quantizer=quantizer, downsample=downsample, **_start(quantizer))
-
-
-def _residual(quantizer: str) -> LayerConfig:
-    return LayerConfig(kind="residual", quantizer=quantizer, downsample=None, **_start(quantizer))
-
-
-def _start(quantizer: str) -> dict[str, Any]:
-    """How a registry layer starts: VQ layers from k-means (``LayerConfig``'s default), SQ layers
-    with ``SQ_START``."""
-    return dict(SQ_START) if quantizer == "sq" else {}
-
-
-def _single(name, quantizer, in_channels, size, downsample, overrides) -> ModelConfig:
-    layers = [_injected(quantizer, downsample or default_factor(size))]
-    return _configure(name, in_channels, size, layers, overrides)
+def _layer(kind: str, quantizer: str, downsample: int | None = None) -> LayerConfig:
+    """A registry layer: VQ layers start from k-means (``LayerConfig``'s default), SQ layers with ``SQ_START``."""
+    return LayerConfig(kind=kind, quantizer=quantizer, downsample=downsample, **(SQ_START if quantizer == "sq" else {}))
 
 
 def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides) -> ModelConfig:
@@ -225,7 +211,7 @@ def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides) 
         raise ValueError(f"depth (layers per resolution) must be ≥ 1, got {depth}")
     layers = []
     for factor in downsamples or default_pyramid(size):
-        layers += [_injected(quantizer, factor)] + [_residual(quantizer) for _ in range(depth - 1)]
+        layers += [_layer("injected", quantizer, factor)] + [_layer("residual", quantizer) for _ in range(depth - 1)]
     return _configure(name, in_channels, size, layers, overrides)
 
 
@@ -254,7 +240,8 @@ def _pair(vq_name: str, sq_name: str, what: str, entry: Callable[[str, str], Cal
 
 def _single_entry(name: str, quantizer: str) -> Callable:
     def build(in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, **overrides):
-        config = _single(name, quantizer, in_channels, image_size, downsample, overrides)
+        config = _pyramid(name, quantizer, in_channels, image_size, [downsample or default_factor(image_size)], 1,
+                          overrides)
         if quantizer == "sq" and "reference" not in overrides and _is_sqvae_reference(config):
             config.reference = SQVAE_REFERENCE  # sqvae at the 3×32×32 defaults: the public CIFAR-10 network
         return config
