@@ -38,12 +38,11 @@ def run(args: argparse.Namespace) -> int:
     from hqvae.priors.folder import open_prior
     from hqvae.priors.images import write_items
     from hqvae.priors.layout import decode_layers
-    from hqvae.priors.sampling import check_sampling, sample
+    from hqvae.priors.sampling import sample
     from hqvae.runs import codes_metadata
 
     if args.num < 1:
         raise ValueError(f"--num must be ≥ 1, got {args.num}")
-    check_sampling(args.temperature, args.top_k, args.top_p)
     opened = open_prior(args.prior, args.checkpoint, args.device)
     prior = opened.prior
     labels = None

@@ -131,7 +131,8 @@ def _decode_all(plan: FolderPlan, groups: set[str], read: Callable[[str], bytes]
 def _decode_folder(root: Path, split: str, options: dict, use_cache: bool) -> dict:
     plan = plan_folder(_folder_files(root), str(root))
     groups = plan.needed_groups(split)
-    listing = [(path, *_stat(root / path)) for path, group in zip(plan.paths, plan.groups) if group in groups]
+    stats = [(path, (root / path).stat()) for path, group in zip(plan.paths, plan.groups) if group in groups]
+    listing = [(path, stat.st_size, stat.st_mtime_ns) for path, stat in stats]
     key = {"source": str(root.resolve()), "listing": listing, **options}
     return _cached(key, use_cache, lambda: _decode_all(plan, groups, lambda path: (root / path).read_bytes(),
                                                        root, **options))
@@ -156,11 +157,6 @@ def _decode_archive(archive: Path, split: str, options: dict, use_cache: bool) -
         return _decode_all(plan, plan.needed_groups(split), contents.__getitem__, archive, **options)
 
     return _cached(key, use_cache, decode)
-
-
-def _stat(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
 
 
 def _cached(key: dict, use_cache: bool, decode: Callable[[], dict]) -> dict:

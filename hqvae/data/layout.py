@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from hqvae.data.errors import DataError
-from hqvae.data.splits import SPLITS, check_split, split_by_tail
+from hqvae.data.splits import SPLITS, split_by_tail
 
 WHOLE = "all"  # the group name of a folder without split folders
 
@@ -43,8 +43,7 @@ class FolderPlan:
         return WHOLE not in self.groups
 
     def needed_groups(self, split: str) -> set[str]:
-        """The groups whose files must be read to build ``split``."""
-        check_split(split)
+        """The groups whose files must be read to build ``split`` (checked by the caller)."""
         if not self.presplit:
             return {WHOLE}
         needed = "test" if split == "test" else "train"
@@ -87,8 +86,8 @@ def plan_folder(paths, source: str) -> FolderPlan:
 
 def select_split(split: str, labels: torch.Tensor, groups: list[str], val_fraction: float,
                  test_fraction: float) -> torch.Tensor:
-    """Indices (sorted int64) of ``split`` among loaded items with the given labels and groups."""
-    check_split(split)
+    """Indices (sorted int64) of ``split`` (checked by the caller) among loaded items with the given
+    labels and groups."""
     in_group = {name: torch.tensor([g == name for g in groups], dtype=torch.bool) for name in set(groups)}
     if WHOLE in in_group:
         return split_by_tail(labels, val_fraction, test_fraction)[split]

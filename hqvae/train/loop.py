@@ -255,7 +255,9 @@ def setup(config: TrainConfig, run: RunDir, procs: Processes, from_checkpoint: b
                  rank_batch, model, model, build_optimizer(model, config.optim))
     if from_checkpoint:
         state = t.resume_state = checkpoint.load_train_state(run)
-        check_resume_step(run, state["step"], config.train.steps)
+        if state["step"] > config.train.steps:
+            raise ValueError(f"{run.train_state_file} is at step {state['step']}, beyond train.steps="
+                             f"{config.train.steps}; resume with train.steps={state['step']} or more")
         checkpoint.restore_optimizer(run, t.optimizer, state)
         match_parameter_layouts(t.optimizer)
         t.start_step, t.best, t.wall_before = state["step"], state["best"], state["wall_time_s"]
@@ -360,7 +362,7 @@ def prepare_run_folder(run: RunDir, procs: Processes, resume: bool, force: bool)
     if not resume:
         return None, False
     previous = run.read_info()
-    from_checkpoint = checkpoint.has_checkpoint(run)
+    from_checkpoint = run.checkpoint("last").exists()
     if not from_checkpoint and procs.master:
         print(f"note: {run.root} has no checkpoint yet (it stopped before its first one): starting it over "
               f"from step 0 with the same config", file=sys.stderr)
@@ -372,12 +374,6 @@ def check_batch_size(batch_size: int, world_size: int) -> int:
     if batch_size % world_size:
         raise ValueError(f"train.batch_size={batch_size} is not divisible by the {world_size} processes")
     return batch_size // world_size
-
-
-def check_resume_step(run: RunDir, step: int, total_steps: int) -> None:
-    if step > total_steps:
-        raise ValueError(f"{run.train_state_file} is at step {step}, beyond train.steps={total_steps}; "
-                         f"resume with train.steps={step} or more")
 
 
 def check_run_folder(run: RunDir, resume: bool, force: bool) -> None:
