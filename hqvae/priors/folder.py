@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from hqvae.codes_file import load_codes
+from hqvae.data.splits import evenly_spaced_indices
 from hqvae.priors.transformer import PriorBase, load_prior, weights_fingerprint
 from hqvae.runs import OpenedRun, encode_to_file, load_run_data, open_run
 from hqvae.train.run_dir import RunDir
@@ -75,13 +76,6 @@ def open_prior(path: str | os.PathLike, which: str = "best", device: str | torch
         which = "last" if which == "best" else "best"
     checkpoint = folder.checkpoint(which)
     return OpenedPrior(folder, info.to_dict(), load_prior(checkpoint, device), which, weights_fingerprint(checkpoint))
-
-
-def evenly_spaced_indices(total: int, count: int | None) -> torch.Tensor:
-    """Indices ⌊i·N/count⌋ of ``count`` items among N (all when count is None or ≥ N)."""
-    if count is None or count >= total:
-        return torch.arange(total)
-    return torch.arange(count) * total // count
 
 
 def cached_codes(folder: RunDir, opened: OpenedRun, split: str, count: int | None, batch_size: int,

@@ -84,11 +84,7 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
                    if data.val_items != 0 and config.train.val_every else None)
             return train, val
 
-        if procs.master:  # first, so that the other ranks read the cache
-            train_codes, val_codes = codes()
-        procs.barrier()
-        if not procs.master:
-            train_codes, val_codes = codes()
+        train_codes, val_codes = procs.master_first(codes)
         layers, labels, train_meta = train_codes
         layout = CodeLayout.from_codes(opened.model, layers)
         tokens = layout.flatten(layers)

@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 import hqvae
 from hqvae import faults
 from hqvae.data import DataError, load_dataset
+from hqvae.data.splits import evenly_spaced_indices
 from hqvae.io import WriteFailed
 from hqvae.distributed import all_reduce
 from hqvae.models import create_model
@@ -71,6 +72,13 @@ class Processes:
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
+
+    def master_first(self, load):
+        """``load()`` on rank 0, then on the other ranks, which find what rank 0 cached."""
+        if self.master:
+            loaded = load()
+        self.barrier()
+        return loaded if self.master else load()
 
 
 def setup_processes(device: str) -> Processes:
@@ -229,11 +237,7 @@ def setup(config: TrainConfig, run: RunDir, procs: Processes, from_checkpoint: b
     """Seed, data, model and optimiser; from checkpoints/last: weights, optimiser state, step and
     best. ``config`` gets the model's training defaults and ``train.steps``."""
     device = procs.device
-    if procs.master:  # first, so that the other ranks find the data set decoded in the cache
-        train_set, val_set = load_data(config)
-    procs.barrier()
-    if not procs.master:
-        train_set, val_set = load_data(config)
+    train_set, val_set = procs.master_first(lambda: load_data(config))  # the data set decoded once, in the cache
     rng.seed_all(config.train.seed + procs.rank)  # DDP copies rank 0's initial weights to the others
     if from_checkpoint:
         model = checkpoint.load_model(run, device)
@@ -412,12 +416,11 @@ def load_data(config: TrainConfig):
 
 
 def evenly_spaced(dataset, count: int, setting: str):
-    """The ``count`` items at indices ⌊i·N/count⌋ (all when count ≥ N), described as such."""
-    n = len(dataset)
-    if count >= n:
+    """The ``count`` items at :func:`hqvae.data.splits.evenly_spaced_indices` (all when count ≥ N), described as such."""
+    if count >= len(dataset):
         return dataset
-    indices = torch.arange(count) * n // count
-    return dataset.subset(indices, dataset.split, f"{dataset.description}; {count} of them, evenly spaced ({setting})")
+    return dataset.subset(evenly_spaced_indices(len(dataset), count), dataset.split,
+                          f"{dataset.description}; {count} of them, evenly spaced ({setting})")
 
 
 def check_finite(rows: torch.Tensor, columns: list[str], first_step: int, parameters_finite: bool) -> None:
