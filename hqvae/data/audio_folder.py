@@ -28,7 +28,7 @@ import torch
 from hqvae.data.audio import LogMel, read_wav
 from hqvae.data.dataset import ImageDataset
 from hqvae.data.errors import CorruptFileError, DataError
-from hqvae.data.layout import WHOLE, describe_split, is_visible, plan_folder, select_split
+from hqvae.data.layout import is_visible, plan_folder, select_split
 from hqvae.data.paths import data_root
 from hqvae.data.splits import check_split
 
@@ -91,8 +91,7 @@ def load_audio_folder(root, split: str = "train", *, val_fraction: float = 0.1, 
     chosen = [chosen[k] for k in kept]
     labels = torch.tensor([plan.labels[i] for i in chosen], dtype=torch.int64)
     item_groups = [plan.groups[i] for i in chosen]
-    indices = select_split(split, labels, item_groups, val_fraction, test_fraction)
-    rule = describe_split(split, WHOLE not in item_groups, "val" in item_groups, val_fraction, test_fraction)
+    indices, rule = select_split(split, labels, item_groups, val_fraction, test_fraction)
     description = (f"Audio folder as log-mel spectrograms, {split} split ({rule}), {len(indices)} clips, "
                    f"from {root}" + (f", {len(skipped)} unreadable files skipped" if skipped else ""))
     return ImageDataset(images[indices], labels[indices], name=name, split=split, description=description,

@@ -36,7 +36,7 @@ from hqvae.data.archive import is_archive, iter_members
 from hqvae.data.cache import cache_path, load_cached, save_cached
 from hqvae.data.dataset import ImageDataset
 from hqvae.data.errors import CorruptFileError, DataError
-from hqvae.data.layout import WHOLE, FolderPlan, describe_split, is_visible, plan_folder, select_split
+from hqvae.data.layout import FolderPlan, is_visible, plan_folder, select_split
 from hqvae.data.splits import SPLITS, check_split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -199,8 +199,7 @@ def load_image_folder(root, split: str = "train", *, size=None, center_crop: boo
     if data["skipped"]:
         warnings.warn(f"{root}: skipped {len(data['skipped'])} unreadable image files, e.g. {data['skipped'][0]}",
                       stacklevel=2)
-    indices = select_split(split, data["labels"], data["groups"], val_fraction, test_fraction)
-    rule = describe_split(split, WHOLE not in data["groups"], "val" in data["groups"], val_fraction, test_fraction)
+    indices, rule = select_split(split, data["labels"], data["groups"], val_fraction, test_fraction)
     skipped = f", {len(data['skipped'])} unreadable files skipped" if data["skipped"] else ""
     description = f"{title or 'Image folder'}, {split} split ({rule}), {len(indices)} images, from {root}{skipped}"
     paths = data["paths"]
