@@ -22,7 +22,8 @@ import torch
 
 from hqvae.codes_file import load_codes
 from hqvae.data.splits import evenly_spaced_indices
-from hqvae.priors.transformer import PriorBase, load_prior, weights_fingerprint
+from hqvae.io import file_fingerprint
+from hqvae.priors.transformer import WEIGHTS_NAME, PriorBase, load_prior
 from hqvae.runs import OpenedRun, encode_to_file, load_run_data, open_run
 from hqvae.train.run_dir import RunDir
 
@@ -72,10 +73,11 @@ def open_prior(path: str | os.PathLike, which: str = "best", device: str | torch
     if info.kind != KIND:
         raise ValueError(f"{folder.root} holds a tokenizer run, not a prior; pass a folder written by "
                          f"`hqvae prior train --run {folder.root} --out <prior folder>`")
-    if not (folder.checkpoint(which) / "prior.safetensors").is_file():
+    if not (folder.checkpoint(which) / WEIGHTS_NAME).is_file():
         which = "last" if which == "best" else "best"
     checkpoint = folder.checkpoint(which)
-    return OpenedPrior(folder, info.to_dict(), load_prior(checkpoint, device), which, weights_fingerprint(checkpoint))
+    return OpenedPrior(folder, info.to_dict(), load_prior(checkpoint, device), which,
+                       file_fingerprint(checkpoint / WEIGHTS_NAME))
 
 
 def cached_codes(folder: RunDir, opened: OpenedRun, split: str, count: int | None, batch_size: int,

@@ -58,15 +58,6 @@ class CodeLayout:
         """T, the tokens per item."""
         return sum(self.lengths)
 
-    @property
-    def starts(self) -> list[int]:
-        """Index of the first token of every layer in the sequence."""
-        starts, total = [], 0
-        for n in self.lengths:
-            starts.append(total)
-            total += n
-        return starts
-
     def layer_of(self) -> Tensor:
         """(T,) long: the layer of every token."""
         return torch.cat([torch.full((n,), layer, dtype=torch.long) for layer, n in enumerate(self.lengths)])
@@ -116,12 +107,6 @@ class CodeLayout:
 
 
 # ---------------------------------------------------------------------- the tokenizer side
-
-
-def model_layout(model: nn.Module, image_size: Sequence[int] | None = None) -> CodeLayout:
-    """The layout of ``model``'s codes for inputs of ``image_size`` (a PQ-VAE: its fixed size)."""
-    shapes = model.code_shapes(tuple(image_size)) if image_size is not None else model.code_shapes()
-    return CodeLayout.of(shapes, model.codebook_sizes)
 
 
 @torch.no_grad()

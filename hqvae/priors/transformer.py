@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from hqvae.io import atomic_write, atomic_write_json, file_fingerprint
+from hqvae.io import atomic_write, atomic_write_json
 from hqvae.priors.layout import CodeLayout
 
 WEIGHTS_NAME = "prior.safetensors"
@@ -290,7 +290,3 @@ def load_prior(directory: str | os.PathLike, device: str | torch.device = "cpu")
                          f"{unexpected[:5]}); the prior folder is damaged, train it again")
     return prior.to(device).eval()
 
-
-def weights_fingerprint(directory: str | os.PathLike) -> str:
-    """Short sha256 of a prior checkpoint's weight file."""
-    return file_fingerprint(Path(directory) / WEIGHTS_NAME)
