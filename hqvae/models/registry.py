@@ -36,6 +36,8 @@ from torch import nn
 from .checks import as_pair
 from .config import QUANTIZER_OPTIONS, LayerConfig, ModelConfig
 from .hierarchical import HQVAE
+from .pq_config import QUANTIZER_OPTIONS as PQ_QUANTIZER_OPTIONS, PQConfig
+from .pqvae import PQVAE
 
 SQVAE_REFERENCE = (
     "SQ-VAE CIFAR-10 network of the public SQ-VAE code (sony/sqvae, vision/networks/net_32.py, "
@@ -281,3 +283,44 @@ def hqvae(
 ) -> ModelConfig:
     """HQ-VAE: injected layers at ``downsamples``, each followed by ``depth − 1`` residual layers."""
     return _pyramid("hqvae", quantizer, in_channels, image_size, downsamples, depth, overrides)
+
+
+# ----------------------------------------------------------------------------- PQ-VAE
+# ``pqvae`` and its "global residual VQ" control ``global_rvq`` accept every ``PQConfig`` field except
+# name / in_channels / image_size as an override (``hqvae.create_model("pqvae", 1, 28, depth=8, groups=2,
+# lambda_h=0.5)``), except the options only the other quantizer kind reads (``pq_config.QUANTIZER_OPTIONS``:
+# ``beta`` on SQ steps, ``logit_scale``, ``gamma``, ``entropy_sign`` on VQ steps). Hidden width and
+# downsampling follow the size defaults above, so that PQ-VAE and RSQ-VAE share the backbone at a given size.
+#
+#     pqvae       SQ steps, factorised cosine codes (d_c = 16, κ₀ = 10), L = 16, G = 1, K = 256,
+#                 c = 16, λ_h = 0.05, γ = 1, λ_pre = 1, entropy sign "pq", SSE reconstruction
+#     global_rvq  the same network with VQ steps (straight-through, commitment 0.25), no entropy
+#                 terms (λ_h = 0) and no prefix loss (λ_pre = 0)
+
+PQ_KEYS = tuple(f.name for f in fields(PQConfig) if f.name not in ("name", "in_channels", "image_size"))
+
+
+def _pq_configure(name: str, in_channels: int, size: tuple[int, int], base: dict[str, Any],
+                  overrides: dict[str, Any]) -> PQConfig:
+    """Size defaults, then the entry's settings, then the user's overrides (an option only the other
+    quantizer kind reads raises a ValueError)."""
+    config = PQConfig(name=name, in_channels=in_channels, image_size=size, hidden=default_hidden(size),
+                      downsample=default_factor(size))
+    config = replace(config, **{**base, **overrides})
+    check_quantizer_options(name, overrides, {config.quantizer}, PQ_QUANTIZER_OPTIONS)
+    if "train_defaults" not in overrides:
+        config.train_defaults = train_defaults(config.stochastic)
+    return config
+
+
+@register_model("pqvae", model_class=PQVAE, option_keys=PQ_KEYS)
+def pqvae(in_channels: int, image_size: tuple[int, int], **overrides) -> PQConfig:
+    """PQ-VAE (SPEC §4): L stochastic residual steps on the global latent vector."""
+    return _pq_configure("pqvae", in_channels, image_size, {}, overrides)
+
+
+@register_model("global_rvq", model_class=PQVAE, option_keys=PQ_KEYS)
+def global_rvq(in_channels: int, image_size: tuple[int, int], **overrides) -> PQConfig:
+    """Global residual VQ: PQ-VAE's network with VQ steps, no entropy terms and no prefix loss."""
+    base = {"quantizer": "vq", "lambda_h": 0.0, "lambda_prefix": 0.0}
+    return _pq_configure("global_rvq", in_channels, image_size, base, overrides)
