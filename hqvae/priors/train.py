@@ -1,20 +1,10 @@
-"""The training loop of ``hqvae prior train``, top to bottom, with the conventions of
-``hqvae.train.loop``:
+"""The training loop of ``hqvae prior train``, top to bottom: processes, folder, logging rhythm,
+non-finite stop, checkpoints and bit-exact resume as in ``hqvae.train.loop``; what differs:
 
-    processes   torchrun's RANK / WORLD_SIZE -> process group (nccl / gloo), device, bf16 autocast (CUDA)
-    folder      refuse to overwrite a prior unless --resume / --force
     codes       the run's train and val codes, encoded once by rank 0 and cached in <prior>/codes/
-    setup       seed, prior (DDP-wrapped when W > 1), AdamW; on --resume: weights, optimiser,
-                RNG states and step from checkpoints/last
-    each step   lr(step), batch(step) (a pure function of seed and step), class dropout, forward,
-                backward, clip, step; losses stay on the device
-    every log_every steps: one synchronisation; a non-finite loss or parameter stops the run
-                (status "stopped_nan", checkpoints/last kept); a train record
+    setup       seed, prior (DDP-wrapped when W > 1), AdamW
+    each step   lr(step), batch(step), class dropout; the loss is the cross-entropy in bits per token
     every val_every: mean bits per item of the val codes (unconditional); a new best is staged
-    every checkpoint_every and at the end: checkpoints/last (+ the staged best), run.json
-
-The loss is the cross-entropy in bits per token; resuming on CPU reproduces an uninterrupted run
-bit for bit (data order and learning rate are functions of the step, RNG states are restored).
 """
 from __future__ import annotations
 
@@ -31,13 +21,13 @@ from hqvae.models import evaluating
 from hqvae.priors.config import PriorTrainConfig
 from hqvae.priors.folder import KIND, cached_codes
 from hqvae.priors.layout import CodeLayout
-from hqvae.priors.transformer import PriorBase, PriorConfig, build_prior, load_prior
+from hqvae.priors.transformer import WEIGHTS_NAME, PriorBase, PriorConfig, build_prior, load_prior
 from hqvae.runs import open_run
 from hqvae.train import checkpoint, rng
 from hqvae.train.loop import (NonFiniteLoss, Window, check_batch_size, finish, kept_checkpoint, open_outputs,
                               prepare_run_folder, restore_random_streams, save_last, setup_processes, teardown)
 from hqvae.train.optim import adam
-from hqvae.train.run_dir import TRAIN_STATE_FILE, RunDir
+from hqvae.train.run_dir import RunDir
 from hqvae.train.run_info import RunInfo
 from hqvae.train.sampler import StepSampler
 from hqvae.train.schedules import learning_rate
@@ -54,14 +44,6 @@ def mean_bits(prior: PriorBase, tokens: torch.Tensor, labels: torch.Tensor | Non
             with autocast():
                 total += prior.nll_bits(batch, batch_labels).double().sum(0).cpu()
     return total / max(tokens.shape[0], 1)
-
-
-def load_train_state(folder: RunDir) -> dict:
-    path = folder.checkpoint("last") / TRAIN_STATE_FILE
-    if not path.is_file() or not (folder.checkpoint("last") / "prior.safetensors").is_file():
-        raise FileNotFoundError(f"{folder.checkpoint('last')} holds no complete prior checkpoint to resume from; "
-                                f"start again with --force")
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: PriorTrainConfig, *,
@@ -111,7 +93,10 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
         total_steps = config.train.steps
         start_step, best, wall_before = 0, None, 0.0
         if resume:
-            state = load_train_state(folder)
+            if not folder.train_state_file.is_file() or not (folder.checkpoint("last") / WEIGHTS_NAME).is_file():
+                raise FileNotFoundError(f"{folder.checkpoint('last')} holds no complete prior checkpoint to resume "
+                                        f"from; start again with --force")
+            state = torch.load(folder.train_state_file, map_location="cpu", weights_only=True)
             optimizer.load_state_dict(state["optimizer"])
             start_step, best, wall_before = state["step"], state["best"], state["wall_time_s"]
         model = prior

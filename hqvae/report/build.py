@@ -55,11 +55,6 @@ def unique_names(names: list[str]) -> list[str]:
     return unique
 
 
-def _copy(source: Path, target: Path) -> None:
-    if source.resolve() != target.resolve():
-        atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
-
-
 def _run_figures(run: ReportRun, folder: Path, out_dir: Path) -> dict[str, str]:
     """Draw or copy the run's figures into ``folder``; their paths relative to ``out_dir``."""
     figures: dict[str, Path] = {}
@@ -70,8 +65,9 @@ def _run_figures(run: ReportRun, folder: Path, out_dir: Path) -> dict[str, str]:
     files = run.results.get("files") or {}
     for key in COPIED_FIGURES:
         if run.results_dir is not None and key in files and (run.results_dir / files[key]).is_file():
-            figures[key] = folder / f"{key}.png"
-            _copy(run.results_dir / files[key], figures[key])
+            source, figures[key] = run.results_dir / files[key], folder / f"{key}.png"
+            if source.resolve() != figures[key].resolve():
+                atomic_write(figures[key], lambda tmp: shutil.copyfile(source, tmp))
     if run.results.get("layers"):
         figures["codebook_usage"] = codebook_usage_plot(run.results, folder / "codebook_usage.png",
                                                         title=f"{run.name}: codebook usage")
