@@ -406,25 +406,16 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ValueError(f"{key} must be a list of {len(args)} numbers, got {value!r}")
         return tuple(_coerce(item, arg, key) for item, arg in zip(value, args))
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key} must be a number, got {value!r} ({type(value).__name__})")
-        if not math.isfinite(value):
-            raise ValueError(f"{key} must be finite, got {value!r}")
-        return float(value)
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key} must be an integer, got {value!r} ({type(value).__name__})")
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{key} must be true or false, got {value!r} ({type(value).__name__})")
-        return value
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{key} must be a string, got {value!r} ({type(value).__name__})")
-        return value
-    raise TypeError(f"no rule for {annotation!r} ({key})")
+    scalars = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+    if annotation not in scalars:
+        raise TypeError(f"no rule for {annotation!r} ({key})")
+    # a bool is an int to Python, but not a number or an integer to a config
+    if not isinstance(value, (int, float) if annotation is float else annotation) or \
+            (isinstance(value, bool) and annotation is not bool):
+        raise ValueError(f"{key} must be {scalars[annotation]}, got {value!r} ({type(value).__name__})")
+    if annotation is float and not math.isfinite(value):
+        raise ValueError(f"{key} must be finite, got {value!r}")
+    return float(value) if annotation is float else value
 
 
 def _plain(value: Any) -> Any:

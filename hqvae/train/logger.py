@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from hqvae.train.run_dir import RunDir
-
-TENSORBOARD_DIR = "tensorboard"
+from hqvae.train.run_dir import TENSORBOARD, RunDir
 
 
 class MetricsLogger:
@@ -25,7 +23,7 @@ class MetricsLogger:
                 print("logging.tensorboard: the tensorboard package is not installed "
                       "(pip install tensorboard); writing metrics.jsonl only", file=sys.stderr)
             else:
-                self.writer = SummaryWriter(str(run.root / TENSORBOARD_DIR))
+                self.writer = SummaryWriter(str(run.root / TENSORBOARD))
 
     def log(self, record: dict) -> None:
         self.run.append_metrics(record)
