@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from hqvae.models import evaluating
 from hqvae.priors.config import PriorTrainConfig
@@ -99,9 +98,7 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
             state = torch.load(folder.train_state_file, map_location="cpu", weights_only=True)
             optimizer.load_state_dict(state["optimizer"])
             start_step, best, wall_before = state["step"], state["best"], state["wall_time_s"]
-        model = prior
-        if procs.world_size > 1:
-            model = DistributedDataParallel(prior, device_ids=[procs.local_rank] if device.type == "cuda" else None)
+        model = procs.wrap(prior)
         if resume:
             restore_random_streams(folder, procs, state, config.train.seed)
 

@@ -41,7 +41,7 @@ from hqvae import faults
 from hqvae.data import DataError, load_dataset
 from hqvae.data.splits import evenly_spaced_indices
 from hqvae.io import WriteFailed
-from hqvae.distributed import all_reduce
+from hqvae.distributed import all_reduce, broadcast_
 from hqvae.models import create_model
 from hqvae.train import checkpoint, rng
 from hqvae.train.config import TrainConfig
@@ -72,6 +72,12 @@ class Processes:
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` in DistributedDataParallel when there are several processes, else itself."""
+        if self.world_size == 1:
+            return model
+        return DistributedDataParallel(model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
 
     def master_first(self, load):
         """``load()`` on rank 0, then on the other ranks, which find what rank 0 cached."""
@@ -142,8 +148,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     try:
         previous, from_checkpoint = prepare_run_folder(run, procs, resume, force)
         t = setup(config, run, procs, from_checkpoint)
-        if procs.world_size > 1:
-            t.model = DistributedDataParallel(t.raw_model, device_ids=[procs.local_rank] if device.type == "cuda" else None)
+        t.model = procs.wrap(t.raw_model)
         if from_checkpoint:  # last, after everything that draws random numbers during setup
             restore_random_streams(run, procs, t.resume_state, t.config.train.seed)
         info = run_info(t)
@@ -337,7 +342,8 @@ class Window:
 def validate_and_stage(t: Training, run: RunDir, procs: Processes, done: int, logger, autocast) -> None:
     """Validate (every rank); a new best becomes ``t.best`` and is staged as checkpoints/best,
     committed with the next checkpoints/last (rank 0)."""
-    sync_buffers(t.raw_model, procs)
+    for buffer in t.raw_model.buffers():  # rank 0's (BatchNorm statistics drift apart between DDP's broadcasts)
+        broadcast_(buffer)
     result = validate(t.raw_model, t.val_set, t.rank_batch, procs.rank, procs.world_size, procs.device, autocast)
     is_best = math.isfinite(result["loss"]) and (t.best is None or result["loss"] < t.best["val_loss"])
     if is_best:
@@ -569,9 +575,3 @@ def gather_rng_states(procs: Processes) -> list[dict]:
     dist.all_gather_object(states, rng.capture())
     return states
 
-
-def sync_buffers(model: torch.nn.Module, procs: Processes) -> None:
-    """Give every rank rank 0's buffers (BatchNorm statistics drift apart between DDP's broadcasts)."""
-    if procs.world_size > 1:
-        for buffer in model.buffers():
-            dist.broadcast(buffer, src=0)
