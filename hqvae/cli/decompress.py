@@ -45,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     layers = opened.prior.layout.unflatten(tokens)
     out = Path(args.out)
-    needs_model = not args.no_images
-    tokenizer = opened.open_tokenizer(args.device, args.run_dir) if needs_model or args.run_dir else None
+    tokenizer = opened.open_tokenizer(args.device, args.run_dir) if not args.no_images or args.run_dir else None
     info = opened.info
     metadata = {"model_type": header["model_type"], "num_layers": len(layers),
                 "code_shapes": header["code_shapes"], "codebook_sizes": header["codebook_sizes"],
@@ -57,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                 "model_fingerprint": header["model_fingerprint"], "log_mel": header.get("log_mel")}
     save_codes(out / "codes.safetensors", layers, None, metadata)
     what = "codes.safetensors"
-    if needs_model:
+    if not args.no_images:
         x_hat = decode_layers(tokenizer.model, layers, args.batch_size)
         write_items(x_hat, out, info.get("log_mel"))
         what += ", PNG files" + (" and WAV files" if info.get("log_mel") else "") + " and grid.png"
