@@ -110,14 +110,10 @@ def _check_weights(model: nn.Module, weights_path: Path, model_type: str) -> Non
         for name in sorted(set(stored) & set(expected))
         if stored[name] != expected[name]
     ]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"missing keys {_listing(sorted(missing))}")
-        if unexpected:
-            problems.append(f"unexpected keys {_listing(unexpected)}")
-        if mismatched:
-            problems.append(f"shape mismatches {_listing(mismatched)}")
+    problems = [f"{what} {_listing(items)}" for what, items in
+                (("missing keys", sorted(missing)), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+                if items]
+    if problems:
         raise ValueError(
             f"the weights in {weights_path} do not belong to the model described by config.json "
             f"(model_type {model_type!r}): " + ", ".join(problems)
