@@ -93,11 +93,10 @@ def build_report(runs: list[ReportRun], out_dir: str | os.PathLike, title: str =
         coarse_to_fine_curve(multi_layer, out_dir / "coarse_to_fine.png")
         figures["coarse_to_fine_curve"] = "coarse_to_fine.png"
     blocks = build_document(entries, title, figures, created)
-    paths = {
+    return {
         "json": atomic_write_json(out_dir / "report.json", {"title": title, "created": created,
                                                             "runs": [{"name": e.name, "results": e.results}
                                                                      for e in entries]}),
         "html": atomic_write(out_dir / "report.html", lambda tmp: Path(tmp).write_text(render_html(blocks, title))),
         "markdown": atomic_write(out_dir / "report.md", lambda tmp: Path(tmp).write_text(render_markdown(blocks))),
     }
-    return paths
