@@ -75,6 +75,14 @@ def file_fingerprint(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """The JSON document in ``path``; a ValueError saying the file is damaged, and ``fix``, when it is not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): it is damaged; {fix}") from None
+
+
 def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
     """Write ``data`` to ``path`` (not atomic by itself: the writer :func:`atomic_write_bytes` uses)."""
     with open(path, "wb") as handle:

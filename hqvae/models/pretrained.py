@@ -19,7 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from ..io import atomic_write, atomic_write_bytes
+from ..io import atomic_write, atomic_write_bytes, read_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -70,10 +70,7 @@ def _read_config(directory: Path) -> dict:
     config_path = directory / CONFIG_NAME
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} is missing; a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-    try:
-        document = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{config_path} is not valid JSON ({err}); re-save the model with save_pretrained") from None
+    document = read_json(config_path, "re-save the model with save_pretrained")
     if not isinstance(document, dict) or "model_type" not in document or "config" not in document:
         raise ValueError(f"{config_path} must hold {{'model_type': ..., 'config': {{...}}}}; re-save the model")
     return document

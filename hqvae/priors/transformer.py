@@ -15,7 +15,6 @@ Weights are saved as ``prior.safetensors`` + ``config.json`` (``save_pretrained`
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from hqvae.io import atomic_write, atomic_write_json
+from hqvae.io import atomic_write, atomic_write_json, read_json
 from hqvae.priors.layout import CodeLayout
 
 WEIGHTS_NAME = "prior.safetensors"
@@ -275,10 +274,7 @@ def load_prior(directory: str | os.PathLike, device: str | torch.device = "cpu")
     if not config_path.is_file() or not weights_path.is_file():
         raise FileNotFoundError(f"{directory} holds no prior checkpoint ({CONFIG_NAME} and {WEIGHTS_NAME}); "
                                 f"train one with `hqvae prior train --run runs/<name> --out <prior folder>`")
-    try:
-        data = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_path} is not valid JSON ({error}); the prior folder is damaged") from None
+    data = read_json(config_path, "restore the prior folder from a copy, or train the prior again")
     if data.pop("model_type", None) != MODEL_TYPE:
         raise ValueError(f"{config_path} does not describe an hqvae prior (model_type {MODEL_TYPE!r}); "
                          f"pass a folder made by `hqvae prior train`")

@@ -32,7 +32,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from hqvae.io import WriteFailed, atomic_write_bytes, atomic_write_json
+from hqvae.io import WriteFailed, atomic_write_bytes, atomic_write_json, read_json
 from hqvae.train.run_info import RunInfo
 
 RUN_FILE = "run.json"
@@ -88,10 +88,7 @@ class RunDir:
             )
         fix = (f"restore it from a copy, or start the run over with `hqvae train --out {self.root} --force "
                f"--config ...`")
-        try:
-            info = json.loads(self.run_file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{self.run_file} is not valid JSON ({error}): it is damaged; {fix}") from None
+        info = read_json(self.run_file, fix)
         if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
             raise ValueError(f"{self.run_file} is not an hqvae run.json (no config section): it is damaged or "
                              f"foreign; {fix}")
