@@ -63,13 +63,9 @@ class OpenedRun:
         return next((value for value in ((config.get("train") or {}).get("seed"), config.get("seed"),
                                          self.info.extra.get("seed")) if value is not None), None)
 
-    @property
-    def training_data(self) -> str | None:
-        """Description of the training data: ``data.train`` (hqvae train) or ``dataset``."""
-        return self.info.data.get("train") or self.info.extra.get("dataset")
-
     def describe(self) -> dict:
-        """The run's labels for a results file: path, name, model type, seed, status, training data."""
+        """The run's labels for a results file: path, name, model type, seed, status, training data
+        (``data.train`` of hqvae train, ``dataset`` of early runs)."""
         return {
             "path": str(self.run_dir.root),
             "name": self.name,
@@ -77,7 +73,7 @@ class OpenedRun:
             "seed": self.seed,
             "status": self.info.status,
             "step": self.info.step,
-            "training_data": self.training_data,
+            "training_data": self.info.data.get("train") or self.info.extra.get("dataset"),
         }
 
     def fingerprint(self) -> str:
