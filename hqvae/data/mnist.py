@@ -94,10 +94,7 @@ SOURCES = {
 
 def _existing(folder: Path, file: IdxFile) -> Path | None:
     """The gzipped or plain copy of ``file`` in ``folder``, if any."""
-    for candidate in (folder / f"{file.name}.gz", folder / file.name):
-        if candidate.is_file():
-            return candidate
-    return None
+    return next((path for path in (folder / f"{file.name}.gz", folder / file.name) if path.is_file()), None)
 
 
 def _candidate_folders(source: IdxSource, name: str) -> list[Path]:
@@ -184,4 +181,3 @@ def load_mnist(name: str, split: str, root=None, *, download: bool = True, verif
         images, labels = images[indices].contiguous(), labels[indices]
     description = f"{source.title}, {split} split ({_RULES[split]}), {len(labels)} images, from {image_path.parent}"
     return ImageDataset(images, labels, name=name, split=split, description=description, classes=source.classes)
-

@@ -76,10 +76,6 @@ def _read_config(directory: Path) -> dict:
     return document
 
 
-def _storage_key(tensor: torch.Tensor) -> tuple:
-    return (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
-
-
 def _listing(items: list[str], limit: int = 8) -> str:
     shown = "; ".join(items[:limit])
     return f"[{shown}; ... {len(items) - limit} more]" if len(items) > limit else f"[{shown}]"
@@ -96,8 +92,9 @@ def _check_weights(model: nn.Module, weights_path: Path, model_type: str) -> Non
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     # save_model stores one name per group of tied tensors (e.g. a shared codebook)
     aliases: dict[tuple, list[str]] = {}
-    for name, tensor in model.state_dict().items():
-        aliases.setdefault(_storage_key(tensor), []).append(name)
+    for name, tensor in model.state_dict().items():  # tied: the same storage, offset and shape
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        aliases.setdefault(key, []).append(name)
     missing = [
         names[0] for names in aliases.values() if not any(name in stored for name in names)
     ]

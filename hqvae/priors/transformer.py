@@ -220,17 +220,13 @@ class CodePrior(PriorBase):
 
     # ------------------------------------------------------------------ training / scoring
 
-    def embed_inputs(self, tokens: Tensor, labels: Tensor) -> Tensor:
-        """tokens (B, T), labels (B,) -> the transformer input (B, T, d) (shifted by one)."""
-        batch, length = tokens.shape
-        previous = self.token_embedding(tokens[:, :-1] + self.offsets[:-1])  # (B, T-1, d)
-        x = torch.cat([self.start(labels)[:, None], previous], dim=1)
-        return x + self.position_embedding.weight[:length] + self.layer_embedding(self.layer_ids[:length])
-
     def forward(self, tokens: Tensor, labels: Tensor | None = None) -> list[Tensor]:
         """tokens (B, T) -> logits, one (B, n_l, K_l) tensor per layer."""
         labels = self.check_labels(labels, tokens.shape[0], tokens.device)
-        x = self.drop(self.embed_inputs(tokens, labels))
+        length = tokens.shape[1]
+        previous = self.token_embedding(tokens[:, :-1] + self.offsets[:-1])  # (B, T-1, d): inputs shifted by one
+        x = torch.cat([self.start(labels)[:, None], previous], dim=1)
+        x = self.drop(x + self.position_embedding.weight[:length] + self.layer_embedding(self.layer_ids[:length]))
         for block in self.blocks:
             x = block(x)
         x = self.ln_f(x)
@@ -285,4 +281,3 @@ def load_prior(directory: str | os.PathLike, device: str | torch.device = "cpu")
         raise ValueError(f"{weights_path} does not match its config.json (missing {missing[:5]}, unexpected "
                          f"{unexpected[:5]}); the prior folder is damaged, train it again")
     return prior.to(device).eval()
-

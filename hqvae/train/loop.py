@@ -506,7 +506,9 @@ def save_last(run: RunDir, procs: Processes, model: torch.nn.Module, optimizer: 
     """Write checkpoints/last at ``done`` steps (train_state.pt: step, optimizer, rng, world_size,
     ``state``, best, wall_time_s, hqvae_version), commit the staged best, then record both in
     run.json (``info`` is updated); every rank must call it."""
-    rng_states = gather_rng_states(procs)
+    rng_states = [rng.capture()] * procs.world_size  # every rank's RNG states, indexed by rank:
+    if procs.world_size > 1:
+        dist.all_gather_object(rng_states, rng_states[0])  # this rank's, gathered from all
     if procs.master:
         state = {"step": done, "optimizer": optimizer.state_dict(), "rng": rng_states, "world_size": procs.world_size,
                  **state, "best": best, "wall_time_s": wall_time, "hqvae_version": hqvae.__version__}
@@ -565,13 +567,3 @@ def teardown(procs: Processes, finished: bool = False) -> None:
         if finished:
             dist.barrier()
         dist.destroy_process_group()
-
-
-def gather_rng_states(procs: Processes) -> list[dict]:
-    """Every rank's RNG states (hqvae.train.rng.capture), indexed by rank; every rank must call it."""
-    if procs.world_size == 1:
-        return [rng.capture()]
-    states = [None] * procs.world_size
-    dist.all_gather_object(states, rng.capture())
-    return states
-
