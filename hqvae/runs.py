@@ -261,26 +261,22 @@ def load_checked_lpips(weights: tuple[str, str], net: str, dataset, device: str)
     return lpips
 
 
-def progressive_analyses(model, dataset, probe_train, batch_size: int) -> dict:
-    """Extras of a model that supports "token_statistics" (PQ-VAE): token statistics and, with
-    ``probe_train`` (labelled), the linear probe."""
+def progressive_analyses(opened: OpenedRun, dataset, probe_items: int, data_root: str | None, batch_size: int) -> dict:
+    """Extras of a model that supports "token_statistics" (PQ-VAE): token statistics and, on labelled
+    data, the linear probe fitted on ``probe_items`` evenly spaced training items (0: no probe)."""
     from hqvae.metrics.progressive import linear_probe, probe_lengths, token_statistics
 
+    if probe_items < 0:
+        raise ValueError(f"--probe-items must be ≥ 0, got {probe_items}")
+    model = opened.model
+    probe_train = None
+    if probe_items and not bool((dataset.labels < 0).any()):
+        probe_train = load_run_data(opened.info, "train", data_root).evenly_spaced(probe_items)
     extra = {"tokens": token_statistics(model, dataset, batch_size)}
     if probe_train is not None:
         points = linear_probe(model, probe_train, dataset, probe_lengths(model.num_layers), batch_size)
         extra["linear_probe"] = {"train_data": probe_train.description, "points": points}
     return extra
-
-
-def probe_training_data(info: RunInfo, dataset, items: int, data_root: str | None):
-    """``items`` evenly spaced training items for the probe, or None when there is no probe:
-    ``items`` is 0 or the evaluated data are unlabelled."""
-    if items < 0:
-        raise ValueError(f"--probe-items must be ≥ 0, got {items}")
-    if items == 0 or bool((dataset.labels < 0).any()):
-        return None
-    return load_run_data(info, "train", data_root).evenly_spaced(items)
 
 
 def evaluate_run(run: str, split: str = "test", checkpoint: str = "best", out: str | None = None,
@@ -295,8 +291,7 @@ def evaluate_run(run: str, split: str = "test", checkpoint: str = "best", out: s
     results = evaluate(opened.model, dataset, batch_size=batch_size, minibatch_perplexity_batch=perplexity_batch,
                        lpips=lpips)
     if opened.model.supports("token_statistics"):
-        probe_train = probe_training_data(opened.info, dataset, probe_items, data_root)
-        results.update(progressive_analyses(opened.model, dataset, probe_train, batch_size))
+        results.update(progressive_analyses(opened, dataset, probe_items, data_root, batch_size))
     results["run"] = opened.describe()
     results["checkpoint"] = opened.checkpoint
     results["hqvae_version"] = hqvae.__version__
