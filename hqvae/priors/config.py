@@ -1,10 +1,5 @@
-"""The configuration of ``hqvae prior train``: typed sections with dotted ``key=value`` overrides.
-
-    data:     checkpoint, limit, val_items, encode_batch_size, root
-    model:    kind, depth_layers, d_model, n_layer, n_head, dropout, class_conditional, class_dropout
-    optim:    lr, schedule, betas, weight_decay, grad_clip, warmup_steps, min_lr
-    train:    steps, batch_size, seed, device, dtype, log_every, val_every, checkpoint_every
-    logging:  progress
+"""The configuration of ``hqvae prior train``: typed sections (data, model, optim, train, logging; each
+a dataclass below, whose docstring says what its keys mean) with dotted ``key=value`` overrides.
 
 Values come from the dataclass defaults, then the overrides (each value read as a YAML scalar,
 e.g. ``train.steps=3000 model.d_model=192 data.limit=null``). Unknown keys and values of the

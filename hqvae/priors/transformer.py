@@ -36,11 +36,9 @@ MODEL_TYPE = "hqvae-prior"
 @dataclass
 class PriorConfig:
     """code_shapes / codebook_sizes: the layout of the codes (see ``hqvae.priors.layout``);
-    d_model, n_layer, n_head: width, depth and attention heads; dropout: on attention and
-    residual branches during training; num_classes: 0 for an unconditional prior, else the
-    number of class labels it can be conditioned on; kind: "flat" (:class:`CodePrior`, one
-    sequence over all tokens) or "depth" (:class:`hqvae.priors.depth.DepthPrior`, RQ-Transformer
-    style, for layers that share one grid); depth_layers: blocks of the depth transformer."""
+    num_classes: 0 for an unconditional prior, else the number of class labels it can be conditioned
+    on; the others as in ``hqvae.priors.config.PriorModelConfig`` (kind "flat": :class:`CodePrior`,
+    "depth": :class:`hqvae.priors.depth.DepthPrior`)."""
 
     code_shapes: list[list[int]]
     codebook_sizes: list[int]

@@ -45,7 +45,6 @@ class ResidualQuantizer(nn.Module):
                 raise ValueError("all layers of a residual stack need the same dim and channel_last")
             layer.check_stackable()
         self.layers = nn.ModuleList(layers)
-        self.shared_codebook = shared_codebook
         if shared_codebook:
             for layer in self.layers[1:]:
                 if layer.codebook_size != first.codebook_size:

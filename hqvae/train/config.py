@@ -1,12 +1,5 @@
-"""The training configuration: typed sections, loaded from YAML with dotted ``key=value`` overrides.
-
-    data:         name, root, options, limit
-    model:        name, overrides
-    optim:        name, lr, betas, weight_decay, grad_clip, schedule, warmup_steps, min_lr
-    train:        steps, epochs, batch_size, seed, device, dtype,
-                  log_every, val_every, val_batches, checkpoint_every
-    temperature:  init, decay, min
-    logging:      tensorboard, progress
+"""The training configuration: typed sections (data, model, optim, train, temperature, logging), loaded
+from YAML with dotted ``key=value`` overrides.
 
 Each section is a dataclass below; its docstring says what every key means. Values come from,
 lowest precedence first: the dataclass defaults, the YAML file, its per-model section
