@@ -332,13 +332,11 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         for start in range(0, x.shape[0], rows):
             part = slice(start, start + rows)
             log_probs = torch.log_softmax(self._logits(x[part], codebook, scale[part] if per_row else scale), dim=-1)
-            neg_entropy[part] = (log_probs.exp() * log_probs).sum(-1)
+            part_probs = log_probs.exp()
+            neg_entropy[part] = (part_probs * log_probs).sum(-1)
             if probs is not None:
-                probs[part] = log_probs.exp()
-            if self.eval_sample:
-                indices[part] = torch.multinomial(log_probs.exp(), 1).squeeze(-1)
-            else:
-                indices[part] = log_probs.argmax(-1)
+                probs[part] = part_probs
+            indices[part] = torch.multinomial(part_probs, 1).squeeze(-1) if self.eval_sample else log_probs.argmax(-1)
         return indices, neg_entropy, probs
 
     def _log_var_rows(self, z: Tensor, log_var: Tensor | None) -> Tensor | None:

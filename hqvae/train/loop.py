@@ -543,11 +543,10 @@ def failure_status(error: BaseException, step: int, run: RunDir, info: RunInfo) 
 def finish(procs: Processes, run: RunDir, info: RunInfo, logger, progress, announce: bool = True) -> None:
     """Write the final status (rank 0), close the outputs, leave the process group. ``announce``:
     print the status message (not when the error that stopped the run says it all)."""
-    if procs.master:
+    if procs.master:  # rank 0 opened the logger (and the progress bar, when asked for)
         if progress is not None:
             progress.close()
-        if logger is not None:
-            logger.close()
+        logger.close()
         info.updated_at = now()
         try:
             run.write_info(info)
