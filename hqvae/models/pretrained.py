@@ -10,7 +10,6 @@ path is not a local directory and the package is installed.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from ..io import atomic_write, atomic_write_bytes, read_json
+from ..io import atomic_write, atomic_write_json, read_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -33,12 +32,10 @@ class PretrainedMixin:
         """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if needed)."""
         from .. import __version__
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = Path(directory)  # created by the atomic writes
         document = {"model_type": self.config.name, "hqvae_version": __version__, "config": self.config.to_dict()}
-        text = json.dumps(document, indent=2) + "\n"
         atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_model(self, tmp, metadata={"format": "pt"}))
-        atomic_write_bytes(directory / CONFIG_NAME, text.encode())
+        atomic_write_json(directory / CONFIG_NAME, document)
         return directory
 
     @classmethod

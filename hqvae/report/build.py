@@ -78,13 +78,11 @@ def build_report(runs: list[ReportRun], out_dir: str | os.PathLike, title: str =
     """Write the report folder (module docstring); returns {"html", "markdown", "json"} paths."""
     if not runs:
         raise ValueError("a report needs at least one run")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)  # created, with the runs' folders, by the atomic writes
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     entries = []
     for run, name in zip(runs, unique_names([run.name for run in runs])):
         folder = out_dir / folder_name(name)
-        folder.mkdir(exist_ok=True)
         atomic_write_json(folder / "results.json", run.results)
         entries.append(RunEntry(name, run.results, _run_figures(run, folder, out_dir)))
     figures = {}
