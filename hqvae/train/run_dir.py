@@ -42,6 +42,18 @@ TRAIN_STATE_FILE = "train_state.pt"
 TENSORBOARD = "tensorboard"
 
 
+def numeric_leaves(record: dict, prefix: str = "") -> dict[str, float]:
+    """The numbers of a metrics record, nested keys joined with "/" (``terms/recon``)."""
+    flat = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(numeric_leaves(value, f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
 class RunDir:
     """Paths and readers for one run folder."""
 
