@@ -116,8 +116,7 @@ class RunDir:
             with open(self.metrics_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as error:
-            raise WriteFailed(self.metrics_file, error.errno, os.strerror(error.errno) if error.errno else str(error)) \
-                from error
+            raise WriteFailed(self.metrics_file, error) from error
 
     def truncate_metrics(self, step: int) -> None:
         """Keep only the records up to ``step`` (a resumed run rewrites the steps after its checkpoint)."""
