@@ -39,10 +39,12 @@ from torch.nn.parallel import DistributedDataParallel
 import hqvae
 from hqvae import faults
 from hqvae.data import DataError, load_dataset
+from hqvae.data.loader import batches
 from hqvae.data.splits import evenly_spaced_indices
 from hqvae.io import WriteFailed
 from hqvae.distributed import all_reduce, broadcast_
-from hqvae.models import create_model
+from hqvae.metrics import CodebookUsage, ReconstructionMetrics
+from hqvae.models import create_model, evaluating
 from hqvae.train import checkpoint, rng
 from hqvae.train.config import TrainConfig
 from hqvae.train.logger import MetricsLogger
@@ -53,7 +55,6 @@ from hqvae.train.run_info import RunInfo, now
 from hqvae.train.sampler import StepSampler
 from hqvae.train.schedules import learning_rate, temperature
 from hqvae.train.signals import Interrupted, StopSignals
-from hqvae.train.validate import validate
 
 
 @dataclass
@@ -339,12 +340,53 @@ class Window:
         self.start = time.perf_counter()
 
 
+def validate(t: Training, procs: Processes, autocast) -> dict:
+    """One pass over the val set (this rank's shard, ``t.rank_batch`` per batch, forward under
+    ``autocast()``) with the deterministic quantiser (eval mode); every rank must call it.
+
+    Returns ``{"loss", "terms": {name: value}, "rmse", "mse", "psnr", "perplexity/<l>",
+    "usage/<l>", "items"}``, summed over ranks: loss and terms are the model's (batch losses
+    weighted by batch size), RMSE/PSNR as in ``hqvae.metrics.ReconstructionMetrics``, perplexity
+    and usage of each layer's codes over the whole set (``hqvae.metrics.CodebookUsage``).
+    """
+    model, dataset = t.raw_model, t.val_set
+    reconstruction = ReconstructionMetrics(with_ssim=False)
+    usage = [CodebookUsage(layer.codebook_size) for layer in model.config.layers]
+    names: list[str] = []
+    sums = None  # float64 (1 + terms,): Σ batch_size · [loss, *terms]
+    with evaluating(model):
+        for x, _ in batches(dataset, t.rank_batch, procs.rank, procs.world_size, procs.device):
+            with autocast():
+                out = model(x)
+            names = sorted(out.terms)
+            values = torch.stack([out.loss.detach().float(), *(out.terms[name].float() for name in names)])
+            batch = values.double().cpu() * x.shape[0]
+            sums = batch if sums is None else sums + batch
+            reconstruction.update(out.x_hat, x)
+            for accumulator, codes in zip(usage, out.codes):
+                accumulator.update(codes)
+    if sums is None:
+        raise ValueError(f"rank {procs.rank} got no validation data ({len(dataset)} items for {procs.world_size} "
+                         f"processes)")
+    sums = all_reduce(sums)
+    metrics = reconstruction.all_reduce().compute()
+    items = metrics["items"]
+    result = {"loss": float(sums[0]) / items, "terms": {name: float(v) / items for name, v in zip(names, sums[1:])},
+              "rmse": metrics["rmse"], "mse": metrics["mse"], "psnr": metrics["psnr"]}
+    for layer, accumulator in enumerate(usage):
+        accumulator.all_reduce()
+        result[f"perplexity/{layer}"] = accumulator.perplexity()
+        result[f"usage/{layer}"] = accumulator.usage()
+    result["items"] = items
+    return result
+
+
 def validate_and_stage(t: Training, run: RunDir, procs: Processes, done: int, logger, autocast) -> None:
     """Validate (every rank); a new best becomes ``t.best`` and is staged as checkpoints/best,
     committed with the next checkpoints/last (rank 0)."""
     for buffer in t.raw_model.buffers():  # rank 0's (BatchNorm statistics drift apart between DDP's broadcasts)
         broadcast_(buffer)
-    result = validate(t.raw_model, t.val_set, t.rank_batch, procs.rank, procs.world_size, procs.device, autocast)
+    result = validate(t, procs, autocast)
     is_best = math.isfinite(result["loss"]) and (t.best is None or result["loss"] < t.best["val_loss"])
     if is_best:
         t.best = {"step": done, "val_loss": result["loss"]}
