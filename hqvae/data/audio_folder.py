@@ -112,13 +112,6 @@ def _fsdd_folder(root) -> Path:
     return root / "recordings" if (root / "recordings").is_dir() else root
 
 
-def fsdd_split(take: int) -> str:
-    """The split of an FSDD take number (0–4 test, 5–9 val, the rest train)."""
-    if take in FSDD_TEST_TAKES:
-        return "test"
-    return "val" if take in FSDD_VAL_TAKES else "train"
-
-
 def load_fsdd(split: str = "train", root=None, *, skip_corrupt: bool = False, **log_mel_options) -> ImageDataset:
     """The Free Spoken Digit Dataset as float32 spectrograms (N, 1, 80, 128) by default; see the module docstring."""
     check_split(split)
@@ -129,11 +122,12 @@ def load_fsdd(split: str = "train", root=None, *, skip_corrupt: bool = False, **
         if match is None:
             raise DataError(f"{folder / path}: not an FSDD name ({{digit}}_{{speaker}}_{{take}}.wav); remove it, "
                             f"or use load_dataset('audio_folder', ...) for other folders")
-        if fsdd_split(int(match["take"])) == split:
+        take = int(match["take"])  # 0–4 test, 5–9 val, the rest train
+        if split == ("test" if take in FSDD_TEST_TAKES else "val" if take in FSDD_VAL_TAKES else "train"):
             paths.append(path)
             digits.append(int(match["digit"]))
             speakers.append(match["speaker"])
-            takes.append(int(match["take"]))
+            takes.append(take)
     if not paths:
         raise DataError(f"{folder}: no FSDD recordings of the {split} split; point root= at the recordings/ folder")
     log_mel = LogMel(**log_mel_options)

@@ -152,7 +152,10 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         t.model = procs.wrap(t.raw_model)
         if from_checkpoint:  # last, after everything that draws random numbers during setup
             restore_random_streams(run, procs, t.resume_state, t.config.train.seed)
-        info = run_info(t)
+        info = RunInfo(step=t.start_step, steps=t.config.train.steps, best=t.best, wall_time_s=t.wall_before,
+                       model_type=t.raw_model.config.name, model_config=t.raw_model.config.to_dict(),
+                       config=t.config.to_dict(), data={"train": t.train_set.description,
+                                                        "val": t.val_set.description if t.val_set is not None else None})
         info.record_provenance(device, use_bf16, procs.world_size, previous, t.start_step if resume else None)
         logger, progress = open_outputs(run, procs, info, resume, t.config.logging.tensorboard,
                                         t.config.logging.progress)
@@ -275,14 +278,6 @@ def setup(config: TrainConfig, run: RunDir, procs: Processes, from_checkpoint: b
             print(f"note: the data order differs from the interrupted run's ({state['data']} before, "
                   f"{sampler.batches_per_epoch} batches per epoch now)", file=sys.stderr)
     return t
-
-
-def run_info(t: Training) -> RunInfo:
-    """run.json of a run starting its session (provenance still to record)."""
-    return RunInfo(step=t.start_step, steps=t.config.train.steps, best=t.best, wall_time_s=t.wall_before,
-                   model_type=t.raw_model.config.name, model_config=t.raw_model.config.to_dict(),
-                   config=t.config.to_dict(), data={"train": t.train_set.description,
-                                                    "val": t.val_set.description if t.val_set is not None else None})
 
 
 # ---------------------------------------------------------------------------------------- each step
