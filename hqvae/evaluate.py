@@ -51,24 +51,20 @@ class _MinibatchChunks:
     def __init__(self, codebook_size: int, size: int):
         self.meter = MinibatchPerplexity(codebook_size)
         self.size = size
-        self.pending: list[Tensor] = []
-        self.count = 0
+        self.pending: Tensor | None = None  # the codes of fewer than ``size`` items, not fed yet
 
     def update(self, codes: Tensor) -> None:
         """codes (B, *positions) of one batch."""
-        self.pending.append(codes.cpu())
-        self.count += codes.shape[0]
-        if self.count >= self.size:
-            chunks = torch.cat(self.pending).split(self.size)
-            full, rest = (chunks, []) if chunks[-1].shape[0] == self.size else (chunks[:-1], [chunks[-1]])
-            for chunk in full:
-                self.meter.update(chunk)
-            self.pending, self.count = rest, sum(chunk.shape[0] for chunk in rest)
+        codes = codes.cpu() if self.pending is None else torch.cat([self.pending, codes.cpu()])
+        full = codes.shape[0] - codes.shape[0] % self.size
+        for start in range(0, full, self.size):
+            self.meter.update(codes[start:start + self.size])
+        self.pending = codes[full:]
 
     def finish(self) -> MinibatchPerplexity:
-        if self.count:
-            self.meter.update(torch.cat(self.pending))
-            self.pending, self.count = [], 0
+        if self.pending is not None and len(self.pending):
+            self.meter.update(self.pending)
+        self.pending = None
         return self.meter
 
 

@@ -20,9 +20,12 @@ from hqvae import faults
 
 
 class WriteFailed(OSError):
-    """A file could not be written (full disk, I/O error, permissions); its previous version is unchanged."""
+    """A file could not be written (full disk, I/O error, permissions); its previous version is unchanged.
+    ``error``: what the write raised (an OSError, or a library error that carries an errno)."""
 
-    def __init__(self, path: Path, code: int | None, reason: str):
+    def __init__(self, path: Path, error: BaseException):
+        code = _error_code(error)
+        reason = os.strerror(code) if code else str(error)
         super().__init__(code, reason)
         self.path = path
         self.message = (f"could not write {path}: {reason}; the previous version of the file, if any, is "
@@ -75,6 +78,14 @@ def file_fingerprint(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """The JSON document in ``path``; a ValueError saying the file is damaged, and ``fix``, when it is not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): it is damaged; {fix}") from None
+
+
 def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
     """Write ``data`` to ``path`` (not atomic by itself: the writer :func:`atomic_write_bytes` uses)."""
     with open(path, "wb") as handle:
@@ -100,10 +111,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     except BaseException as error:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        code = _error_code(error)
-        if isinstance(error, Exception) and (isinstance(error, OSError) or code is not None) \
+        if isinstance(error, Exception) and (isinstance(error, OSError) or _error_code(error) is not None) \
                 and not isinstance(error, WriteFailed):
-            raise WriteFailed(path, code, os.strerror(code) if code else str(error)) from error
+            raise WriteFailed(path, error) from error
         raise
     return path
 

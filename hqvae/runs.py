@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import hqvae
+from hqvae.codes_file import save_codes
 from hqvae.data import DataError, ImageDataset, load_dataset, write_wav
 from hqvae.evaluate import evaluate
 from hqvae.io import atomic_write, atomic_write_json, file_fingerprint
@@ -62,13 +63,9 @@ class OpenedRun:
         return next((value for value in ((config.get("train") or {}).get("seed"), config.get("seed"),
                                          self.info.extra.get("seed")) if value is not None), None)
 
-    @property
-    def training_data(self) -> str | None:
-        """Description of the training data: ``data.train`` (hqvae train) or ``dataset``."""
-        return self.info.data.get("train") or self.info.extra.get("dataset")
-
     def describe(self) -> dict:
-        """The run's labels for a results file: path, name, model type, seed, status, training data."""
+        """The run's labels for a results file: path, name, model type, seed, status, training data
+        (``data.train`` of hqvae train, ``dataset`` of early runs)."""
         return {
             "path": str(self.run_dir.root),
             "name": self.name,
@@ -76,7 +73,7 @@ class OpenedRun:
             "seed": self.seed,
             "status": self.info.status,
             "step": self.info.step,
-            "training_data": self.training_data,
+            "training_data": self.info.data.get("train") or self.info.extra.get("dataset"),
         }
 
     def fingerprint(self) -> str:
@@ -151,6 +148,48 @@ def load_run_data(info: RunInfo, split: str, root: str | None = None, limit: int
     return dataset
 
 
+@torch.no_grad()
+def encode_items(model, dataset, batch_size: int) -> list[torch.Tensor]:
+    """Codes of every item of ``dataset``, one (N, *positions) long tensor per layer (CPU)."""
+    device = next(model.parameters()).device
+    pieces = [model.encode(x.to(device)) for x, _ in dataset.batches(batch_size)]
+    return [torch.cat([piece[layer].cpu() for piece in pieces]) for layer in range(len(pieces[0]))]
+
+
+def codes_metadata(opened: OpenedRun, layers: list[torch.Tensor], split: str, dataset: str, items: int,
+                   image_size, log_mel: dict | None) -> dict:
+    """The metadata of a codes file (``hqvae.codes_file``) of ``layers`` made by ``opened``'s model from
+    ``items`` items of ``dataset`` (a description), ``log_mel`` the spectrogram parameters or None."""
+    model = opened.model
+    return {
+        "model_type": model.config.name,
+        "num_layers": len(layers),
+        "code_shapes": [list(code.shape[1:]) for code in layers],
+        "codebook_sizes": model.codebook_sizes,
+        "in_channels": model.config.in_channels,
+        "image_size": list(image_size),
+        "items": items,
+        "split": split,
+        "dataset": dataset,
+        "run": {"path": str(opened.run_dir.root), "name": opened.name},
+        "checkpoint": {"which": opened.checkpoint["which"], "step": opened.checkpoint["step"]},
+        "model_fingerprint": opened.fingerprint(),
+        "log_mel": log_mel,
+    }
+
+
+def encode_to_file(opened: OpenedRun, dataset, split: str, path: str | os.PathLike,
+                   batch_size: int) -> tuple[list[torch.Tensor], torch.Tensor | None, dict, Path]:
+    """Encode every item of ``dataset`` (``split`` of the run's data) with ``opened``'s model and write
+    them to the codes file ``path``: (codes per layer, labels or None when unlabelled, metadata, path)."""
+    layers = encode_items(opened.model, dataset, batch_size)
+    labels = dataset.labels if bool((dataset.labels >= 0).any()) else None
+    log_mel = dataset.meta.get("log_mel")
+    metadata = codes_metadata(opened, layers, split, dataset.description, len(dataset), dataset.image_size,
+                              log_mel.config() if log_mel is not None else None)
+    return layers, labels, metadata, save_codes(path, layers, labels, metadata)
+
+
 def _audio_files(dataset, x: torch.Tensor, x_hat: torch.Tensor, folder: Path, count: int) -> list[Path]:
     """Griffin-Lim waveforms of the first ``count`` originals and reconstructions (1, n_mels, T)."""
     log_mel = dataset.meta["log_mel"]
@@ -222,26 +261,22 @@ def load_checked_lpips(weights: tuple[str, str], net: str, dataset, device: str)
     return lpips
 
 
-def progressive_analyses(model, dataset, probe_train, batch_size: int) -> dict:
-    """Extras of a model that supports "token_statistics" (PQ-VAE): token statistics and, with
-    ``probe_train`` (labelled), the linear probe."""
+def progressive_analyses(opened: OpenedRun, dataset, probe_items: int, data_root: str | None, batch_size: int) -> dict:
+    """Extras of a model that supports "token_statistics" (PQ-VAE): token statistics and, on labelled
+    data, the linear probe fitted on ``probe_items`` evenly spaced training items (0: no probe)."""
     from hqvae.metrics.progressive import linear_probe, probe_lengths, token_statistics
 
+    if probe_items < 0:
+        raise ValueError(f"--probe-items must be ≥ 0, got {probe_items}")
+    model = opened.model
+    probe_train = None
+    if probe_items and not bool((dataset.labels < 0).any()):
+        probe_train = load_run_data(opened.info, "train", data_root).evenly_spaced(probe_items)
     extra = {"tokens": token_statistics(model, dataset, batch_size)}
     if probe_train is not None:
         points = linear_probe(model, probe_train, dataset, probe_lengths(model.num_layers), batch_size)
         extra["linear_probe"] = {"train_data": probe_train.description, "points": points}
     return extra
-
-
-def probe_training_data(info: RunInfo, dataset, items: int, data_root: str | None):
-    """``items`` evenly spaced training items for the probe, or None when there is no probe:
-    ``items`` is 0 or the evaluated data are unlabelled."""
-    if items < 0:
-        raise ValueError(f"--probe-items must be ≥ 0, got {items}")
-    if items == 0 or bool((dataset.labels < 0).any()):
-        return None
-    return load_run_data(info, "train", data_root).evenly_spaced(items)
 
 
 def evaluate_run(run: str, split: str = "test", checkpoint: str = "best", out: str | None = None,
@@ -256,8 +291,7 @@ def evaluate_run(run: str, split: str = "test", checkpoint: str = "best", out: s
     results = evaluate(opened.model, dataset, batch_size=batch_size, minibatch_perplexity_batch=perplexity_batch,
                        lpips=lpips)
     if opened.model.supports("token_statistics"):
-        probe_train = probe_training_data(opened.info, dataset, probe_items, data_root)
-        results.update(progressive_analyses(opened.model, dataset, probe_train, batch_size))
+        results.update(progressive_analyses(opened, dataset, probe_items, data_root, batch_size))
     results["run"] = opened.describe()
     results["checkpoint"] = opened.checkpoint
     results["hqvae_version"] = hqvae.__version__

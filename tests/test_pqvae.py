@@ -289,7 +289,7 @@ def test_training_prefix_lengths_are_uniform():
 def test_bit_accounting():
     model = tiny()  # L = 3, G = 2, K = 8: 6 bits per step
     assert [model.bits(m) for m in (1, 2, 3)] == [6.0, 12.0, 18.0] and model.bits() == 18.0
-    assert model.config.bits() == 3 * 2 * math.log2(8)
+    assert model.bits() == 3 * 2 * math.log2(8)  # DiscreteAutoencoder.bits: Σ_l G·log2 K
     x = batch()
     points = evaluate(model, [(x, None)])["coarse_to_fine"]
     assert [p["layers"] for p in points] == [1, 2, 3] and [p["bits_per_item"] for p in points] == [6.0, 12.0, 18.0]

@@ -58,12 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(selected if selected in COMMANDS else None).parse_args(argv)
     try:
         return int(args._command(args) or 0)
-    except (ValueError, FileNotFoundError, DataError) as error:
+    except (ValueError, FileNotFoundError, DataError, WriteFailed) as error:  # the message names the fix
         print(f"hqvae {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except WriteFailed as error:  # a full disk, an I/O error, no permission: the message names the file and the fix
-        print(f"hqvae {args.command}: error: {error}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(error, WriteFailed) else 2  # 1: a full disk, an I/O error, no permission
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from hqvae.codes_file import load_codes
     from hqvae.io import atomic_write_bytes
     from hqvae.priors.coding import coding_copy, encode_tokens, pack
-    from hqvae.priors.folder import check_codes_origin, encode_items, open_prior
+    from hqvae.priors.folder import check_codes_origin, open_prior
+    from hqvae.runs import encode_items
     from hqvae.data import ImageDataset
 
     out = Path(args.out)
@@ -91,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
         x = read_images(inputs, tokenizer.model.config.in_channels, opened.info["image_size"])
         dataset = ImageDataset(x, torch.full((x.shape[0],), -1), name="files", split="input",
                                description=f"{len(inputs)} image files")
-        layers = encode_items(tokenizer.model, dataset, args.batch_size)
-        layout.check_layers(layers, "the codes of the images")
+        layers = encode_items(tokenizer.model, dataset, args.batch_size)  # the prior's tokenizer at its size: its layout
         source = f"{len(inputs)} image files"
     tokens = layout.flatten(layers)
     start = time.perf_counter()

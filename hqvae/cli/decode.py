@@ -20,12 +20,10 @@ from pathlib import Path
 
 import torch
 
-from hqvae.runs import open_run
 from hqvae.codes_file import check_codes, load_codes
-from hqvae.data import LogMel, write_wav
-from hqvae.io import atomic_write
-
-GRID_ITEMS = 64
+from hqvae.priors.images import write_items
+from hqvae.priors.layout import decode_layers
+from hqvae.runs import open_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,20 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
-def decode_codes(model, codes: list[torch.Tensor], upto: int, batch_size: int) -> torch.Tensor:
-    """x̂ (N, C, H, W) in [0, 1] decoded in batches from the first ``upto`` layers of ``codes``
-    (one (N, *positions) tensor per layer)."""
-    device = next(model.parameters()).device
-    pieces = []
-    for start in range(0, codes[0].shape[0], batch_size):
-        batch = [code[start:start + batch_size].to(device) for code in codes]
-        pieces.append(model.decode(batch, upto=upto).clamp(0, 1).cpu())
-    return torch.cat(pieces)
-
-
 def run(args: argparse.Namespace) -> int:
-    from hqvae.report.grids import image_grid, save_png, to_pil
-
     codes, _, metadata = load_codes(args.codes)
     checkpoint = args.checkpoint or metadata.get("checkpoint", {}).get("which") or "best"
     opened = open_run(args.run_dir, checkpoint, args.device)
@@ -74,16 +59,10 @@ def run(args: argparse.Namespace) -> int:
               f"{metadata.get('run', {}).get('path')}, checkpoint {metadata.get('checkpoint', {}).get('which')}) "
               f"than {opened.checkpoint['path']}; the images will not match the encoded data", file=sys.stderr)
 
-    x_hat = decode_codes(model, codes, upto, args.batch_size)
+    x_hat = decode_layers(model, codes, args.batch_size, upto)
     out = Path(args.out)
-    spectrogram = metadata.get("log_mel") is not None
-    log_mel = LogMel(**metadata["log_mel"]) if spectrogram else None
-    for i, image in enumerate(x_hat):
-        save_png(to_pil(image), out / f"{i:05d}.png")  # grey, the decoded values themselves
-        if log_mel is not None:
-            samples = log_mel.inverse(image[0])
-            atomic_write(out / f"{i:05d}.wav", lambda tmp: write_wav(tmp, samples, log_mel.sample_rate))
-    save_png(image_grid(x_hat[:GRID_ITEMS], spectrogram=spectrogram), out / "grid.png")
+    log_mel = metadata.get("log_mel")
+    write_items(x_hat, out, log_mel)
     what = "PNG and WAV files" if log_mel is not None else "PNG files"
     print(f"decoded {len(x_hat)} items from the first {upto} of {layers} layers into {what} in {out} (+ grid.png)")
     return 0

@@ -15,8 +15,6 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE.hqz", help="file written by hqvae compress")
@@ -47,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     layers = opened.prior.layout.unflatten(tokens)
     out = Path(args.out)
-    needs_model = not args.no_images
-    tokenizer = opened.open_tokenizer(args.device, args.run_dir) if needs_model or args.run_dir else None
+    tokenizer = opened.open_tokenizer(args.device, args.run_dir) if not args.no_images or args.run_dir else None
     info = opened.info
     metadata = {"model_type": header["model_type"], "num_layers": len(layers),
                 "code_shapes": header["code_shapes"], "codebook_sizes": header["codebook_sizes"],
@@ -59,10 +56,8 @@ def run(args: argparse.Namespace) -> int:
                 "model_fingerprint": header["model_fingerprint"], "log_mel": header.get("log_mel")}
     save_codes(out / "codes.safetensors", layers, None, metadata)
     what = "codes.safetensors"
-    if needs_model:
-        device = next(tokenizer.model.parameters()).device
-        x_hat = torch.cat([decode_layers(tokenizer.model, [code[i:i + args.batch_size].to(device) for code in layers]).cpu()
-                           for i in range(0, tokens.shape[0], args.batch_size)])
+    if not args.no_images:
+        x_hat = decode_layers(tokenizer.model, layers, args.batch_size)
         write_items(x_hat, out, info.get("log_mel"))
         what += ", PNG files" + (" and WAV files" if info.get("log_mel") else "") + " and grid.png"
     print(f"decompressed {tokens.shape[0]} items from {args.file} ({tokens.numel() / seconds:.0f} tokens/s) into {what} "

@@ -11,11 +11,11 @@ Training curves come from each run's metrics.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
+from hqvae.io import read_json
 from hqvae.report.build import ReportRun, build_report, folder_name, unique_names
 from hqvae.runs import default_results_path, evaluate_run
 from hqvae.train.run_dir import RunDir
@@ -36,10 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _read_results(path: Path) -> dict:
     fix = "delete it and run `hqvae eval` again"
-    try:
-        results = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}): it is damaged; {fix}") from None
+    results = read_json(path, fix)
     if not isinstance(results, dict) or not str(results.get("schema", "")).startswith("hqvae.eval/"):
         raise ValueError(f"{path} is not an hqvae eval results file (no 'schema': 'hqvae.eval/...'); {fix}")
     return results

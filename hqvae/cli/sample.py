@@ -38,11 +38,11 @@ def run(args: argparse.Namespace) -> int:
     from hqvae.priors.folder import open_prior
     from hqvae.priors.images import write_items
     from hqvae.priors.layout import decode_layers
-    from hqvae.priors.sampling import check_sampling, sample
+    from hqvae.priors.sampling import sample
+    from hqvae.runs import codes_metadata
 
     if args.num < 1:
         raise ValueError(f"--num must be ≥ 1, got {args.num}")
-    check_sampling(args.temperature, args.top_k, args.top_p)
     opened = open_prior(args.prior, args.checkpoint, args.device)
     prior = opened.prior
     labels = None
@@ -59,20 +59,13 @@ def run(args: argparse.Namespace) -> int:
     tokens = sample(prior, args.num, labels, args.temperature, args.top_k, args.top_p, args.seed, args.batch_size)
     seconds = time.perf_counter() - start
     layers = prior.layout.unflatten(tokens.cpu())
-    device = next(tokenizer.model.parameters()).device
-    x_hat = torch.cat([decode_layers(tokenizer.model, [code[i:i + args.batch_size].to(device) for code in layers]).cpu()
-                       for i in range(0, args.num, args.batch_size)])
+    x_hat = decode_layers(tokenizer.model, layers, args.batch_size)
     out = Path(args.out)
     info = opened.info
     write_items(x_hat, out, info.get("log_mel"))
-    metadata = {"model_type": tokenizer.model.config.name, "num_layers": len(layers),
-                "code_shapes": [list(code.shape[1:]) for code in layers], "codebook_sizes": tokenizer.model.codebook_sizes,
-                "in_channels": info.get("in_channels"), "image_size": info.get("image_size"), "items": args.num,
-                "split": "sample", "dataset": f"samples of the prior {args.prior} (temperature {args.temperature}, "
-                                              f"top-k {args.top_k}, top-p {args.top_p}, class {args.label}, seed {args.seed})",
-                "run": {"path": str(tokenizer.run_dir.root), "name": tokenizer.name},
-                "checkpoint": {"which": tokenizer.checkpoint["which"], "step": tokenizer.checkpoint["step"]},
-                "model_fingerprint": tokenizer.fingerprint(), "log_mel": info.get("log_mel")}
+    description = (f"samples of the prior {args.prior} (temperature {args.temperature}, top-k {args.top_k}, "
+                   f"top-p {args.top_p}, class {args.label}, seed {args.seed})")
+    metadata = codes_metadata(tokenizer, layers, "sample", description, args.num, info["image_size"], info.get("log_mel"))
     save_codes(out / "codes.safetensors", layers, labels, metadata)
     what = "PNG and WAV files" if info.get("log_mel") else "PNG files"
     print(f"sampled {args.num} items ({prior.layout.length * args.num / seconds:.0f} tokens/s) into {what} in {out} "

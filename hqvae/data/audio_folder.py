@@ -28,7 +28,7 @@ import torch
 from hqvae.data.audio import LogMel, read_wav
 from hqvae.data.dataset import ImageDataset
 from hqvae.data.errors import CorruptFileError, DataError
-from hqvae.data.layout import WHOLE, describe_split, is_visible, plan_folder, select_split
+from hqvae.data.layout import is_visible, plan_folder, select_split
 from hqvae.data.paths import data_root
 from hqvae.data.splits import check_split
 
@@ -91,8 +91,7 @@ def load_audio_folder(root, split: str = "train", *, val_fraction: float = 0.1, 
     chosen = [chosen[k] for k in kept]
     labels = torch.tensor([plan.labels[i] for i in chosen], dtype=torch.int64)
     item_groups = [plan.groups[i] for i in chosen]
-    indices = select_split(split, labels, item_groups, val_fraction, test_fraction)
-    rule = describe_split(split, WHOLE not in item_groups, "val" in item_groups, val_fraction, test_fraction)
+    indices, rule = select_split(split, labels, item_groups, val_fraction, test_fraction)
     description = (f"Audio folder as log-mel spectrograms, {split} split ({rule}), {len(indices)} clips, "
                    f"from {root}" + (f", {len(skipped)} unreadable files skipped" if skipped else ""))
     return ImageDataset(images[indices], labels[indices], name=name, split=split, description=description,
@@ -113,13 +112,6 @@ def _fsdd_folder(root) -> Path:
     return root / "recordings" if (root / "recordings").is_dir() else root
 
 
-def fsdd_split(take: int) -> str:
-    """The split of an FSDD take number (0–4 test, 5–9 val, the rest train)."""
-    if take in FSDD_TEST_TAKES:
-        return "test"
-    return "val" if take in FSDD_VAL_TAKES else "train"
-
-
 def load_fsdd(split: str = "train", root=None, *, skip_corrupt: bool = False, **log_mel_options) -> ImageDataset:
     """The Free Spoken Digit Dataset as float32 spectrograms (N, 1, 80, 128) by default; see the module docstring."""
     check_split(split)
@@ -130,11 +122,12 @@ def load_fsdd(split: str = "train", root=None, *, skip_corrupt: bool = False, **
         if match is None:
             raise DataError(f"{folder / path}: not an FSDD name ({{digit}}_{{speaker}}_{{take}}.wav); remove it, "
                             f"or use load_dataset('audio_folder', ...) for other folders")
-        if fsdd_split(int(match["take"])) == split:
+        take = int(match["take"])  # 0–4 test, 5–9 val, the rest train
+        if split == ("test" if take in FSDD_TEST_TAKES else "val" if take in FSDD_VAL_TAKES else "train"):
             paths.append(path)
             digits.append(int(match["digit"]))
             speakers.append(match["speaker"])
-            takes.append(int(match["take"]))
+            takes.append(take)
     if not paths:
         raise DataError(f"{folder}: no FSDD recordings of the {split} split; point root= at the recordings/ folder")
     log_mel = LogMel(**log_mel_options)

@@ -10,7 +10,6 @@ Delete the folder to reclaim the space.
 import hashlib
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from hqvae.data.paths import cache_dir
+from hqvae.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,6 @@ def load_cached(path: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
 
 
 def save_cached(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write ``tensors`` and the JSON-serialisable ``meta`` to ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
-    save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, partial,
-              metadata={"meta": json.dumps(meta)})
-    os.replace(partial, path)
+    """Write ``tensors`` and the JSON-serialisable ``meta`` to ``path`` atomically (``hqvae.io``)."""
+    tensors = {name: tensor.contiguous() for name, tensor in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"meta": json.dumps(meta)}))

@@ -124,10 +124,7 @@ def read_label_names(path: str | os.PathLike) -> list[str]:
 
 def _batches_folder(path: Path) -> Path | None:
     """``path`` itself or its ``cifar-10-batches-py`` sub-folder, whichever holds ``batches.meta``."""
-    for folder in (path, path / FOLDER):
-        if (folder / META_FILE).is_file():
-            return folder
-    return None
+    return next((folder for folder in (path, path / FOLDER) if (folder / META_FILE).is_file()), None)
 
 
 def _from_archive(archive: Path) -> Path:

@@ -36,7 +36,7 @@ from hqvae.data.archive import is_archive, iter_members
 from hqvae.data.cache import cache_path, load_cached, save_cached
 from hqvae.data.dataset import ImageDataset
 from hqvae.data.errors import CorruptFileError, DataError
-from hqvae.data.layout import WHOLE, FolderPlan, describe_split, is_visible, plan_folder, select_split
+from hqvae.data.layout import FolderPlan, is_visible, plan_folder, select_split
 from hqvae.data.splits import SPLITS, check_split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -131,7 +131,8 @@ def _decode_all(plan: FolderPlan, groups: set[str], read: Callable[[str], bytes]
 def _decode_folder(root: Path, split: str, options: dict, use_cache: bool) -> dict:
     plan = plan_folder(_folder_files(root), str(root))
     groups = plan.needed_groups(split)
-    listing = [(path, *_stat(root / path)) for path, group in zip(plan.paths, plan.groups) if group in groups]
+    stats = [(path, (root / path).stat()) for path, group in zip(plan.paths, plan.groups) if group in groups]
+    listing = [(path, stat.st_size, stat.st_mtime_ns) for path, stat in stats]
     key = {"source": str(root.resolve()), "listing": listing, **options}
     return _cached(key, use_cache, lambda: _decode_all(plan, groups, lambda path: (root / path).read_bytes(),
                                                        root, **options))
@@ -156,11 +157,6 @@ def _decode_archive(archive: Path, split: str, options: dict, use_cache: bool) -
         return _decode_all(plan, plan.needed_groups(split), contents.__getitem__, archive, **options)
 
     return _cached(key, use_cache, decode)
-
-
-def _stat(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
 
 
 def _cached(key: dict, use_cache: bool, decode: Callable[[], dict]) -> dict:
@@ -203,8 +199,7 @@ def load_image_folder(root, split: str = "train", *, size=None, center_crop: boo
     if data["skipped"]:
         warnings.warn(f"{root}: skipped {len(data['skipped'])} unreadable image files, e.g. {data['skipped'][0]}",
                       stacklevel=2)
-    indices = select_split(split, data["labels"], data["groups"], val_fraction, test_fraction)
-    rule = describe_split(split, WHOLE not in data["groups"], "val" in data["groups"], val_fraction, test_fraction)
+    indices, rule = select_split(split, data["labels"], data["groups"], val_fraction, test_fraction)
     skipped = f", {len(data['skipped'])} unreadable files skipped" if data["skipped"] else ""
     description = f"{title or 'Image folder'}, {split} split ({rule}), {len(indices)} images, from {root}{skipped}"
     paths = data["paths"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from hqvae.data.errors import DataError
-from hqvae.data.splits import SPLITS, check_split, split_by_tail
+from hqvae.data.splits import SPLITS, split_by_tail
 
 WHOLE = "all"  # the group name of a folder without split folders
 
@@ -43,8 +43,7 @@ class FolderPlan:
         return WHOLE not in self.groups
 
     def needed_groups(self, split: str) -> set[str]:
-        """The groups whose files must be read to build ``split``."""
-        check_split(split)
+        """The groups whose files must be read to build ``split`` (checked by the caller)."""
         if not self.presplit:
             return {WHOLE}
         needed = "test" if split == "test" else "train"
@@ -86,30 +85,19 @@ def plan_folder(paths, source: str) -> FolderPlan:
 
 
 def select_split(split: str, labels: torch.Tensor, groups: list[str], val_fraction: float,
-                 test_fraction: float) -> torch.Tensor:
-    """Indices (sorted int64) of ``split`` among loaded items with the given labels and groups."""
-    check_split(split)
+                 test_fraction: float) -> tuple[torch.Tensor, str]:
+    """Indices (sorted int64) of ``split`` (checked by the caller) among loaded items with the given
+    labels and groups, and a short phrase saying how the split was made, for data set descriptions."""
     in_group = {name: torch.tensor([g == name for g in groups], dtype=torch.bool) for name in set(groups)}
     if WHOLE in in_group:
-        return split_by_tail(labels, val_fraction, test_fraction)[split]
+        return split_by_tail(labels, val_fraction, test_fraction)[split], (
+            f"files sorted by path, per class the last {test_fraction:.0%} test, the {val_fraction:.0%} before "
+            f"them val, the rest train")
     if split == "test" or (split == "val" and "val" in in_group):
-        return torch.nonzero(in_group[split]).flatten()
+        return torch.nonzero(in_group[split]).flatten(), f"{split}/ folder"
     train = torch.nonzero(in_group["train"]).flatten()
     if "val" in in_group:
-        return train
-    return train[split_by_tail(labels[train], val_fraction)[split]]
-
-
-def describe_split(split: str, presplit: bool, has_val_folder: bool, val_fraction: float,
-                   test_fraction: float) -> str:
-    """A short phrase saying how ``split`` was made, for data set descriptions."""
-    if not presplit:
-        return (f"files sorted by path, per class the last {test_fraction:.0%} test, the {val_fraction:.0%} "
-                f"before them val, the rest train")
-    if split == "test" or (split == "val" and has_val_folder):
-        return f"{split}/ folder"
-    if has_val_folder:
-        return "train/ folder"
-    if split == "val":
-        return f"last {val_fraction:.0%} of each class of train/"
-    return f"train/ less the last {val_fraction:.0%} of each class"
+        return train, "train/ folder"
+    rule = (f"last {val_fraction:.0%} of each class of train/" if split == "val" else
+            f"train/ less the last {val_fraction:.0%} of each class")
+    return train[split_by_tail(labels[train], val_fraction)[split]], rule

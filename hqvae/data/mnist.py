@@ -94,10 +94,7 @@ SOURCES = {
 
 def _existing(folder: Path, file: IdxFile) -> Path | None:
     """The gzipped or plain copy of ``file`` in ``folder``, if any."""
-    for candidate in (folder / f"{file.name}.gz", folder / file.name):
-        if candidate.is_file():
-            return candidate
-    return None
+    return next((path for path in (folder / f"{file.name}.gz", folder / file.name) if path.is_file()), None)
 
 
 def _candidate_folders(source: IdxSource, name: str) -> list[Path]:
@@ -180,10 +177,7 @@ def load_mnist(name: str, split: str, root=None, *, download: bool = True, verif
         raise CorruptFileError(f"{label_path}: labels outside 0..{len(source.classes) - 1}")
     images = images.unsqueeze(1)
     if split != "test":
-        images, labels = _take(images, labels, split_by_tail(labels, VAL_FRACTION)[split])
+        indices = split_by_tail(labels, VAL_FRACTION)[split]
+        images, labels = images[indices].contiguous(), labels[indices]
     description = f"{source.title}, {split} split ({_RULES[split]}), {len(labels)} images, from {image_path.parent}"
     return ImageDataset(images, labels, name=name, split=split, description=description, classes=source.classes)
-
-
-def _take(images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return images[indices].contiguous(), labels[indices]

@@ -36,6 +36,13 @@ def check_split(split: str) -> str:
     return split
 
 
+def evenly_spaced_indices(total: int, count: int | None) -> torch.Tensor:
+    """Indices ⌊i·N/count⌋ of ``count`` items among N (all when count is None or ≥ N)."""
+    if count is None or count >= total:
+        return torch.arange(total)
+    return torch.arange(count) * total // count
+
+
 def split_by_tail(labels: torch.Tensor, val_fraction: float, test_fraction: float = 0.0) -> dict[str, torch.Tensor]:
     """Per-class tail hold-out (module docstring): ``{"train", "val", "test"}`` → sorted int64 indices.
 

@@ -10,7 +10,7 @@
 * ``base.py``       ``DiscreteAutoencoder``: the interface every registered model has
 * ``pqvae.py``      PQ-VAE (global token sequence; ``pq_config.py``, the quantizer in
                     ``hqvae.quantizers.progressive``),
-                    registered as ``pqvae`` and ``global_rvq`` by ``pq_registry.py``
+                    registered as ``pqvae`` and ``global_rvq`` by ``registry.py``
 """
 from .base import DiscreteAutoencoder, evaluating
 from .config import LayerConfig, ModelConfig
@@ -20,7 +20,6 @@ from .pq_config import PQConfig
 from .pqvae import PQVAE
 from .pretrained import from_pretrained
 from .registry import create_model, list_models, model_config, register_model
-from . import pq_registry  # noqa: F401  (registers pqvae and global_rvq)
 
 __all__ = [
     "DiscreteAutoencoder",

@@ -10,8 +10,9 @@ def as_pair(size: int | Sequence[int]) -> tuple[int, int]:
     """An image size given as an int or an (H, W) pair -> (H, W)."""
     if isinstance(size, int):
         return size, size
-    height, width = size
-    return int(height), int(width)
+    if len(size) != 2:
+        raise ValueError(f"image_size must be an int or an (H, W) pair, got {size!r}")
+    return int(size[0]), int(size[1])
 
 
 def check_image_batch(x: Tensor, channels: int, model_name: str, shape_text: str = "H, W") -> None:

@@ -12,7 +12,6 @@ it, rejecting unknown keys. The token layout, for an input of ``image_size`` (H,
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,18 +114,9 @@ class PQConfig(BackboneConfig):
         return self.latent_size // self.groups
 
     @property
-    def max_downsample(self) -> int:
-        return self.downsample
-
-    @property
     def layers(self) -> list[TokenStep]:
         """One entry per quantisation step (a step's codes are (B, G) indices < K)."""
         return [TokenStep(step, self.codebook_size, self.quantizer) for step in range(self.depth)]
-
-    def bits(self, upto: int | None = None) -> float:
-        """Nominal rate of the first ``upto`` steps (default all): upto·G·log2 K bits per item."""
-        steps = self.depth if upto is None else upto
-        return steps * self.groups * math.log2(self.codebook_size)
 
     # ------------------------------------------------------------------ checks
 
@@ -154,12 +144,9 @@ class PQConfig(BackboneConfig):
             raise ValueError(f"codebook_size must be ≥ 2, got {self.codebook_size}")
         if self.code_dim is not None and self.code_dim < 0:
             raise ValueError(f"code_dim must be None/0 (raw codewords) or ≥ 1, got {self.code_dim}")
-        if self.quantizer not in QUANTIZERS:
-            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
-        if self.entropy_sign not in ENTROPY_SIGNS:
-            raise ValueError(f"entropy_sign must be one of {ENTROPY_SIGNS}, got {self.entropy_sign!r}")
-        if self.recon_loss not in RECON_LOSSES:
-            raise ValueError(f"recon_loss must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
+        for key, choices in (("quantizer", QUANTIZERS), ("entropy_sign", ENTROPY_SIGNS), ("recon_loss", RECON_LOSSES)):
+            if getattr(self, key) not in choices:
+                raise ValueError(f"{key} must be one of {choices}, got {getattr(self, key)!r}")
         if not self.logit_scale > 0:
             raise ValueError(f"logit_scale must be > 0, got {self.logit_scale}")
         if min(self.lambda_h, self.gamma, self.lambda_prefix, self.beta) < 0:

@@ -10,7 +10,6 @@ path is not a local directory and the package is installed.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from ..io import atomic_write, atomic_write_bytes
+from ..io import atomic_write, atomic_write_json, read_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -33,12 +32,10 @@ class PretrainedMixin:
         """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if needed)."""
         from .. import __version__
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = Path(directory)  # created by the atomic writes
         document = {"model_type": self.config.name, "hqvae_version": __version__, "config": self.config.to_dict()}
-        text = json.dumps(document, indent=2) + "\n"
         atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_model(self, tmp, metadata={"format": "pt"}))
-        atomic_write_bytes(directory / CONFIG_NAME, text.encode())
+        atomic_write_json(directory / CONFIG_NAME, document)
         return directory
 
     @classmethod
@@ -70,17 +67,10 @@ def _read_config(directory: Path) -> dict:
     config_path = directory / CONFIG_NAME
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} is missing; a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-    try:
-        document = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{config_path} is not valid JSON ({err}); re-save the model with save_pretrained") from None
+    document = read_json(config_path, "re-save the model with save_pretrained")
     if not isinstance(document, dict) or "model_type" not in document or "config" not in document:
         raise ValueError(f"{config_path} must hold {{'model_type': ..., 'config': {{...}}}}; re-save the model")
     return document
-
-
-def _storage_key(tensor: torch.Tensor) -> tuple:
-    return (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
 
 
 def _listing(items: list[str], limit: int = 8) -> str:
@@ -99,8 +89,9 @@ def _check_weights(model: nn.Module, weights_path: Path, model_type: str) -> Non
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     # save_model stores one name per group of tied tensors (e.g. a shared codebook)
     aliases: dict[tuple, list[str]] = {}
-    for name, tensor in model.state_dict().items():
-        aliases.setdefault(_storage_key(tensor), []).append(name)
+    for name, tensor in model.state_dict().items():  # tied: the same storage, offset and shape
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        aliases.setdefault(key, []).append(name)
     missing = [
         names[0] for names in aliases.values() if not any(name in stored for name in names)
     ]
@@ -110,14 +101,10 @@ def _check_weights(model: nn.Module, weights_path: Path, model_type: str) -> Non
         for name in sorted(set(stored) & set(expected))
         if stored[name] != expected[name]
     ]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"missing keys {_listing(sorted(missing))}")
-        if unexpected:
-            problems.append(f"unexpected keys {_listing(unexpected)}")
-        if mismatched:
-            problems.append(f"shape mismatches {_listing(mismatched)}")
+    problems = [f"{what} {_listing(items)}" for what, items in
+                (("missing keys", sorted(missing)), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+                if items]
+    if problems:
         raise ValueError(
             f"the weights in {weights_path} do not belong to the model described by config.json "
             f"(model_type {model_type!r}): " + ", ".join(problems)

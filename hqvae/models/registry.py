@@ -34,8 +34,11 @@ from typing import Any, Callable, Iterable, Sequence
 
 from torch import nn
 
+from .checks import as_pair
 from .config import QUANTIZER_OPTIONS, LayerConfig, ModelConfig
 from .hierarchical import HQVAE
+from .pq_config import QUANTIZER_OPTIONS as PQ_QUANTIZER_OPTIONS, PQConfig
+from .pqvae import PQVAE
 
 SQVAE_REFERENCE = (
     "SQ-VAE CIFAR-10 network of the public SQ-VAE code (sony/sqvae, vision/networks/net_32.py, "
@@ -114,7 +117,7 @@ def model_config(name: str, in_channels: int = 3, image_size: int | Sequence[int
     unknown = sorted(set(overrides) - set(entry.valid_keys))
     if unknown:
         raise ValueError(f"unknown override(s) {unknown} for model {name!r}; valid keys: {entry.valid_keys}")
-    config = entry.build(in_channels, _as_size(image_size), **overrides)
+    config = entry.build(in_channels, as_pair(image_size), **overrides)
     config.validate()
     return config
 
@@ -130,14 +133,6 @@ def create_model(name: str, in_channels: int = 3, image_size: int | Sequence[int
 
 
 # ----------------------------------------------------------------------------- defaults
-
-
-def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        return image_size, image_size
-    if len(image_size) != 2:
-        raise ValueError(f"image_size must be an int or an (H, W) pair, got {image_size!r}")
-    return int(image_size[0]), int(image_size[1])
 
 
 def default_hidden(size: tuple[int, int]) -> int:
@@ -227,23 +222,9 @@ def check_quantizer_options(
         )
 
 
-def _injected(quantizer: str, downsample: int) -> LayerConfig:
-    return LayerConfig(kind="injected", quantizer=quantizer, downsample=downsample, **_start(quantizer))
-
-
-def _residual(quantizer: str) -> LayerConfig:
-    return LayerConfig(kind="residual", quantizer=quantizer, downsample=None, **_start(quantizer))
-
-
-def _start(quantizer: str) -> dict[str, Any]:
-    """How a registry layer starts: VQ layers from k-means (``LayerConfig``'s default), SQ layers
-    with ``SQ_START``."""
-    return dict(SQ_START) if quantizer == "sq" else {}
-
-
-def _single(name, quantizer, in_channels, size, downsample, overrides) -> ModelConfig:
-    layers = [_injected(quantizer, downsample or default_factor(size))]
-    return _configure(name, in_channels, size, layers, overrides)
+def _layer(kind: str, quantizer: str, downsample: int | None = None) -> LayerConfig:
+    """A registry layer: VQ layers start from k-means (``LayerConfig``'s default), SQ layers with ``SQ_START``."""
+    return LayerConfig(kind=kind, quantizer=quantizer, downsample=downsample, **(SQ_START if quantizer == "sq" else {}))
 
 
 def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides) -> ModelConfig:
@@ -251,7 +232,7 @@ def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides) 
         raise ValueError(f"depth (layers per resolution) must be ≥ 1, got {depth}")
     layers = []
     for factor in downsamples or default_pyramid(size):
-        layers += [_injected(quantizer, factor)] + [_residual(quantizer) for _ in range(depth - 1)]
+        layers += [_layer("injected", quantizer, factor)] + [_layer("residual", quantizer) for _ in range(depth - 1)]
     return _configure(name, in_channels, size, layers, overrides)
 
 
@@ -280,7 +261,8 @@ def _pair(vq_name: str, sq_name: str, what: str, entry: Callable[[str, str], Cal
 
 def _single_entry(name: str, quantizer: str) -> Callable:
     def build(in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, **overrides):
-        config = _single(name, quantizer, in_channels, image_size, downsample, overrides)
+        config = _pyramid(name, quantizer, in_channels, image_size, [downsample or default_factor(image_size)], 1,
+                          overrides)
         if quantizer == "sq" and "reference" not in overrides and _is_sqvae_reference(config):
             config.reference = SQVAE_REFERENCE  # sqvae at the 3×32×32 defaults: the public CIFAR-10 network
         return config
@@ -320,3 +302,44 @@ def hqvae(
 ) -> ModelConfig:
     """HQ-VAE: injected layers at ``downsamples``, each followed by ``depth − 1`` residual layers."""
     return _pyramid("hqvae", quantizer, in_channels, image_size, downsamples, depth, overrides)
+
+
+# ----------------------------------------------------------------------------- PQ-VAE
+# ``pqvae`` and its "global residual VQ" control ``global_rvq`` accept every ``PQConfig`` field except
+# name / in_channels / image_size as an override (``hqvae.create_model("pqvae", 1, 28, depth=8, groups=2,
+# lambda_h=0.5)``), except the options only the other quantizer kind reads (``pq_config.QUANTIZER_OPTIONS``:
+# ``beta`` on SQ steps, ``logit_scale``, ``gamma``, ``entropy_sign`` on VQ steps). Hidden width and
+# downsampling follow the size defaults above, so that PQ-VAE and RSQ-VAE share the backbone at a given size.
+#
+#     pqvae       SQ steps, factorised cosine codes (d_c = 16, κ₀ = 10), L = 16, G = 1, K = 256,
+#                 c = 16, λ_h = 0.05, γ = 1, λ_pre = 1, entropy sign "pq", SSE reconstruction
+#     global_rvq  the same network with VQ steps (straight-through, commitment 0.25), no entropy
+#                 terms (λ_h = 0) and no prefix loss (λ_pre = 0)
+
+PQ_KEYS = tuple(f.name for f in fields(PQConfig) if f.name not in ("name", "in_channels", "image_size"))
+
+
+def _pq_configure(name: str, in_channels: int, size: tuple[int, int], base: dict[str, Any],
+                  overrides: dict[str, Any]) -> PQConfig:
+    """Size defaults, then the entry's settings, then the user's overrides (an option only the other
+    quantizer kind reads raises a ValueError)."""
+    config = PQConfig(name=name, in_channels=in_channels, image_size=size, hidden=default_hidden(size),
+                      downsample=default_factor(size))
+    config = replace(config, **{**base, **overrides})
+    check_quantizer_options(name, overrides, {config.quantizer}, PQ_QUANTIZER_OPTIONS)
+    if "train_defaults" not in overrides:
+        config.train_defaults = train_defaults(config.stochastic)
+    return config
+
+
+@register_model("pqvae", model_class=PQVAE, option_keys=PQ_KEYS)
+def pqvae(in_channels: int, image_size: tuple[int, int], **overrides) -> PQConfig:
+    """PQ-VAE (SPEC §4): L stochastic residual steps on the global latent vector."""
+    return _pq_configure("pqvae", in_channels, image_size, {}, overrides)
+
+
+@register_model("global_rvq", model_class=PQVAE, option_keys=PQ_KEYS)
+def global_rvq(in_channels: int, image_size: tuple[int, int], **overrides) -> PQConfig:
+    """Global residual VQ: PQ-VAE's network with VQ steps, no entropy terms and no prefix loss."""
+    base = {"quantizer": "vq", "lambda_h": 0.0, "lambda_prefix": 0.0}
+    return _pq_configure("global_rvq", in_channels, image_size, base, overrides)

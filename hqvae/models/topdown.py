@@ -29,38 +29,17 @@ from .config import QUANTIZER_OPTIONS, STOCHASTIC_KINDS, LayerConfig
 FILLS = ("mean", "zero")
 
 
-def _vector_quantizer(layer: LayerConfig) -> VectorQuantizer:
-    """VQ with the baselines' heuristics (EMA codebook, commitment β, k-means start)."""
-    return VectorQuantizer(
-        layer.dim,
-        layer.codebook_size,
-        beta=layer.beta,
-        ema=layer.ema,
-        decay=layer.decay,
-        init=layer.vq_init,
-        dead_code_threshold=layer.dead_code_threshold,
-    )
+def _options(layer: LayerConfig) -> dict:
+    """The fields of ``layer`` that its quantizer kind reads (``config.QUANTIZER_OPTIONS``), as the
+    quantizer's keyword arguments (``vq_init`` / ``sq_init`` are its ``init``)."""
+    return {key.removeprefix(f"{layer.quantizer}_"): getattr(layer, key) for key in QUANTIZER_OPTIONS[layer.quantizer]}
 
 
-def _stochastic_quantizer(layer: LayerConfig) -> StochasticQuantizer:
-    """SQ, Gaussian type I."""
-    return StochasticQuantizer(
-        layer.dim,
-        layer.codebook_size,
-        variance="gaussian_1",
-        init_variance=layer.init_variance,
-        var_floor=layer.var_floor,
-        bounded_variance=layer.bounded_variance,
-        init=layer.sq_init,
-        init_noise=layer.init_noise,
-        init_variance_ratio=layer.init_variance_ratio,
-    )
-
-
-# LayerConfig.quantizer -> builder; each reads the common fields and its kind's config.QUANTIZER_OPTIONS
+# LayerConfig.quantizer -> builder: VQ with the baselines' heuristics (EMA codebook, commitment β,
+# k-means start), SQ of Gaussian type I; each reads the common fields and its kind's options
 QUANTIZER_BUILDERS: dict[str, Callable[[LayerConfig], Quantizer]] = {
-    "vq": _vector_quantizer,
-    "sq": _stochastic_quantizer,
+    "vq": lambda layer: VectorQuantizer(layer.dim, layer.codebook_size, **_options(layer)),
+    "sq": lambda layer: StochasticQuantizer(layer.dim, layer.codebook_size, **_options(layer)),
 }
 
 
@@ -80,11 +59,6 @@ def register_quantizer(
     QUANTIZER_BUILDERS[kind], QUANTIZER_OPTIONS[kind] = builder, tuple(options)
     if stochastic:
         STOCHASTIC_KINDS.add(kind)
-
-
-def build_quantizer(layer: LayerConfig) -> Quantizer:
-    """The quantizer of one layer, built by its kind's builder."""
-    return QUANTIZER_BUILDERS[layer.quantizer](layer)
 
 
 class ResolutionGroup(nn.Module):
@@ -113,7 +87,7 @@ class ResolutionGroup(nn.Module):
             self.merge_out = nn.Sequential(
                 nn.Conv2d(hidden + self.dim, hidden, 3, padding=1), ResBlock(hidden, batch_norm)
             )
-        quantizers = [build_quantizer(layer) for layer in layers]
+        quantizers = [QUANTIZER_BUILDERS[layer.quantizer](layer) for layer in layers]
         if len(quantizers) == 1:
             self.quantizer = quantizers[0]
         else:

@@ -12,9 +12,9 @@ real compression (range coding with the prior's probabilities).
     coding.py       range coding with constriction and the versioned ``.hqz`` container
     images.py       writing decoded items as PNG (and WAV) files
 """
-from hqvae.priors.layout import CodeLayout, decode_layers, model_layout
+from hqvae.priors.layout import CodeLayout, decode_layers
 from hqvae.priors.sampling import sample
 from hqvae.priors.transformer import CodePrior, PriorBase, PriorConfig, build_prior, load_prior
 
 __all__ = ["CodeLayout", "CodePrior", "PriorBase", "PriorConfig", "build_prior", "decode_layers",
-           "load_prior", "model_layout", "sample"]
+           "load_prior", "sample"]

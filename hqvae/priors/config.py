@@ -1,10 +1,5 @@
-"""The configuration of ``hqvae prior train``: typed sections with dotted ``key=value`` overrides.
-
-    data:     checkpoint, limit, val_items, encode_batch_size, root
-    model:    kind, depth_layers, d_model, n_layer, n_head, dropout, class_conditional, class_dropout
-    optim:    lr, schedule, betas, weight_decay, grad_clip, warmup_steps, min_lr
-    train:    steps, batch_size, seed, device, dtype, log_every, val_every, checkpoint_every
-    logging:  progress
+"""The configuration of ``hqvae prior train``: typed sections (data, model, optim, train, logging; each
+a dataclass below, whose docstring says what its keys mean) with dotted ``key=value`` overrides.
 
 Values come from the dataclass defaults, then the overrides (each value read as a YAML scalar,
 e.g. ``train.steps=3000 model.d_model=192 data.limit=null``). Unknown keys and values of the
@@ -12,14 +7,10 @@ wrong type are rejected with the valid keys of the section, as in ``hqvae.train.
 """
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
-import yaml
-
-from hqvae.train.config import ConfigLoader, _plain, build_sections
+from hqvae.train.config import SectionedConfig, apply_overrides, check_ranges
 
 
 @dataclass
@@ -106,8 +97,10 @@ class PriorLoggingConfig:
 
 
 @dataclass
-class PriorTrainConfig:
+class PriorTrainConfig(SectionedConfig):
     """Everything ``hqvae prior train`` needs besides the run and the output folder."""
+
+    what = "prior config"
 
     data: PriorDataConfig = field(default_factory=PriorDataConfig)
     model: PriorModelConfig = field(default_factory=PriorModelConfig)
@@ -115,18 +108,9 @@ class PriorTrainConfig:
     train: PriorLoopConfig = field(default_factory=PriorLoopConfig)
     logging: PriorLoggingConfig = field(default_factory=PriorLoggingConfig)
 
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PriorTrainConfig":
-        """Build from nested dicts; unknown sections or keys and wrong types raise a ValueError."""
-        config = cls(**build_sections(data, _sections(), "prior config"))
-        config.validate()
-        return config
-
     def validate(self) -> None:
-        checks = [
+        """Range checks across keys; a ValueError names the key."""
+        check_ranges([
             ("data.limit", self.data.limit, lambda v: v is None or v >= 1, "≥ 1 or null"),
             ("data.val_items", self.data.val_items, lambda v: v is None or v >= 0, "≥ 0 or null"),
             ("data.encode_batch_size", self.data.encode_batch_size, lambda v: v >= 1, "≥ 1"),
@@ -141,42 +125,9 @@ class PriorTrainConfig:
             ("train.log_every", self.train.log_every, lambda v: v >= 1, "≥ 1"),
             ("train.val_every", self.train.val_every, lambda v: v >= 0, "≥ 0"),
             ("train.checkpoint_every", self.train.checkpoint_every, lambda v: v >= 1, "≥ 1"),
-        ]
-        for key, value, ok, rule in checks:
-            if not ok(value):
-                raise ValueError(f"{key} must be {rule}, got {value!r}")
-
-
-def _sections() -> dict[str, type]:
-    hints = typing.get_type_hints(PriorTrainConfig)
-    return {f.name: hints[f.name] for f in dataclasses.fields(PriorTrainConfig)}
-
-
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """A copy of ``data`` (nested dicts) with each ``section.key=value`` set (value read as YAML)."""
-    data = {name: dict(values or {}) for name, values in data.items()}
-    sections = _sections()
-    for override in overrides:
-        key, sep, text = override.partition("=")
-        parts = key.strip().split(".")
-        if not sep or len(parts) != 2 or not all(parts):
-            raise ValueError(f"bad override {override!r}: expected section.key=value (e.g. train.steps=3000); "
-                             f"sections: {', '.join(sections)}")
-        section, name = parts
-        if section not in sections:
-            raise ValueError(f"bad override {override!r}: unknown section {section!r}; valid sections: "
-                             f"{', '.join(sections)}")
-        hints = typing.get_type_hints(sections[section])
-        if name not in hints:
-            raise ValueError(f"bad override {override!r}: unknown key {name!r} in section {section!r}; "
-                             f"valid keys: {', '.join(hints)}")
-        try:
-            data.setdefault(section, {})[name] = yaml.load(text, Loader=ConfigLoader)
-        except yaml.YAMLError as error:
-            raise ValueError(f"bad override {override!r}: the value is not a YAML scalar ({error})") from None
-    return data
+        ])
 
 
 def load_prior_config(overrides: Sequence[str] = (), base: dict[str, Any] | None = None) -> PriorTrainConfig:
     """The defaults (or ``base``, a stored config) with ``overrides`` applied."""
-    return PriorTrainConfig.from_dict(apply_overrides(base or {}, overrides))
+    return PriorTrainConfig.from_dict(apply_overrides(base or {}, overrides, PriorTrainConfig, "train.steps=3000"))

@@ -27,13 +27,10 @@ class DepthCache:
     position (D steps), the sum of the current position's code embeddings, the step count."""
 
     def __init__(self, prior: "DepthPrior", batch: int):
-        parameter = prior.position_embedding.weight
-        heads, width = prior.config.n_head, prior.config.d_model
-        self.spatial = KVCache(prior.config.n_layer, batch, heads, prior.positions, width // heads, parameter.dtype,
-                               parameter.device)
-        self.depth = KVCache(prior.config.depth_layers, batch, heads, prior.depth, width // heads, parameter.dtype,
-                             parameter.device)
-        self.summed = torch.zeros(batch, width, dtype=parameter.dtype, device=parameter.device)
+        config, parameter = prior.config, prior.position_embedding.weight
+        self.spatial = KVCache(config, config.n_layer, batch, prior.positions, parameter)
+        self.depth = KVCache(config, config.depth_layers, batch, prior.depth, parameter)
+        self.summed = parameter.new_zeros(batch, config.d_model)
         self.length = 0
 
 

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 
 import torch
 
-from hqvae.codes_file import load_codes, save_codes
-from hqvae.priors.transformer import PriorBase, load_prior, weights_fingerprint
-from hqvae.runs import OpenedRun, load_run_data, open_run
+from hqvae.codes_file import load_codes
+from hqvae.data.splits import evenly_spaced_indices
+from hqvae.io import file_fingerprint
+from hqvae.priors.transformer import WEIGHTS_NAME, PriorBase, load_prior
+from hqvae.runs import OpenedRun, encode_to_file, load_run_data, open_run
 from hqvae.train.run_dir import RunDir
 
 KIND = "hqvae-prior"
@@ -71,46 +73,11 @@ def open_prior(path: str | os.PathLike, which: str = "best", device: str | torch
     if info.kind != KIND:
         raise ValueError(f"{folder.root} holds a tokenizer run, not a prior; pass a folder written by "
                          f"`hqvae prior train --run {folder.root} --out <prior folder>`")
-    if not (folder.checkpoint(which) / "prior.safetensors").is_file():
+    if not (folder.checkpoint(which) / WEIGHTS_NAME).is_file():
         which = "last" if which == "best" else "best"
     checkpoint = folder.checkpoint(which)
-    return OpenedPrior(folder, info.to_dict(), load_prior(checkpoint, device), which, weights_fingerprint(checkpoint))
-
-
-def evenly_spaced_indices(total: int, count: int | None) -> torch.Tensor:
-    """Indices ⌊i·N/count⌋ of ``count`` items among N (all when count is None or ≥ N)."""
-    if count is None or count >= total:
-        return torch.arange(total)
-    return torch.arange(count) * total // count
-
-
-def codes_metadata(opened: OpenedRun, dataset, split: str, layers: list[torch.Tensor]) -> dict:
-    """The metadata ``hqvae encode`` writes with codes (see ``hqvae.codes_file``)."""
-    log_mel = dataset.meta.get("log_mel") if hasattr(dataset, "meta") else None
-    model = opened.model
-    return {
-        "model_type": model.config.name,
-        "num_layers": len(layers),
-        "code_shapes": [list(code.shape[1:]) for code in layers],
-        "codebook_sizes": model.codebook_sizes,
-        "in_channels": model.config.in_channels,
-        "image_size": list(dataset.image_size),
-        "items": len(dataset),
-        "split": split,
-        "dataset": dataset.description,
-        "run": {"path": str(opened.run_dir.root), "name": opened.name},
-        "checkpoint": {"which": opened.checkpoint["which"], "step": opened.checkpoint["step"]},
-        "model_fingerprint": opened.fingerprint(),
-        "log_mel": log_mel.config() if log_mel is not None else None,
-    }
-
-
-@torch.no_grad()
-def encode_items(model, dataset, batch_size: int) -> list[torch.Tensor]:
-    """Codes of every item of ``dataset``, one (N, *positions) long tensor per layer (CPU)."""
-    device = next(model.parameters()).device
-    pieces = [model.encode(x.to(device)) for x, _ in dataset.batches(batch_size)]
-    return [torch.cat([piece[layer].cpu() for piece in pieces]) for layer in range(len(pieces[0]))]
+    return OpenedPrior(folder, info.to_dict(), load_prior(checkpoint, device), which,
+                       file_fingerprint(checkpoint / WEIGHTS_NAME))
 
 
 def cached_codes(folder: RunDir, opened: OpenedRun, split: str, count: int | None, batch_size: int,
@@ -129,10 +96,7 @@ def cached_codes(folder: RunDir, opened: OpenedRun, split: str, count: int | Non
         indices = torch.arange(count) if first else evenly_spaced_indices(len(dataset), count)
         how = f"first {count}" if first else f"{count} evenly spaced"
         dataset = dataset.subset(indices, split, f"{dataset.description}; {how} items")
-    layers = encode_items(opened.model, dataset, batch_size)
-    labels = dataset.labels if bool((dataset.labels >= 0).any()) else None
-    metadata = codes_metadata(opened, dataset, split, layers)
-    save_codes(path, layers, labels, metadata)
+    layers, labels, metadata, _ = encode_to_file(opened, dataset, split, path, batch_size)
     return layers, labels, {"format": "hqvae.codes/1", **metadata}
 
 

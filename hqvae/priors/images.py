@@ -1,5 +1,5 @@
-"""Writing decoded or sampled items: one PNG per item, a grid PNG, and Griffin-Lim WAVs for
-log-mel spectrogram runs (as ``hqvae decode`` does)."""
+"""Writing decoded or sampled items (``hqvae decode``, ``sample``, ``decompress``): one PNG per item,
+a grid PNG, and Griffin-Lim WAVs for log-mel spectrogram runs."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -58,15 +58,6 @@ class CodeLayout:
         """T, the tokens per item."""
         return sum(self.lengths)
 
-    @property
-    def starts(self) -> list[int]:
-        """Index of the first token of every layer in the sequence."""
-        starts, total = [], 0
-        for n in self.lengths:
-            starts.append(total)
-            total += n
-        return starts
-
     def layer_of(self) -> Tensor:
         """(T,) long: the layer of every token."""
         return torch.cat([torch.full((n,), layer, dtype=torch.long) for layer, n in enumerate(self.lengths)])
@@ -118,13 +109,10 @@ class CodeLayout:
 # ---------------------------------------------------------------------- the tokenizer side
 
 
-def model_layout(model: nn.Module, image_size: Sequence[int] | None = None) -> CodeLayout:
-    """The layout of ``model``'s codes for inputs of ``image_size`` (a PQ-VAE: its fixed size)."""
-    shapes = model.code_shapes(tuple(image_size)) if image_size is not None else model.code_shapes()
-    return CodeLayout.of(shapes, model.codebook_sizes)
-
-
 @torch.no_grad()
-def decode_layers(model: nn.Module, layers: Sequence[Tensor]) -> Tensor:
-    """One (B, *positions_l) tensor per layer -> x̂ (B, C, H, W) clamped to [0, 1]."""
-    return model.decode([code.long() for code in layers]).clamp(0, 1)
+def decode_layers(model: nn.Module, layers: Sequence[Tensor], batch_size: int = 256, upto: int | None = None) -> Tensor:
+    """One (N, *positions_l) tensor per layer -> x̂ (N, C, H, W) clamped to [0, 1], on the CPU, decoded
+    ``batch_size`` items at a time from the first ``upto`` layers (default all)."""
+    device = next(model.parameters()).device
+    return torch.cat([model.decode([code[i:i + batch_size].to(device).long() for code in layers], upto=upto)
+                      .clamp(0, 1).cpu() for i in range(0, layers[0].shape[0], batch_size)])

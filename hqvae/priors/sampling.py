@@ -50,21 +50,17 @@ def filter_logits(logits: Tensor, temperature: float = 1.0, top_k: int | None = 
     return logits
 
 
-def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+@torch.no_grad()
+def sample(prior: PriorBase, num: int, labels: Tensor | None = None, temperature: float = 1.0,
+           top_k: int | None = None, top_p: float | None = None, seed: int = 0, batch_size: int = 64) -> Tensor:
+    """``num`` token sequences (num, T) drawn from the prior (in batches), class ``labels`` (num,)
+    or unconditional; reproducible for a given seed and batch size."""
     if not temperature > 0:
         raise ValueError(f"--temperature must be > 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"--top-k must be ≥ 1, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"--top-p must lie in (0, 1], got {top_p}")
-
-
-@torch.no_grad()
-def sample(prior: PriorBase, num: int, labels: Tensor | None = None, temperature: float = 1.0,
-           top_k: int | None = None, top_p: float | None = None, seed: int = 0, batch_size: int = 64) -> Tensor:
-    """``num`` token sequences (num, T) drawn from the prior (in batches), class ``labels`` (num,)
-    or unconditional; reproducible for a given seed and batch size."""
-    check_sampling(temperature, top_k, top_p)
     device = next(prior.parameters()).device
     labels = prior.check_labels(labels, num, device)
     generator = torch.Generator(device=device).manual_seed(seed)

@@ -1,20 +1,10 @@
-"""The training loop of ``hqvae prior train``, top to bottom, with the conventions of
-``hqvae.train.loop``:
+"""The training loop of ``hqvae prior train``, top to bottom: processes, folder, logging rhythm,
+non-finite stop, checkpoints and bit-exact resume as in ``hqvae.train.loop``; what differs:
 
-    processes   torchrun's RANK / WORLD_SIZE -> process group (nccl / gloo), device, bf16 autocast (CUDA)
-    folder      refuse to overwrite a prior unless --resume / --force
     codes       the run's train and val codes, encoded once by rank 0 and cached in <prior>/codes/
-    setup       seed, prior (DDP-wrapped when W > 1), AdamW; on --resume: weights, optimiser,
-                RNG states and step from checkpoints/last
-    each step   lr(step), batch(step) (a pure function of seed and step), class dropout, forward,
-                backward, clip, step; losses stay on the device
-    every log_every steps: one synchronisation; a non-finite loss or parameter stops the run
-                (status "stopped_nan", checkpoints/last kept); a train record
+    setup       seed, prior (DDP-wrapped when W > 1), AdamW
+    each step   lr(step), batch(step), class dropout; the loss is the cross-entropy in bits per token
     every val_every: mean bits per item of the val codes (unconditional); a new best is staged
-    every checkpoint_every and at the end: checkpoints/last (+ the staged best), run.json
-
-The loss is the cross-entropy in bits per token; resuming on CPU reproduces an uninterrupted run
-bit for bit (data order and learning rate are functions of the step, RNG states are restored).
 """
 from __future__ import annotations
 
@@ -25,55 +15,34 @@ import time
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
+from hqvae.models import evaluating
 from hqvae.priors.config import PriorTrainConfig
 from hqvae.priors.folder import KIND, cached_codes
 from hqvae.priors.layout import CodeLayout
-from hqvae.priors.transformer import PriorBase, PriorConfig, build_prior, load_prior
+from hqvae.priors.transformer import WEIGHTS_NAME, PriorBase, PriorConfig, build_prior, load_prior
 from hqvae.runs import open_run
 from hqvae.train import checkpoint, rng
 from hqvae.train.loop import (NonFiniteLoss, Window, check_batch_size, finish, kept_checkpoint, open_outputs,
                               prepare_run_folder, restore_random_streams, save_last, setup_processes, teardown)
-from hqvae.train.run_dir import TRAIN_STATE_FILE, RunDir
+from hqvae.train.optim import adam
+from hqvae.train.run_dir import RunDir
 from hqvae.train.run_info import RunInfo
 from hqvae.train.sampler import StepSampler
 from hqvae.train.schedules import learning_rate
 
 
-def build_optimizer(prior: torch.nn.Module, config: PriorTrainConfig) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices (≥ 2 dims) only."""
-    decay = [p for p in prior.parameters() if p.dim() >= 2]
-    rest = [p for p in prior.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.optim.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    try:
-        return torch.optim.AdamW(groups, lr=config.optim.lr, betas=tuple(config.optim.betas), fused=True)
-    except RuntimeError:
-        return torch.optim.AdamW(groups, lr=config.optim.lr, betas=tuple(config.optim.betas), foreach=True)
-
-
-@torch.no_grad()
 def mean_bits(prior: PriorBase, tokens: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
               device: torch.device, autocast=contextlib.nullcontext) -> torch.Tensor:
     """Mean −log2 p per layer over the items of ``tokens`` (N, T): (L,) float64 (eval mode)."""
-    was_training = prior.training
-    prior.eval()
     total = torch.zeros(prior.layout.num_layers, dtype=torch.float64)
-    for start in range(0, tokens.shape[0], batch_size):
-        batch = tokens[start:start + batch_size].to(device)
-        batch_labels = None if labels is None else labels[start:start + batch_size].to(device)
-        with autocast():
-            total += prior.nll_bits(batch, batch_labels).double().sum(0).cpu()
-    prior.train(was_training)
+    with evaluating(prior):
+        for start in range(0, tokens.shape[0], batch_size):
+            batch = tokens[start:start + batch_size].to(device)
+            batch_labels = None if labels is None else labels[start:start + batch_size].to(device)
+            with autocast():
+                total += prior.nll_bits(batch, batch_labels).double().sum(0).cpu()
     return total / max(tokens.shape[0], 1)
-
-
-def load_train_state(folder: RunDir) -> dict:
-    path = folder.checkpoint("last") / TRAIN_STATE_FILE
-    if not path.is_file() or not (folder.checkpoint("last") / "prior.safetensors").is_file():
-        raise FileNotFoundError(f"{folder.checkpoint('last')} holds no complete prior checkpoint to resume from; "
-                                f"start again with --force")
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: PriorTrainConfig, *,
@@ -96,11 +65,7 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
                    if data.val_items != 0 and config.train.val_every else None)
             return train, val
 
-        if procs.master:  # first, so that the other ranks read the cache
-            train_codes, val_codes = codes()
-        procs.barrier()
-        if not procs.master:
-            train_codes, val_codes = codes()
+        train_codes, val_codes = procs.master_first(codes)
         layers, labels, train_meta = train_codes
         layout = CodeLayout.from_codes(opened.model, layers)
         tokens = layout.flatten(layers)
@@ -123,16 +88,17 @@ def train_prior(run_path: str | os.PathLike, out: str | os.PathLike, config: Pri
         prior.train()
         rank_batch = check_batch_size(config.train.batch_size, procs.world_size)
         sampler = StepSampler(tokens.shape[0], rank_batch, config.train.seed, procs.rank, procs.world_size)
-        optimizer = build_optimizer(prior, config)
+        optimizer = adam(prior, torch.optim.AdamW, config.optim.lr, config.optim.betas, config.optim.weight_decay)
         total_steps = config.train.steps
         start_step, best, wall_before = 0, None, 0.0
         if resume:
-            state = load_train_state(folder)
+            if not folder.train_state_file.is_file() or not (folder.checkpoint("last") / WEIGHTS_NAME).is_file():
+                raise FileNotFoundError(f"{folder.checkpoint('last')} holds no complete prior checkpoint to resume "
+                                        f"from; start again with --force")
+            state = torch.load(folder.train_state_file, map_location="cpu", weights_only=True)
             optimizer.load_state_dict(state["optimizer"])
             start_step, best, wall_before = state["step"], state["best"], state["wall_time_s"]
-        model = prior
-        if procs.world_size > 1:
-            model = DistributedDataParallel(prior, device_ids=[procs.local_rank] if device.type == "cuda" else None)
+        model = procs.wrap(prior)
         if resume:
             restore_random_streams(folder, procs, state, config.train.seed)
 

@@ -15,7 +15,6 @@ Weights are saved as ``prior.safetensors`` + ``config.json`` (``save_pretrained`
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from hqvae.io import atomic_write, atomic_write_json, file_fingerprint
+from hqvae.io import atomic_write, atomic_write_json, read_json
 from hqvae.priors.layout import CodeLayout
 
 WEIGHTS_NAME = "prior.safetensors"
@@ -37,11 +36,9 @@ MODEL_TYPE = "hqvae-prior"
 @dataclass
 class PriorConfig:
     """code_shapes / codebook_sizes: the layout of the codes (see ``hqvae.priors.layout``);
-    d_model, n_layer, n_head: width, depth and attention heads; dropout: on attention and
-    residual branches during training; num_classes: 0 for an unconditional prior, else the
-    number of class labels it can be conditioned on; kind: "flat" (:class:`CodePrior`, one
-    sequence over all tokens) or "depth" (:class:`hqvae.priors.depth.DepthPrior`, RQ-Transformer
-    style, for layers that share one grid); depth_layers: blocks of the depth transformer."""
+    num_classes: 0 for an unconditional prior, else the number of class labels it can be conditioned
+    on; the others as in ``hqvae.priors.config.PriorModelConfig`` (kind "flat": :class:`CodePrior`,
+    "depth": :class:`hqvae.priors.depth.DepthPrior`)."""
 
     code_shapes: list[list[int]]
     codebook_sizes: list[int]
@@ -72,13 +69,13 @@ class PriorConfig:
 
 
 class KVCache:
-    """Keys and values of every block for incremental decoding: (B, H, T, d_head) each, filled
-    up to ``length`` positions."""
+    """Keys and values of each of ``blocks`` blocks for incremental decoding: (B, H, T, d_head) each,
+    filled up to ``length`` positions; dtype and device those of ``like``."""
 
-    def __init__(self, n_layer: int, batch: int, heads: int, length: int, head_dim: int, dtype, device):
-        shape = (batch, heads, length, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+    def __init__(self, config: PriorConfig, blocks: int, batch: int, length: int, like: Tensor):
+        shape = (batch, config.n_head, length, config.d_model // config.n_head)
+        self.keys = [like.new_zeros(shape) for _ in range(blocks)]
+        self.values = [like.new_zeros(shape) for _ in range(blocks)]
         self.length = 0
 
 
@@ -187,8 +184,7 @@ class PriorBase(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``prior.safetensors`` (atomically) into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = Path(directory)  # created by the atomic writes
         tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
         atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp))
         atomic_write_json(directory / CONFIG_NAME, {"model_type": MODEL_TYPE, **asdict(self.config)})
@@ -221,17 +217,13 @@ class CodePrior(PriorBase):
 
     # ------------------------------------------------------------------ training / scoring
 
-    def embed_inputs(self, tokens: Tensor, labels: Tensor) -> Tensor:
-        """tokens (B, T), labels (B,) -> the transformer input (B, T, d) (shifted by one)."""
-        batch, length = tokens.shape
-        previous = self.token_embedding(tokens[:, :-1] + self.offsets[:-1])  # (B, T-1, d)
-        x = torch.cat([self.start(labels)[:, None], previous], dim=1)
-        return x + self.position_embedding.weight[:length] + self.layer_embedding(self.layer_ids[:length])
-
     def forward(self, tokens: Tensor, labels: Tensor | None = None) -> list[Tensor]:
         """tokens (B, T) -> logits, one (B, n_l, K_l) tensor per layer."""
         labels = self.check_labels(labels, tokens.shape[0], tokens.device)
-        x = self.drop(self.embed_inputs(tokens, labels))
+        length = tokens.shape[1]
+        previous = self.token_embedding(tokens[:, :-1] + self.offsets[:-1])  # (B, T-1, d): inputs shifted by one
+        x = torch.cat([self.start(labels)[:, None], previous], dim=1)
+        x = self.drop(x + self.position_embedding.weight[:length] + self.layer_embedding(self.layer_ids[:length]))
         for block in self.blocks:
             x = block(x)
         x = self.ln_f(x)
@@ -240,9 +232,7 @@ class CodePrior(PriorBase):
     # ------------------------------------------------------------------ incremental decoding
 
     def new_cache(self, batch: int) -> KVCache:
-        parameter = self.token_embedding.weight
-        return KVCache(self.config.n_layer, batch, self.config.n_head, self.layout.length,
-                       self.config.d_model // self.config.n_head, parameter.dtype, parameter.device)
+        return KVCache(self.config, self.config.n_layer, batch, self.layout.length, self.token_embedding.weight)
 
     def step(self, previous: Tensor | None, labels: Tensor, cache: KVCache) -> Tensor:
         """Logits (B, K_l) of token t = cache.length given token t−1 (``previous`` (B,) long; None
@@ -277,10 +267,7 @@ def load_prior(directory: str | os.PathLike, device: str | torch.device = "cpu")
     if not config_path.is_file() or not weights_path.is_file():
         raise FileNotFoundError(f"{directory} holds no prior checkpoint ({CONFIG_NAME} and {WEIGHTS_NAME}); "
                                 f"train one with `hqvae prior train --run runs/<name> --out <prior folder>`")
-    try:
-        data = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_path} is not valid JSON ({error}); the prior folder is damaged") from None
+    data = read_json(config_path, "restore the prior folder from a copy, or train the prior again")
     if data.pop("model_type", None) != MODEL_TYPE:
         raise ValueError(f"{config_path} does not describe an hqvae prior (model_type {MODEL_TYPE!r}); "
                          f"pass a folder made by `hqvae prior train`")
@@ -291,8 +278,3 @@ def load_prior(directory: str | os.PathLike, device: str | torch.device = "cpu")
         raise ValueError(f"{weights_path} does not match its config.json (missing {missing[:5]}, unexpected "
                          f"{unexpected[:5]}); the prior folder is damaged, train it again")
     return prior.to(device).eval()
-
-
-def weights_fingerprint(directory: str | os.PathLike) -> str:
-    """Short sha256 of a prior checkpoint's weight file."""
-    return file_fingerprint(Path(directory) / WEIGHTS_NAME)

@@ -212,11 +212,6 @@ def upcast(x: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- distances
 
 
-def squared_norms(x: Tensor) -> Tensor:
-    """(N, d) -> (N,) squared l2 norms."""
-    return x.pow(2).sum(-1)
-
-
 def nearest_code(x: Tensor, codebook: Tensor, chunk_elements: int = DISTANCE_CHUNK_ELEMENTS) -> Tensor:
     """argmin_k ||x_n − e_k||² for rows x (N, d) against codebook (K, d) -> (N,) long.
 
@@ -224,7 +219,7 @@ def nearest_code(x: Tensor, codebook: Tensor, chunk_elements: int = DISTANCE_CHU
     at most ``chunk_elements`` distances exist at once (K = 65,536 against 262,144 rows fits).
     """
     with torch.no_grad():
-        code_norms = squared_norms(codebook)  # (K,)
+        code_norms = codebook.pow(2).sum(-1)  # (K,)
         rows = max(1, chunk_elements // codebook.shape[0])
         out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
         for start in range(0, x.shape[0], rows):

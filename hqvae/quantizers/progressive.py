@@ -56,7 +56,8 @@ class ProgressiveQuantizer(nn.Module):
 
     Args:
         depth: L.   groups: G.   group_size: D_g.   codebook_size: K.
-        code_dim: d_c of factorised codewords; None or 0 for raw codewords in R^{D_g} (SQ only).
+        code_dim: d_c of factorised codewords; None or 0 for raw codewords in R^{D_g} (SQ only,
+            checked by ``PQConfig.validate``).
         quantizer: "sq" or "vq".
         logit_scale: initial κ (SQ).
         beta: VQ commitment weight.
@@ -74,8 +75,6 @@ class ProgressiveQuantizer(nn.Module):
         beta: float = 0.25,
     ):
         super().__init__()
-        if quantizer == "vq" and not code_dim:
-            raise ValueError("VQ steps need factorised codewords (code_dim ≥ 1)")
         self.depth = depth
         self.groups = groups
         self.group_size = group_size

@@ -45,7 +45,6 @@ class ResidualQuantizer(nn.Module):
                 raise ValueError("all layers of a residual stack need the same dim and channel_last")
             layer.check_stackable()
         self.layers = nn.ModuleList(layers)
-        self.shared_codebook = shared_codebook
         if shared_codebook:
             for layer in self.layers[1:]:
                 if layer.codebook_size != first.codebook_size:
@@ -58,11 +57,6 @@ class ResidualQuantizer(nn.Module):
     @property
     def depth(self) -> int:
         return len(self.layers)
-
-    @property
-    def codebook(self) -> Tensor:
-        """(K, d) codebook of the first layer (every layer's when shared)."""
-        return self.layers[0].codebook
 
     def set_temperature(self, temperature: float) -> None:
         for layer in self.layers:

@@ -307,10 +307,16 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
     # ------------------------------------------------------------------ helpers
 
     def _logits(self, x: Tensor, codebook: Tensor, scale: Tensor) -> Tensor:
-        """(N, d) rows -> (N, K) logits up to a row constant; ``scale`` is κ (vMF) or s²."""
+        """(N, d) rows, codebook (K, d) -> (N, K) logits up to a row constant; ``scale`` is κ (vMF) or s²
+        (scalar, (N, 1) or (N, d)). Gaussian forms: −Σ_j p_j (x_j − e_kj)² without the row constant
+        Σ_j p_j x_j², p = 1 / (2 s²)."""
         if self.is_vmf:
             return scale * (x @ codebook.t())
-        return self._gaussian_logits(x, codebook, 0.5 / scale)
+        precision = 0.5 / scale
+        if precision.dim() == 2 and precision.shape[1] > 1:  # type IV: per-dimension weights
+            return 2.0 * (x * precision) @ codebook.t() - precision @ codebook.pow(2).t()
+        code_norms = codebook.pow(2).sum(-1)  # (K,)
+        return precision * torch.addmm(code_norms, x, codebook.t(), beta=-1.0, alpha=2.0)
 
     def _hard_codes_in_chunks(
         self, x: Tensor, codebook: Tensor, scale: Tensor, return_probs: bool = False
@@ -326,25 +332,12 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         for start in range(0, x.shape[0], rows):
             part = slice(start, start + rows)
             log_probs = torch.log_softmax(self._logits(x[part], codebook, scale[part] if per_row else scale), dim=-1)
-            neg_entropy[part] = (log_probs.exp() * log_probs).sum(-1)
+            part_probs = log_probs.exp()
+            neg_entropy[part] = (part_probs * log_probs).sum(-1)
             if probs is not None:
-                probs[part] = log_probs.exp()
-            if self.eval_sample:
-                indices[part] = torch.multinomial(log_probs.exp(), 1).squeeze(-1)
-            else:
-                indices[part] = log_probs.argmax(-1)
+                probs[part] = part_probs
+            indices[part] = torch.multinomial(part_probs, 1).squeeze(-1) if self.eval_sample else log_probs.argmax(-1)
         return indices, neg_entropy, probs
-
-    @staticmethod
-    def _gaussian_logits(x: Tensor, codebook: Tensor, precision: Tensor) -> Tensor:
-        """−Σ_j precision_j (x_j − e_kj)² without the row constant Σ_j precision_j x_j².
-
-        x (N, d), codebook (K, d), precision = 1 / (2 s²): scalar, (N, 1) or (N, d) -> (N, K).
-        """
-        if precision.dim() == 2 and precision.shape[1] > 1:  # type IV: per-dimension weights
-            return 2.0 * (x * precision) @ codebook.t() - precision @ codebook.pow(2).t()
-        code_norms = codebook.pow(2).sum(-1)  # (K,)
-        return precision * torch.addmm(code_norms, x, codebook.t(), beta=-1.0, alpha=2.0)
 
     def _log_var_rows(self, z: Tensor, log_var: Tensor | None) -> Tensor | None:
         """Validate the external log-variance and flatten it to (N, 1) or (N, dim) rows."""

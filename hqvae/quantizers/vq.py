@@ -27,7 +27,7 @@ from .base import (
     straight_through,
     upcast,
 )
-from hqvae.distributed import all_gather_rows, all_reduce_sum_, broadcast_, is_distributed
+from hqvae.distributed import all_gather_rows, all_reduce_sum_, broadcast_
 
 
 def kmeans(x: Tensor, num_clusters: int, iters: int) -> tuple[Tensor, Tensor]:
@@ -227,9 +227,7 @@ class VectorQuantizer(LazyInitFlag, Quantizer):
         num_dead = int(dead.sum())
         if num_dead == 0:
             return
-        replacements = x[torch.randint(x.shape[0], (num_dead,), device=x.device)]
-        if is_distributed():
-            broadcast_(replacements)
+        replacements = broadcast_(x[torch.randint(x.shape[0], (num_dead,), device=x.device)])
         self.weight.data[dead] = replacements
         self.cluster_size[dead] = self.dead_code_threshold
         if self.ema:

@@ -55,11 +55,6 @@ def unique_names(names: list[str]) -> list[str]:
     return unique
 
 
-def _copy(source: Path, target: Path) -> None:
-    if source.resolve() != target.resolve():
-        atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
-
-
 def _run_figures(run: ReportRun, folder: Path, out_dir: Path) -> dict[str, str]:
     """Draw or copy the run's figures into ``folder``; their paths relative to ``out_dir``."""
     figures: dict[str, Path] = {}
@@ -70,8 +65,9 @@ def _run_figures(run: ReportRun, folder: Path, out_dir: Path) -> dict[str, str]:
     files = run.results.get("files") or {}
     for key in COPIED_FIGURES:
         if run.results_dir is not None and key in files and (run.results_dir / files[key]).is_file():
-            figures[key] = folder / f"{key}.png"
-            _copy(run.results_dir / files[key], figures[key])
+            source, figures[key] = run.results_dir / files[key], folder / f"{key}.png"
+            if source.resolve() != figures[key].resolve():
+                atomic_write(figures[key], lambda tmp: shutil.copyfile(source, tmp))
     if run.results.get("layers"):
         figures["codebook_usage"] = codebook_usage_plot(run.results, folder / "codebook_usage.png",
                                                         title=f"{run.name}: codebook usage")
@@ -82,13 +78,11 @@ def build_report(runs: list[ReportRun], out_dir: str | os.PathLike, title: str =
     """Write the report folder (module docstring); returns {"html", "markdown", "json"} paths."""
     if not runs:
         raise ValueError("a report needs at least one run")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)  # created, with the runs' folders, by the atomic writes
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     entries = []
     for run, name in zip(runs, unique_names([run.name for run in runs])):
         folder = out_dir / folder_name(name)
-        folder.mkdir(exist_ok=True)
         atomic_write_json(folder / "results.json", run.results)
         entries.append(RunEntry(name, run.results, _run_figures(run, folder, out_dir)))
     figures = {}
@@ -97,11 +91,10 @@ def build_report(runs: list[ReportRun], out_dir: str | os.PathLike, title: str =
         coarse_to_fine_curve(multi_layer, out_dir / "coarse_to_fine.png")
         figures["coarse_to_fine_curve"] = "coarse_to_fine.png"
     blocks = build_document(entries, title, figures, created)
-    paths = {
+    return {
         "json": atomic_write_json(out_dir / "report.json", {"title": title, "created": created,
                                                             "runs": [{"name": e.name, "results": e.results}
                                                                      for e in entries]}),
         "html": atomic_write(out_dir / "report.html", lambda tmp: Path(tmp).write_text(render_html(blocks, title))),
         "markdown": atomic_write(out_dir / "report.md", lambda tmp: Path(tmp).write_text(render_markdown(blocks))),
     }
-    return paths

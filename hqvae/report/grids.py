@@ -42,17 +42,12 @@ def to_pil(image: torch.Tensor, spectrogram: bool = False, scale: int = 1) -> Im
     return picture
 
 
-def enlargement(height: int, width: int) -> int:
-    """Integer factor bringing the shorter side of an H×W image to at least ``MIN_SIDE`` pixels."""
-    return max(1, -(-MIN_SIDE // min(height, width)))
-
-
 def tile(rows: list[torch.Tensor], spectrogram: bool = False) -> Image.Image:
     """Rows of images, each (N_r, C, H, W) of one size, -> one picture with ``PAD`` pixels between tiles."""
     if not rows or not any(len(row) for row in rows):
         raise ValueError("nothing to draw: no images")
     height, width = rows[0].shape[-2:]
-    scale = enlargement(height, width)
+    scale = max(1, -(-MIN_SIDE // min(height, width)))  # the shorter side enlarged to at least MIN_SIDE
     cell_h, cell_w = height * scale + PAD, width * scale + PAD
     columns = max(len(row) for row in rows)
     mode = "RGB" if spectrogram or rows[0].shape[1] == 3 else "L"

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from hqvae.io import atomic_write
 from hqvae.report.grids import to_pil
+from hqvae.train.run_dir import numeric_leaves
 
 DPI = 100
 
@@ -91,18 +92,6 @@ def coarse_to_fine_strip(x: torch.Tensor, progressive: list[torch.Tensor], path:
     return save_figure(figure, path)
 
 
-def _flatten(record: dict, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a metrics record, nested keys joined with "/"."""
-    flat = {}
-    for key, value in record.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}/"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[name] = float(value)
-    return flat
-
-
 def _series(records: list[dict], pattern: str) -> dict[str, tuple[list[float], list[float]]]:
     """{label: (steps, values)} for every flattened key matching ``pattern``; a group named
     ``layer`` in the pattern becomes the label "layer <n>", otherwise the key is the label."""
@@ -111,7 +100,7 @@ def _series(records: list[dict], pattern: str) -> dict[str, tuple[list[float], l
         if "step" not in record:
             continue
         seen = set()  # one value per label and record (a value may be both in "logs" and "metrics")
-        for key, value in _flatten(record).items():
+        for key, value in numeric_leaves(record).items():
             match = re.search(pattern, key)
             if match:
                 label = f"layer {match['layer']}" if "layer" in match.groupdict() else key

@@ -1,32 +1,24 @@
 """PNG figures of progressive codes: rate–distortion curves and linear-probe curves.
 
 Each function takes several named curves (lists of the dicts that ``hqvae.metrics.progressive`` returns),
-draws them on one set of axes with matplotlib's Agg backend and writes the PNG atomically.
+draws them on one set of axes with matplotlib's Agg canvas (no pyplot, as ``plots.py``) and writes the
+PNG atomically.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from hqvae.io import atomic_write
 
 METRIC_LABELS = {"psnr": "PSNR (dB)", "rmse": "RMSE", "ssim": "SSIM", "mse": "MSE"}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(plt, figure, path: str | os.PathLike) -> Path:
+def _save(figure: Figure, path: str | os.PathLike) -> Path:
     figure.tight_layout()
-    written = atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
-    plt.close(figure)
-    return written
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
 
 
 def plot_rate_distortion(curves: dict[str, list[dict]], path: str | os.PathLike,
@@ -34,8 +26,8 @@ def plot_rate_distortion(curves: dict[str, list[dict]], path: str | os.PathLike,
     """One panel per metric of ``metrics`` against bits per item (log axis), one line per curve
     (points: dicts with "bits" per item and the metric, e.g. from ``evaluate``'s "coarse_to_fine")."""
     present = [m for m in metrics if any(m in point for points in curves.values() for point in points)]
-    plt = _pyplot()
-    figure, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.6), squeeze=False)
+    figure = Figure(figsize=(4.2 * len(present), 3.6))
+    axes = figure.subplots(1, len(present), squeeze=False)
     for axis, metric in zip(axes[0], present):
         for name, points in curves.items():
             kept = [p for p in points if metric in p]
@@ -47,14 +39,14 @@ def plot_rate_distortion(curves: dict[str, list[dict]], path: str | os.PathLike,
     axes[0][0].legend(fontsize=7)
     if title:
         figure.suptitle(title, fontsize=10)
-    return _save(plt, figure, path)
+    return _save(figure, path)
 
 
 def plot_probe(curves: dict[str, list[dict]], path: str | os.PathLike, title: str = "") -> Path:
     """Test accuracy against prefix length, one line per curve (``hqvae.metrics.progressive.linear_probe``
     dicts), with the majority-class chance level dashed."""
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(5.0, 3.6))
+    figure = Figure(figsize=(5.0, 3.6))
+    axis = figure.subplots()
     chance = None
     for name, points in curves.items():
         axis.plot([p["prefix_len"] for p in points], [p["test_accuracy"] for p in points], marker="o", markersize=3,
@@ -69,4 +61,4 @@ def plot_probe(curves: dict[str, list[dict]], path: str | os.PathLike, title: st
     axis.legend(fontsize=7)
     if title:
         axis.set_title(title, fontsize=10)
-    return _save(plt, figure, path)
+    return _save(figure, path)

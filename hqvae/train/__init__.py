@@ -1,10 +1,9 @@
 """Training: the config (``config.py``), the loop (``loop.py``) and the run folder it writes (``run_dir.py``).
 
 * ``config.py``      ``TrainConfig`` sections, YAML loading, ``key=value`` overrides
-* ``loop.py``        ``train(config, out, resume=..., force=...)``: the training loop (DDP-aware)
+* ``loop.py``        ``train(config, out, resume=..., force=...)``: the training loop (DDP-aware) and its validation
 * ``sampler.py``     the data order as a function of (seed, step)
 * ``schedules.py``   learning rate and Gumbel temperature as functions of the step
-* ``validate.py``    validation loss and metrics (deterministic quantiser)
 * ``checkpoint.py``  crash-safe ``checkpoints/{best,last}`` and ``train_state.pt``
 * ``rng.py``         RNG states in a ``weights_only``-loadable form
 * ``logger.py``      metrics.jsonl and optional TensorBoard

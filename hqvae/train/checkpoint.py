@@ -87,11 +87,6 @@ def commit(run: RunDir, which: str) -> bool:
     return True
 
 
-def has_checkpoint(run: RunDir) -> bool:
-    """Whether ``checkpoints/last`` exists (after :func:`recover`): there is something to resume."""
-    return run.checkpoint("last").exists()
-
-
 def recover(run: RunDir) -> None:
     """Undo a checkpoint swap cut short by a crash, drop whatever was staged and not committed, and
     the temporary files of atomic writes a kill cut short."""

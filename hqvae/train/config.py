@@ -1,12 +1,5 @@
-"""The training configuration: typed sections, loaded from YAML with dotted ``key=value`` overrides.
-
-    data:         name, root, options, limit
-    model:        name, overrides
-    optim:        name, lr, betas, weight_decay, grad_clip, schedule, warmup_steps, min_lr
-    train:        steps, epochs, batch_size, seed, device, dtype,
-                  log_every, val_every, val_batches, checkpoint_every
-    temperature:  init, decay, min
-    logging:      tensorboard, progress
+"""The training configuration: typed sections (data, model, optim, train, temperature, logging), loaded
+from YAML with dotted ``key=value`` overrides.
 
 Each section is a dataclass below; its docstring says what every key means. Values come from,
 lowest precedence first: the dataclass defaults, the YAML file, its per-model section
@@ -23,6 +16,7 @@ keys of the section, or names the expected type.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -147,9 +141,49 @@ class LoggingConfig:
     progress: bool = True
 
 
+class SectionedConfig:
+    """What ``TrainConfig`` and ``hqvae.priors.config.PriorTrainConfig`` share: a dataclass of section
+    dataclasses, built from nested dicts and checked by ``validate``."""
+
+    what = "config"  # the config's name in error messages
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML/JSON-ready dict (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Build from nested dicts; missing keys keep their defaults; unknown sections or keys and wrong
+        types raise a ValueError naming the valid ones."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a {cls.what} must be a mapping of sections, got {type(data).__name__}")
+        sections = section_types(cls)
+        unknown = sorted(set(data) - set(sections))
+        if unknown:
+            raise ValueError(f"unknown {cls.what} section(s) {unknown}; valid sections: {', '.join(sections)}")
+        built = {}
+        for name, section_cls in sections.items():
+            values = data.get(name) or {}
+            if not isinstance(values, dict):
+                raise ValueError(f"{cls.what} section {name!r} must be a mapping of keys, got {values!r}")
+            built[name] = _build_section(name, section_cls, values)
+        config = cls(**built)
+        config.validate()  # each subclass's range checks
+        return config
+
+
+def check_ranges(checks: list[tuple[str, Any, Any, str]]) -> None:
+    """Raise a ValueError naming the first ``(key, value, ok, rule)`` whose ``ok(value)`` fails."""
+    for key, value, ok, rule in checks:
+        if not ok(value):
+            raise ValueError(f"{key} must be {rule}, got {value!r}")
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(SectionedConfig):
     """Everything ``hqvae train`` needs besides the output folder."""
+
+    what = "training config"
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -158,24 +192,9 @@ class TrainConfig:
     temperature: TemperatureConfig = field(default_factory=TemperatureConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
-    # ------------------------------------------------------------------ (de)serialisation
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain YAML/JSON-ready dict (tuples become lists)."""
-        return _plain(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        """Build from nested dicts; missing keys keep their defaults, unknown keys and wrong types raise."""
-        config = cls(**build_sections(data, _section_types(), "training config"))
-        config.validate()
-        return config
-
-    # ------------------------------------------------------------------ checks and defaults
-
     def validate(self) -> None:
         """Range checks across keys; a ValueError names the key."""
-        checks = [
+        check_ranges([
             ("data.limit", self.data.limit, lambda v: v is None or v >= 1, "≥ 1 or null"),
             ("optim.lr", self.optim.lr, lambda v: v is None or v > 0, "> 0 or null"),
             ("optim.weight_decay", self.optim.weight_decay, lambda v: v >= 0, "≥ 0"),
@@ -192,10 +211,7 @@ class TrainConfig:
             ("temperature.init", self.temperature.init, lambda v: v is None or v > 0, "> 0 or null"),
             ("temperature.decay", self.temperature.decay, lambda v: v is None or v >= 0, "≥ 0 or null"),
             ("temperature.min", self.temperature.min, lambda v: v is None or v >= 0, "≥ 0 or null"),
-        ]
-        for key, value, ok, rule in checks:
-            if not ok(value):
-                raise ValueError(f"{key} must be {rule}, got {value!r}")
+        ])
         for beta in self.optim.betas:
             if not 0 <= beta < 1:
                 raise ValueError(f"optim.betas must lie in [0, 1), got {list(self.optim.betas)}")
@@ -278,20 +294,22 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], config_class: type = TrainConfig,
+                    example: str = "optim.lr=3e-4") -> dict[str, Any]:
     """A copy of the nested dict ``data`` with each ``section.key[.subkey...]=value`` set.
 
-    ``section.key`` must name a config key; deeper parts index into dict-valued keys
-    (``model.overrides.codebook_size=256``, ``data.options.size=64``).
+    ``section.key`` must name a key of ``config_class``; deeper parts index into dict-valued keys
+    (``model.overrides.codebook_size=256``, ``data.options.size=64``). ``example`` goes into the
+    message for an override of the wrong form.
     """
     data = {name: dict(values or {}) for name, values in data.items()}
-    sections = _section_types()
+    sections = section_types(config_class)
     for override in overrides:
         key, sep, text = override.partition("=")
         parts = key.strip().split(".")
         if not sep or len(parts) < 2 or not all(parts):
             raise ValueError(
-                f"bad override {override!r}: expected section.key=value (e.g. optim.lr=3e-4); "
+                f"bad override {override!r}: expected section.key=value (e.g. {example}); "
                 f"sections: {', '.join(sections)}"
             )
         section, name, rest = parts[0], parts[1], parts[2:]
@@ -314,7 +332,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             node = target.get(name) or {}
             if not isinstance(node, dict):
                 raise ValueError(f"bad override {override!r}: {section}.{name} holds {node!r}, not a mapping")
-            node = target[name] = _deep_copy_dict(node)
+            node = target[name] = copy.deepcopy(node)
             for part in rest[:-1]:
                 node = node.setdefault(part, {})
                 if not isinstance(node, dict):
@@ -347,25 +365,10 @@ ConfigLoader.add_implicit_resolver(
 # ---------------------------------------------------------------------------------------- typing
 
 
-def _section_types() -> dict[str, type]:
-    return {f.name: typing.get_type_hints(TrainConfig)[f.name] for f in dataclasses.fields(TrainConfig)}
-
-
-def build_sections(data: Any, sections: dict[str, type], what: str) -> dict[str, Any]:
-    """Nested dicts -> one dataclass per section (missing keys keep their defaults); unknown
-    sections or keys and wrong types raise a ValueError naming the valid ones."""
-    if not isinstance(data, dict):
-        raise ValueError(f"a {what} must be a mapping of sections, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(sections))
-    if unknown:
-        raise ValueError(f"unknown {what} section(s) {unknown}; valid sections: {', '.join(sections)}")
-    built = {}
-    for name, section_cls in sections.items():
-        values = data.get(name) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{what} section {name!r} must be a mapping of keys, got {values!r}")
-        built[name] = _build_section(name, section_cls, values)
-    return built
+def section_types(config_class: type) -> dict[str, type]:
+    """The section dataclass of each field of ``config_class``."""
+    hints = typing.get_type_hints(config_class)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_class)}
 
 
 def _build_section(section: str, cls: type, values: dict[str, Any]):
@@ -391,34 +394,21 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ValueError(f"{key} must be a mapping with string keys, got {value!r}")
-        return _deep_copy_dict(value)
+        return copy.deepcopy(value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ValueError(f"{key} must be a list of {len(args)} numbers, got {value!r}")
         return tuple(_coerce(item, arg, key) for item, arg in zip(value, args))
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key} must be a number, got {value!r} ({type(value).__name__})")
-        if not math.isfinite(value):
-            raise ValueError(f"{key} must be finite, got {value!r}")
-        return float(value)
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key} must be an integer, got {value!r} ({type(value).__name__})")
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{key} must be true or false, got {value!r} ({type(value).__name__})")
-        return value
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{key} must be a string, got {value!r} ({type(value).__name__})")
-        return value
-    raise TypeError(f"no rule for {annotation!r} ({key})")
-
-
-def _deep_copy_dict(value: dict) -> dict:
-    return {k: _deep_copy_dict(v) if isinstance(v, dict) else v for k, v in value.items()}
+    scalars = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+    if annotation not in scalars:
+        raise TypeError(f"no rule for {annotation!r} ({key})")
+    # a bool is an int to Python, but not a number or an integer to a config
+    if not isinstance(value, (int, float) if annotation is float else annotation) or \
+            (isinstance(value, bool) and annotation is not bool):
+        raise ValueError(f"{key} must be {scalars[annotation]}, got {value!r} ({type(value).__name__})")
+    if annotation is float and not math.isfinite(value):
+        raise ValueError(f"{key} must be finite, got {value!r}")
+    return float(value) if annotation is float else value
 
 
 def _plain(value: Any) -> Any:

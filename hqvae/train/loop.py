@@ -39,9 +39,12 @@ from torch.nn.parallel import DistributedDataParallel
 import hqvae
 from hqvae import faults
 from hqvae.data import DataError, load_dataset
+from hqvae.data.loader import batches
+from hqvae.data.splits import evenly_spaced_indices
 from hqvae.io import WriteFailed
-from hqvae.distributed import all_reduce
-from hqvae.models import create_model
+from hqvae.distributed import all_reduce, broadcast_
+from hqvae.metrics import CodebookUsage, ReconstructionMetrics
+from hqvae.models import create_model, evaluating
 from hqvae.train import checkpoint, rng
 from hqvae.train.config import TrainConfig
 from hqvae.train.logger import MetricsLogger
@@ -52,7 +55,6 @@ from hqvae.train.run_info import RunInfo, now
 from hqvae.train.sampler import StepSampler
 from hqvae.train.schedules import learning_rate, temperature
 from hqvae.train.signals import Interrupted, StopSignals
-from hqvae.train.validate import validate
 
 
 @dataclass
@@ -71,6 +73,19 @@ class Processes:
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` in DistributedDataParallel when there are several processes, else itself."""
+        if self.world_size == 1:
+            return model
+        return DistributedDataParallel(model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+
+    def master_first(self, load):
+        """``load()`` on rank 0, then on the other ranks, which find what rank 0 cached."""
+        if self.master:
+            loaded = load()
+        self.barrier()
+        return loaded if self.master else load()
 
 
 def setup_processes(device: str) -> Processes:
@@ -134,11 +149,13 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     try:
         previous, from_checkpoint = prepare_run_folder(run, procs, resume, force)
         t = setup(config, run, procs, from_checkpoint)
-        if procs.world_size > 1:
-            t.model = DistributedDataParallel(t.raw_model, device_ids=[procs.local_rank] if device.type == "cuda" else None)
+        t.model = procs.wrap(t.raw_model)
         if from_checkpoint:  # last, after everything that draws random numbers during setup
             restore_random_streams(run, procs, t.resume_state, t.config.train.seed)
-        info = run_info(t)
+        info = RunInfo(step=t.start_step, steps=t.config.train.steps, best=t.best, wall_time_s=t.wall_before,
+                       model_type=t.raw_model.config.name, model_config=t.raw_model.config.to_dict(),
+                       config=t.config.to_dict(), data={"train": t.train_set.description,
+                                                        "val": t.val_set.description if t.val_set is not None else None})
         info.record_provenance(device, use_bf16, procs.world_size, previous, t.start_step if resume else None)
         logger, progress = open_outputs(run, procs, info, resume, t.config.logging.tensorboard,
                                         t.config.logging.progress)
@@ -229,11 +246,7 @@ def setup(config: TrainConfig, run: RunDir, procs: Processes, from_checkpoint: b
     """Seed, data, model and optimiser; from checkpoints/last: weights, optimiser state, step and
     best. ``config`` gets the model's training defaults and ``train.steps``."""
     device = procs.device
-    if procs.master:  # first, so that the other ranks find the data set decoded in the cache
-        train_set, val_set = load_data(config)
-    procs.barrier()
-    if not procs.master:
-        train_set, val_set = load_data(config)
+    train_set, val_set = procs.master_first(lambda: load_data(config))  # the data set decoded once, in the cache
     rng.seed_all(config.train.seed + procs.rank)  # DDP copies rank 0's initial weights to the others
     if from_checkpoint:
         model = checkpoint.load_model(run, device)
@@ -255,7 +268,9 @@ def setup(config: TrainConfig, run: RunDir, procs: Processes, from_checkpoint: b
                  rank_batch, model, model, build_optimizer(model, config.optim))
     if from_checkpoint:
         state = t.resume_state = checkpoint.load_train_state(run)
-        check_resume_step(run, state["step"], config.train.steps)
+        if state["step"] > config.train.steps:
+            raise ValueError(f"{run.train_state_file} is at step {state['step']}, beyond train.steps="
+                             f"{config.train.steps}; resume with train.steps={state['step']} or more")
         checkpoint.restore_optimizer(run, t.optimizer, state)
         match_parameter_layouts(t.optimizer)
         t.start_step, t.best, t.wall_before = state["step"], state["best"], state["wall_time_s"]
@@ -263,14 +278,6 @@ def setup(config: TrainConfig, run: RunDir, procs: Processes, from_checkpoint: b
             print(f"note: the data order differs from the interrupted run's ({state['data']} before, "
                   f"{sampler.batches_per_epoch} batches per epoch now)", file=sys.stderr)
     return t
-
-
-def run_info(t: Training) -> RunInfo:
-    """run.json of a run starting its session (provenance still to record)."""
-    return RunInfo(step=t.start_step, steps=t.config.train.steps, best=t.best, wall_time_s=t.wall_before,
-                   model_type=t.raw_model.config.name, model_config=t.raw_model.config.to_dict(),
-                   config=t.config.to_dict(), data={"train": t.train_set.description,
-                                                    "val": t.val_set.description if t.val_set is not None else None})
 
 
 # ---------------------------------------------------------------------------------------- each step
@@ -328,11 +335,53 @@ class Window:
         self.start = time.perf_counter()
 
 
+def validate(t: Training, procs: Processes, autocast) -> dict:
+    """One pass over the val set (this rank's shard, ``t.rank_batch`` per batch, forward under
+    ``autocast()``) with the deterministic quantiser (eval mode); every rank must call it.
+
+    Returns ``{"loss", "terms": {name: value}, "rmse", "mse", "psnr", "perplexity/<l>",
+    "usage/<l>", "items"}``, summed over ranks: loss and terms are the model's (batch losses
+    weighted by batch size), RMSE/PSNR as in ``hqvae.metrics.ReconstructionMetrics``, perplexity
+    and usage of each layer's codes over the whole set (``hqvae.metrics.CodebookUsage``).
+    """
+    model, dataset = t.raw_model, t.val_set
+    reconstruction = ReconstructionMetrics(with_ssim=False)
+    usage = [CodebookUsage(layer.codebook_size) for layer in model.config.layers]
+    names: list[str] = []
+    sums = None  # float64 (1 + terms,): Σ batch_size · [loss, *terms]
+    with evaluating(model):
+        for x, _ in batches(dataset, t.rank_batch, procs.rank, procs.world_size, procs.device):
+            with autocast():
+                out = model(x)
+            names = sorted(out.terms)
+            values = torch.stack([out.loss.detach().float(), *(out.terms[name].float() for name in names)])
+            batch = values.double().cpu() * x.shape[0]
+            sums = batch if sums is None else sums + batch
+            reconstruction.update(out.x_hat, x)
+            for accumulator, codes in zip(usage, out.codes):
+                accumulator.update(codes)
+    if sums is None:
+        raise ValueError(f"rank {procs.rank} got no validation data ({len(dataset)} items for {procs.world_size} "
+                         f"processes)")
+    sums = all_reduce(sums)
+    metrics = reconstruction.all_reduce().compute()
+    items = metrics["items"]
+    result = {"loss": float(sums[0]) / items, "terms": {name: float(v) / items for name, v in zip(names, sums[1:])},
+              "rmse": metrics["rmse"], "mse": metrics["mse"], "psnr": metrics["psnr"]}
+    for layer, accumulator in enumerate(usage):
+        accumulator.all_reduce()
+        result[f"perplexity/{layer}"] = accumulator.perplexity()
+        result[f"usage/{layer}"] = accumulator.usage()
+    result["items"] = items
+    return result
+
+
 def validate_and_stage(t: Training, run: RunDir, procs: Processes, done: int, logger, autocast) -> None:
     """Validate (every rank); a new best becomes ``t.best`` and is staged as checkpoints/best,
     committed with the next checkpoints/last (rank 0)."""
-    sync_buffers(t.raw_model, procs)
-    result = validate(t.raw_model, t.val_set, t.rank_batch, procs.rank, procs.world_size, procs.device, autocast)
+    for buffer in t.raw_model.buffers():  # rank 0's (BatchNorm statistics drift apart between DDP's broadcasts)
+        broadcast_(buffer)
+    result = validate(t, procs, autocast)
     is_best = math.isfinite(result["loss"]) and (t.best is None or result["loss"] < t.best["val_loss"])
     if is_best:
         t.best = {"step": done, "val_loss": result["loss"]}
@@ -360,7 +409,7 @@ def prepare_run_folder(run: RunDir, procs: Processes, resume: bool, force: bool)
     if not resume:
         return None, False
     previous = run.read_info()
-    from_checkpoint = checkpoint.has_checkpoint(run)
+    from_checkpoint = run.checkpoint("last").exists()
     if not from_checkpoint and procs.master:
         print(f"note: {run.root} has no checkpoint yet (it stopped before its first one): starting it over "
               f"from step 0 with the same config", file=sys.stderr)
@@ -372,12 +421,6 @@ def check_batch_size(batch_size: int, world_size: int) -> int:
     if batch_size % world_size:
         raise ValueError(f"train.batch_size={batch_size} is not divisible by the {world_size} processes")
     return batch_size // world_size
-
-
-def check_resume_step(run: RunDir, step: int, total_steps: int) -> None:
-    if step > total_steps:
-        raise ValueError(f"{run.train_state_file} is at step {step}, beyond train.steps={total_steps}; "
-                         f"resume with train.steps={step} or more")
 
 
 def check_run_folder(run: RunDir, resume: bool, force: bool) -> None:
@@ -416,12 +459,11 @@ def load_data(config: TrainConfig):
 
 
 def evenly_spaced(dataset, count: int, setting: str):
-    """The ``count`` items at indices ⌊i·N/count⌋ (all when count ≥ N), described as such."""
-    n = len(dataset)
-    if count >= n:
+    """The ``count`` items at :func:`hqvae.data.splits.evenly_spaced_indices` (all when count ≥ N), described as such."""
+    if count >= len(dataset):
         return dataset
-    indices = torch.arange(count) * n // count
-    return dataset.subset(indices, dataset.split, f"{dataset.description}; {count} of them, evenly spaced ({setting})")
+    return dataset.subset(evenly_spaced_indices(len(dataset), count), dataset.split,
+                          f"{dataset.description}; {count} of them, evenly spaced ({setting})")
 
 
 def check_finite(rows: torch.Tensor, columns: list[str], first_step: int, parameters_finite: bool) -> None:
@@ -501,7 +543,9 @@ def save_last(run: RunDir, procs: Processes, model: torch.nn.Module, optimizer: 
     """Write checkpoints/last at ``done`` steps (train_state.pt: step, optimizer, rng, world_size,
     ``state``, best, wall_time_s, hqvae_version), commit the staged best, then record both in
     run.json (``info`` is updated); every rank must call it."""
-    rng_states = gather_rng_states(procs)
+    rng_states = [rng.capture()] * procs.world_size  # every rank's RNG states, indexed by rank:
+    if procs.world_size > 1:
+        dist.all_gather_object(rng_states, rng_states[0])  # this rank's, gathered from all
     if procs.master:
         state = {"step": done, "optimizer": optimizer.state_dict(), "rng": rng_states, "world_size": procs.world_size,
                  **state, "best": best, "wall_time_s": wall_time, "hqvae_version": hqvae.__version__}
@@ -536,11 +580,10 @@ def failure_status(error: BaseException, step: int, run: RunDir, info: RunInfo) 
 def finish(procs: Processes, run: RunDir, info: RunInfo, logger, progress, announce: bool = True) -> None:
     """Write the final status (rank 0), close the outputs, leave the process group. ``announce``:
     print the status message (not when the error that stopped the run says it all)."""
-    if procs.master:
+    if procs.master:  # rank 0 opened the logger (and the progress bar, when asked for)
         if progress is not None:
             progress.close()
-        if logger is not None:
-            logger.close()
+        logger.close()
         info.updated_at = now()
         try:
             run.write_info(info)
@@ -560,19 +603,3 @@ def teardown(procs: Processes, finished: bool = False) -> None:
         if finished:
             dist.barrier()
         dist.destroy_process_group()
-
-
-def gather_rng_states(procs: Processes) -> list[dict]:
-    """Every rank's RNG states (hqvae.train.rng.capture), indexed by rank; every rank must call it."""
-    if procs.world_size == 1:
-        return [rng.capture()]
-    states = [None] * procs.world_size
-    dist.all_gather_object(states, rng.capture())
-    return states
-
-
-def sync_buffers(model: torch.nn.Module, procs: Processes) -> None:
-    """Give every rank rank 0's buffers (BatchNorm statistics drift apart between DDP's broadcasts)."""
-    if procs.world_size > 1:
-        for buffer in model.buffers():
-            dist.broadcast(buffer, src=0)

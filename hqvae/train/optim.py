@@ -13,17 +13,21 @@ from hqvae.train.config import OptimConfig
 
 
 def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
-    """Adam(W) over the trainable parameters; weight decay applies to tensors with ≥ 2 dims
-    (weight matrices, convolution kernels, codebooks), not to biases, normalisation parameters
-    or SQ variances."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer_class = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
+    """Adam(W) as ``optim`` says (:func:`adam`)."""
     if optim.lr is None:
         raise ValueError("optim.lr is not set (TrainConfig.with_model_defaults fills it from the model)")
-    lr = optim.lr
+    return adam(model, torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam, optim.lr, optim.betas,
+                optim.weight_decay)
+
+
+def adam(model: nn.Module, optimizer_class: type, lr: float, betas, weight_decay: float) -> torch.optim.Optimizer:
+    """``optimizer_class`` (Adam or AdamW) over the trainable parameters, fused where possible; weight
+    decay applies to tensors with ≥ 2 dims (weight matrices, convolution kernels, codebooks), not to
+    biases, normalisation parameters or SQ variances."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     try:
-        return optimizer_class(groups, lr=lr, betas=tuple(optim.betas), fused=True)
+        return optimizer_class(groups, lr=lr, betas=tuple(betas), fused=True)
     except RuntimeError:  # a device or dtype without the fused kernel
-        return optimizer_class(groups, lr=lr, betas=tuple(optim.betas), foreach=True)
+        return optimizer_class(groups, lr=lr, betas=tuple(betas), foreach=True)

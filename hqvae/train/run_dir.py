@@ -32,7 +32,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from hqvae.io import WriteFailed, atomic_write_bytes, atomic_write_json
+from hqvae.io import WriteFailed, atomic_write_bytes, atomic_write_json, read_json
 from hqvae.train.run_info import RunInfo
 
 RUN_FILE = "run.json"
@@ -40,6 +40,18 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 TRAIN_STATE_FILE = "train_state.pt"
 TENSORBOARD = "tensorboard"
+
+
+def numeric_leaves(record: dict, prefix: str = "") -> dict[str, float]:
+    """The numbers of a metrics record, nested keys joined with "/" (``terms/recon``)."""
+    flat = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(numeric_leaves(value, f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
 
 
 class RunDir:
@@ -88,10 +100,7 @@ class RunDir:
             )
         fix = (f"restore it from a copy, or start the run over with `hqvae train --out {self.root} --force "
                f"--config ...`")
-        try:
-            info = json.loads(self.run_file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{self.run_file} is not valid JSON ({error}): it is damaged; {fix}") from None
+        info = read_json(self.run_file, fix)
         if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
             raise ValueError(f"{self.run_file} is not an hqvae run.json (no config section): it is damaged or "
                              f"foreign; {fix}")
@@ -107,8 +116,7 @@ class RunDir:
             with open(self.metrics_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as error:
-            raise WriteFailed(self.metrics_file, error.errno, os.strerror(error.errno) if error.errno else str(error)) \
-                from error
+            raise WriteFailed(self.metrics_file, error) from error
 
     def truncate_metrics(self, step: int) -> None:
         """Keep only the records up to ``step`` (a resumed run rewrites the steps after its checkpoint)."""
