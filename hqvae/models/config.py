@@ -125,8 +125,8 @@ class ModelConfig(BackboneConfig):
         (the public SQ-VAE code's initialisation); None keeps PyTorch's defaults.
     layers: the latent layers, coarse to fine.
     rate_weight: stochastic models: weight ρ of the latent (rate) terms, loss = ARELBO + ρ·Σ_l (layer
-        loss). 1 is the ELBO (the default); ρ < 1 is a β-VAE-style reweighting for measuring the
-        ELBO's rate–distortion balance. Must be 1 for VQ-only models.
+        loss); 1 is the ELBO. The registry sets ρ = min(1, (D/2)/Σ_l n_l ln K_l)
+        (``registry.balanced_rate_weight``). Must be 1 for VQ-only models.
     train_defaults: training hyperparameters a trainer may pick up (lr, batch_size, ...).
     reference: note naming the public network this configuration reproduces, if any.
     """
