@@ -590,3 +590,9 @@ def test_rate_weight_is_rejected_for_vq_only_models_and_must_be_positive():
     with pytest.raises(ValueError, match="rate_weight must be > 0"):
         model_config("sqvae2", 1, 28, rate_weight=0.0)
     assert model_config("sqvae2", 1, 28, rate_weight=1.0).rate_weight == 1.0  # the ELBO on request
+
+
+def test_configs_saved_before_the_rate_weight_load_as_the_elbo_they_were_trained_with():
+    saved = model_config("sqvae2", 1, 28).to_dict()
+    assert saved.pop("rate_weight") == pytest.approx(0.2565)
+    assert ModelConfig.from_dict(saved).rate_weight == 1.0  # resume and from_pretrained keep ρ = 1

@@ -36,19 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import (
-    DISTANCE_CHUNK_ELEMENTS,
-    LazyInitFlag,
-    Quantizer,
-    QuantizerOutput,
-    code_counts,
-    flatten_latents,
-    fp32_island,
-    index_shape,
-    l2_normalize,
-    perplexity_of_counts,
-    upcast,
-)
+from .base import (DISTANCE_CHUNK_ELEMENTS, LazyInitFlag, Quantizer, QuantizerOutput, code_counts,
+    flatten_latents, fp32_island, index_shape, l2_normalize, perplexity_of_counts, upcast)
 from hqvae.distributed import all_gather_rows, broadcast_
 from .relaxed import RelaxedGaussianSample, gumbel_noise
 

@@ -13,20 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import (
-    LazyInitFlag,
-    Quantizer,
-    QuantizerOutput,
-    code_counts,
-    flatten_latents,
-    fp32_island,
-    index_shape,
-    l2_normalize,
-    nearest_code,
-    perplexity_of_counts,
-    straight_through,
-    upcast,
-)
+from .base import (LazyInitFlag, Quantizer, QuantizerOutput, code_counts, flatten_latents, fp32_island,
+    index_shape, l2_normalize, nearest_code, perplexity_of_counts, straight_through, upcast)
 from hqvae.distributed import all_gather_rows, all_reduce_sum_, broadcast_
 
 
