@@ -36,15 +36,21 @@ from hqvae.train.loop import train  # noqa: E402
 from hqvae.train.run_dir import RunDir  # noqa: E402
 from hqvae.train.run_info import now  # noqa: E402
 
-# name -> overrides on top of the claims protocol; each names its start in full, so that a change of
-# the registry's defaults does not change what a setting means
-PUBLIC = ["model.overrides.sq_init=normal", "model.overrides.var_floor=true", "model.overrides.bounded_variance=false"]
-DATA = ["model.overrides.sq_init=data", "model.overrides.var_floor=false", "model.overrides.bounded_variance=false"]
-BOUNDED = ["model.overrides.sq_init=data", "model.overrides.var_floor=false", "model.overrides.bounded_variance=true"]
+# name -> overrides on top of the claims protocol; each names its start and its rate weight in full,
+# so that a change of the registry's defaults does not change what a setting means (the records made
+# before ``rate_weight`` existed were trained with ρ = 1, their saved model configs say so; a rerun
+# retrains them once, to the same numbers)
+ELBO = ["model.overrides.rate_weight=1"]
+PUBLIC = ["model.overrides.sq_init=normal", "model.overrides.var_floor=true",
+          "model.overrides.bounded_variance=false"] + ELBO
+DATA = ["model.overrides.sq_init=data", "model.overrides.var_floor=false",
+        "model.overrides.bounded_variance=false"] + ELBO
+BOUNDED = ["model.overrides.sq_init=data", "model.overrides.var_floor=false",
+           "model.overrides.bounded_variance=true"] + ELBO
 SETTINGS = {
     "baseline": PUBLIC + ["model.overrides.init_variance=10"],  # the public SQ-VAE start, Fashion-MNIST s²
     "data-floor": ["model.overrides.sq_init=data", "model.overrides.var_floor=true",
-                   "model.overrides.bounded_variance=false"],
+                   "model.overrides.bounded_variance=false"] + ELBO,
     "data": DATA,
     "data-bounded": BOUNDED,
     "data-bounded-ratio0.25": BOUNDED + ["model.overrides.init_variance_ratio=0.25"],
