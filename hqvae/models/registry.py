@@ -16,6 +16,7 @@ Defaults by image size (H, W), s = min(H, W) — each VQ/SQ pair shares backbone
     vqvae2 / sqvae2   ÷2f (top) and ÷f (bottom) if H, W are multiples of 2f, else ÷f and ÷f/2
     rqvae / rsqvae    ÷f, depth 4
     hqvae             the vqvae2 resolutions, 2 layers each (injected + residual), SQ by default
+    rate weight ρ     stochastic models: min(1, (C/2) / Σ_l ln K_l / f_l²)  (``balanced_rate_weight``)
 
     28×28 (Fashion-MNIST):  ÷4 (7×7) | ÷4 + ÷2 (7×7, 14×14) | ÷4 × 4
     32×32 (CIFAR-10):       ÷4 (8×8) | ÷8 + ÷4 (4×4, 8×8)   | ÷4 × 4
