@@ -392,6 +392,7 @@ def main() -> None:
         print(summary_table([json.loads(Path(path).read_text()) for path in args.summary]), end="")
         return
 
+    commit = git_commit()  # the code these runs import (later commits may land while they train)
     pairs = [tuple(p.split("/")) for p in args.pairs]
     suffix = f"-{args.label}" if args.label else ("-quick" if args.quick else "")
     device_label = (torch.cuda.get_device_name() if args.device.startswith("cuda") else
@@ -429,7 +430,7 @@ def main() -> None:
             "device": device_label,
             "torch": torch.__version__,
             "hqvae": hqvae.__version__,
-            "commit": git_commit(),
+            "commit": commit,
             "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
             "date": now(),
             "wall_time_s": time.perf_counter() - started,  # this invocation; runs reused from their folders cost ~0

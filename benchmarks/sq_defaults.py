@@ -82,6 +82,7 @@ def run_one(dataset: str, setting: str, model: str, seed: int, steps: int, runs:
         record = json.loads(record_path.read_text())
         if record["config"] == config.to_dict():
             return record
+    commit = git_commit()  # the code this run imports (later commits may land while it trains)
     start = time.perf_counter()
     train(config, out, force=True)
     seconds = time.perf_counter() - start
@@ -89,6 +90,7 @@ def run_one(dataset: str, setting: str, model: str, seed: int, steps: int, runs:
     result = evaluate(run.load_model("last"), val_set, batch_size=256)
     record = {
         "setting": setting, "overrides": SETTINGS[setting], "model": model, "seed": seed, "steps": steps,
+        "commit": commit,
         "config": config.to_dict(), "train_wall_time_s": seconds,
         "val": {
             "rmse": result["reconstruction"]["rmse"], "psnr": result["reconstruction"]["psnr"],
