@@ -134,13 +134,12 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
     (a finished run with the same configuration is not trained again)."""
     out = runs / dataset / f"{model}-seed{seed}"
     record_path = out / "claims-record.json"
+    config = run_config(dataset, model, steps, seed, device, settings)
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        config = run_config(dataset, model, steps, seed, device, settings)
         if same_config(record.get("config") or {}, config.to_dict()) and builds_the_same_model(out, config):
             print(f"  {dataset} {model} seed {seed}: finished earlier, reusing {record_path}", flush=True)
             return record
-    config = run_config(dataset, model, steps, seed, device, settings)
     curve_set = test_set.evenly_spaced(CURVE_TEST_ITEMS)
     curve, train_seconds, resume = [], 0.0, False
     for fraction in CURVE_FRACTIONS:

@@ -27,14 +27,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from claims import BUDGETS, DATASETS, data_root, git_commit, run_config, training_trace  # noqa: E402
+from claims import BUDGETS, DATASETS, builds_the_same_model, data_root, run_config, training_trace  # noqa: E402
 
 from hqvae.data import load_dataset  # noqa: E402
 from hqvae.evaluate import evaluate  # noqa: E402
 from hqvae.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 from hqvae.train.loop import train  # noqa: E402
 from hqvae.train.run_dir import RunDir  # noqa: E402
-from hqvae.train.run_info import now  # noqa: E402
+from hqvae.train.run_info import git_commit, now  # noqa: E402
 
 # name -> overrides on top of the claims protocol; each names its start and its rate weight in full,
 # so that a change of the registry's defaults does not change what a setting means (the records made
@@ -68,9 +68,7 @@ SETTINGS = {
     # the ELBO's rate–distortion balance: latent (rate) terms weighted by ρ < 1 (β-VAE style)
     "data-bounded-rate0.25": BOUNDED + ["model.overrides.rate_weight=0.25"],
     "data-bounded-rate0.1": BOUNDED + ["model.overrides.rate_weight=0.1"],
-    "data-bounded-rate0.5": BOUNDED + ["model.overrides.rate_weight=0.5"],
     "data-bounded-rate0.32": BOUNDED + ["model.overrides.rate_weight=0.32"],
-    "registry": [],  # the registry's defaults as they are (VQ partners: k-means, EMA, β 0.25)
 }
 
 
@@ -80,7 +78,7 @@ def run_one(dataset: str, setting: str, model: str, seed: int, steps: int, runs:
     config = run_config(dataset, model, steps, seed, "cpu", SETTINGS[setting])
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if record["config"] == config.to_dict():
+        if record["config"] == config.to_dict() and builds_the_same_model(out, config):
             return record
     commit = git_commit()  # the code this run imports (later commits may land while it trains)
     start = time.perf_counter()

@@ -140,7 +140,7 @@ class ModelConfig(BackboneConfig):
 
     @property
     def stochastic(self) -> bool:
-        """Any SQ layer makes the whole model stochastic (ARELBO loss, unscaled latent terms)."""
+        """Any SQ layer makes the whole model stochastic (ARELBO loss, latent terms weighted by ρ)."""
         return any(layer.quantizer in STOCHASTIC_KINDS for layer in self.layers)
 
     @property
