@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -70,8 +71,18 @@ SHARED_OVERRIDES = {"fsdd": {"hidden": 64}}
 
 def model_overrides(dataset: str, model: str) -> dict:
     return dict(SHARED_OVERRIDES.get(dataset, {}))
-CURVE_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+CURVE_FRACTIONS = (0.1, 0.25, 0.5, 1.0)  # learning-curve points of the default budgets
+LONG_BUDGET = 10_000  # from here on, a point every LONG_CURVE_EVERY steps (the self-annealing curves)
+LONG_CURVE_EVERY = 1_500
 CURVE_TEST_ITEMS = 2000  # intermediate learning-curve points use this many evenly spaced test items
+BUDGET_KEYS = ("steps", "log_every", "checkpoint_every")  # train keys that set the budget, not the trajectory
+
+
+def curve_steps(steps: int) -> list[int]:
+    """The steps at which a run of ``steps`` steps is evaluated (the last is ``steps``)."""
+    if steps >= LONG_BUDGET:
+        return list(range(LONG_CURVE_EVERY, steps, LONG_CURVE_EVERY)) + [steps]
+    return sorted({max(1, round(steps * fraction)) for fraction in CURVE_FRACTIONS})
 
 
 def data_root(dataset: str) -> str | None:
@@ -107,6 +118,12 @@ def run_config(dataset: str, model: str, steps: int, seed: int, device: str,
     ))
 
 
+def schedule_text(schedule) -> str:
+    """τ(step) of a ``TemperatureConfig``, as a formula."""
+    text = f"{schedule.init:g}·exp(−{schedule.decay:.3g}·step)"
+    return f"max({text}, {schedule.min:g})" if schedule.min else text
+
+
 def summary_of(result: dict) -> dict:
     """The numbers the claims are about, from one ``evaluate`` result."""
     layers = result["layers"]
@@ -127,11 +144,13 @@ def summary_of(result: dict) -> dict:
 
 
 def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: str, runs: Path, test_set,
-                       settings: Sequence[str] = ()) -> dict:
+                       settings: Sequence[str] = (), extend_from: Path | None = None) -> dict:
     """One run in segments; returns its record (config, curve, final evaluation, timings).
 
     The record is also kept in the run folder, so an interrupted benchmark resumes where it stopped
-    (a finished run with the same configuration is not trained again)."""
+    (a finished run with the same configuration is not trained again). With ``extend_from`` (a runs
+    folder of an earlier invocation), a shorter finished run of the same trajectory there is copied
+    and continued: its curve is kept, its last point re-evaluated on the curve subset."""
     out = runs / dataset / f"{model}-seed{seed}"
     record_path = out / "claims-record.json"
     config = run_config(dataset, model, steps, seed, device, settings)
@@ -142,14 +161,24 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
             return record
     curve_set = test_set.evenly_spaced(CURVE_TEST_ITEMS)
     curve, train_seconds, resume = [], 0.0, False
-    for fraction in CURVE_FRACTIONS:
-        config.train.steps = max(1, round(steps * fraction))
+    shorter = shorter_run(extend_from / dataset / out.name, config) if extend_from else None
+    if shorter is not None:  # continue a shorter run of the same trajectory instead of starting over
+        print(f"  {dataset} {model} seed {seed}: continuing the {shorter['steps']}-step run of {extend_from}", flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(extend_from / dataset / out.name, out)
+        curve, train_seconds, resume = shorter["curve"][:-1], shorter["train_wall_time_s"], True
+        curve.append({**shorter["curve"][-1], "test_items": len(curve_set), **summary_of(
+            evaluate(RunDir(out).load_model("last", device=device), curve_set, batch_size=256))})
+    for target in curve_steps(steps):
+        if curve and target <= curve[-1]["step"]:
+            continue
+        config.train.steps = target
         start = time.perf_counter()
         train(config, out, resume=resume, force=not resume)
         train_seconds += time.perf_counter() - start
         resume = True
         model_now = RunDir(out).load_model("last", device=device)
-        final = fraction == CURVE_FRACTIONS[-1]
+        final = target == steps
         result = evaluate(model_now, test_set if final else curve_set, batch_size=256)
         curve.append({"step": config.train.steps, "test_items": result["data"]["items"], **summary_of(result)})
         print(f"  {dataset} {model} seed {seed} step {config.train.steps}: rmse {curve[-1]['rmse']:.4f} "
@@ -172,12 +201,31 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
     return record
 
 
-def same_config(a: dict, b: dict, ignore: Sequence[str] = ()) -> bool:
+def same_config(a: dict, b: dict, ignore: Sequence[str] = (), budget: bool = True) -> bool:
     """Both through ``TrainConfig.from_dict``, so that keys added to the config since (at their
-    defaults) match; the sections in ``ignore`` are not compared."""
+    defaults) match; the sections in ``ignore`` are not compared, nor (``budget=False``) the train
+    keys that only set how long a run goes and how often it logs (:data:`BUDGET_KEYS`)."""
     a, b = (TrainConfig.from_dict(c).to_dict() for c in (a, b))
+    if not budget:
+        for config in (a, b):
+            config["train"] = {k: v for k, v in config["train"].items() if k not in BUDGET_KEYS}
     return json.dumps({k: v for k, v in a.items() if k not in ignore}) == json.dumps(
         {k: v for k, v in b.items() if k not in ignore})
+
+
+def shorter_run(run: Path, config: TrainConfig) -> dict | None:
+    """The record of a finished run in ``run`` that ``config`` continues: the same trajectory (every
+    setting but the budget, the same model) and fewer steps; None if there is none. Valid only where
+    nothing depends on the budget (constant lr, a τ schedule not compressed to the budget), which
+    comparing the configs checks."""
+    path = run / "claims-record.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if (record["steps"] < config.train.steps and same_config(record["config"], config.to_dict(), budget=False)
+            and builds_the_same_model(run, config)):
+        return record
+    return None
 
 
 def builds_the_same_model(run: Path, config: TrainConfig) -> bool:
@@ -237,7 +285,8 @@ def verdicts(records: list[dict]) -> list[dict]:
                                                    b["least_informative_layer_bits"] > a["least_informative_layer_bits"]),
                 "sq_wins_rmse": b["rmse"] < a["rmse"],
                 "rmse_order_by_step": [
-                    {"step": p["step"], "sq_better": q["rmse"] < p["rmse"]} for p, q in zip(curve_vq, curve_sq)
+                    {"step": p["step"], "sq_better": sq_at[p["step"]]["rmse"] < p["rmse"]}
+                    for p in curve_vq if p["step"] in (sq_at := {q["step"]: q for q in curve_sq})
                 ],
             }
             if sq == "rsqvae":
@@ -338,6 +387,41 @@ def plots(result: dict, stem: Path) -> list[str]:
     return files
 
 
+def self_annealing(result: dict, stem: Path) -> list[str]:
+    """Per SQ model of the first seed: s², posterior entropy (training batches) and codes in use
+    (test curve points) per layer over training, the VQ partner's use dashed; one PNG."""
+    from matplotlib.figure import Figure
+
+    from hqvae.report.plots import save_figure
+
+    by_model = {r["model"]: r for r in result["runs"] if r["seed"] == result["seeds"][0]}
+    shown = [(vq, sq) for vq, sq in PAIRS if sq in by_model and by_model[sq].get("trace", {}).get("records")]
+    if not shown:
+        return []
+    fig = Figure(figsize=(11, 3.2 * len(shown)))
+    for row, (vq, sq) in enumerate(shown):
+        trace = by_model[sq]["trace"]["records"]
+        steps = [t["step"] for t in trace]
+        panels = [fig.add_subplot(len(shown), 3, 3 * row + i + 1) for i in range(3)]
+        for layer in sorted(trace[-1].get("variance", {}), key=int):
+            panels[0].plot(steps, [t["variance"][layer] for t in trace], color=f"C{layer}", label=f"layer {layer}")
+            panels[1].plot(steps, [t["entropy"][layer] for t in trace], color=f"C{layer}")
+        for model, style in ((sq, "-o"), (vq, "--s")):
+            curve = by_model.get(model, {}).get("curve", [])
+            for layer in range(len(curve[0]["usage"]) if curve else 0):
+                panels[2].plot([c["step"] for c in curve], [c["usage"][layer] for c in curve], style, markersize=3,
+                               color=f"C{layer}", label=model if layer == 0 else None)
+        for panel, label in zip(panels, ("s² (training)", "posterior entropy, nats (training)", "codes in use (test)")):
+            panel.set_title(f"{sq}: {label}", fontsize=9)
+            panel.set_xlabel("step", fontsize=8)
+        panels[0].legend(fontsize=7)
+        panels[2].legend(fontsize=7)
+        panels[2].set_ylim(0, 1)
+    fig.suptitle(f"{result['dataset_label']}: self-annealing of the SQ layers", fontsize=10)
+    fig.tight_layout()
+    return [save_figure(fig, stem.with_name(stem.name + "-self-annealing.png")).name]
+
+
 def strips(result: dict, stem: Path, test_set, items: int = 4) -> list[str]:
     """Coarse-to-fine strips: the first ``items`` test items decoded from the first m layers, for
     every multi-layer model of the first seed (loaded from its run folder)."""
@@ -380,6 +464,9 @@ def main() -> None:
                         help="reuse the VQ runs of an earlier result file with exactly the same configuration "
                              "(e.g. benchmarks/results/claims-{dataset}.json, a copy kept before re-running), "
                              "instead of training them again; their information per layer is their histogram entropy")
+    parser.add_argument("--extend-from", metavar="RUNS", type=Path,
+                        help="a runs folder of an earlier invocation: continue its shorter runs of the same "
+                             "trajectory (e.g. the 15,000-step runs, to 30,000 steps) instead of starting over")
     parser.add_argument("--summary", nargs="+", metavar="JSON",
                         help="only print one Markdown table summarising these result files")
     parser.add_argument("--render", action="store_true",
@@ -414,7 +501,8 @@ def main() -> None:
                     if earlier is not None:
                         print(f"  {dataset} {model} seed {seed}: reusing the baseline of {earlier['reused_from']}")
                     records.append(earlier or train_and_evaluate(dataset, model, steps, seed, args.device,
-                                                                 Path(args.runs), test_set, args.settings))
+                                                                 Path(args.runs), test_set, args.settings,
+                                                                 args.extend_from))
         result = {
             "benchmark": "HQ-VAE claims: VQ vs SQ at equal architecture and budget",
             "dataset": dataset,
@@ -422,8 +510,9 @@ def main() -> None:
             "test_items": len(test_set),
             "test_description": test_set.description,
             "budget": {"steps": steps, "batch_size": 32, "optimizer": "Adam lr 1e-3 constant",
-                       "temperature": f"exp(-{OFFICIAL_FINAL_TAU_EXPONENT / steps:.3g}·step)",
-                       "curve_points": list(CURVE_FRACTIONS), "curve_test_items": CURVE_TEST_ITEMS},
+                       "temperature": schedule_text(run_config(dataset, pairs[0][1], steps, 0, args.device,
+                                                               args.settings).temperature),
+                       "curve_steps": curve_steps(steps), "curve_test_items": CURVE_TEST_ITEMS},
             "seeds": args.seeds,
             "settings": args.settings,
             "device": device_label,
@@ -470,15 +559,17 @@ def summary_table(results: list[dict]) -> str:
 
 
 def training_trace(run: RunDir) -> dict:
-    """Per train record: step, τ, s², posterior entropy (nats), discrete and continuous term of each
-    layer, the reconstruction term and the training MSE (of the relaxed sample's x̂)."""
+    """Per train record: step, τ, s², posterior entropy (nats), discrete and continuous term and
+    batch perplexity of each layer, the reconstruction term and the training MSE (of the relaxed
+    sample's x̂)."""
     trace = []
     for record in run.read_metrics("train"):
         terms, logs = record.get("terms", {}), record.get("logs", {})
         entry = {"step": record["step"], "temperature": record.get("temperature"), "recon": terms.get("recon"),
                  "mse": terms.get("mse")}
         for source, prefix, name in ((logs, "variance/", "variance"), (terms, "discrete/", "discrete"),
-                                     (terms, "continuous/", "continuous"), (logs, "entropy/", "entropy")):
+                                     (terms, "continuous/", "continuous"), (logs, "entropy/", "entropy"),
+                                     (logs, "perplexity/", "perplexity")):
             for key, value in source.items():
                 if key.startswith(prefix):
                     entry.setdefault(name, {})[key[len(prefix):]] = value
@@ -492,7 +583,7 @@ def write_outputs(result: dict, stem: Path, test_set) -> None:
     for record in result["runs"]:
         if "trace" not in record and record.get("run_dir") and RunDir(record["run_dir"]).exists():
             record["trace"] = training_trace(RunDir(record["run_dir"]))
-    result["figures"] = plots(result, stem) + strips(result, stem, test_set)
+    result["figures"] = plots(result, stem) + self_annealing(result, stem) + strips(result, stem, test_set)
     atomic_write_json(stem.with_suffix(".json"), result)
     atomic_write_bytes(stem.with_suffix(".md"), markdown(result).encode())
 

@@ -45,8 +45,9 @@ PUBLIC = ["model.overrides.sq_init=normal", "model.overrides.var_floor=true",
           "model.overrides.bounded_variance=false"] + ELBO
 DATA = ["model.overrides.sq_init=data", "model.overrides.var_floor=false",
         "model.overrides.bounded_variance=false"] + ELBO
-BOUNDED = ["model.overrides.sq_init=data", "model.overrides.var_floor=false",
-           "model.overrides.bounded_variance=true"] + ELBO
+START = ["model.overrides.sq_init=data", "model.overrides.var_floor=false",
+         "model.overrides.bounded_variance=true"]  # the registry's start, with its rate weight
+BOUNDED = START + ELBO
 SETTINGS = {
     "baseline": PUBLIC + ["model.overrides.init_variance=10"],  # the public SQ-VAE start, Fashion-MNIST s²
     "data-floor": ["model.overrides.sq_init=data", "model.overrides.var_floor=true",
@@ -69,6 +70,10 @@ SETTINGS = {
     "data-bounded-rate0.25": BOUNDED + ["model.overrides.rate_weight=0.25"],
     "data-bounded-rate0.1": BOUNDED + ["model.overrides.rate_weight=0.1"],
     "data-bounded-rate0.32": BOUNDED + ["model.overrides.rate_weight=0.32"],
+    # long budgets (issue 18): the registry's start and rate weight, three Gumbel schedules
+    "registry": START,  # τ compressed to the budget (ends at 0.21)
+    "registry-tau-official": START + ["temperature.decay=1e-5"],  # uncompressed: 0.86 at 15,000 steps
+    "registry-tau-floor": START + ["temperature.decay=1e-3", "temperature.min=0.5"],  # at every budget: 0.5 from step 693
 }
 
 
