@@ -284,7 +284,7 @@ def test_refuses_to_overwrite_a_run_and_reports_usage_errors(image_folder, tmp_p
     capsys.readouterr()
 
     assert main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "x")]) == 2
-    assert "hqvae train: error: config file" in capsys.readouterr().err
+    assert "hqvae train: error: " + str(tmp_path / "missing.yaml") + ": no such config file" in capsys.readouterr().err
     assert main(["train", "--config", str(REPO / "configs/fashion_mnist.yaml"), "--out",
                  str(tmp_path / "x"), "optim.lrr=1"]) == 2
     assert "valid keys: name, lr" in capsys.readouterr().err

@@ -19,14 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hqvae.cli.parsing import INPUT, PRIOR
 from hqvae.codes_file import SUFFIXES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prior", required=True, help="prior folder (hqvae prior train)")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, or one codes file of hqvae encode")
+    parser.add_argument("--prior", required=True, type=PRIOR, help="prior folder (hqvae prior train)")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", type=INPUT, help="image files, or one codes file of hqvae encode")
     parser.add_argument("--out", required=True, help="the compressed file, FILE.hqz")
     parser.add_argument("--coding-batch", type=int, default=64, help="items coded together (recorded in the file)")
     parser.add_argument("--batch-size", type=int, default=256, help="batch size of the image encoder")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from hqvae.cli.parsing import DATA_ROOT, PRIOR, RUN
 from hqvae.io import atomic_write_json
 
 
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="{train,eval}")
     train = verbs.add_parser("train", help="train a prior on a run's codes", description=__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("--run", "--tokenizer", dest="run_dir", metavar="RUN",
+    train.add_argument("--run", "--tokenizer", dest="run_dir", metavar="RUN", type=RUN,
                        help="tokenizer run folder (hqvae train); under torchrun write --tokenizer (torchrun takes --run)")
     train.add_argument("--out", required=True, help="the prior folder to create (or resume)")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=3000")
@@ -41,13 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--force", action="store_true", help="delete the prior's files in --out and start over")
     evaluate = verbs.add_parser("eval", help="test NLL of a prior against the uniform and histogram rates",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    evaluate.add_argument("--prior", required=True, help="prior folder (hqvae prior train)")
+    evaluate.add_argument("--prior", required=True, type=PRIOR, help="prior folder (hqvae prior train)")
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
     evaluate.add_argument("--limit", type=int, help="the first N items only")
     evaluate.add_argument("--checkpoint", default="best", choices=("best", "last"))
     evaluate.add_argument("--conditional", action="store_true", help="condition on the class labels")
     evaluate.add_argument("--batch-size", type=int, default=128)
-    evaluate.add_argument("--data-root", help="where the run's data set is now, if not at the recorded root")
+    evaluate.add_argument("--data-root", type=DATA_ROOT, help="where the run's data set is now, if not at the recorded root")
     evaluate.add_argument("--out", help="results JSON (default <prior>/eval/<split>.json)")
     evaluate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 

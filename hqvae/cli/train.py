@@ -6,7 +6,7 @@
     hqvae train --out runs/fmnist-sqvae2 --resume [train.steps=40000]
 
 Overrides are dotted key=value pairs read as YAML scalars (model.overrides.codebook_size=256,
-logging.progress=false), given together (not split by a --flag); hqvae/train/config.py
+logging.progress=false), anywhere on the line (before, between or after the options); hqvae/train/config.py
 describes every section and key.
 --resume continues from checkpoints/last with the config stored in run.json (overrides may
 change the schedule or the logging, not the model); a run stopped before its first checkpoint
@@ -34,28 +34,27 @@ from __future__ import annotations
 import argparse
 import os
 
+from hqvae.cli.parsing import CONFIG
 from hqvae.train.config import TrainConfig, apply_overrides, load_config
 from hqvae.train.run_dir import RunDir
 from hqvae.train.signals import Interrupted
 
 
 class ResumeAction(argparse.Action):
-    """``--resume`` (continue) or ``--resume auto``. A key=value right after ``--resume`` is the
-    first override (argparse hands it to this option), as in ``--resume train.steps=40000``."""
+    """``--resume`` (continue) or ``--resume auto``. A key=value right after ``--resume`` is an
+    override (argparse hands it to this option), as in ``--resume train.steps=40000``."""
 
     def __call__(self, parser, namespace, value, option_string=None):
         if value is None or value == "auto":
             namespace.resume = value or "always"
-        elif "=" in value and not namespace.overrides:
-            namespace.resume, namespace.resume_override = "always", value
         elif "=" in value:
-            parser.error("give the key=value overrides together, after --resume")
+            namespace.resume, namespace.resume_override = "always", value
         else:
             parser.error(f"--resume takes no value or 'auto', got {value!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config, one per data set, e.g. configs/fashion_mnist.yaml; choose the "
+    parser.add_argument("--config", type=CONFIG, help="YAML config, one per data set, e.g. configs/fashion_mnist.yaml; choose the "
                                          "model with the override model.name=<name>")
     parser.add_argument("--out", required=True, help="the run folder to create (or resume)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
