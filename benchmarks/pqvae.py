@@ -22,7 +22,7 @@ logistic-regression probe on the frozen decoder-input partial sums at several pr
 plots and a Markdown table next to it.
 
     python benchmarks/pqvae.py --dataset fashion_mnist [--steps 3000] [--only pqvae rsqvae] [--quick]
-    python benchmarks/pqvae.py --dataset cifar10_folder --data-root /work/shared/data/cifar10-jpeg-q75.tar.gz
+    python benchmarks/pqvae.py --dataset cifar10_folder --data-root $HQVAE_DATA_ROOT/cifar10-jpeg-q75.tar.gz
     python benchmarks/pqvae.py --seed 1 --only pqvae lambda_h=0     # -> pqvae-fashion_mnist-seed1.json
 
 ``--quick``: 60 steps, 512 test items, 1,000 probe items, results under ``--runs`` (a smoke run:
