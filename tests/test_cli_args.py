@@ -186,7 +186,7 @@ def test_a_missing_input_path_gives_one_line_naming_it_and_the_fix(path, dest, t
     error = capsys.readouterr().err
     assert error.count("\n") == 1, error
     assert error.startswith(f"hqvae {path[0]}: error: {work / f'nothere-{dest}-0'}: no such ")
-    assert f"; {parser_action(parser, dest).type.fix}\n" in error
+    assert f"; {parser_action(parser, dest).type.fix(str(work / f'nothere-{dest}-0'))}\n" in error
     assert sorted(p.relative_to(work) for p in work.rglob("*")) == before  # nothing written or removed
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 from pathlib import Path
+from typing import Callable
 
 
 class MissingPath(Exception):
@@ -29,27 +30,32 @@ class ExistingPath:
     """argparse ``type=`` for an input path: returns the string unchanged when the path exists.
 
     kind: "file" or "folder". what: the thing's name in the message ("run folder").
-    fix: the rest of the message, how to give a good one ("give a folder written by hqvae train").
+    fix: the rest of the message, how to give a good one ("give a folder written by hqvae train"),
+    or a function of the missing path that returns it.
     """
 
-    def __init__(self, kind: str, what: str, fix: str) -> None:
+    def __init__(self, kind: str, what: str, fix: str | Callable[[str], str]) -> None:
         if kind not in ("file", "folder"):
             raise ValueError(f"kind must be 'file' or 'folder', got {kind!r}")
-        self.kind, self.what, self.fix = kind, what, fix
+        self.kind, self.what, self._fix = kind, what, fix
         self.option = None  # set on its own copy by Parser.add_argument: the option, for the message
 
     def __call__(self, value: str) -> str:
         path = Path(value)
         where = f" ({self.option})" if self.option else ""
         if not value:
-            raise MissingPath(f"an empty path was given for the {self.what}{where}; {self.fix}")
+            raise MissingPath(f"an empty path was given for the {self.what}{where}; {self.fix(value)}")
         if not path.exists():
-            raise MissingPath(f"{value}: no such {self.what}{where}; {self.fix}")
+            raise MissingPath(f"{value}: no such {self.what}{where}; {self.fix(value)}")
         if self.kind == "folder" and not path.is_dir():
-            raise MissingPath(f"{value} is a file, not a folder{where}; {self.fix}")
+            raise MissingPath(f"{value} is a file, not a folder{where}; {self.fix(value)}")
         if self.kind == "file" and path.is_dir():
-            raise MissingPath(f"{value} is a folder, not a file{where}; {self.fix}")
+            raise MissingPath(f"{value} is a folder, not a file{where}; {self.fix(value)}")
         return value
+
+    def fix(self, value: str) -> str:
+        """The message's fix for the path ``value``."""
+        return self._fix(value) if callable(self._fix) else self._fix
 
     def __repr__(self) -> str:  # argparse names the type in some messages
         return f"existing {self.kind}"
@@ -88,7 +94,13 @@ def existing_paths(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
             yield path, action
 
 
-CONFIG = ExistingPath("file", "config file", "give one of configs/<dataset>.yaml, e.g. configs/fashion_mnist.yaml")
+def _config_fix(value: str) -> str:
+    from hqvae.train.config import missing_config_fix  # imported by the train command only
+
+    return missing_config_fix(value)
+
+
+CONFIG = ExistingPath("file", "config file", _config_fix)
 RUN = ExistingPath("folder", "run folder", "give a folder written by hqvae train ... --out runs/<name>")
 PRIOR = ExistingPath("folder", "prior folder", "give a folder written by hqvae prior train --run RUN --out priors/<name>")
 DATA_ROOT = ExistingPath("folder", "data folder", "give the folder that holds the data set, or leave --data-root "
