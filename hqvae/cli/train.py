@@ -6,8 +6,8 @@
     hqvae train --out runs/fmnist-sqvae2 --resume [train.steps=40000]
 
 Overrides are dotted key=value pairs read as YAML scalars (model.overrides.codebook_size=256,
-logging.progress=false), anywhere on the line (before, between or after the options); hqvae/train/config.py
-describes every section and key.
+logging.progress=false), anywhere on the line (before, between or after the options);
+hqvae/train/config.py describes every section and key.
 --resume continues from checkpoints/last with the config stored in run.json (overrides may
 change the schedule or the logging, not the model); a run stopped before its first checkpoint
 starts over from step 0 with that config. --resume auto resumes when --out holds a run and
@@ -54,8 +54,9 @@ class ResumeAction(argparse.Action):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=CONFIG, help="YAML config, one per data set, e.g. configs/fashion_mnist.yaml; choose the "
-                                         "model with the override model.name=<name>")
+    parser.add_argument("--config", type=CONFIG,
+                        help="YAML config, one per data set, e.g. configs/fashion_mnist.yaml; choose the model "
+                             "with the override model.name=<name>")
     parser.add_argument("--out", required=True, help="the run folder to create (or resume)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides, e.g. optim.lr=3e-4 model.overrides.codebook_size=256")
