@@ -273,7 +273,8 @@ def test_decompress_of_compress_gives_the_codes_of_encode_across_processes(train
     for name, (run, prior) in trained.items():
         encoded, _, _ = load_codes(tmp_path / f"codes-{name}.safetensors")
         decoded, _, metadata = load_codes(tmp_path / f"out-{name}" / "codes.safetensors")
-        assert len(torch.cat([code.flatten() for code in encoded]).unique()) > 2, name  # not one constant code
+        # not one constant code (how many a few training steps leave in use depends on the CPU's kernels)
+        assert len(torch.cat([code.flatten() for code in encoded]).unique()) > 1, name
         assert all(torch.equal(a, b) for a, b in zip(encoded, decoded)), name
         assert cli("decode", "--run", run, "--codes", tmp_path / f"codes-{name}.safetensors", "--out",
                    tmp_path / f"ref-{name}") == 0
