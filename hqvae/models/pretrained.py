@@ -19,6 +19,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from ..io import atomic_write, atomic_write_json, read_json
+from ..version import __version__
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -30,7 +31,6 @@ class PretrainedMixin:
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if needed)."""
-        from .. import __version__
 
         directory = Path(directory)  # created by the atomic writes
         document = {"model_type": self.config.name, "hqvae_version": __version__, "config": self.config.to_dict()}

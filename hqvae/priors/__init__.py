@@ -7,7 +7,7 @@ real compression (range coding with the prior's probabilities).
     sampling.py     KV-cached generation: temperature, top-k, top-p
     config.py       PriorTrainConfig, the typed config of ``hqvae prior train``
     folder.py       the prior folder (run.json, codes cache, checkpoints); open_prior
-    train.py        the training loop
+    task.py         the prior's training task (the loop is hqvae.train.engine.fit)
     evaluate.py     test NLL against the uniform and histogram rates
     coding.py       range coding with constriction and the versioned ``.hqz`` container
     images.py       writing decoded items as PNG (and WAV) files
