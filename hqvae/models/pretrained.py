@@ -25,6 +25,14 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+MODEL_CLASSES: dict[str, type[nn.Module]] = {}  # model_type -> class; filled by registry.register_model
+
+
+def model_class_for(model_type: str) -> type[nn.Module]:
+    """The class that builds ``model_type`` (that of "hqvae", HQVAE, for names not registered)."""
+    return MODEL_CLASSES.get(model_type, MODEL_CLASSES["hqvae"])
+
+
 class PretrainedMixin:
     """``save_pretrained`` / ``from_pretrained`` for an ``nn.Module`` with a ``config`` attribute
     that has ``name``, ``to_dict()`` and a ``config_class.from_dict`` on the model class."""
@@ -117,8 +125,6 @@ def from_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu")
     ``path``: a directory written by ``save_pretrained``; otherwise, when ``huggingface_hub``
     is installed, a Hub repository id to download.
     """
-    from .registry import model_class_for  # the registry imports the model classes, which use this module
-
     directory = _resolve(path)
     document = _read_config(directory)
     weights_path = directory / WEIGHTS_NAME

@@ -17,7 +17,7 @@ from hqvae.metrics.codebook import CodebookUsage
 from hqvae.metrics.rate import entropy_bits_per_item
 from hqvae.models import evaluating
 from hqvae.priors.layout import CodeLayout
-from hqvae.priors.transformer import PriorBase
+from hqvae.priors.base import PriorBase
 
 
 def mean_bits(prior: PriorBase, tokens: torch.Tensor, labels: torch.Tensor | None, batch_size: int,

@@ -18,7 +18,7 @@ from hqvae.priors.config import PriorTrainConfig
 from hqvae.priors.evaluate import mean_bits
 from hqvae.priors.folder import KIND, cached_codes
 from hqvae.priors.layout import CodeLayout
-from hqvae.priors.transformer import WEIGHTS_NAME, PriorConfig, build_prior, load_prior
+from hqvae.priors.base import WEIGHTS_NAME, PriorConfig, build_prior, load_prior
 from hqvae.runs import open_run
 from hqvae.train import rng
 from hqvae.train.engine import Task, check_batch_size, fit

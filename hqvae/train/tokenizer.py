@@ -148,7 +148,7 @@ def validate(model: torch.nn.Module, dataset, rank_batch: int, procs, autocast) 
     and usage of each layer's codes over the whole set (``hqvae.metrics.CodebookUsage``).
     """
     reconstruction = ReconstructionMetrics(with_ssim=False)
-    usage = [CodebookUsage(layer.codebook_size) for layer in model.config.layers]
+    usage = [CodebookUsage(layer.codebook_size) for layer in model.layer_info()]
     names: list[str] = []
     sums = None  # float64 (1 + terms,): Σ batch_size · [loss, *terms]
     with evaluating(model):
