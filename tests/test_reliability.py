@@ -57,16 +57,21 @@ def command(image_folder: Path, out: Path, steps: int = STEPS) -> list[str]:
             "--resume", "auto", *tiny_overrides(image_folder, "sqvae2", steps, **SETTINGS)]
 
 
+def on_one_thread(args: list[str]) -> None:
+    """``hqvae <args>`` in this process on one thread (module fixtures run before ``one_thread``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def reference(image_folder, tmp_path_factory) -> Path:
     """The uninterrupted run."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(command(image_folder, out)) == 0
-    finally:
-        torch.set_num_threads(threads)
+    on_one_thread(command(image_folder, out))
     return out
 
 
@@ -435,12 +440,7 @@ def prior_command(tokenizer: Path, out: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def prior_reference(tokenizer) -> Path:
     out = tokenizer.parent / "prior"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(prior_command(tokenizer, out)) == 0
-    finally:
-        torch.set_num_threads(threads)
+    on_one_thread(prior_command(tokenizer, out))
     return out
 
 

@@ -1,6 +1,6 @@
 """Train or evaluate an autoregressive prior over the codes of a run.
 
-    hqvae prior train --run runs/<name> --out priors/<name> [key=value ...] [--resume | --force]
+    hqvae prior train --run runs/<name> --out priors/<name> [key=value ...] [--resume [auto] | --force]
     hqvae prior eval  --prior priors/<name> [--split test] [--limit N] [--checkpoint best|last]
                       [--conditional] [--out results.json]
 
