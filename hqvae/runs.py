@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hqvae.version import __version__
+from hqvae._version import __version__
 from hqvae.codes_file import save_codes
 from hqvae.data import DataError, ImageDataset, load_dataset, write_wav
 from hqvae.evaluate import evaluate

@@ -1,6 +1,6 @@
 """No import circles inside the package: the graph of every ``import`` in ``hqvae/`` (at module level
 and inside functions, read with ``ast``) has no cycle, and nothing imports the package root from
-inside (the version lives in ``hqvae.version``)."""
+inside (the version lives in ``hqvae._version``)."""
 from __future__ import annotations
 
 import ast

@@ -19,7 +19,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from ..io import atomic_write, atomic_write_json, read_json
-from ..version import __version__
+from .._version import __version__
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

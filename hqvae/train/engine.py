@@ -45,7 +45,7 @@ from hqvae.train.performance import match_parameter_layouts
 from hqvae.train.run_dir import RunDir
 from hqvae.train.run_info import RunInfo, now
 from hqvae.train.signals import Interrupted, StopSignals
-from hqvae.version import __version__
+from hqvae._version import __version__
 
 
 class NonFiniteLoss(Exception):

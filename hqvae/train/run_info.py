@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from hqvae.version import __version__
+from hqvae._version import __version__
 
 RUN_INFO_VERSION = 1
 RUN_KIND = "hqvae-run"
