@@ -43,7 +43,7 @@ from hqvae.evaluate import evaluate
 from hqvae.io import atomic_write_bytes, atomic_write_json
 from hqvae.models import ModelConfig, model_config
 from hqvae.train.config import TrainConfig, apply_overrides
-from hqvae.train.loop import train
+from hqvae.train.tokenizer import train
 from hqvae.train.run_dir import RunDir
 from hqvae.train.run_info import git_commit, now
 

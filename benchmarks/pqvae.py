@@ -1,6 +1,6 @@
 """PQ-VAE against RSQ-VAE / RQ-VAE at matched bits, its linear probe, and its ablations (SPEC §4).
 
-Trains, with the shared training loop (``hqvae.train.loop.train``, one run folder per model
+Trains, with the shared training loop (``hqvae.train.tokenizer.train``, one run folder per model
 under ``--runs``), on one data set and at one small CPU budget:
 
     pqvae              SQ steps, L = 32 global tokens (G = 1), K = 256, d_c = 16, c = 16,
@@ -48,7 +48,7 @@ from hqvae.evaluate import evaluate
 from hqvae.metrics.progressive import linear_probe, probe_lengths, token_statistics
 from hqvae.report.progressive_plots import plot_probe, plot_rate_distortion
 from hqvae.train.config import TrainConfig
-from hqvae.train.loop import train
+from hqvae.train.tokenizer import train
 from hqvae.train.run_info import now
 
 RESULTS = Path(__file__).parent / "results"

@@ -32,7 +32,7 @@ from claims import BUDGETS, DATASETS, builds_the_same_model, data_root, portable
 from hqvae.data import load_dataset  # noqa: E402
 from hqvae.evaluate import evaluate  # noqa: E402
 from hqvae.io import atomic_write_bytes, atomic_write_json  # noqa: E402
-from hqvae.train.loop import train  # noqa: E402
+from hqvae.train.tokenizer import train  # noqa: E402
 from hqvae.train.run_dir import RunDir  # noqa: E402
 from hqvae.train.run_info import git_commit, now  # noqa: E402
 

@@ -1,8 +1,7 @@
 """hqvae: hierarchical discrete representation learning (VQ-VAE, SQ-VAE, HQ-VAE, PQ-VAE)."""
+from ._version import __version__
 from .models import HQVAE, ModelOutput, create_model, from_pretrained, list_models
 from .quantizers import QuantizerOutput, ResidualQuantizer, StochasticQuantizer, VectorQuantizer
-
-__version__ = "0.1.0"
 
 __all__ = [
     "HQVAE",

@@ -21,7 +21,7 @@ from hqvae.priors.coding import coding_copy, decode_tokens, encode_tokens, pack,
 from hqvae.priors.images import write_items
 from hqvae.priors.config import load_prior_config
 from hqvae.priors.sampling import filter_logits, run_steps
-from hqvae.priors.transformer import WEIGHTS_NAME
+from hqvae.priors.base import WEIGHTS_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -20,7 +20,7 @@ from hqvae.cli import main
 from hqvae.runs import evaluate_run, open_run
 from hqvae.train import checkpoint
 from hqvae.train.config import TrainConfig, apply_overrides, load_config
-from hqvae.train.loop import train
+from hqvae.train.tokenizer import train
 from hqvae.train.run_dir import RunDir
 from hqvae.train.run_info import RUN_INFO_VERSION, RUN_KIND
 from hqvae.train.sampler import StepSampler

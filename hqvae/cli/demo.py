@@ -29,7 +29,7 @@ from hqvae.cli.parsing import DATA_ROOT
 from hqvae.runs import default_results_path, evaluate_run
 from hqvae.report.build import ReportRun, build_report
 from hqvae.train.config import TrainConfig
-from hqvae.train.loop import train
+from hqvae.train.tokenizer import train
 from hqvae.train.run_dir import RunDir
 
 MODELS = ("vqvae2", "sqvae2")

@@ -18,7 +18,7 @@ PQ-VAE: L = 3, G = 2, K = 8, d_c = 4) built under a fixed seed, and one fixed in
                        decode of those codes, and decode from the first layer / step only
     train_run/<model>/<tensor>
                        every tensor of checkpoints/last/model.safetensors after 5 steps of
-                       ``hqvae.train.loop.train`` (batch 8, CPU, fp32) on a generated folder of
+                       ``hqvae.train.tokenizer.train`` (batch 8, CPU, fp32) on a generated folder of
                        48 greyscale 16×16 images, for one SQ model (hqvae: injected + residual
                        SQ layers) and one VQ model (rqvae: residual EMA VQ)
 
@@ -42,7 +42,7 @@ from safetensors.torch import load_file, save_file
 
 import hqvae
 from hqvae.train.config import load_config
-from hqvae.train.loop import train
+from hqvae.train.tokenizer import train
 
 HERE = Path(__file__).resolve().parent
 GOLDEN_FILE = HERE.parent / "fixtures" / "golden.safetensors"
