@@ -5,12 +5,12 @@
 * ``StochasticQuantizer``  — SQ-VAE's Gumbel-softmax stochastic quantizer (Gaussian I–IV, vMF).
 * ``ResidualQuantizer``    — residual stacks of either (RQ-VAE / RSQ-VAE).
 
-``registry.py``: the kinds a layer can name, ``register_quantizer`` adds one.
+``registry.py``: the kinds a layer can name and their options, ``register_quantizer`` adds one.
 """
 from .base import Quantizer, QuantizerOutput, entropy, perplexity_of_counts
 from .residual import ResidualQuantizer
 from .sq import StochasticQuantizer
-from .registry import KINDS, build_quantizer, register_quantizer
+from .registry import KINDS, SQOptions, VQOptions, build_quantizer, register_quantizer
 from .vq import VectorQuantizer, kmeans
 
 
@@ -18,6 +18,8 @@ __all__ = [
     "KINDS",
     "build_quantizer",
     "register_quantizer",
+    "VQOptions",
+    "SQOptions",
     "Quantizer",
     "QuantizerOutput",
     "VectorQuantizer",
