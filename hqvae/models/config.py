@@ -60,6 +60,10 @@ class LayerConfig:
         if self.quantizer in QUANTIZER_KINDS:  # an unknown kind fails ModelConfig.validate, naming the valid ones
             self.options = make_options(self.quantizer, self.options)
 
+    @property
+    def stochastic(self) -> bool:  # its quantizer kind samples in training
+        return self.quantizer in QUANTIZER_KINDS and QUANTIZER_KINDS[self.quantizer].stochastic
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LayerConfig":
         """Also reads the flat format of hqvae ≤ 0.1.0 (every registered kind's options as layer
@@ -116,7 +120,7 @@ class ModelConfig(BackboneConfig):
     batch_norm: BatchNorm in the backbone convolutions and residual blocks.
     init_std: convolution weights ~ N(0, init_std²), BatchNorm weights ~ N(1, init_std²)
         (the public SQ-VAE code's initialisation); None keeps PyTorch's defaults.
-    layers: the latent layers, coarse to fine.
+    layers: the latent layers, coarse to fine (``LayerConfig``s, or their dicts).
     rate_weight: stochastic models: weight ρ of the latent (rate) terms, loss = ARELBO + ρ·Σ_l (layer
         loss); 1 is the ELBO. The registry sets ρ = min(1, (D/2)/Σ_l n_l ln K_l)
         (``registry.balanced_rate_weight``). Must be 1 for VQ-only models.
@@ -134,8 +138,7 @@ class ModelConfig(BackboneConfig):
     @property
     def stochastic(self) -> bool:
         """Any SQ layer makes the whole model stochastic (ARELBO loss, latent terms weighted by ρ)."""
-        kinds = QUANTIZER_KINDS
-        return any(kinds[layer.quantizer].stochastic for layer in self.layers if layer.quantizer in kinds)
+        return any(layer.stochastic for layer in self.layers)
 
     @property
     def groups(self) -> list[list[LayerConfig]]:
@@ -216,11 +219,9 @@ class ModelConfig(BackboneConfig):
 
     # ------------------------------------------------------------------ serialisation
 
+    def __post_init__(self) -> None:
+        self.layers = [layer if isinstance(layer, LayerConfig) else LayerConfig.from_dict(layer) for layer in self.layers]
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        data = cls._checked_keys(data)
-        if "layers" in data:
-            data["layers"] = [
-                layer if isinstance(layer, LayerConfig) else LayerConfig.from_dict(layer) for layer in data["layers"]
-            ]
-        return cls(**data)
+        return cls(**cls._checked_keys(data))

@@ -168,10 +168,6 @@ def _configure(
     quantizer kind reads them (an option no layer reads raises a ValueError)."""
     model_options = {key: value for key, value in overrides.items() if key in MODEL_KEYS}
     layer_options = {key: value for key, value in overrides.items() if key not in MODEL_KEYS}
-    if "layers" in model_options:
-        model_options["layers"] = [
-            layer if isinstance(layer, LayerConfig) else LayerConfig.from_dict(layer) for layer in model_options["layers"]
-        ]
     config = ModelConfig(name=name, in_channels=in_channels, image_size=size, hidden=default_hidden(size), layers=layers)
     config = replace(config, **model_options)
     check_quantizer_options(name, layer_options, {layer.quantizer for layer in config.layers})
