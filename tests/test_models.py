@@ -12,7 +12,8 @@ import torch.nn.functional as F
 import hqvae
 from hqvae.models import HQVAE, LayerConfig, ModelConfig, model_config
 from hqvae.models.pretrained import model_class_for
-from hqvae.quantizers import ResidualQuantizer, SQOptions, StochasticQuantizer, VectorQuantizer, VQOptions
+from hqvae.quantizers import ResidualQuantizer, StochasticQuantizer, VectorQuantizer
+from hqvae.quantizers.registry import SQOptions, VQOptions
 
 TINY = dict(hidden=16, codebook_size=16, dim=8)
 PUBLIC_SQ_START = {"sq_init": "normal", "var_floor": True, "bounded_variance": False}  # the public SQ-VAE code's

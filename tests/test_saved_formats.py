@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 import hqvae
 from hqvae.cli import main
 from hqvae.priors import load_prior
-from hqvae.quantizers import SQOptions, VQOptions
+from hqvae.quantizers.registry import SQOptions, VQOptions
 from hqvae.train.run_dir import RunDir
 
 from golden.make_golden import write_image_folder

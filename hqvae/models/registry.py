@@ -54,7 +54,7 @@ SQVAE_REFERENCE = (
 # layer's own inputs on the first training batch — codebook = random rows + 0.2·σ noise,
 # s² = 2·s²₀·sigmoid(θ) with s²₀ = INIT_VARIANCE_RATIO × the inputs' mean per-dimension variance.
 # The bound keeps s² from drifting up at Adam's pace (s² otherwise grows through training at these
-# budgets and the posteriors stay broad). ``LayerConfig``'s own defaults stay the public SQ-VAE
+# budgets and the posteriors stay broad). ``SQOptions``' own defaults stay the public SQ-VAE
 # code's (N(0, 1) codebook, s² = 1 + exp(log_s2) from 20), which every saved config without these
 # keys was trained with: create_model("sqvae", sq_init="normal", var_floor=True,
 # bounded_variance=False) is the public network.
@@ -168,8 +168,8 @@ def _configure(
     quantizer kind reads them (an option no layer reads raises a ValueError)."""
     model_options = {key: value for key, value in overrides.items() if key in MODEL_KEYS}
     layer_options = {key: value for key, value in overrides.items() if key not in MODEL_KEYS}
-    config = ModelConfig(name=name, in_channels=in_channels, image_size=size, hidden=default_hidden(size), layers=layers)
-    config = replace(config, **model_options)
+    config = ModelConfig(name=name, in_channels=in_channels, image_size=size,
+                         **{"hidden": default_hidden(size), "layers": layers, **model_options})
     check_quantizer_options(name, layer_options, {layer.quantizer for layer in config.layers})
     config.layers = [_set_options(layer, layer_options) for layer in config.layers]
     if config.stochastic and "rate_weight" not in overrides:

@@ -10,7 +10,7 @@
 from .base import Quantizer, QuantizerOutput, entropy, perplexity_of_counts
 from .residual import ResidualQuantizer
 from .sq import StochasticQuantizer
-from .registry import KINDS, SQOptions, VQOptions, build_quantizer, register_quantizer
+from .registry import KINDS, build_quantizer, register_quantizer
 from .vq import VectorQuantizer, kmeans
 
 
@@ -18,8 +18,6 @@ __all__ = [
     "KINDS",
     "build_quantizer",
     "register_quantizer",
-    "VQOptions",
-    "SQOptions",
     "Quantizer",
     "QuantizerOutput",
     "VectorQuantizer",
