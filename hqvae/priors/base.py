@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -60,7 +60,7 @@ class PriorConfig(TransformerConfig):
 
     code_shapes: list[list[int]]
     codebook_sizes: list[int]
-    num_classes: int = 0
+    num_classes: int = field(default=0, kw_only=True)  # every field but the layout by keyword
 
     @property
     def layout(self) -> CodeLayout:

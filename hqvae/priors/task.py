@@ -72,8 +72,8 @@ class PriorTask(Task):
             kind = "depth" if opened.model.supports("residual_stack") and layout.lengths[0] > 1 else "flat"
         rng.seed_all(config.train.seed + procs.rank)
         transformer = {f.name: getattr(config.model, f.name) for f in fields(TransformerConfig)}
-        prior_config = PriorConfig(layout.to_dict()["code_shapes"], list(layout.codebook_sizes), self.num_classes,
-                                   **{**transformer, "kind": kind})
+        prior_config = PriorConfig(layout.to_dict()["code_shapes"], list(layout.codebook_sizes),
+                                   num_classes=self.num_classes, **{**transformer, "kind": kind})
         prior = (load_prior(run.checkpoint("last"), procs.device) if from_checkpoint
                  else build_prior(prior_config).to(procs.device))
         prior.train()
