@@ -2,16 +2,15 @@
 (its builder, its options dataclass, whether it is stochastic).
 
 A new kind is one file with a ``Quantizer`` subclass, its options dataclass and one
-:func:`register_quantizer` call; a layer of that kind holds an instance of the dataclass as
-``layer.options``, and the models build every layer through :func:`build_quantizer`. The built-in
-kinds' option names are unique across kinds, so that a model override (``create_model("hqvae",
-beta=0.5)``) names one option; ``vq_init`` / ``sq_init`` reach their quantizer as ``init``.
+:func:`register_quantizer` call; its layers hold an instance as ``layer.options``, and the models build
+every layer through :func:`build_quantizer`. Option names are unique across the built-in kinds, so a
+model override (``beta=0.5``) names one; ``vq_init`` / ``sq_init`` reach their quantizer as ``init``.
 Built in: "vq" (``VectorQuantizer`` with the baselines' heuristics: EMA codebook, commitment β,
 k-means start) and "sq" (``StochasticQuantizer`` of Gaussian type I).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import Any, Callable
 
 from .base import Quantizer
@@ -76,13 +75,12 @@ def register_quantizer(kind: str, builder: Callable[[Any], Quantizer], options: 
 
 
 def make_options(kind: str, options: Any = None) -> Any:
-    """``options`` (None: the defaults; a dict; or the dataclass itself) as the options dataclass of
+    """``options`` (None: the defaults; a dict; an options dataclass) as the options dataclass of
     ``kind``; an unknown name raises a ValueError listing the valid ones."""
     entry = KINDS[kind]
-    if options is None or isinstance(options, entry.options):
-        return options or entry.options()
-    if not isinstance(options, dict):
-        raise ValueError(f"{kind} quantizer options must be a {entry.options.__name__} or a dict, got {options!r}")
+    if isinstance(options, entry.options):
+        return options
+    options = asdict(options) if is_dataclass(options) else dict(options or {})  # another kind's: its names
     unknown = sorted(set(options) - set(entry.option_names))
     if unknown:
         raise ValueError(f"unknown {kind} quantizer option(s) {unknown}; valid: {list(entry.option_names)}")
