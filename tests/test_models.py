@@ -13,6 +13,7 @@ import hqvae
 from hqvae.models import HQVAE, LayerConfig, ModelConfig, model_config
 from hqvae.models.pretrained import model_class_for
 from hqvae.quantizers import ResidualQuantizer, StochasticQuantizer, VectorQuantizer
+from hqvae.quantizers.registry import SQOptions, VQOptions
 
 TINY = dict(hidden=16, codebook_size=16, dim=8)
 PUBLIC_SQ_START = {"sq_init": "normal", "var_floor": True, "bounded_variance": False}  # the public SQ-VAE code's
@@ -235,14 +236,13 @@ def test_options_of_another_quantizer_kind_are_rejected_with_the_valid_list(name
 
 
 def test_quantizer_options_are_set_on_the_layers_of_their_kind():
-    assert tiny("sqvae", init_variance=5.0).config.layers[0].init_variance == 5.0
+    assert tiny("sqvae", init_variance=5.0).config.layers[0].options.init_variance == 5.0
     assert tiny("hqvae", quantizer="vq", beta=0.5).groups[0].quantizers[1].beta == 0.5
     with pytest.raises(ValueError, match=r"\['init_variance'\]"):
         tiny("hqvae", quantizer="vq", init_variance=5.0)
     layers = [LayerConfig(quantizer="vq", downsample=8), LayerConfig(quantizer="sq", downsample=4)]
     config = tiny("hqvae", layers=layers, beta=0.5, init_variance=5.0).config
-    assert (config.layers[0].beta, config.layers[0].init_variance) == (0.5, LayerConfig.init_variance)
-    assert (config.layers[1].beta, config.layers[1].init_variance) == (LayerConfig.beta, 5.0)
+    assert config.layers[0].options == VQOptions(beta=0.5) and config.layers[1].options == SQOptions(init_variance=5.0)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -444,16 +444,16 @@ def test_registry_sq_layers_start_from_data_and_saved_configs_keep_their_start()
 
     for name in ("sqvae", "sqvae2", "rsqvae", "hqvae"):
         for layer in model_config(name).layers:
-            assert {key: getattr(layer, key) for key in SQ_START} == SQ_START
+            assert {key: getattr(layer.options, key) for key in SQ_START} == SQ_START
     for layer in model_config("vqvae2").layers:
-        assert layer.vq_init == "kmeans"
+        assert layer.options.vq_init == "kmeans"
     # a config.json written before these keys existed describes a model that started the public way
     old = model_config("sqvae", **PUBLIC_SQ_START).to_dict()
     for layer in old["layers"]:
         for key in ("sq_init", "bounded_variance", "init_noise", "init_variance_ratio"):
-            del layer[key]
-    assert ModelConfig.from_dict(old).layers[0] == LayerConfig(**{**old["layers"][0]})
-    assert ModelConfig.from_dict(old).layers[0].sq_init == "normal"
+            del layer["options"][key]
+    assert ModelConfig.from_dict(old).layers[0] == LayerConfig(**old["layers"][0])
+    assert ModelConfig.from_dict(old).layers[0].options.sq_init == "normal"
 
 
 def test_config_round_trip_and_unknown_keys():
@@ -463,6 +463,13 @@ def test_config_round_trip_and_unknown_keys():
         ModelConfig.from_dict({**config.to_dict(), "colour": 1})
     with pytest.raises(ValueError, match=r"unknown LayerConfig key.*'size'.*valid keys"):
         LayerConfig.from_dict({"size": 3})
+    with pytest.raises(ValueError, match=r"unknown vq quantizer option\(s\) \['bta'\]; valid: \['beta', 'ema'"):
+        LayerConfig.from_dict({"quantizer": "vq", "options": {"bta": 0.5}})
+    with pytest.raises(ValueError, match=r"unknown vq quantizer option\(s\) \['bounded_variance', 'init_noise'"):
+        LayerConfig(quantizer="vq", options=SQOptions())  # another kind's
+    # the flat format (every kind's options as layer keys) keeps the options of the layer's kind
+    assert LayerConfig.from_dict({"quantizer": "vq", "beta": 0.5, "init_variance": 3.0}) == LayerConfig(
+        quantizer="vq", options=VQOptions(beta=0.5))
 
 
 def test_invalid_layer_lists_are_rejected():

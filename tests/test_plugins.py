@@ -39,7 +39,7 @@ from hqvae.quantizers import register_quantizer
 from test_models import GENERIC_CHECKS, MODEL_META
 
 def signvae(in_channels, image_size, *, depth=2, dim=4, hidden=16, beta=0.25):
-    layer = dict(quantizer="sign", codebook_size=2**dim, dim=dim, beta=beta)
+    layer = dict(quantizer="sign", codebook_size=2**dim, dim=dim, options={"beta": beta})
     layers = [LayerConfig(kind="injected", downsample=4, **layer)]
     layers += [LayerConfig(kind="residual", downsample=None, **layer) for _ in range(depth - 1)]
     return ModelConfig(name="signvae", in_channels=in_channels, image_size=image_size, hidden=hidden, layers=layers,
@@ -56,17 +56,17 @@ assert [(i.kind, i.quantizer, i.grid, i.codebook_size) for i in model.layer_info
 layers = [LayerConfig(quantizer="sign", codebook_size=16, dim=4, downsample=8),
           LayerConfig(quantizer="sq", codebook_size=16, dim=4, downsample=4)]
 config = hqvae.models.model_config("hqvae", 1, 16, layers=layers, hidden=16, beta=0.5, init_variance=5.0)
-assert (config.layers[0].beta, config.layers[0].init_variance) == (0.5, LayerConfig.init_variance)
-assert (config.layers[1].beta, config.layers[1].init_variance) == (LayerConfig.beta, 5.0)
+assert config.layers[0].options == sign_quantizer.SignOptions(0.5) and config.layers[1].options.init_variance == 5.0
 with pytest.raises(ValueError, match=r"\\['beta'\\] are (sign/vq|vq/sign) quantizer options"):
     hqvae.create_model("sqvae", beta=0.5)
 with pytest.raises(ValueError, match=r"must be one of \\('vq', 'sq', 'sign'\\).*register_quantizer.*'sgn'"):
     ModelConfig(layers=[LayerConfig(quantizer="sgn")]).validate()
 with pytest.raises(ValueError, match="'sign' is already registered"):
-    register_quantizer("sign", lambda layer: None)
-register_quantizer("fsq", lambda layer: None, options=["levels"])
-with pytest.raises(ValueError, match=r"reads options \\['levels'\\] that are not LayerConfig fields"):
-    ModelConfig(layers=[LayerConfig(quantizer="fsq")]).validate()
+    register_quantizer("sign", lambda layer: None, sign_quantizer.SignOptions)
+with pytest.raises(TypeError, match="options of quantizer kind 'fsq' must be a dataclass"):
+    register_quantizer("fsq", lambda layer: None, options=["levels"])
+with pytest.raises(ValueError, match=r"unknown sign quantizer option\\(s\\) \\['bta'\\]; valid: \\['beta'\\]"):
+    LayerConfig(quantizer="sign", options={"bta": 0.5})
 print(len(GENERIC_CHECKS), "checks")
 """
 
@@ -78,7 +78,7 @@ def test_the_quantizer_kind_passes_the_generic_model_checks():
 
 
 def test_a_plugin_quantizer_prior_and_data_set_train_evaluate_and_compress(tmp_path):
-    layer = "{kind: injected, quantizer: sign, codebook_size: 16, dim: 4, downsample: 4, beta: 0.5}"
+    layer = "{kind: injected, quantizer: sign, codebook_size: 16, dim: 4, downsample: 4, options: {beta: 0.5}}"
     config = tmp_path / "blobs.yaml"
     config.write_text(
         "data: {name: blobs}\n"

@@ -114,6 +114,11 @@ def test_the_config_rejects_unknown_keys_and_wrong_types():
     with pytest.raises(ValueError, match="train.steps must be an integer"):
         load_prior_config(["train.steps=abc"])
     assert load_prior_config(["optim.lr=3e-4"]).optim.lr == 3e-4
+    # the transformer's checks (declared once, on hqvae.priors.base.TransformerConfig) run when the config loads
+    with pytest.raises(ValueError, match="model.d_model=30 must be divisible by model.n_head=4"):
+        load_prior_config(["model.d_model=30"])
+    with pytest.raises(ValueError, match="model.depth_layers must be ≥ 1, got 0"):
+        load_prior_config(["model.depth_layers=0"])
 
 
 # ------------------------------------------------------------------------------ coding

@@ -22,7 +22,6 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..quantizers.registry import KINDS
 from .pretrained import PretrainedMixin
 
 
@@ -84,8 +83,7 @@ class DiscreteAutoencoder(PretrainedMixin, nn.Module):
 
     def layer_info(self) -> list[LayerInfo]:
         """One :class:`LayerInfo` per code layer, coarse to fine (ask this, not ``config.layers``)."""
-        return [LayerInfo(layer.kind, layer.quantizer, tuple(grid), layer.codebook_size,
-                          layer.quantizer in KINDS and KINDS[layer.quantizer].stochastic)
+        return [LayerInfo(layer.kind, layer.quantizer, tuple(grid), layer.codebook_size, layer.stochastic)
                 for layer, grid in zip(self.config.layers, self.code_shapes())]
 
     def code_shapes(self, image_size: int | Sequence[int] | None = None) -> list[tuple[int, ...]]:

@@ -13,10 +13,10 @@ Layers are listed coarse to fine (SPEC §3). Each is
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from ..quantizers.registry import KINDS as QUANTIZER_KINDS
+from ..quantizers.registry import KINDS as QUANTIZER_KINDS, make_options
 
 KINDS = ("injected", "residual")
 
@@ -42,14 +42,10 @@ class LayerConfig:
     codebook_size: K.   dim: code dimension d (residual layers: same as their group).
     downsample: injected layers: input size / latent grid size (power of 2, ≥ 2);
         residual layers: None (they inherit their group's resolution).
-    beta, ema, decay, vq_init, dead_code_threshold: ``VectorQuantizer`` options (VQ layers).
-    init_variance, var_floor, bounded_variance, sq_init, init_noise, init_variance_ratio:
-        ``StochasticQuantizer`` options (SQ layers): s² = [1 +] exp(log_s2) or 2·s²₀·sigmoid(θ);
-        ``sq_init="normal"`` starts from an N(0, 1) codebook and ``init_variance``, ``"data"`` from
-        the layer's inputs on the first training batch (codebook = rows + ``init_noise``·σ noise,
-        s² = ``init_variance_ratio`` × their variance).
     shared_codebook: residual groups: share the codebook of depth 0 with every depth
         (must agree within a group).
+    options: the options of the quantizer kind, its dataclass of ``hqvae.quantizers.registry``
+        (``VQOptions``, ``SQOptions``); given as None (the defaults) or a dict, they become one.
     """
 
     kind: str = "injected"
@@ -57,23 +53,29 @@ class LayerConfig:
     codebook_size: int = 512
     dim: int = 64
     downsample: int | None = 4
-    beta: float = 0.25
-    ema: bool = True
-    decay: float = 0.99
-    vq_init: str = "kmeans"
-    dead_code_threshold: float = 0.0
-    init_variance: float = 20.0
-    var_floor: bool = True
-    bounded_variance: bool = False
-    sq_init: str = "normal"
-    init_noise: float = 0.2
-    init_variance_ratio: float = 1.0
     shared_codebook: bool = False
+    options: Any = None
+
+    def __post_init__(self) -> None:
+        if self.quantizer in QUANTIZER_KINDS:  # an unknown kind fails ModelConfig.validate, naming the valid ones
+            self.options = make_options(self.quantizer, self.options)
+
+    @property
+    def stochastic(self) -> bool:  # its quantizer kind samples in training
+        return self.quantizer in QUANTIZER_KINDS and QUANTIZER_KINDS[self.quantizer].stochastic
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LayerConfig":
+        """Also reads the flat format of hqvae ≤ 0.1.0 (every registered kind's options as layer
+        keys): the options of the layer's kind are kept, the others' dropped."""
+        data = dict(data)
+        flat = {key: data.pop(key) for kind in QUANTIZER_KINDS.values() for key in kind.option_names if key in data}
         _reject_unknown(cls, data)
-        return cls(**data)
+        layer = cls(**data)
+        if flat and layer.quantizer in QUANTIZER_KINDS:
+            own = QUANTIZER_KINDS[layer.quantizer].option_names
+            layer.options = replace(layer.options, **{key: value for key, value in flat.items() if key in own})
+        return layer
 
 
 @dataclass
@@ -118,7 +120,7 @@ class ModelConfig(BackboneConfig):
     batch_norm: BatchNorm in the backbone convolutions and residual blocks.
     init_std: convolution weights ~ N(0, init_std²), BatchNorm weights ~ N(1, init_std²)
         (the public SQ-VAE code's initialisation); None keeps PyTorch's defaults.
-    layers: the latent layers, coarse to fine.
+    layers: the latent layers, coarse to fine (``LayerConfig``s, or their dicts).
     rate_weight: stochastic models: weight ρ of the latent (rate) terms, loss = ARELBO + ρ·Σ_l (layer
         loss); 1 is the ELBO. The registry sets ρ = min(1, (D/2)/Σ_l n_l ln K_l)
         (``registry.balanced_rate_weight``). Must be 1 for VQ-only models.
@@ -136,8 +138,7 @@ class ModelConfig(BackboneConfig):
     @property
     def stochastic(self) -> bool:
         """Any SQ layer makes the whole model stochastic (ARELBO loss, latent terms weighted by ρ)."""
-        kinds = QUANTIZER_KINDS
-        return any(kinds[layer.quantizer].stochastic for layer in self.layers if layer.quantizer in kinds)
+        return any(layer.stochastic for layer in self.layers)
 
     @property
     def groups(self) -> list[list[LayerConfig]]:
@@ -175,10 +176,7 @@ class ModelConfig(BackboneConfig):
                     f"layers[{i}].quantizer must be one of {tuple(QUANTIZER_KINDS)} (more kinds: "
                     f"hqvae.quantizers.register_quantizer), got {layer.quantizer!r}"
                 )
-            unknown = sorted(set(QUANTIZER_KINDS[layer.quantizer].options) - {f.name for f in fields(LayerConfig)})
-            if unknown:
-                raise ValueError(f"quantizer kind {layer.quantizer!r} reads options {unknown} that are not "
-                                 f"LayerConfig fields; valid: {[f.name for f in fields(LayerConfig)]}")
+            layer.options = make_options(layer.quantizer, layer.options)  # (it may have been set since)
             if layer.codebook_size < 2 or layer.dim < 1:
                 raise ValueError(f"layers[{i}] needs codebook_size ≥ 2 and dim ≥ 1")
         if not self.rate_weight > 0 or (self.rate_weight != 1.0 and not self.stochastic):
@@ -221,11 +219,9 @@ class ModelConfig(BackboneConfig):
 
     # ------------------------------------------------------------------ serialisation
 
+    def __post_init__(self) -> None:
+        self.layers = [layer if isinstance(layer, LayerConfig) else LayerConfig.from_dict(layer) for layer in self.layers]
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        data = cls._checked_keys(data)
-        if "layers" in data:
-            data["layers"] = [
-                layer if isinstance(layer, LayerConfig) else LayerConfig.from_dict(layer) for layer in data["layers"]
-            ]
-        return cls(**data)
+        return cls(**cls._checked_keys(data))

@@ -32,6 +32,7 @@ class TokenStep:
     step: int
     codebook_size: int
     quantizer: str
+    stochastic: bool
     kind: str = "global"
 
 
@@ -116,7 +117,7 @@ class PQConfig(BackboneConfig):
     @property
     def layers(self) -> list[TokenStep]:
         """One entry per quantisation step (a step's codes are (B, G) indices < K)."""
-        return [TokenStep(step, self.codebook_size, self.quantizer) for step in range(self.depth)]
+        return [TokenStep(step, self.codebook_size, self.quantizer, self.stochastic) for step in range(self.depth)]
 
     # ------------------------------------------------------------------ checks
 

@@ -2,10 +2,9 @@
 
 Each entry is a builder ``(in_channels, image_size, *, <structure keys>, **overrides) -> config``
 registered with ``@register_model(name)``. Overrides that are ``ModelConfig`` fields replace
-them (``hidden=16``, ``layers=[...]``); overrides that are ``LayerConfig`` quantizer options are
-set on every layer whose quantizer kind reads them (``codebook_size=16``, ``dim=8`` on every
-layer, ``beta=0.5`` on VQ layers, ``init_variance=5`` on SQ layers; an option no layer of the
-model reads is rejected); structure keys (``downsample``, ``downsamples``, ``depth``,
+them (``hidden=16``, ``layers=[...]``); ``codebook_size``, ``dim`` and ``shared_codebook`` are set on
+every layer, a quantizer option on every layer whose kind reads it (``beta=0.5`` on VQ layers,
+``init_variance=5`` on SQ layers; an option no layer of the model reads is rejected); structure keys (``downsample``, ``downsamples``, ``depth``,
 ``quantizer``) are per entry.
 
 Defaults by image size (H, W), s = min(H, W) — each VQ/SQ pair shares backbone and codebooks:
@@ -36,7 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 from torch import nn
 
 from .checks import as_pair
-from ..quantizers.registry import quantizer_options
+from ..quantizers.registry import KINDS as QUANTIZER_KINDS
 from .config import LayerConfig, ModelConfig
 from .hierarchical import HQVAE
 from .pq_config import QUANTIZER_OPTIONS as PQ_QUANTIZER_OPTIONS, PQConfig
@@ -55,15 +54,17 @@ SQVAE_REFERENCE = (
 # layer's own inputs on the first training batch — codebook = random rows + 0.2·σ noise,
 # s² = 2·s²₀·sigmoid(θ) with s²₀ = INIT_VARIANCE_RATIO × the inputs' mean per-dimension variance.
 # The bound keeps s² from drifting up at Adam's pace (s² otherwise grows through training at these
-# budgets and the posteriors stay broad). ``LayerConfig``'s own defaults stay the public SQ-VAE
+# budgets and the posteriors stay broad). ``SQOptions``' own defaults stay the public SQ-VAE
 # code's (N(0, 1) codebook, s² = 1 + exp(log_s2) from 20), which every saved config without these
 # keys was trained with: create_model("sqvae", sq_init="normal", var_floor=True,
 # bounded_variance=False) is the public network.
 SQ_START = {"sq_init": "data", "var_floor": False, "bounded_variance": True, "init_variance_ratio": 1.0}
 
-# overrides every HQVAE entry accepts besides its structure keys
+# overrides every HQVAE entry accepts besides its structure keys: model fields, layer fields, the
+# built-in quantizer kinds' options
 MODEL_KEYS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("name", "in_channels", "image_size"))
-LAYER_KEYS = tuple(f.name for f in fields(LayerConfig) if f.name not in ("kind", "quantizer", "downsample"))
+LAYER_KEYS = ("codebook_size", "dim", "shared_codebook")
+OPTION_KEYS = tuple(key for kind in QUANTIZER_KINDS.values() for key in kind.option_names)
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, model_class: type[nn.Module] = HQVAE, option_keys: Sequence[str] = MODEL_KEYS + LAYER_KEYS
+    name: str, model_class: type[nn.Module] = HQVAE, option_keys: Sequence[str] = MODEL_KEYS + LAYER_KEYS + OPTION_KEYS
 ) -> Callable:
     """Decorator registering ``build(in_channels, image_size, *, ..., **overrides) -> config``."""
 
@@ -166,15 +167,11 @@ def _configure(
     """Size defaults, then model-level overrides, then layer options set on every layer whose
     quantizer kind reads them (an option no layer reads raises a ValueError)."""
     model_options = {key: value for key, value in overrides.items() if key in MODEL_KEYS}
-    layer_options = {key: value for key, value in overrides.items() if key in LAYER_KEYS}
-    if "layers" in model_options:
-        model_options["layers"] = [
-            layer if isinstance(layer, LayerConfig) else LayerConfig.from_dict(layer) for layer in model_options["layers"]
-        ]
-    config = ModelConfig(name=name, in_channels=in_channels, image_size=size, hidden=default_hidden(size), layers=layers)
-    config = replace(config, **model_options)
+    layer_options = {key: value for key, value in overrides.items() if key not in MODEL_KEYS}
+    config = ModelConfig(name=name, in_channels=in_channels, image_size=size,
+                         **{"hidden": default_hidden(size), "layers": layers, **model_options})
     check_quantizer_options(name, layer_options, {layer.quantizer for layer in config.layers})
-    config.layers = [replace(layer, **_options_for(layer.quantizer, layer_options)) for layer in config.layers]
+    config.layers = [_set_options(layer, layer_options) for layer in config.layers]
     if config.stochastic and "rate_weight" not in overrides:
         config.rate_weight = balanced_rate_weight(config)
     if "train_defaults" not in overrides:
@@ -198,11 +195,11 @@ def balanced_rate_weight(config: ModelConfig) -> float:
     return min(1.0, round(0.5 * config.in_channels / nats_per_pixel, 4))
 
 
-def _options_for(quantizer: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The ``options`` a layer of kind ``quantizer`` reads: the common ones and its kind's."""
-    table = quantizer_options()
-    foreign = {key for keys in table.values() for key in keys} - set(table[quantizer])
-    return {key: value for key, value in options.items() if key not in foreign}
+def _set_options(layer: LayerConfig, options: dict[str, Any]) -> LayerConfig:
+    """``layer`` with the layer fields among ``options`` and the options its quantizer kind reads set."""
+    own = QUANTIZER_KINDS[layer.quantizer].option_names
+    return replace(layer, **{key: value for key, value in options.items() if key in LAYER_KEYS},
+                   options=replace(layer.options, **{key: value for key, value in options.items() if key in own}))
 
 
 def check_quantizer_options(
@@ -210,7 +207,7 @@ def check_quantizer_options(
 ) -> None:
     """Reject the ``options`` of the registered model ``name`` that only quantizer kinds it does not
     have read (``table``: kind -> its options; the registered kinds'), with a ValueError listing the valid keys."""
-    table = table or quantizer_options()
+    table = table or {kind: entry.option_names for kind, entry in QUANTIZER_KINDS.items()}
     read = {key for kind in kinds for key in table.get(kind, ())}
     ignored = {key for keys in table.values() for key in keys} - read
     unread = sorted(set(options) & ignored)
@@ -225,7 +222,7 @@ def check_quantizer_options(
 
 def _layer(kind: str, quantizer: str, downsample: int | None = None) -> LayerConfig:
     """A registry layer: VQ layers start from k-means (``LayerConfig``'s default), SQ layers with ``SQ_START``."""
-    return LayerConfig(kind=kind, quantizer=quantizer, downsample=downsample, **(SQ_START if quantizer == "sq" else {}))
+    return LayerConfig(kind=kind, quantizer=quantizer, downsample=downsample, options=SQ_START if quantizer == "sq" else None)
 
 
 def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides) -> ModelConfig:
@@ -245,7 +242,8 @@ def _is_sqvae_reference(config: ModelConfig) -> bool:
         and (config.hidden, config.num_res_blocks, config.batch_norm, config.init_std) == (64, 2, True, 0.02)
         and len(config.layers) == 1
         and (layer.codebook_size, layer.dim, layer.downsample) == (512, 64, 4)
-        and (layer.init_variance, layer.var_floor, layer.bounded_variance, layer.sq_init) == (20.0, True, False, "normal")
+        and (layer.options.init_variance, layer.options.var_floor, layer.options.bounded_variance,
+             layer.options.sq_init) == (20.0, True, False, "normal")
     )
 
 

@@ -2,7 +2,7 @@
 real compression (range coding with the prior's probabilities).
 
     layout.py       the one adapter from a model's codes to a token sequence (CodeLayout)
-    base.py         PriorConfig, Block, KVCache, PriorBase; the registry of prior kinds (register_prior)
+    base.py         PriorConfig (over TransformerConfig), Block, KVCache, PriorBase; the registry (register_prior)
     transformer.py  CodePrior ("flat"): a small causal transformer with per-layer vocabularies and a KV cache
     depth.py        DepthPrior ("depth"): RQ-Transformer style (spatial + depth transformers) for residual stacks
     sampling.py     KV-cached generation: temperature, top-k, top-p

@@ -1,5 +1,5 @@
-"""What every autoregressive prior shares: its config (:class:`PriorConfig`), the transformer
-blocks with a KV cache (:class:`Block`, :class:`KVCache`), the base class (:class:`PriorBase`:
+"""What every autoregressive prior shares: its config (:class:`PriorConfig`, :class:`TransformerConfig`),
+the transformer blocks with a KV cache (:class:`Block`, :class:`KVCache`), the base class (:class:`PriorBase`:
 labels, NLL, generation order, files) and the registry of prior kinds (:func:`register_prior`,
 :func:`build_prior`, :func:`load_prior`).
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,40 +28,49 @@ MODEL_TYPE = "hqvae-prior"
 PRIORS: dict[str, type["PriorBase"]] = {}  # kind -> class (register_prior)
 
 
-@dataclass
-class PriorConfig:
-    """code_shapes / codebook_sizes: the layout of the codes (see ``hqvae.priors.layout``);
-    num_classes: 0 for an unconditional prior, else the number of class labels it can be conditioned
-    on; the others as in ``hqvae.priors.config.PriorModelConfig`` (kind: a :func:`register_prior` name,
-    "flat": ``hqvae.priors.transformer.CodePrior``, "depth": ``hqvae.priors.depth.DepthPrior``)."""
+@dataclass(kw_only=True)
+class TransformerConfig:
+    """The transformer of a prior, declared once (:class:`PriorConfig` and the ``model`` section of
+    ``hqvae prior train`` extend it). kind: a :func:`register_prior` name ("flat": ``CodePrior``, one
+    causal sequence over all tokens; "depth": ``DepthPrior``, a spatial transformer over positions and a
+    ``depth_layers``-block depth transformer over each position's codes); d_model, n_layer, n_head:
+    width, blocks and heads; dropout: on attention and residual branches."""
 
-    code_shapes: list[list[int]]
-    codebook_sizes: list[int]
+    kind: str = "flat"
+    depth_layers: int = 1
     d_model: int = 128
     n_layer: int = 4
     n_head: int = 4
     dropout: float = 0.0
-    num_classes: int = 0
-    kind: str = "flat"
-    depth_layers: int = 1
+
+    def validate(self) -> None:
+        if self.d_model % self.n_head:
+            raise ValueError(f"model.d_model={self.d_model} must be divisible by model.n_head={self.n_head}")
+        for key in ("d_model", "n_layer", "n_head", "depth_layers"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.{key} must be ≥ 1, got {getattr(self, key)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"model.dropout must lie in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class PriorConfig(TransformerConfig):
+    """A prior: its transformer, the layout of its codes (code_shapes / codebook_sizes, see
+    ``hqvae.priors.layout``) and num_classes (0: unconditional, else the class labels it takes)."""
+
+    code_shapes: list[list[int]]
+    codebook_sizes: list[int]
+    num_classes: int = field(default=0, kw_only=True)  # every field but the layout by keyword
 
     @property
     def layout(self) -> CodeLayout:
         return CodeLayout.of(self.code_shapes, self.codebook_sizes)
 
     def validate(self) -> None:
-        if self.d_model % self.n_head:
-            raise ValueError(f"model.d_model={self.d_model} must be divisible by model.n_head={self.n_head}")
-        for key in ("d_model", "n_layer", "n_head"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.{key} must be ≥ 1, got {getattr(self, key)}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"model.dropout must lie in [0, 1), got {self.dropout}")
+        super().validate()
         if self.kind not in PRIORS:
             raise ValueError(f"model.kind must be one of {', '.join(PRIORS)} (more: hqvae.priors.register_prior), "
                              f"got {self.kind!r}")
-        if self.depth_layers < 1:
-            raise ValueError(f"model.depth_layers must be ≥ 1, got {self.depth_layers}")
 
 
 class KVCache:

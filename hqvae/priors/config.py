@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
-from hqvae.priors.base import PRIORS
+from hqvae.priors.base import PRIORS, TransformerConfig
 from hqvae.train.config import SectionedConfig, apply_overrides, check_ranges
 
 
@@ -33,28 +33,19 @@ class PriorDataConfig:
 
 
 @dataclass
-class PriorModelConfig:
-    """``model``: the transformer (``hqvae.priors.transformer``).
+class PriorModelConfig(TransformerConfig):
+    """``model``: the transformer (``hqvae.priors.base.TransformerConfig`` says what its keys mean), and
 
-    kind: a ``hqvae.priors.register_prior`` name: flat (one causal sequence over all tokens, layers coarse to fine) | depth (RQ-Transformer
-        style for layers that share one grid: a spatial transformer over positions and a
-        depth_layers-block depth transformer over each position's codes; hqvae.priors.depth) |
-        auto (the default: depth for an HQ-VAE whose layers all share one grid, a residual stack
-        such as rqvae / rsqvae, where it reached a much lower test NLL in less training time
+    kind: also auto (the default): depth for an HQ-VAE whose layers all share one grid, a residual
+        stack such as rqvae / rsqvae, where it reached a much lower test NLL in less training time
         (benchmarks/results/prior-kinds-fashion_mnist.json); flat otherwise, and for PQ-VAE tokens,
-        which keep their own order).
-    d_model, n_layer, n_head: width, blocks and heads. dropout: on attention and residual branches.
+        which keep their own order.
     class_conditional: condition on the data set's class labels (the start token is the class);
         the prior also learns the unconditional distribution (the label is dropped with
         probability class_dropout), which compression uses.
     """
 
     kind: str = "auto"
-    depth_layers: int = 1
-    d_model: int = 128
-    n_layer: int = 4
-    n_head: int = 4
-    dropout: float = 0.0
     class_conditional: bool = False
     class_dropout: float = 0.1
 
@@ -111,6 +102,7 @@ class PriorTrainConfig(SectionedConfig):
 
     def validate(self) -> None:
         """Range checks across keys; a ValueError names the key."""
+        self.model.validate()
         check_ranges([
             ("data.limit", self.data.limit, lambda v: v is None or v >= 1, "≥ 1 or null"),
             ("data.val_items", self.data.val_items, lambda v: v is None or v >= 0, "≥ 0 or null"),

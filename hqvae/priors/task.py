@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from hqvae.priors.config import PriorTrainConfig
 from hqvae.priors.evaluate import mean_bits
 from hqvae.priors.folder import KIND, cached_codes
 from hqvae.priors.layout import CodeLayout
-from hqvae.priors.base import WEIGHTS_NAME, PriorConfig, build_prior, load_prior
+from hqvae.priors.base import WEIGHTS_NAME, PriorConfig, TransformerConfig, build_prior, load_prior
 from hqvae.runs import open_run
 from hqvae.train import rng
 from hqvae.train.engine import Task, check_batch_size, fit
@@ -70,9 +71,9 @@ class PriorTask(Task):
         if kind == "auto":
             kind = "depth" if opened.model.supports("residual_stack") and layout.lengths[0] > 1 else "flat"
         rng.seed_all(config.train.seed + procs.rank)
+        transformer = {f.name: getattr(config.model, f.name) for f in fields(TransformerConfig)}
         prior_config = PriorConfig(layout.to_dict()["code_shapes"], list(layout.codebook_sizes),
-                                   config.model.d_model, config.model.n_layer, config.model.n_head,
-                                   config.model.dropout, self.num_classes, kind, config.model.depth_layers)
+                                   num_classes=self.num_classes, **{**transformer, "kind": kind})
         prior = (load_prior(run.checkpoint("last"), procs.device) if from_checkpoint
                  else build_prior(prior_config).to(procs.device))
         prior.train()

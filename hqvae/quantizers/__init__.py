@@ -5,7 +5,7 @@
 * ``StochasticQuantizer``  — SQ-VAE's Gumbel-softmax stochastic quantizer (Gaussian I–IV, vMF).
 * ``ResidualQuantizer``    — residual stacks of either (RQ-VAE / RSQ-VAE).
 
-``registry.py``: the kinds a layer can name, ``register_quantizer`` adds one.
+``registry.py``: the kinds a layer can name and their options, ``register_quantizer`` adds one.
 """
 from .base import Quantizer, QuantizerOutput, entropy, perplexity_of_counts
 from .residual import ResidualQuantizer

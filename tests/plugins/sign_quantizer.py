@@ -2,8 +2,10 @@
 codes (each of the ``dim`` channels quantised to ±1, so K = 2^dim codes; index = Σ_c [z_c > 0]·2^c),
 a commitment term β·‖z − sg(e)‖² (batch mean of per-item sums), no codebook to learn (the ±1
 vectors are a buffer named ``weight``, as models ask of a codebook). Layers use it with
-``LayerConfig(quantizer="sign", beta=...)``."""
+``LayerConfig(quantizer="sign", options={"beta": ...})``."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -35,4 +37,9 @@ class SignQuantizer(Quantizer):
                                {"perplexity": perplexity})
 
 
-register_quantizer("sign", lambda layer: SignQuantizer(layer.dim, layer.codebook_size, layer.beta), options=["beta"])
+@dataclass
+class SignOptions:
+    beta: float = 0.25  # commitment weight
+
+
+register_quantizer("sign", lambda layer: SignQuantizer(layer.dim, layer.codebook_size, layer.options.beta), SignOptions)
