@@ -96,8 +96,8 @@ def train(model_name: str, dataset, lmbda: float, steps: int, batch_size: int = 
         aux_loss.backward()
         aux_optimizer.step()
         if step % log_every == 0 or step == steps:
-            history.append({"step": step, "loss": float(loss), "bpp": float(bpp), "mse": float(mse),
-                            "aux_loss": float(aux_loss), "wall_time_s": round(time.perf_counter() - start, 1)})
+            history.append({"step": step, "loss": loss.item(), "bpp": bpp.item(), "mse": mse.item(),
+                            "aux_loss": aux_loss.item(), "wall_time_s": round(time.perf_counter() - start, 1)})
             print(json.dumps(history[-1]), flush=True)
     network.update(force=True)
     return network.eval(), history

@@ -37,12 +37,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 @dataclass
 class Compressed:
     """What :func:`compress` wrote: the file's ``data`` (also at ``path`` when given), the number of
-    ``items``, ``prefix_bytes[s]`` the bytes up to the end of segment s (one segment per layer when
+    ``items`` (``tokens`` codes in all), ``prefix_bytes[s]`` the bytes up to the end of segment s (one segment per layer when
     ``progressive``), the seconds spent encoding images into codes and range coding them."""
 
     data: bytes
     path: Path | None
     items: int
+    tokens: int
     progressive: bool
     prefix_bytes: list[int]
     encode_seconds: float
@@ -171,8 +172,8 @@ def compress(inputs, prior, out: str | os.PathLike | None = None, *, coding_batc
     if out is not None:
         atomic_write_bytes(Path(out), data)
     prefix = unpack(data, "the file written").prefix_bytes
-    return Compressed(data, None if out is None else Path(out), int(tokens.shape[0]), progressive, prefix,
-                      encode_seconds, coding_seconds)
+    return Compressed(data, None if out is None else Path(out), int(tokens.shape[0]), tokens.numel(), progressive,
+                      prefix, encode_seconds, coding_seconds)
 
 
 def _check(hqz: Hqz, opened: OpenedPrior, name: str) -> None:

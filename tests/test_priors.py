@@ -299,6 +299,12 @@ def test_decompress_of_compress_gives_the_codes_of_encode_across_processes(train
     decoded, _, _ = load_codes(tmp_path / "img" / "codes.safetensors")
     encoded, _, _ = load_codes(tmp_path / "codes-sqvae2.safetensors")
     assert all(torch.equal(a, b[:5]) for a, b in zip(decoded, encoded))
+    # the library: images as a tensor give the same file; its bytes decode without a path
+    x = hqvae.codec.read_images(paths, 1, [28, 28])
+    written = hqvae.compress(x, prior, coding_batch=2)
+    assert written.data == (tmp_path / "img.hqz").read_bytes() and written.items == 5
+    back = hqvae.decompress(written.data, prior, upto=1)
+    assert back.upto == 1 and torch.equal(back.layers[0], encoded[0][:5]) and back.images.shape == (5, 1, 28, 28)
 
     # bad inputs: each refused with the reason and the fix
     hqz = tmp_path / "sqvae2.hqz"

@@ -42,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
     prefixes = ", ".join(f"{b}" for b in result.prefix_bytes)
     layout = "progressive, bytes up to each layer: " + prefixes if result.progressive else "one segment"
     print(f"compressed {result.items} items into {args.out}: {result.bytes} bytes ({layout}), "
-          f"{8 * result.bytes / items:.1f} bits per item; coded in {result.coding_seconds:.2f} s")
+          f"{8 * result.bytes / items:.1f} bits per item; {result.tokens / max(result.coding_seconds, 1e-9):.0f} tokens/s")
     return 0

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         write_items(result.images, out, log_mel)
         what += ", PNG files" + (" and WAV files" if log_mel else "") + " and grid.png"
     read = result.hqz.prefix_bytes[result.hqz.complete - 1]
+    tokens = sum(layer[0].numel() for layer in result.layers) * result.hqz.items
     print(f"decompressed {result.hqz.items} items, layers 1–{result.upto} of {result.total_layers} "
-          f"({read} bytes read), into {what} in {out}")
+          f"({read} bytes read; {tokens / max(result.coding_seconds, 1e-9):.0f} tokens/s), into {what} in {out}")
     return 0
