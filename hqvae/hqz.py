@@ -49,7 +49,6 @@ _PREAMBLE = struct.Struct("<4sH")
 _V1_LENGTH = struct.Struct("<I")
 SHA256_BYTES = 32
 PROGRESSIVE, HAS_PATH, LAST_CHECKPOINT = 1, 2, 4
-HEAD_BYTES = 4096
 REMAKE = "compress the images or codes again with `hqvae compress --prior <prior> ... --out <file>.hqz`"
 
 
@@ -75,6 +74,7 @@ class Hqz:
     segment_words: list[int]
     prefix_bytes: list[int]
     segments: list[np.ndarray] = field(default_factory=list)
+    bytes_read: int = 0
     extra: dict = field(default_factory=dict)  # version 1's other header fields
 
     @property
@@ -100,10 +100,15 @@ def _varint(value: int) -> bytes:
 
 
 class _Reader:
-    def __init__(self, data: bytes, offset: int, name: str):
-        self.data, self.offset, self.name = data, offset, name
+    """Reads ``data`` from ``offset``; with ``more`` (a function reading n further bytes of the file
+    into ``data``, a bytearray) only as far as the header needs."""
+
+    def __init__(self, data: bytes | bytearray, offset: int, name: str, more=None):
+        self.data, self.offset, self.name, self.more = data, offset, name, more
 
     def take(self, count: int) -> bytes:
+        if self.offset + count > len(self.data) and self.more is not None:
+            self.more(self.offset + count - len(self.data))
         if self.offset + count > len(self.data):
             raise HqzError(f"{self.name} is truncated inside its header ({len(self.data)} bytes); copy the whole file "
                            f"again, or {REMAKE}")
@@ -145,9 +150,9 @@ def pack(segments: list[np.ndarray], *, items: int, coding_batch: int, layers: i
     return bytes(header) + b"".join(words)
 
 
-def _parse_header(data: bytes, name: str) -> tuple[Hqz, list[int]]:
+def _parse_header(data: bytes | bytearray, name: str, more=None) -> tuple[Hqz, list[int]]:
     """The version-2 header of ``data`` (its checksum verified) and the segments' CRCs."""
-    reader = _Reader(data, _PREAMBLE.size, name)
+    reader = _Reader(data, _PREAMBLE.size, name, more)
     flags = reader.take(1)[0]
     prior_fingerprint, model_fingerprint = reader.take(8).hex(), reader.take(8).hex()
     items, coding_batch, layers, count = reader.varint(), reader.varint(), reader.varint(), reader.varint()
@@ -222,7 +227,7 @@ def _parse_v1(data: bytes, name: str, upto: int | None) -> Hqz:
     words = np.frombuffer(data[end:expected - SHA256_BYTES], dtype="<u4").astype(np.uint32)
     return Hqz(1, int(header["items"]), int(header["coding_batch"]), len(header["code_shapes"]), False,
                header.get("prior_fingerprint"), header.get("model_fingerprint"), header.get("prior_checkpoint", "best"),
-               header.get("prior_path"), [int(words.size)], [expected], [words], header)
+               header.get("prior_path"), [int(words.size)], [expected], [words], extra=header)
 
 
 # ------------------------------------------------------------------------------ reading
@@ -232,6 +237,12 @@ def unpack(data: bytes, name: str = "the file", upto: int | None = None) -> Hqz:
     """The file in ``data`` (whole, or a prefix holding whole segments), reading the first ``upto``
     segments of a progressive file (default all; other files are read whole); an HqzError naming
     the problem and the fix otherwise."""
+    hqz = _unpack(data, name, upto)
+    hqz.bytes_read = len(data)
+    return hqz
+
+
+def _unpack(data: bytes, name: str, upto: int | None) -> Hqz:
     if len(data) < _PREAMBLE.size or data[:4] != MAGIC:
         if len(data) < _PREAMBLE.size and MAGIC.startswith(data[:4]):
             raise HqzError(f"{name} is truncated ({len(data)} bytes, shorter than the file preamble); {REMAKE}")
@@ -253,14 +264,12 @@ def read_hqz(path: str | Path, upto: int | None = None) -> Hqz:
         raise FileNotFoundError(f"{path}: no such file; make one with `hqvae compress --prior <prior> ... "
                                 f"--out {path.name}`")
     with open(path, "rb") as handle:
-        data = handle.read(HEAD_BYTES)
+        data = bytearray(handle.read(_PREAMBLE.size))
         if upto is None or data[:4] != MAGIC or len(data) < _PREAMBLE.size or _PREAMBLE.unpack_from(data)[1] != 2:
-            return unpack(data + handle.read(), str(path), upto)
-        try:
-            hqz, _ = _parse_header(data, str(path))
-        except HqzError:  # a header longer than HEAD_BYTES (a very long recorded path), or a damaged one
-            return unpack(data + handle.read(), str(path), upto)
+            return unpack(bytes(data) + handle.read(), str(path), upto)
+        hqz, _ = _parse_header(data, str(path), more=lambda count: data.extend(handle.read(count)))
         if hqz.progressive and 1 <= upto <= hqz.total_segments:
-            end = hqz.prefix_bytes[upto - 1]
-            data = data[:end] if end <= len(data) else data + handle.read(end - len(data))
-        return unpack(data, str(path), upto)
+            data.extend(handle.read(hqz.prefix_bytes[upto - 1] - len(data)))
+        else:
+            data.extend(handle.read())
+        return unpack(bytes(data), str(path), upto)

@@ -87,6 +87,7 @@ def test_reading_a_prefix_reads_only_its_bytes(tmp_path):
     damaged[first:] = bytes(len(data) - first)  # garbage after the first layer: never read for upto=1
     (tmp_path / "f.hqz").write_bytes(damaged)
     hqz = read_hqz(tmp_path / "f.hqz", upto=1)
+    assert hqz.bytes_read == first and hqz.complete == 1
     assert hqz.prior_path == "priors/x" and torch.equal(decode_tokens(prior, hqz.segments, 5, 4, True), tokens[:, :4])
     with pytest.raises(HqzError, match="segment 1 .* does not match its checksum"):
         read_hqz(tmp_path / "f.hqz")
