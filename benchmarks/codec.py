@@ -105,12 +105,13 @@ def hqvae_curve(name: str, run: Path, prior_path: Path, x: torch.Tensor, single_
                        "decode_s_per_image": (result.coding_seconds + result.decode_seconds) / items, "exact": exact})
         print(f"hqvae-{name} L={upto}: {points[-1]['bpp']:.4f} bpp, {points[-1]['psnr']:.2f} dB, exact={exact}",
               flush=True)
-    info, prior_info = tokenizer.info, opened.info
+    prior_info = opened.info
     return {"codec": f"hqvae-{name}", "kind": "hqvae", "model_type": prior_info["tokenizer"]["model_type"],
-            "run": str(run), "prior": str(prior_path), "tokenizer_steps": info.get("step"),
-            "prior_steps": prior_info.get("step"), "layout": opened.prior.layout.describe(),
+            "run": str(run), "prior": str(prior_path), "tokenizer_steps": tokenizer.checkpoint.get("step"),
+            "tokenizer_training_s": tokenizer.info.wall_time_s, "prior_steps": prior_info.get("step"),
+            "prior_training_s": prior_info.get("wall_time_s"), "layout": opened.prior.layout.describe(),
             "file_bytes": len(written.data), "prefix_bytes": written.prefix_bytes,
-            "header_bytes": written.prefix_bytes[0] - 4 * len(hqvae.hqz.unpack(written.data).segments[0]),
+            "header_bytes": written.prefix_bytes[0] - hqvae.hqz.unpack(written.data).segment_bytes[0],
             "single_files": int(single.shape[0]), "points": points,
             "portability": grid_costs(opened.prior, opened.prior.layout.flatten(reference))}
 
@@ -122,7 +123,8 @@ def grid_costs(prior, tokens: torch.Tensor) -> dict:
 
     prior64 = coding_copy(prior)
     v1 = 32 * sum(s.size for s in encode_tokens(prior64, tokens, 64, version=1))
-    v2 = 32 * sum(s.size for s in encode_tokens(prior64, tokens, 64, progressive=True))
+    v2 = 32 * sum(s.size for s in encode_tokens(prior64, tokens, 64))
+    segmented = 32 * sum(s.size for s in encode_tokens(prior64, tokens, 64, progressive=True))
     margins, near = [], 0
     with torch.no_grad():
         for i in range(0, tokens.shape[0], 64):
@@ -131,6 +133,7 @@ def grid_costs(prior, tokens: torch.Tensor) -> dict:
             scaled = logits * STEPS_PER_NAT
             near += int(((scaled - torch.floor(scaled) - 0.5).abs() < 1e-9).sum())
     return {"version1_bits": v1, "version2_bits": v2, "grid_rate_cost": (v2 - v1) / v1,
+            "progressive_bits": segmented, "segments_rate_cost": (segmented - v2) / v2,
             "closest_tie": min(margins), "logits_within_1e-9_of_a_tie": near,
             "note": "tie distances in grid units (1/256 nat), teacher-forced float64 logits of the test codes"}
 

@@ -260,7 +260,7 @@ def _header_bytes(path: Path) -> int:
     """The fixed part of a .hqz file: everything but the coded words (preamble, header, checksums)."""
     from hqvae.hqz import read_hqz
 
-    return path.stat().st_size - 4 * sum(read_hqz(path).segment_words)
+    return path.stat().st_size - sum(read_hqz(path).segment_bytes)
 
 
 def plot(results: dict, path: Path) -> None:

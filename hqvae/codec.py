@@ -178,11 +178,11 @@ def compress(inputs, prior, out: str | os.PathLike | None = None, *, coding_batc
 
 def _check(hqz: Hqz, opened: OpenedPrior, name: str) -> None:
     """An HqzError naming the fix when the file was written with another prior or tokenizer."""
-    if hqz.prior_fingerprint != opened.fingerprint:
+    if not opened.fingerprint.startswith(hqz.prior_fingerprint or "?"):
         raise HqzError(f"{name} was compressed with the prior {hqz.prior_path or '(folder not recorded)'} "
                        f"({hqz.prior_checkpoint} checkpoint, weights {hqz.prior_fingerprint}), not with this prior "
                        f"(weights {opened.fingerprint}); pass that prior with --prior")
-    if hqz.model_fingerprint != opened.tokenizer["model_fingerprint"]:
+    if not opened.tokenizer["model_fingerprint"].startswith(hqz.model_fingerprint or "?"):
         raise HqzError(f"{name} holds codes of the tokenizer weights {hqz.model_fingerprint}, but the prior models "
                        f"those of {opened.tokenizer['model_fingerprint']}; pass the prior trained on that run with --prior")
     layout = opened.prior.layout

@@ -6,20 +6,22 @@ Version 2, all integers little-endian, "varint" an unsigned LEB128 integer:
     version       uint16   2
     flags         uint8    bit 0: progressive (one segment per layer, coarse to fine);
                            bit 1: the prior's folder is recorded; bit 2: the last (not best) checkpoint
-    prior         8 bytes  fingerprint of the prior's weights (sha256 prefix)
-    tokenizer     8 bytes  fingerprint of the tokenizer's weights
+    prior         4 bytes  fingerprint of the prior's weights (the first 4 bytes of its sha256)
+    tokenizer     4 bytes  fingerprint of the tokenizer's weights
     items         varint
     coding_batch  varint   items coded together
     layers        varint   L, the prior's layer count
     segments      varint   S (L when progressive, else 1)
-    S times:      varint words of the segment, uint32 CRC-32 of its bytes
+    S times:      varint bytes b_s of the segment, uint16 CRC-16 (CCITT) of them
     [path]        varint length + UTF-8, the prior's folder (when flag bit 1)
-    header CRC    uint32   CRC-32 of every byte before it
-    payload       segment 0's words (uint32), then segment 1's, ...
+    header CRC    uint16   CRC-16 of every byte before it
+    payload       segment 0's bytes, then segment 1's, ...
 
-Segment s ends at byte ``header_end + 4 · (w_0 + ... + w_s)``: these prefix offsets are what
-``read_hqz(path, upto=l)`` reads up to, and a file cut after a whole segment still decodes its
-first segments (``complete`` says how many are there).
+A segment is its range coder's 32-bit words, big-endian, without the zero bytes that end its last
+word (at most 3; the reader puts them back), so that a short segment costs what it holds, not 4-byte steps:
+the header is 21 bytes plus 3 per segment. Segment s ends at byte ``header_end + b_0 + ... + b_s``:
+these prefix offsets are what ``read_hqz(path, upto=l)`` reads up to, and a file cut after a
+whole segment still decodes its first segments (``complete`` says how many are there).
 
 Version 1 (hqvae 0.1.0 before progressive files): magic, uint16 version 1, uint32 header_len,
 a JSON header (fingerprints, layout, items, coding_batch, words, prior_path, ...), the words,
@@ -30,10 +32,10 @@ wrong and what to do.
 """
 from __future__ import annotations
 
+import binascii
 import hashlib
 import json
 import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +50,7 @@ FORMAT_V1 = "hqvae.hqz"
 _PREAMBLE = struct.Struct("<4sH")
 _V1_LENGTH = struct.Struct("<I")
 SHA256_BYTES = 32
+FINGERPRINT_BYTES = 4
 PROGRESSIVE, HAS_PATH, LAST_CHECKPOINT = 1, 2, 4
 REMAKE = "compress the images or codes again with `hqvae compress --prior <prior> ... --out <file>.hqz`"
 
@@ -71,7 +74,7 @@ class Hqz:
     model_fingerprint: str
     prior_checkpoint: str
     prior_path: str | None
-    segment_words: list[int]
+    segment_bytes: list[int]
     prefix_bytes: list[int]
     segments: list[np.ndarray] = field(default_factory=list)
     bytes_read: int = 0
@@ -79,7 +82,7 @@ class Hqz:
 
     @property
     def total_segments(self) -> int:
-        return len(self.segment_words)
+        return len(self.segment_bytes)
 
     @property
     def complete(self) -> int:
@@ -87,7 +90,18 @@ class Hqz:
         return len(self.segments)
 
 
-# ------------------------------------------------------------------------------ varints
+# ------------------------------------------------------------------------------ varints, CRC
+
+
+def _trim(words: bytes) -> bytes:
+    """Big-endian words without the (at most 3) zero bytes that end the last one: padding the
+    result with zeros to a multiple of 4 bytes gives back exactly the same words."""
+    return words[:max(len(words.rstrip(b"\0")), len(words) - 3)] if words else words
+
+
+def _crc(data: bytes) -> int:
+    """CRC-16 (CCITT, initial value 0xFFFF) of ``data``."""
+    return binascii.crc_hqx(bytes(data), 0xFFFF)
 
 
 def _varint(value: int) -> bytes:
@@ -135,18 +149,19 @@ def pack(segments: list[np.ndarray], *, items: int, coding_batch: int, layers: i
          prior_fingerprint: str, model_fingerprint: str, prior_checkpoint: str = "best",
          prior_path: str | None = None) -> bytes:
     """The version-2 bytes of the segments' words (uint32 each), coarse to fine."""
-    words = [np.asarray(segment, dtype="<u4").tobytes() for segment in segments]
+    words = [_trim(np.asarray(segment, dtype=">u4").tobytes()) for segment in segments]
     flags = (PROGRESSIVE if progressive else 0) | (HAS_PATH if prior_path else 0) | (
         LAST_CHECKPOINT if prior_checkpoint == "last" else 0)
     header = bytearray(_PREAMBLE.pack(MAGIC, VERSION))
-    header += bytes([flags]) + bytes.fromhex(prior_fingerprint) + bytes.fromhex(model_fingerprint)
+    header += bytes([flags]) + bytes.fromhex(prior_fingerprint)[:FINGERPRINT_BYTES]
+    header += bytes.fromhex(model_fingerprint)[:FINGERPRINT_BYTES]
     header += _varint(items) + _varint(coding_batch) + _varint(layers) + _varint(len(words))
     for piece in words:
-        header += _varint(len(piece) // 4) + struct.pack("<I", zlib.crc32(piece))
+        header += _varint(len(piece)) + struct.pack("<H", _crc(piece))
     if prior_path:
         encoded = prior_path.encode()
         header += _varint(len(encoded)) + encoded
-    header += struct.pack("<I", zlib.crc32(header))
+    header += struct.pack("<H", _crc(header))
     return bytes(header) + b"".join(words)
 
 
@@ -154,18 +169,19 @@ def _parse_header(data: bytes | bytearray, name: str, more=None) -> tuple[Hqz, l
     """The version-2 header of ``data`` (its checksum verified) and the segments' CRCs."""
     reader = _Reader(data, _PREAMBLE.size, name, more)
     flags = reader.take(1)[0]
-    prior_fingerprint, model_fingerprint = reader.take(8).hex(), reader.take(8).hex()
+    prior_fingerprint = reader.take(FINGERPRINT_BYTES).hex()
+    model_fingerprint = reader.take(FINGERPRINT_BYTES).hex()
     items, coding_batch, layers, count = reader.varint(), reader.varint(), reader.varint(), reader.varint()
-    table = [(reader.varint(), struct.unpack("<I", reader.take(4))[0]) for _ in range(count)]
+    table = [(reader.varint(), struct.unpack("<H", reader.take(2))[0]) for _ in range(count)]
     path = reader.take(reader.varint()).decode("utf-8", "replace") if flags & HAS_PATH else None
     end = reader.offset
-    (crc,) = struct.unpack("<I", reader.take(4))
-    if zlib.crc32(data[:end]) != crc:
+    (crc,) = struct.unpack("<H", reader.take(2))
+    if _crc(data[:end]) != crc:
         raise HqzError(f"{name} is corrupted: its header checksum does not match; copy the file again, or {REMAKE}")
-    words = [count for count, _ in table]
-    prefix_bytes = [reader.offset + 4 * int(sum(words[:s + 1])) for s in range(count)]
+    sizes = [size for size, _ in table]
+    prefix_bytes = [reader.offset + sum(sizes[:s + 1]) for s in range(count)]
     hqz = Hqz(2, items, coding_batch, layers, bool(flags & PROGRESSIVE), prior_fingerprint, model_fingerprint,
-              "last" if flags & LAST_CHECKPOINT else "best", path, words, prefix_bytes)
+              "last" if flags & LAST_CHECKPOINT else "best", path, sizes, prefix_bytes)
     if count == 0 or (hqz.progressive and count != layers) or (not hqz.progressive and count != 1):
         raise HqzError(f"{name} is damaged: {count} segments for {layers} layers; {REMAKE}")
     return hqz, [crc for _, crc in table]
@@ -181,15 +197,15 @@ def _parse_v2(data: bytes, name: str, upto: int | None) -> Hqz:
     if len(data) > hqz.prefix_bytes[-1]:
         raise HqzError(f"{name} has {len(data) - hqz.prefix_bytes[-1]} bytes after its end ({hqz.prefix_bytes[-1]} "
                        f"expected); it is damaged or two files were joined; {REMAKE}")
-    offset = hqz.prefix_bytes[0] - 4 * hqz.segment_words[0]
+    offset = hqz.prefix_bytes[0] - hqz.segment_bytes[0]
     for index in range(wanted):
         piece = data[offset:hqz.prefix_bytes[index]]
-        if len(piece) < 4 * hqz.segment_words[index]:
+        if len(piece) < hqz.segment_bytes[index]:
             break  # truncated: the segments before it are whole
-        if zlib.crc32(piece) != crcs[index]:
+        if _crc(piece) != crcs[index]:
             raise HqzError(f"{name} is corrupted: segment {index} (bytes {offset}–{hqz.prefix_bytes[index]}) does not "
                            f"match its checksum; copy the file again, or {REMAKE}")
-        hqz.segments.append(np.frombuffer(piece, dtype="<u4").astype(np.uint32))
+        hqz.segments.append(np.frombuffer(piece + bytes(-len(piece) % 4), dtype=">u4").astype(np.uint32))
         offset = hqz.prefix_bytes[index]
     if not hqz.segments:
         raise HqzError(f"{name} is truncated: {len(data)} bytes, not even its first segment (which ends at byte "
@@ -227,7 +243,7 @@ def _parse_v1(data: bytes, name: str, upto: int | None) -> Hqz:
     words = np.frombuffer(data[end:expected - SHA256_BYTES], dtype="<u4").astype(np.uint32)
     return Hqz(1, int(header["items"]), int(header["coding_batch"]), len(header["code_shapes"]), False,
                header.get("prior_fingerprint"), header.get("model_fingerprint"), header.get("prior_checkpoint", "best"),
-               header.get("prior_path"), [int(words.size)], [expected], [words], extra=header)
+               header.get("prior_path"), [4 * int(words.size)], [expected], [words], extra=header)
 
 
 # ------------------------------------------------------------------------------ reading

@@ -98,8 +98,11 @@ def test_the_container_refuses_damaged_files():
                 progressive=True, **FINGERPRINTS)
     hqz = unpack(data)
     assert [s.tolist() for s in hqz.segments] == [[0, 1, 2, 3, 4], [0, 1, 2]]
-    assert hqz.prior_fingerprint == FINGERPRINTS["prior_fingerprint"] and hqz.prior_path is None
-    assert len(data) - 32 == 6 + 1 + 16 + 4 + 2 * (1 + 4) + 4  # the header: preamble, flags, fingerprints, 4 varints, table, CRC
+    assert FINGERPRINTS["prior_fingerprint"].startswith(hqz.prior_fingerprint) and hqz.prior_path is None
+    assert len(data) - 32 == 6 + 1 + 8 + 4 + 2 * (1 + 2) + 2  # the header: preamble, flags, fingerprints, 4 varints, table, CRC
+    trimmed = unpack(pack([np.array([7, 0x12000000, 0], np.uint32), np.array([0x34000000], np.uint32)], items=1,
+                          coding_batch=1, layers=2, progressive=True, **FINGERPRINTS))
+    assert trimmed.segment_bytes == [9, 1] and [s.tolist() for s in trimmed.segments] == [[7, 0x12000000, 0], [0x34000000]]
     with pytest.raises(HqzError, match="truncated inside its header"):
         unpack(data[:12])
     with pytest.raises(HqzError, match="not even its first segment"):
