@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder: model.pt (state dict), anchor.json")
     parser.add_argument("--data-root")
     args = parser.parse_args(argv)
-    data = load_dataset(args.dataset, "train", root=args.data_root)
+    data = load_dataset({"cifar10": "cifar10_folder"}.get(args.dataset, args.dataset), "train",
+                        root=args.data_root)  # cifar10: the local JPEG q75 copy, as configs/cifar10.yaml
     start = time.perf_counter()
     network, history = train(args.model, data, args.lmbda, args.steps, args.batch_size)
     out = Path(args.out)

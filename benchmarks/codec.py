@@ -48,6 +48,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 LABELS = {"fashion_mnist": "Fashion-MNIST test", "cifar10": "CIFAR-10 test (JPEG q75 copy)"}
+DATA = {"fashion_mnist": "fashion_mnist", "cifar10": "cifar10_folder"}  # hqvae.data names: cifar10_folder is the local JPEG q75 copy
 QUALITIES = {"jpeg": (5, 10, 20, 35, 50, 75, 90), "webp": (1, 5, 15, 30, 50, 75, 90), "avif": (5, 15, 30, 50, 70, 85)}
 # Published CIFAR-10 rate–distortion points, 10,000 original test images (mandt-lab/uqdm eval/cifar.yml).
 PUBLISHED_CIFAR10 = {
@@ -206,6 +207,7 @@ def published_curves(dataset: str) -> list[dict]:
 
 def plot(results: dict, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -221,6 +223,11 @@ def plot(results: dict, path: Path) -> None:
             axis.plot([p["bpp"] for p in points], [p[metric] for p in points], styles[curve["kind"]], label=label,
                       markersize=4, alpha=0.85, linewidth=2 if curve["kind"] == "hqvae" else 1)
         axis.set_xscale("log")
+        low, high = axis.get_xlim()
+        axis.set_xticks([t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10) if low <= t <= high])
+        axis.set_xlim(low, high)
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xlabel("bits per pixel (real file bytes, headers amortised)")
         axis.set_ylabel(metric.upper())
         axis.grid(alpha=0.3, which="both")
@@ -257,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", help="folder for the .hqz files (default runs/codec-<dataset>)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    data = load_dataset(args.dataset, "test", root=args.data_root)
+    data = load_dataset(DATA[args.dataset], "test", root=args.data_root)
     x = data.get_batch(torch.arange(min(args.items, len(data))))[0]
     work = Path(args.work or REPO / "runs" / f"codec-{args.dataset}")
     start = time.perf_counter()
