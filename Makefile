@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 READY  := $(VENV)/.hqvae-ready
 
-.PHONY: setup data test test-all demo bench anchors clean
+.PHONY: setup data test test-kernels test-all demo bench anchors clean
 
 $(READY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ demo: setup data
 
 test: setup data
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The golden and model tests again under other CPU kernels (no SIMD in PyTorch's own kernels), so
+# that a result that holds on one CPU only cannot pass unseen (docs/golden-tolerances.md).
+test-kernels: setup data
+	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -m "not slow" \
+		tests/test_golden.py tests/test_models.py tests/test_pqvae.py tests/test_quantizers.py
 
 test-all: setup data
 	$(BIN)/python -m pytest -q

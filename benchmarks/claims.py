@@ -43,7 +43,7 @@ from hqvae.evaluate import evaluate
 from hqvae.io import atomic_write_bytes, atomic_write_json
 from hqvae.models import ModelConfig, model_config
 from hqvae.train.config import TrainConfig, apply_overrides
-from hqvae.train.loop import train
+from hqvae.train.tokenizer import train
 from hqvae.train.run_dir import RunDir
 from hqvae.train.run_info import git_commit, now
 
@@ -85,12 +85,24 @@ def curve_steps(steps: int) -> list[int]:
     return sorted({max(1, round(steps * fraction)) for fraction in CURVE_FRACTIONS})
 
 
+def data_base() -> str:
+    return os.environ.get("HQVAE_DATA_ROOT") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
 def data_root(dataset: str) -> str | None:
     relative = DATASETS[dataset][1]
-    if relative is None:
-        return None
-    base = os.environ.get("HQVAE_DATA_ROOT") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
-    return str(Path(base) / relative)
+    return None if relative is None else str(Path(data_base()) / relative)
+
+
+def portable(result: dict) -> dict:
+    """``result`` as it is committed: paths under the data root written as ``$HQVAE_DATA_ROOT/...``
+    and paths under the working directory (the repository root) relative to it, so that a result
+    file names no folder of the machine that ran it."""
+    text = json.dumps(result)
+    for folder, name in ((data_base(), "$HQVAE_DATA_ROOT"), (os.getcwd(), ".")):
+        for spelling in {folder.rstrip("/"), str(Path(folder).resolve())}:
+            text = text.replace(json.dumps(spelling + "/")[1:-1], name + "/")
+    return json.loads(text.replace('"./', '"'))
 
 
 def run_config(dataset: str, model: str, steps: int, seed: int, device: str,
@@ -584,6 +596,7 @@ def write_outputs(result: dict, stem: Path, test_set) -> None:
         if "trace" not in record and record.get("run_dir") and RunDir(record["run_dir"]).exists():
             record["trace"] = training_trace(RunDir(record["run_dir"]))
     result["figures"] = plots(result, stem) + self_annealing(result, stem) + strips(result, stem, test_set)
+    result = portable(result)
     atomic_write_json(stem.with_suffix(".json"), result)
     atomic_write_bytes(stem.with_suffix(".md"), markdown(result).encode())
 

@@ -1,6 +1,6 @@
 """PQ-VAE against RSQ-VAE / RQ-VAE at matched bits, its linear probe, and its ablations (SPEC §4).
 
-Trains, with the shared training loop (``hqvae.train.loop.train``, one run folder per model
+Trains, with the shared training loop (``hqvae.train.tokenizer.train``, one run folder per model
 under ``--runs``), on one data set and at one small CPU budget:
 
     pqvae              SQ steps, L = 32 global tokens (G = 1), K = 256, d_c = 16, c = 16,
@@ -22,7 +22,7 @@ logistic-regression probe on the frozen decoder-input partial sums at several pr
 plots and a Markdown table next to it.
 
     python benchmarks/pqvae.py --dataset fashion_mnist [--steps 3000] [--only pqvae rsqvae] [--quick]
-    python benchmarks/pqvae.py --dataset cifar10_folder --data-root /work/shared/data/cifar10-jpeg-q75.tar.gz
+    python benchmarks/pqvae.py --dataset cifar10_folder --data-root $HQVAE_DATA_ROOT/cifar10-jpeg-q75.tar.gz
     python benchmarks/pqvae.py --seed 1 --only pqvae lambda_h=0     # -> pqvae-fashion_mnist-seed1.json
 
 ``--quick``: 60 steps, 512 test items, 1,000 probe items, results under ``--runs`` (a smoke run:
@@ -48,7 +48,7 @@ from hqvae.evaluate import evaluate
 from hqvae.metrics.progressive import linear_probe, probe_lengths, token_statistics
 from hqvae.report.progressive_plots import plot_probe, plot_rate_distortion
 from hqvae.train.config import TrainConfig
-from hqvae.train.loop import train
+from hqvae.train.tokenizer import train
 from hqvae.train.run_info import now
 
 RESULTS = Path(__file__).parent / "results"

@@ -27,12 +27,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from claims import BUDGETS, DATASETS, builds_the_same_model, data_root, run_config, training_trace  # noqa: E402
+from claims import BUDGETS, DATASETS, builds_the_same_model, data_root, portable, run_config, training_trace  # noqa: E402
 
 from hqvae.data import load_dataset  # noqa: E402
 from hqvae.evaluate import evaluate  # noqa: E402
 from hqvae.io import atomic_write_bytes, atomic_write_json  # noqa: E402
-from hqvae.train.loop import train  # noqa: E402
+from hqvae.train.tokenizer import train  # noqa: E402
 from hqvae.train.run_dir import RunDir  # noqa: E402
 from hqvae.train.run_info import git_commit, now  # noqa: E402
 
@@ -174,6 +174,7 @@ def main() -> None:
         "runs": records,
     }
     stem = Path(args.out) / f"sq-defaults-{args.dataset}"
+    result = portable(result)
     atomic_write_json(stem.with_suffix(".json"), result)
     atomic_write_bytes(stem.with_suffix(".md"), table(records).encode())
     print(table(records), end="")

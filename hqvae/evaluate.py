@@ -156,13 +156,13 @@ def evaluate(
     lpips_sum = all_reduce(lpips_sum)
 
     layers = []
-    for layer, (config, counts, chunks, grid) in enumerate(zip(model.config.layers, usage, minibatch, grids)):
+    for layer, (info, counts, chunks, grid) in enumerate(zip(model.layer_info(), usage, minibatch, grids)):
         stats = counts.compute()
         minibatches = chunks.meter.compute()
         layers.append({
             "layer": layer,
-            "kind": config.kind,
-            "quantizer": config.quantizer,
+            "kind": info.kind,
+            "quantizer": info.quantizer,
             "grid": list(grid),
             "positions": stats["positions_per_item"],
             "codebook_size": stats["codebook_size"],

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import hqvae
+from hqvae._version import __version__
 from hqvae.codes_file import save_codes
 from hqvae.data import DataError, ImageDataset, load_dataset, write_wav
 from hqvae.evaluate import evaluate
@@ -294,7 +294,7 @@ def evaluate_run(run: str, split: str = "test", checkpoint: str = "best", out: s
         results.update(progressive_analyses(opened, dataset, probe_items, data_root, batch_size))
     results["run"] = opened.describe()
     results["checkpoint"] = opened.checkpoint
-    results["hqvae_version"] = hqvae.__version__
+    results["hqvae_version"] = __version__
     results["created"] = now()
     if lpips is not None:
         results["settings"]["lpips"] = {"net": lpips_net, "weights": [str(Path(p)) for p in lpips_weights]}

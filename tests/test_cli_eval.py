@@ -450,5 +450,5 @@ def test_clear_errors(runs, tmp_path, capsys):
                                             "--out", tmp_path / "x")
     err = error_of(capsys, "eval", "--run", vq, "--limit", 4, "--out", tmp_path / "r.json",
                    "--lpips-weights", tmp_path / "alex.pth", tmp_path / "lin.pth")
-    assert "LPIPS backbone weights" in err and "does not exist" in err
+    assert "alex.pth: no such LPIPS weight file (--lpips-weights)" in err
     assert not (tmp_path / "r.json").exists()

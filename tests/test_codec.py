@@ -157,7 +157,7 @@ def test_the_grid_table_is_exact_and_costs_little_rate():
 CROSS_KERNEL_SCRIPT = """
 import sys, numpy as np, torch
 from hqvae.priors.coding import coding_copy, decode_tokens, encode_tokens
-from hqvae.priors.transformer import load_prior
+from hqvae.priors import load_prior
 prior = coding_copy(load_prior(sys.argv[1]))
 tokens = torch.from_numpy(np.load(sys.argv[2]))
 mode = sys.argv[3]

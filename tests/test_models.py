@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import hqvae
 from hqvae.models import HQVAE, LayerConfig, ModelConfig, model_config
-from hqvae.models.registry import model_class_for
+from hqvae.models.pretrained import model_class_for
 from hqvae.quantizers import ResidualQuantizer, StochasticQuantizer, VectorQuantizer
 
 TINY = dict(hidden=16, codebook_size=16, dim=8)

@@ -22,7 +22,7 @@ from hqvae.priors.coding import coding_copy, decode_tokens, encode_tokens
 from hqvae.priors.images import write_items
 from hqvae.priors.config import load_prior_config
 from hqvae.priors.sampling import filter_logits, run_steps
-from hqvae.priors.transformer import WEIGHTS_NAME
+from hqvae.priors.base import WEIGHTS_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -254,7 +254,8 @@ def test_decompress_of_compress_gives_the_codes_of_encode_across_processes(train
     for name, (run, prior) in trained.items():
         encoded, _, _ = load_codes(tmp_path / f"codes-{name}.safetensors")
         decoded, _, metadata = load_codes(tmp_path / f"out-{name}" / "codes.safetensors")
-        assert len(torch.cat([code.flatten() for code in encoded]).unique()) > 2, name  # not one constant code
+        # not one constant code (how many a few training steps leave in use depends on the CPU's kernels)
+        assert len(torch.cat([code.flatten() for code in encoded]).unique()) > 1, name
         assert all(torch.equal(a, b) for a, b in zip(encoded, decoded)), name
         assert cli("decode", "--run", run, "--codes", tmp_path / f"codes-{name}.safetensors", "--out",
                    tmp_path / f"ref-{name}") == 0

@@ -30,7 +30,7 @@ import hqvae.models.pretrained
 from hqvae import faults
 from hqvae.cli import main
 from hqvae.train import checkpoint
-from hqvae.train.loop import train
+from hqvae.train.tokenizer import train
 from hqvae.train.run_dir import RunDir
 from test_train import (REPO, Crash, assert_bitwise_equal, crash_at_step, image_folder,  # noqa: F401 (fixture)
                         last_weights, tiny_config, tiny_overrides)
@@ -57,16 +57,21 @@ def command(image_folder: Path, out: Path, steps: int = STEPS) -> list[str]:
             "--resume", "auto", *tiny_overrides(image_folder, "sqvae2", steps, **SETTINGS)]
 
 
+def on_one_thread(args: list[str]) -> None:
+    """``hqvae <args>`` in this process on one thread (module fixtures run before ``one_thread``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def reference(image_folder, tmp_path_factory) -> Path:
     """The uninterrupted run."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(command(image_folder, out)) == 0
-    finally:
-        torch.set_num_threads(threads)
+    on_one_thread(command(image_folder, out))
     return out
 
 
@@ -403,3 +408,78 @@ def test_torchrun_restarts_after_a_process_is_killed_and_resumes_bitwise(image_f
     info = RunDir(killed).read_info()
     assert info.status == "finished" and info.world_size == 2 and info.resumed_at_steps == [4]
     assert_bitwise_equal(last_weights(straight), last_weights(killed))
+
+
+# ---------------------------------------------------------------------------------------- the prior
+# ``hqvae prior train`` runs in the same engine (hqvae.train.engine.fit): the same stop signals,
+# checked resume and ``--resume auto``.
+
+PRIOR_STEPS = 12  # checkpoints (and validation) at 3, 6, 9, 12; class-conditional: the label dropout draws
+PRIOR_SETTINGS = ["model.d_model=16", "model.n_layer=1", "model.n_head=2", f"train.steps={PRIOR_STEPS}",
+                  "train.batch_size=8", "train.log_every=3", "train.val_every=3", "train.checkpoint_every=3",
+                  "data.val_items=8", "train.device=cpu", "logging.progress=false", "model.class_conditional=true",
+                  "model.dropout=0.1"]
+# steps before and after the first checkpoint; the n-th atomic write (1-2: the cached codes, 3: run.json,
+# then the checkpoints' files); the n-th checkpoint swap
+PRIOR_KILL_POINTS = ["step:1", "step:3", "step:4", "step:8", "step:12", "write:2", "write:4", "write:6", "write:9",
+                     "write:13", "swap:1", "swap:2", "swap:4"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(image_folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tokenizer") / "run"
+    assert main(["train", "--config", str(REPO / "configs/fashion_mnist.yaml"), "--out", str(out),
+                 *tiny_overrides(image_folder, "sqvae2", 4)]) == 0
+    return out
+
+
+def prior_command(tokenizer: Path, out: Path) -> list[str]:
+    return ["prior", "train", "--run", str(tokenizer), "--out", str(out), "--resume", "auto", *PRIOR_SETTINGS]
+
+
+@pytest.fixture(scope="module")
+def prior_reference(tokenizer) -> Path:
+    out = tokenizer.parent / "prior"
+    on_one_thread(prior_command(tokenizer, out))
+    return out
+
+
+def assert_same_prior(reference: Path, out: Path) -> None:
+    assert RunDir(out).read_info().status == "finished"
+    for which in ("best", "last"):
+        assert_bitwise_equal(load_file(reference / "checkpoints" / which / "prior.safetensors"),
+                             load_file(out / "checkpoints" / which / "prior.safetensors"))
+    assert not list((out / "checkpoints").glob(".*")) and not list(out.glob(".*.tmp"))
+
+
+def test_sigterm_stops_the_prior_with_a_checkpoint_and_resume_finishes_bitwise(tokenizer, prior_reference, tmp_path):
+    out = tmp_path / "prior"
+    stopped = run_with_hook(prior_command(tokenizer, out), "step:5:SIGTERM")  # during step 5
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    info = RunDir(out).read_info()
+    assert info.status == "interrupted" and info.step == 5
+    assert "stopped by SIGTERM after step 5" in info.message and "hqvae prior train --out" in info.message
+    assert checkpoint.load_train_state(RunDir(out), "prior.safetensors")["step"] == 5
+    assert main(["prior", "train", "--out", str(out), "--resume"]) == 0
+    assert_same_prior(prior_reference, out)
+    assert RunDir(out).read_info().resumed_at_steps == [5]
+
+
+def kill_prior_and_resume(tokenizer: Path, reference: Path, out: Path, points: list[str]) -> None:
+    for point in points:
+        killed = run_with_hook(prior_command(tokenizer, out), point)
+        assert killed.returncode == -signal.SIGKILL, f"{point} was not reached: {killed.stderr[-2000:]}"
+    assert main(prior_command(tokenizer, out)) == 0
+    assert_same_prior(reference, out)
+
+
+def test_kill_9_of_the_prior_then_resume_auto_finishes_bitwise(tokenizer, prior_reference, tmp_path):
+    """One prior killed three times over (fast variant of the test below)."""
+    kill_prior_and_resume(tokenizer, prior_reference, tmp_path / "prior", ["step:2", "write:6", "swap:1"])
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_prior_at_13_points_resumes_bitwise(tokenizer, prior_reference, tmp_path):
+    for n, point in enumerate(PRIOR_KILL_POINTS):
+        kill_prior_and_resume(tokenizer, prior_reference, tmp_path / f"prior{n}", [point])
+    assert len(PRIOR_KILL_POINTS) >= 10

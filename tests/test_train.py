@@ -20,7 +20,7 @@ from hqvae.cli import main
 from hqvae.runs import evaluate_run, open_run
 from hqvae.train import checkpoint
 from hqvae.train.config import TrainConfig, apply_overrides, load_config
-from hqvae.train.loop import train
+from hqvae.train.tokenizer import train
 from hqvae.train.run_dir import RunDir
 from hqvae.train.run_info import RUN_INFO_VERSION, RUN_KIND
 from hqvae.train.sampler import StepSampler
@@ -284,7 +284,7 @@ def test_refuses_to_overwrite_a_run_and_reports_usage_errors(image_folder, tmp_p
     capsys.readouterr()
 
     assert main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "x")]) == 2
-    assert "hqvae train: error: config file" in capsys.readouterr().err
+    assert "hqvae train: error: " + str(tmp_path / "missing.yaml") + ": no such config file" in capsys.readouterr().err
     assert main(["train", "--config", str(REPO / "configs/fashion_mnist.yaml"), "--out",
                  str(tmp_path / "x"), "optim.lrr=1"]) == 2
     assert "valid keys: name, lr" in capsys.readouterr().err

@@ -21,6 +21,7 @@ import argparse
 import importlib
 import sys
 
+from hqvae.cli.parsing import MissingPath, Parser
 from hqvae.data.errors import DataError
 from hqvae.io import WriteFailed
 
@@ -40,7 +41,7 @@ COMMANDS = {  # name -> (module, one-line help)
 
 def build_parser(selected: str | None) -> argparse.ArgumentParser:
     """The parser, with the arguments of the ``selected`` command only."""
-    parser = argparse.ArgumentParser(prog="hqvae", description="Hierarchical discrete representation learning.")
+    parser = Parser(prog="hqvae", description="Hierarchical discrete representation learning.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,7 +56,11 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     selected = next((arg for arg in argv if not arg.startswith("-")), None)
-    args = build_parser(selected if selected in COMMANDS else None).parse_args(argv)
+    try:
+        args = build_parser(selected if selected in COMMANDS else None).parse_args(argv)
+    except MissingPath as error:  # an input file or folder that is not there: nothing has run
+        print(f"hqvae {selected}: error: {error}", file=sys.stderr)
+        return 2
     try:
         return int(args._command(args) or 0)
     except (ValueError, FileNotFoundError, DataError, WriteFailed) as error:  # the message names the fix

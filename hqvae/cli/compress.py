@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import argparse
 
+from hqvae.cli.parsing import INPUT, PRIOR
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prior", required=True, help="prior folder (hqvae prior train)")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, or one codes file of hqvae encode")
+    parser.add_argument("--prior", required=True, type=PRIOR, help="prior folder (hqvae prior train)")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", type=INPUT,
+                        help="image files, or one codes file of hqvae encode")
     parser.add_argument("--out", required=True, help="the compressed file, FILE.hqz")
     parser.add_argument("--progressive", action=argparse.BooleanOptionalAction, default=None,
                         help="one segment per layer, coarse to fine (default: whenever the prior allows it)")

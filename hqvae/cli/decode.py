@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from hqvae.cli.parsing import CODES, RUN
 from hqvae.codes_file import check_codes, load_codes
 from hqvae.priors.images import write_items
 from hqvae.priors.layout import decode_layers
@@ -27,9 +28,9 @@ from hqvae.runs import open_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", dest="run_dir", metavar="RUN", required=True,
+    parser.add_argument("--run", dest="run_dir", metavar="RUN", required=True, type=RUN,
                         help="run folder whose model decodes the codes")
-    parser.add_argument("--codes", required=True, help="codes file written by hqvae encode")
+    parser.add_argument("--codes", required=True, type=CODES, help="codes file written by hqvae encode")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--upto", type=int, help="decode from the first m layers only (1 ≤ m ≤ L)")
     parser.add_argument("--limit", type=int, help="decode the first N items only")

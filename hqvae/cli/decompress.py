@@ -16,13 +16,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hqvae.cli.parsing import HQZ, PRIOR, RUN
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE.hqz", help="file written by hqvae compress")
+    parser.add_argument("file", metavar="FILE.hqz", type=HQZ, help="file written by hqvae compress")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--upto", type=int, help="decode the first L layers (coarse to fine) only")
-    parser.add_argument("--prior", help="prior folder (default: the one recorded in the file)")
-    parser.add_argument("--run", dest="run_dir", help="tokenizer run (default: the prior's)")
+    parser.add_argument("--prior", type=PRIOR, help="prior folder (default: the one recorded in the file)")
+    parser.add_argument("--run", dest="run_dir", type=RUN, help="tokenizer run (default: the prior's)")
     parser.add_argument("--no-images", action="store_true", help="write the codes file only")
     parser.add_argument("--batch-size", type=int, default=256, help="batch size of the image decoder")
     parser.add_argument("--device", default="cpu", help="device of the image decoder (the coder runs on the CPU)")

@@ -25,10 +25,11 @@ from pathlib import Path
 
 import torch
 
+from hqvae.cli.parsing import DATA_ROOT
 from hqvae.runs import default_results_path, evaluate_run
 from hqvae.report.build import ReportRun, build_report
 from hqvae.train.config import TrainConfig
-from hqvae.train.loop import train
+from hqvae.train.tokenizer import train
 from hqvae.train.run_dir import RunDir
 
 MODELS = ("vqvae2", "sqvae2")
@@ -38,7 +39,7 @@ FINAL_TEMPERATURE_EXPONENT = 1.4  # τ_end = exp(−1.4) ≈ 0.25, as the refere
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="folder of the two runs and the report")
     parser.add_argument("--steps", type=int, default=2000, help="training steps per model (batch 32)")
-    parser.add_argument("--data-root", help="folder with the Fashion-MNIST IDX files (default: the Debian "
+    parser.add_argument("--data-root", type=DATA_ROOT, help="folder with the Fashion-MNIST IDX files (default: the Debian "
                         "package's /usr/share/datasets/fashion-mnist, else download with checksums)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--fresh", action="store_true", help="delete earlier demo runs and start over")

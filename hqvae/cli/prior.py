@@ -1,6 +1,6 @@
 """Train or evaluate an autoregressive prior over the codes of a run.
 
-    hqvae prior train --run runs/<name> --out priors/<name> [key=value ...] [--resume | --force]
+    hqvae prior train --run runs/<name> --out priors/<name> [key=value ...] [--resume [auto] | --force]
     hqvae prior eval  --prior priors/<name> [--split test] [--limit N] [--checkpoint best|last]
                       [--conditional] [--out results.json]
 
@@ -9,6 +9,8 @@ codes in the prior folder, then trains a causal transformer over them (layers co
 raster order inside a layer). Overrides are dotted key=value pairs (hqvae/priors/config.py lists
 every key): train.steps=3000 model.d_model=192 model.class_conditional=true data.limit=10000 ...
 --resume continues from checkpoints/last with the stored config (overrides may lengthen the run);
+--resume auto continues the prior in --out if there is one, else starts it (a scheduler's resubmission).
+SIGTERM, SIGINT or SIGUSR1: the step is finished, checkpoints/last written, run.json says "interrupted".
 several processes: torchrun --standalone --nproc_per_node=2 -m hqvae prior train --tokenizer RUN --out P ...
 (--tokenizer is --run under another name, as torchrun claims the abbreviation --run).
 
@@ -16,7 +18,8 @@ eval: test NLL of the prior in bits per item, in total and per layer, against th
 Σ n_l log2 K_l and the empirical-entropy (histogram) rate Σ n_l H(p_l); written to
 <prior>/eval/<split>.json (or --out).  --conditional conditions on the items' class labels.
 
-Exit status: 0 done, 1 training stopped on a non-finite loss, 2 usage error.
+Exit status: 0 done, 1 training stopped on a non-finite loss or a failed write, 2 usage error,
+128 + N stopped by signal N (143 SIGTERM, 130 SIGINT, 138 SIGUSR1).
 """
 from __future__ import annotations
 
@@ -26,28 +29,34 @@ from pathlib import Path
 
 import torch
 
+from hqvae.cli.parsing import DATA_ROOT, PRIOR, RUN
+from hqvae.cli.train import ResumeAction
 from hqvae.io import atomic_write_json
+from hqvae.train.signals import Interrupted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="{train,eval}")
     train = verbs.add_parser("train", help="train a prior on a run's codes", description=__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("--run", "--tokenizer", dest="run_dir", metavar="RUN",
+    train.add_argument("--run", "--tokenizer", dest="run_dir", metavar="RUN", type=RUN,
                        help="tokenizer run folder (hqvae train); under torchrun write --tokenizer (torchrun takes --run)")
     train.add_argument("--out", required=True, help="the prior folder to create (or resume)")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=3000")
-    train.add_argument("--resume", action="store_true", help="continue the prior in --out from checkpoints/last")
+    train.add_argument("--resume", nargs="?", action=ResumeAction, metavar="auto",
+                       help="continue the prior in --out from checkpoints/last; 'auto': continue it if there is "
+                            "one, else start it")
     train.add_argument("--force", action="store_true", help="delete the prior's files in --out and start over")
+    train.set_defaults(resume=None, resume_override=None)
     evaluate = verbs.add_parser("eval", help="test NLL of a prior against the uniform and histogram rates",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    evaluate.add_argument("--prior", required=True, help="prior folder (hqvae prior train)")
+    evaluate.add_argument("--prior", required=True, type=PRIOR, help="prior folder (hqvae prior train)")
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
     evaluate.add_argument("--limit", type=int, help="the first N items only")
     evaluate.add_argument("--checkpoint", default="best", choices=("best", "last"))
     evaluate.add_argument("--conditional", action="store_true", help="condition on the class labels")
     evaluate.add_argument("--batch-size", type=int, default=128)
-    evaluate.add_argument("--data-root", help="where the run's data set is now, if not at the recorded root")
+    evaluate.add_argument("--data-root", type=DATA_ROOT, help="where the run's data set is now, if not at the recorded root")
     evaluate.add_argument("--out", help="results JSON (default <prior>/eval/<split>.json)")
     evaluate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
@@ -57,29 +66,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from hqvae.priors.config import load_prior_config
-    from hqvae.priors.train import train_prior
-    from hqvae.train.run_dir import RunDir
+    from hqvae.priors.task import train_prior
+    from hqvae.train.resume import prior_config
 
-    if args.resume:
-        folder = RunDir(args.out)
-        if not folder.exists():
-            raise FileNotFoundError(f"{args.out} holds no prior to resume (run.json is missing); start it without "
-                                    f"--resume")
-        info = folder.read_info()
-        if any(o.split("=", 1)[0].startswith("model.") for o in args.overrides):
-            raise ValueError("a resumed prior keeps its model (it comes from checkpoints/last); drop the model.* "
-                             "overrides")
-        if args.run_dir and Path(args.run_dir).resolve() != Path(info.extra["tokenizer"]["run"]):
-            raise ValueError(f"{args.out} was trained on {info.extra['tokenizer']['run']}; drop --run or pass that run")
-        config = load_prior_config(args.overrides, info.config)
-        run_dir = info.extra["tokenizer"]["run"]
-    else:
-        if not args.run_dir:
-            raise ValueError("--run is required: the tokenizer run whose codes the prior models")
-        config = load_prior_config(args.overrides)
-        run_dir = args.run_dir
-    info = train_prior(run_dir, args.out, config, resume=args.resume, force=args.force)
+    overrides = [args.resume_override, *args.overrides] if args.resume_override else args.overrides
+    config, run_dir, resume = prior_config(args.out, args.resume, args.run_dir, overrides)
+    try:
+        info = train_prior(run_dir, args.out, config, resume=resume, force=args.force)
+    except Interrupted as stop:  # the message is in run.json and was printed
+        return stop.exit_code
     if info.status != "finished":
         return 1
     if int(os.environ.get("RANK", 0)) == 0:

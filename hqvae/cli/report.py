@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from hqvae.cli.parsing import DATA_ROOT, RUN
 from hqvae.io import read_json
 from hqvae.report.build import ReportRun, build_report, folder_name, unique_names
 from hqvae.runs import default_results_path, evaluate_run
@@ -22,7 +23,7 @@ from hqvae.train.run_dir import RunDir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", dest="run_dirs", metavar="RUN", required=True, nargs="+",
+    parser.add_argument("--run", dest="run_dirs", metavar="RUN", required=True, nargs="+", type=RUN,
                         help="run folders to compare")
     parser.add_argument("--out", required=True, help="report folder")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--title", default="hqvae report")
     parser.add_argument("--batch-size", type=int, default=256, help="for runs evaluated now")
     parser.add_argument("--limit", type=int, help="for runs evaluated now: the first N items only")
-    parser.add_argument("--data-root", help="for runs evaluated now: where the data set is")
+    parser.add_argument("--data-root", type=DATA_ROOT, help="for runs evaluated now: where the data set is")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 

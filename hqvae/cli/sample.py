@@ -16,9 +16,11 @@ import time
 
 import torch
 
+from hqvae.cli.parsing import PRIOR
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prior", required=True, help="prior folder (hqvae prior train)")
+    parser.add_argument("--prior", required=True, type=PRIOR, help="prior folder (hqvae prior train)")
     parser.add_argument("--num", type=int, required=True, help="number of items to draw")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--temperature", type=float, default=1.0)

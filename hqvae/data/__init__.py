@@ -12,11 +12,11 @@ from hqvae.data.download import download, file_digest, verify_checksum
 from hqvae.data.errors import ChecksumError, CorruptFileError, DataError
 from hqvae.data.loader import BatchLoader, make_loader
 from hqvae.data.paths import cache_dir, data_root
-from hqvae.data.registry import LOADERS, load_dataset
+from hqvae.data.registry import LOADERS, load_dataset, register_dataset
 from hqvae.data.splits import SPLITS
 
 __all__ = [
     "LOADERS", "SPLITS", "BatchLoader", "ChecksumError", "CorruptFileError", "DataError", "ImageDataset", "LogMel",
     "cache_dir", "data_root", "download", "file_digest", "griffin_lim", "load_dataset", "log_mel", "make_loader",
-    "mel_to_audio", "read_wav", "verify_checksum", "write_wav",
+    "mel_to_audio", "read_wav", "register_dataset", "verify_checksum", "write_wav",
 ]

@@ -15,7 +15,9 @@ name                    source                                          items
                         (:mod:`hqvae.data.audio_folder`)
 ======================  ==============================================  ==========================
 
-The split rules are listed in :mod:`hqvae.data.splits`; the cache and local-copy settings in
+Every entry is a loader of one signature, ``loader(split, root=None, **options) -> ImageDataset``;
+:func:`register_dataset` adds one (``hqvae train data.name=<name>`` then trains on it). The split
+rules are listed in :mod:`hqvae.data.splits`; the cache and local-copy settings in
 :mod:`hqvae.data.paths`.
 """
 
@@ -48,6 +50,14 @@ LOADERS = {
     "audio_folder": _needs_root(load_audio_folder, "audio_folder"),
     "fsdd": lambda split, root=None, **options: load_fsdd(split, root, **options),
 }
+
+
+def register_dataset(name: str, loader) -> None:
+    """Let ``load_dataset(name, split, root, **options)`` call ``loader(split, root, **options)``,
+    which returns an :class:`ImageDataset` of ``split`` ("train", "val" or "test")."""
+    if name in LOADERS:
+        raise ValueError(f"a data set named {name!r} is already registered ({', '.join(LOADERS)})")
+    LOADERS[name] = loader
 
 
 def load_dataset(name: str, split: str = "train", root=None, **options) -> ImageDataset:

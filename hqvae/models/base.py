@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..quantizers.registry import KINDS
 from .pretrained import PretrainedMixin
 
 
@@ -35,6 +37,19 @@ def evaluating(model: nn.Module) -> Iterator[None]:
     finally:
         for module, training in flags:
             module.training = training
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What a consumer needs of one code layer: kind ("injected" | "residual" | "global"),
+    quantizer kind, grid (positions per item at the configured size), codebook size K,
+    stochastic (its quantizer samples in training)."""
+
+    kind: str
+    quantizer: str
+    grid: tuple[int, ...]
+    codebook_size: int
+    stochastic: bool
 
 
 class DiscreteAutoencoder(PretrainedMixin, nn.Module):
@@ -66,6 +81,12 @@ class DiscreteAutoencoder(PretrainedMixin, nn.Module):
     def codebook_sizes(self) -> list[int]:
         """K_l of every layer, coarse to fine."""
         return [layer.codebook_size for layer in self.config.layers]
+
+    def layer_info(self) -> list[LayerInfo]:
+        """One :class:`LayerInfo` per code layer, coarse to fine (ask this, not ``config.layers``)."""
+        return [LayerInfo(layer.kind, layer.quantizer, tuple(grid), layer.codebook_size,
+                          layer.quantizer in KINDS and KINDS[layer.quantizer].stochastic)
+                for layer, grid in zip(self.config.layers, self.code_shapes())]
 
     def code_shapes(self, image_size: int | Sequence[int] | None = None) -> list[tuple[int, ...]]:
         """Positions of each layer's codes (without the batch dim) for ``image_size`` (default: the config's)."""

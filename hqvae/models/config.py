@@ -16,14 +16,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..quantizers.registry import KINDS as QUANTIZER_KINDS
+
 KINDS = ("injected", "residual")
-# the LayerConfig fields each quantizer kind reads (its builder in ``topdown.QUANTIZER_BUILDERS``);
-# codebook_size, dim and shared_codebook apply to every kind. ``register_quantizer`` adds kinds.
-QUANTIZER_OPTIONS = {
-    "vq": ("beta", "ema", "decay", "vq_init", "dead_code_threshold"),
-    "sq": ("init_variance", "var_floor", "bounded_variance", "sq_init", "init_noise", "init_variance_ratio"),
-}
-STOCHASTIC_KINDS = {"sq"}  # kinds whose layers make a model stochastic (ARELBO loss, Gumbel temperature)
 
 
 def _reject_unknown(cls, data: dict[str, Any]) -> None:
@@ -141,7 +136,8 @@ class ModelConfig(BackboneConfig):
     @property
     def stochastic(self) -> bool:
         """Any SQ layer makes the whole model stochastic (ARELBO loss, latent terms weighted by ρ)."""
-        return any(layer.quantizer in STOCHASTIC_KINDS for layer in self.layers)
+        kinds = QUANTIZER_KINDS
+        return any(kinds[layer.quantizer].stochastic for layer in self.layers if layer.quantizer in kinds)
 
     @property
     def groups(self) -> list[list[LayerConfig]]:
@@ -174,11 +170,15 @@ class ModelConfig(BackboneConfig):
         for i, layer in enumerate(self.layers):
             if layer.kind not in KINDS:
                 raise ValueError(f"layers[{i}].kind must be one of {KINDS}, got {layer.kind!r}")
-            if layer.quantizer not in QUANTIZER_OPTIONS:
+            if layer.quantizer not in QUANTIZER_KINDS:
                 raise ValueError(
-                    f"layers[{i}].quantizer must be one of {tuple(QUANTIZER_OPTIONS)} (more kinds: "
+                    f"layers[{i}].quantizer must be one of {tuple(QUANTIZER_KINDS)} (more kinds: "
                     f"hqvae.quantizers.register_quantizer), got {layer.quantizer!r}"
                 )
+            unknown = sorted(set(QUANTIZER_KINDS[layer.quantizer].options) - {f.name for f in fields(LayerConfig)})
+            if unknown:
+                raise ValueError(f"quantizer kind {layer.quantizer!r} reads options {unknown} that are not "
+                                 f"LayerConfig fields; valid: {[f.name for f in fields(LayerConfig)]}")
             if layer.codebook_size < 2 or layer.dim < 1:
                 raise ValueError(f"layers[{i}] needs codebook_size ≥ 2 and dim ≥ 1")
         if not self.rate_weight > 0 or (self.rate_weight != 1.0 and not self.stochastic):

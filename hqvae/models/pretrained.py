@@ -19,9 +19,18 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from ..io import atomic_write, atomic_write_json, read_json
+from .._version import __version__
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+
+
+MODEL_CLASSES: dict[str, type[nn.Module]] = {}  # model_type -> class; filled by registry.register_model
+
+
+def model_class_for(model_type: str) -> type[nn.Module]:
+    """The class that builds ``model_type`` (that of "hqvae", HQVAE, for names not registered)."""
+    return MODEL_CLASSES.get(model_type, MODEL_CLASSES["hqvae"])
 
 
 class PretrainedMixin:
@@ -30,7 +39,6 @@ class PretrainedMixin:
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if needed)."""
-        from .. import __version__
 
         directory = Path(directory)  # created by the atomic writes
         document = {"model_type": self.config.name, "hqvae_version": __version__, "config": self.config.to_dict()}
@@ -117,8 +125,6 @@ def from_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu")
     ``path``: a directory written by ``save_pretrained``; otherwise, when ``huggingface_hub``
     is installed, a Hub repository id to download.
     """
-    from .registry import model_class_for  # the registry imports the model classes, which use this module
-
     directory = _resolve(path)
     document = _read_config(directory)
     weights_path = directory / WEIGHTS_NAME

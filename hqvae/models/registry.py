@@ -36,10 +36,12 @@ from typing import Any, Callable, Iterable, Sequence
 from torch import nn
 
 from .checks import as_pair
-from .config import QUANTIZER_OPTIONS, LayerConfig, ModelConfig
+from ..quantizers.registry import quantizer_options
+from .config import LayerConfig, ModelConfig
 from .hierarchical import HQVAE
 from .pq_config import QUANTIZER_OPTIONS as PQ_QUANTIZER_OPTIONS, PQConfig
 from .pqvae import PQVAE
+from .pretrained import MODEL_CLASSES
 
 SQVAE_REFERENCE = (
     "SQ-VAE CIFAR-10 network of the public SQ-VAE code (sony/sqvae, vision/networks/net_32.py, "
@@ -91,6 +93,7 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"a model named {name!r} is already registered")
         _REGISTRY[name] = ModelEntry(name, build, model_class, tuple(option_keys))
+        MODEL_CLASSES[name] = model_class
         return build
 
     return decorate
@@ -105,11 +108,6 @@ def _entry(name: str) -> ModelEntry:
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; available: {list_models()}")
     return _REGISTRY[name]
-
-
-def model_class_for(model_type: str) -> type[nn.Module]:
-    """The class that builds ``model_type`` (HQVAE for names not in the registry)."""
-    return _REGISTRY[model_type].model_class if model_type in _REGISTRY else HQVAE
 
 
 def model_config(name: str, in_channels: int = 3, image_size: int | Sequence[int] = 32, **overrides: Any):
@@ -202,15 +200,17 @@ def balanced_rate_weight(config: ModelConfig) -> float:
 
 def _options_for(quantizer: str, options: dict[str, Any]) -> dict[str, Any]:
     """The ``options`` a layer of kind ``quantizer`` reads: the common ones and its kind's."""
-    foreign = {key for keys in QUANTIZER_OPTIONS.values() for key in keys} - set(QUANTIZER_OPTIONS[quantizer])
+    table = quantizer_options()
+    foreign = {key for keys in table.values() for key in keys} - set(table[quantizer])
     return {key: value for key, value in options.items() if key not in foreign}
 
 
 def check_quantizer_options(
-    name: str, options: Iterable[str], kinds: set[str], table: dict[str, tuple[str, ...]] = QUANTIZER_OPTIONS
+    name: str, options: Iterable[str], kinds: set[str], table: dict[str, tuple[str, ...]] | None = None
 ) -> None:
     """Reject the ``options`` of the registered model ``name`` that only quantizer kinds it does not
-    have read (``table``: kind -> its options), with a ValueError listing the valid keys."""
+    have read (``table``: kind -> its options; the registered kinds'), with a ValueError listing the valid keys."""
+    table = table or quantizer_options()
     read = {key for kind in kinds for key in table.get(kind, ())}
     ignored = {key for keys in table.values() for key in keys} - read
     unread = sorted(set(options) & ignored)

@@ -16,49 +16,16 @@ one-layer model exactly the plain encoder → quantizer → decoder network), fo
 """
 from __future__ import annotations
 
-from dataclasses import fields
-from typing import Callable, Sequence
-
 import torch
 from torch import Tensor, nn
 
-from ..quantizers import Quantizer, QuantizerOutput, ResidualQuantizer, StochasticQuantizer, VectorQuantizer
+from ..quantizers.base import Quantizer, QuantizerOutput
+from ..quantizers.registry import build_quantizer
+from ..quantizers.residual import ResidualQuantizer
 from .backbone import ResBlock, Upsample
-from .config import QUANTIZER_OPTIONS, STOCHASTIC_KINDS, LayerConfig
+from .config import LayerConfig
 
 FILLS = ("mean", "zero")
-
-
-def _options(layer: LayerConfig) -> dict:
-    """The fields of ``layer`` that its quantizer kind reads (``config.QUANTIZER_OPTIONS``), as the
-    quantizer's keyword arguments (``vq_init`` / ``sq_init`` are its ``init``)."""
-    return {key.removeprefix(f"{layer.quantizer}_"): getattr(layer, key) for key in QUANTIZER_OPTIONS[layer.quantizer]}
-
-
-# LayerConfig.quantizer -> builder: VQ with the baselines' heuristics (EMA codebook, commitment β,
-# k-means start), SQ of Gaussian type I; each reads the common fields and its kind's options
-QUANTIZER_BUILDERS: dict[str, Callable[[LayerConfig], Quantizer]] = {
-    "vq": lambda layer: VectorQuantizer(layer.dim, layer.codebook_size, **_options(layer)),
-    "sq": lambda layer: StochasticQuantizer(layer.dim, layer.codebook_size, **_options(layer)),
-}
-
-
-def register_quantizer(
-    kind: str, builder: Callable[[LayerConfig], Quantizer], options: Sequence[str] = (), stochastic: bool = False
-) -> None:
-    """Let layers say ``LayerConfig(quantizer=kind)``: their quantizer is ``builder(layer)``, a
-    ``Quantizer`` over ``layer.dim`` channels with ``layer.codebook_size`` codes. ``options``: the
-    LayerConfig fields it reads besides codebook_size, dim and shared_codebook (a model override of
-    one of them goes to the layers whose kind reads it); ``stochastic``: its layers make a model
-    stochastic (ARELBO loss, unscaled latent terms, a Gumbel temperature in training)."""
-    known = [f.name for f in fields(LayerConfig)]
-    if kind in QUANTIZER_BUILDERS:
-        raise ValueError(f"a quantizer kind {kind!r} is already registered ({', '.join(QUANTIZER_BUILDERS)})")
-    if set(options) - set(known):
-        raise ValueError(f"options {sorted(set(options) - set(known))} are not LayerConfig fields; valid: {known}")
-    QUANTIZER_BUILDERS[kind], QUANTIZER_OPTIONS[kind] = builder, tuple(options)
-    if stochastic:
-        STOCHASTIC_KINDS.add(kind)
 
 
 class ResolutionGroup(nn.Module):
@@ -87,7 +54,7 @@ class ResolutionGroup(nn.Module):
             self.merge_out = nn.Sequential(
                 nn.Conv2d(hidden + self.dim, hidden, 3, padding=1), ResBlock(hidden, batch_norm)
             )
-        quantizers = [QUANTIZER_BUILDERS[layer.quantizer](layer) for layer in layers]
+        quantizers = [build_quantizer(layer) for layer in layers]
         if len(quantizers) == 1:
             self.quantizer = quantizers[0]
         else:

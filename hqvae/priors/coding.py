@@ -31,7 +31,7 @@ import torch
 
 from hqvae.priors.grid import grid_probabilities
 from hqvae.priors.sampling import run_steps
-from hqvae.priors.transformer import PriorBase
+from hqvae.priors.base import PriorBase
 
 DEFAULT_CODING_BATCH = 64
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
+from hqvae.priors.base import PRIORS
 from hqvae.train.config import SectionedConfig, apply_overrides, check_ranges
 
 
@@ -35,7 +36,7 @@ class PriorDataConfig:
 class PriorModelConfig:
     """``model``: the transformer (``hqvae.priors.transformer``).
 
-    kind: flat (one causal sequence over all tokens, layers coarse to fine) | depth (RQ-Transformer
+    kind: a ``hqvae.priors.register_prior`` name: flat (one causal sequence over all tokens, layers coarse to fine) | depth (RQ-Transformer
         style for layers that share one grid: a spatial transformer over positions and a
         depth_layers-block depth transformer over each position's codes; hqvae.priors.depth) |
         auto (the default: depth for an HQ-VAE whose layers all share one grid, a residual stack
@@ -48,7 +49,7 @@ class PriorModelConfig:
         probability class_dropout), which compression uses.
     """
 
-    kind: Literal["auto", "flat", "depth"] = "auto"
+    kind: str = "auto"
     depth_layers: int = 1
     d_model: int = 128
     n_layer: int = 4
@@ -114,6 +115,7 @@ class PriorTrainConfig(SectionedConfig):
             ("data.limit", self.data.limit, lambda v: v is None or v >= 1, "≥ 1 or null"),
             ("data.val_items", self.data.val_items, lambda v: v is None or v >= 0, "≥ 0 or null"),
             ("data.encode_batch_size", self.data.encode_batch_size, lambda v: v >= 1, "≥ 1"),
+            ("model.kind", self.model.kind, lambda v: v == "auto" or v in PRIORS, f"auto or {' or '.join(PRIORS)}"),
             ("model.class_dropout", self.model.class_dropout, lambda v: 0 <= v <= 1, "in [0, 1]"),
             ("optim.lr", self.optim.lr, lambda v: v > 0, "> 0"),
             ("optim.weight_decay", self.optim.weight_decay, lambda v: v >= 0, "≥ 0"),

@@ -19,7 +19,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
-from hqvae.priors.transformer import Block, KVCache, PriorBase, PriorConfig
+from hqvae.priors.base import Block, KVCache, PriorBase, PriorConfig, register_prior
 
 
 class DepthCache:
@@ -34,6 +34,7 @@ class DepthCache:
         self.length = 0
 
 
+@register_prior("depth")
 class DepthPrior(PriorBase):
     """p(codes | class) factorised over positions (spatial transformer) and, within a position,
     over depths (depth transformer); see the module docstring."""

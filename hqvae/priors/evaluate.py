@@ -15,9 +15,22 @@ import torch
 
 from hqvae.metrics.codebook import CodebookUsage
 from hqvae.metrics.rate import entropy_bits_per_item
+from hqvae.models import evaluating
 from hqvae.priors.layout import CodeLayout
-from hqvae.priors.train import mean_bits
-from hqvae.priors.transformer import PriorBase
+from hqvae.priors.base import PriorBase
+
+
+def mean_bits(prior: PriorBase, tokens: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
+              device: torch.device, autocast=contextlib.nullcontext) -> torch.Tensor:
+    """Mean −log2 p per layer over the items of ``tokens`` (N, T): (L,) float64 (eval mode)."""
+    total = torch.zeros(prior.layout.num_layers, dtype=torch.float64)
+    with evaluating(prior):
+        for start in range(0, tokens.shape[0], batch_size):
+            batch = tokens[start:start + batch_size].to(device)
+            batch_labels = None if labels is None else labels[start:start + batch_size].to(device)
+            with autocast():
+                total += prior.nll_bits(batch, batch_labels).double().sum(0).cpu()
+    return total / max(tokens.shape[0], 1)
 
 
 def histogram_bits(layout: CodeLayout, layers: list[torch.Tensor]) -> list[float]:

@@ -23,7 +23,7 @@ import torch
 from hqvae.codes_file import load_codes
 from hqvae.data.splits import evenly_spaced_indices
 from hqvae.io import file_fingerprint
-from hqvae.priors.transformer import WEIGHTS_NAME, PriorBase, load_prior
+from hqvae.priors.base import WEIGHTS_NAME, PriorBase, load_prior
 from hqvae.runs import OpenedRun, encode_to_file, load_run_data, open_run
 from hqvae.train.run_dir import RunDir
 

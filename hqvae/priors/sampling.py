@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from hqvae.priors.transformer import PriorBase
+from hqvae.priors.base import PriorBase
 
 
 @torch.no_grad()

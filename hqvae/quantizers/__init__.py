@@ -4,21 +4,19 @@
 * ``VectorQuantizer``      — deterministic nearest code + straight-through (VQ-VAE family).
 * ``StochasticQuantizer``  — SQ-VAE's Gumbel-softmax stochastic quantizer (Gaussian I–IV, vMF).
 * ``ResidualQuantizer``    — residual stacks of either (RQ-VAE / RSQ-VAE).
+
+``registry.py``: the kinds a layer can name, ``register_quantizer`` adds one.
 """
 from .base import Quantizer, QuantizerOutput, entropy, perplexity_of_counts
 from .residual import ResidualQuantizer
 from .sq import StochasticQuantizer
+from .registry import KINDS, build_quantizer, register_quantizer
 from .vq import VectorQuantizer, kmeans
 
 
-def register_quantizer(kind, builder, options=(), stochastic=False) -> None:
-    """A new ``LayerConfig.quantizer`` kind, built by ``builder(layer)`` (``hqvae.models.topdown.register_quantizer``)."""
-    from ..models.topdown import register_quantizer as register
-
-    register(kind, builder, options, stochastic)
-
-
 __all__ = [
+    "KINDS",
+    "build_quantizer",
     "register_quantizer",
     "Quantizer",
     "QuantizerOutput",

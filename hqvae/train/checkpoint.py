@@ -19,7 +19,8 @@ The trainer stages ``best`` when validation finds a new best and commits it toge
     world_size      processes of the run that wrote it
     data            {"seed", "epoch", "position", "batches_per_epoch"}: the data order is a
                     function of (seed, step) (hqvae.train.sampler); kept to check a resume
-    best            {"step", "val_loss"} of checkpoints/best, or None
+                    (absent in priors written before hqvae.train.engine)
+    best            {"step", <the task's best_key>} of checkpoints/best, or None
     wall_time_s     training time so far, over all sessions
 The learning rate and the temperature are functions of the step (hqvae.train.schedules).
 
@@ -45,7 +46,7 @@ from hqvae.models.pretrained import CONFIG_NAME, WEIGHTS_NAME
 from hqvae.train import rng
 from hqvae.train.run_dir import TRAIN_STATE_FILE, RunDir
 
-TRAIN_STATE_KEYS = ("step", "optimizer", "rng", "world_size", "data", "best", "wall_time_s")
+TRAIN_STATE_KEYS = ("step", "optimizer", "rng", "world_size", "best", "wall_time_s")  # "data": not in older priors
 
 
 class CheckpointError(ValueError):
@@ -138,14 +139,15 @@ def _check_train_state(run: RunDir, path: Path, state) -> None:
         raise _damaged(run, path, "is inconsistent: " + "; ".join(problems))
 
 
-def load_train_state(run: RunDir) -> dict:
-    """``checkpoints/last/train_state.pt``, loaded with ``weights_only=True`` and checked."""
+def load_train_state(run: RunDir, weights_name: str = WEIGHTS_NAME) -> dict:
+    """``checkpoints/last/train_state.pt``, loaded with ``weights_only=True`` and checked
+    (``weights_name``: the weights file that must be beside it)."""
     path = run.train_state_file
     last = run.checkpoint("last")
-    missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME, TRAIN_STATE_FILE) if not (last / name).is_file()]
+    missing = [name for name in (CONFIG_NAME, weights_name, TRAIN_STATE_FILE) if not (last / name).is_file()]
     if missing:
         raise _damaged(run, last, f"lacks {', '.join(missing)} (a complete checkpoint holds {CONFIG_NAME}, "
-                             f"{WEIGHTS_NAME} and {TRAIN_STATE_FILE})")
+                             f"{weights_name} and {TRAIN_STATE_FILE})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for a damaged file

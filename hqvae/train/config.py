@@ -241,16 +241,24 @@ class TrainConfig(SectionedConfig):
 # ---------------------------------------------------------------------------------------- loading
 
 
+def missing_config_fix(path: str | Path) -> str:
+    """What to give instead of a config file that is not there (a ``configs/<dataset>/<model>.yaml``
+    of before the per-model files were merged: the merged file and ``model.name``)."""
+    path = Path(path)
+    old_style = path.parent.with_suffix(".yaml") if path.parent.name else None
+    if old_style is not None and old_style.is_file():
+        return (f"the per-model files were merged into one file per data set: use --config {old_style} "
+                f"model.name={path.stem}")
+    return "give one of configs/<dataset>.yaml, e.g. configs/fashion_mnist.yaml"
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """The config in YAML file ``path`` (None: the defaults), with ``key=value`` overrides applied."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            old_style = path.parent.with_suffix(".yaml")  # configs/<dataset>/<model>.yaml
-            hint = (f"; the per-model files were merged into one file per data set: use --config {old_style} "
-                    f"model.name={path.stem}" if old_style.is_file() else "; the reference configs are configs/<dataset>.yaml")
-            raise FileNotFoundError(f"config file {path} not found{hint}")
+            raise FileNotFoundError(f"config file {path} not found; {missing_config_fix(path)}")
         try:
             data = yaml.load(path.read_text(), Loader=ConfigLoader) or {}
         except yaml.YAMLError as error:

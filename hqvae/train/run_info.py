@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-import hqvae
+from hqvae._version import __version__
 
 RUN_INFO_VERSION = 1
 RUN_KIND = "hqvae-run"
@@ -78,7 +78,7 @@ class RunInfo:
                        else f"cpu ({torch.get_num_threads()} threads)")
         self.dtype = "bf16" if bf16 else "fp32"
         self.world_size = world_size
-        self.hqvae_version, self.torch_version, self.git_commit = hqvae.__version__, torch.__version__, git_commit()
+        self.hqvae_version, self.torch_version, self.git_commit = __version__, torch.__version__, git_commit()
         self.started_at = (previous.started_at if previous else None) or now()
         self.updated_at = now()
         self.resumed_at_steps = (previous.resumed_at_steps if previous else []) + \
@@ -87,7 +87,7 @@ class RunInfo:
 
 def git_commit() -> str | None:
     """The commit of the hqvae source tree (suffixed "+dirty" with uncommitted changes), if it is a git checkout."""
-    source = Path(hqvae.__file__).resolve().parent
+    source = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()

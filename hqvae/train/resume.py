@@ -1,0 +1,100 @@
+"""Which config a run starts or continues with: shared by ``hqvae train`` and ``hqvae prior train``.
+
+    resume None       a new run: the config from its source (``--config`` for a tokenizer, the
+                      defaults for a prior) with the overrides
+    resume "always"   continue the run in ``out``: the config stored in its run.json with the
+                      overrides, which may change the schedule or the logging, not the model
+    resume "auto"     continue the run in ``out`` when there is one (its source must describe the
+                      same model), else start it: what a scheduler resubmits after a pre-emption
+
+Each returns ``(config, resume)`` with ``resume`` a bool for ``hqvae.train.engine.fit``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from hqvae.priors.config import PriorTrainConfig, load_prior_config
+from hqvae.train.config import SectionedConfig, TrainConfig, apply_overrides, load_config
+from hqvae.train.run_dir import RunDir
+from hqvae.train.run_info import RunInfo
+
+
+def model_keys(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if o.split("=", 1)[0].startswith("model.")]
+
+
+def stored_run(out: str | os.PathLike) -> RunInfo:
+    """run.json of the run to continue in ``out``."""
+    run = RunDir(out)
+    if not run.exists():
+        raise FileNotFoundError(f"{out} holds no run to resume ({run.run_file} is missing); start it without "
+                                f"--resume, or with --resume auto")
+    return run.read_info()
+
+
+def stored_config(out: str | os.PathLike, overrides: list[str], config_class: type[SectionedConfig],
+                  load: Callable[[dict, list[str]], SectionedConfig]) -> SectionedConfig:
+    """The config stored in ``out``'s run.json, checked, with ``overrides`` applied by ``load``
+    (model keys refused: a resumed run keeps its model)."""
+    if model_keys(overrides):
+        raise ValueError(f"{model_keys(overrides)}: a resumed run keeps its model (it comes from checkpoints/last); "
+                         f"drop the model.* overrides")
+    stored = stored_run(out).config
+    try:
+        config_class.from_dict(stored)
+    except ValueError as error:
+        raise ValueError(f"{RunDir(out).run_file} holds a config this hqvae cannot use ({error}); fix the file, or "
+                         f"start the run over with --force") from None
+    return load(stored, overrides)
+
+
+def same_model(out: str | os.PathLike, wanted: SectionedConfig, overrides: list[str]) -> list[str]:
+    """``overrides`` without the model keys, after checking that ``wanted`` (the config the command
+    line describes) has the model of the run in ``out``."""
+    stored, wanted = stored_run(out).config.get("model"), wanted.to_dict()["model"]
+    if wanted != stored:
+        raise ValueError(f"{out} holds a run of model {stored}, but the command line describes {wanted}; choose "
+                         f"another --out, or pass --force to delete that run and start over")
+    return [o for o in overrides if o not in model_keys(overrides)]
+
+
+def starting(out: str | os.PathLike, resume: str | None) -> str | None:
+    """``resume`` with "auto" resolved to "always" (a run is there) or None (start one)."""
+    if resume == "auto":
+        return "always" if RunDir(out).exists() else None
+    return resume
+
+
+def train_config(out: str | os.PathLike, resume: str | None, config_file: str | None,
+                 overrides: list[str]) -> tuple[TrainConfig, bool]:
+    """The config of ``hqvae train`` (``config_file``: --config)."""
+    load = lambda stored, extra: TrainConfig.from_dict(apply_overrides(stored, extra))  # noqa: E731
+    if starting(out, resume) is None:
+        if not config_file:
+            raise ValueError("--config is required (e.g. --config configs/fashion_mnist.yaml model.name=sqvae2)")
+        return load_config(config_file, overrides), False
+    if resume == "always" and config_file:
+        raise ValueError("--resume takes the config from the run's run.json; drop --config "
+                         "(pass changes as key=value overrides), or use --resume auto")
+    if resume == "auto" and config_file:  # the same command line again: it must describe the run's model
+        overrides = same_model(out, load_config(config_file, overrides), overrides)
+    return stored_config(out, overrides, TrainConfig, load), True
+
+
+def prior_config(out: str | os.PathLike, resume: str | None, run: str | None,
+                 overrides: list[str]) -> tuple[PriorTrainConfig, str, bool]:
+    """(config, tokenizer run, resume) of ``hqvae prior train`` (``run``: --run)."""
+    if starting(out, resume) is None:
+        if not run:
+            raise ValueError("--run is required: the tokenizer run whose codes the prior models")
+        return load_prior_config(overrides), run, False
+    info = stored_run(out)
+    tokenizer = info.extra["tokenizer"]["run"]
+    if run and Path(run).resolve() != Path(tokenizer):
+        raise ValueError(f"{out} was trained on {tokenizer}; drop --run or pass that run")
+    if resume == "auto":  # the same command line again: it must describe the stored prior's model
+        overrides = same_model(out, load_prior_config(overrides), overrides)
+    config = stored_config(out, overrides, PriorTrainConfig, lambda stored, extra: load_prior_config(extra, stored))
+    return config, tokenizer, True
