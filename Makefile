@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   - the main job: train vqvae2 and sqvae2 on Fashion-MNIST, evaluate, write the report
 #   make test   - install what the tests need and run them
+#   make anchors - the benchmark-only learned anchors (CompressAI, built against the pinned torch)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 READY  := $(VENV)/.hqvae-ready
 
-.PHONY: setup data test test-kernels test-all demo bench clean
+.PHONY: setup data test test-kernels test-all demo bench anchors clean
 
 $(READY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,14 @@ test-kernels: setup data
 
 test-all: setup data
 	$(BIN)/python -m pytest -q
+
+# CompressAI 1.2.0 from its source against our torch, without its dependencies: it then imports
+# without torchvision (whose registry wheels are CUDA builds that fail against the CPU torch), and
+# its C++ range coder (compressai.ans) is built here. Used by benchmarks/anchors.py only.
+anchors: setup
+	$(BIN)/pip install -q pybind11 scipy wheel
+	$(BIN)/pip install -q --no-deps --no-build-isolation compressai==1.2.0
+	$(BIN)/python -c "import sys, compressai, compressai.ans; assert 'torchvision' not in sys.modules; print('compressai', compressai.__version__, compressai.available_entropy_coders())"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

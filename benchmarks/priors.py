@@ -257,11 +257,10 @@ def _tokens_per_s(log: list[dict], what: str) -> float | None:
 
 
 def _header_bytes(path: Path) -> int:
-    """The fixed part of a .hqz file: everything but the coded words (preamble, header JSON, checksum)."""
-    from hqvae.priors.coding import read_hqz
+    """The fixed part of a .hqz file: everything but the coded words (preamble, header, checksums)."""
+    from hqvae.hqz import read_hqz
 
-    _, words = read_hqz(path)
-    return path.stat().st_size - 4 * int(words.size)
+    return path.stat().st_size - sum(read_hqz(path).segment_bytes)
 
 
 def plot(results: dict, path: Path) -> None:

@@ -14,10 +14,11 @@ import torch
 from PIL import Image
 
 import hqvae
+import hqvae.hqz
 from hqvae.cli import main
 from hqvae.codes_file import load_codes, save_codes
 from hqvae.priors import CodeLayout, CodePrior, PriorConfig, build_prior, decode_layers, sample
-from hqvae.priors.coding import coding_copy, decode_tokens, encode_tokens, pack, unpack
+from hqvae.priors.coding import coding_copy, decode_tokens, encode_tokens
 from hqvae.priors.images import write_items
 from hqvae.priors.config import load_prior_config
 from hqvae.priors.sampling import filter_logits, run_steps
@@ -91,8 +92,8 @@ def test_the_prior_models_the_codes_of_every_registered_model(name, kind):
     full = torch.cat(logits, 1)  # (3, T, K): every tiny model has one K for all its layers
     assert torch.allclose(torch.stack(steps, 1), full[:, order], atol=1e-10)
     # the coder gives back the tokens, spending their NLL
-    words = encode_tokens(coding_copy(prior), tokens, coding_batch=2)
-    assert torch.equal(decode_tokens(coding_copy(prior), words, 3, 2), tokens)
+    [words] = encode_tokens(coding_copy(prior), tokens, coding_batch=2)
+    assert torch.equal(decode_tokens(coding_copy(prior), [words], 3, 2), tokens)
     assert 32 * words.size <= bits.sum() + 64
     # samples are valid codes of the model: they decode to images of the input's shape
     drawn = layout.unflatten(sample(prior.float(), 2, temperature=0.8, top_k=4, seed=1))
@@ -136,33 +137,13 @@ def test_the_coded_size_is_within_one_percent_of_the_nll():
     tokens = sample(prior, 300, seed=5)  # codes that the prior finds likely, as trained priors do
     with torch.no_grad():
         nll = float(prior.nll_bits(tokens).sum())
-    words = encode_tokens(coding_copy(prior), tokens, coding_batch=64)
+    [words] = encode_tokens(coding_copy(prior), tokens, coding_batch=64)
     coded = 32 * words.size
     assert nll < 0.4 * 300 * layout.uniform_bits()
     assert abs(coded - nll) <= 0.01 * nll + 64, (coded, nll)
-    assert torch.equal(decode_tokens(coding_copy(prior), words, 300, 64), tokens)
+    assert torch.equal(decode_tokens(coding_copy(prior), [words], 300, 64), tokens)
     # a coder with other probabilities (uniform) would be far off
     assert 300 * layout.uniform_bits() > 2.5 * coded
-
-
-def test_the_container_refuses_damaged_files():
-    data = pack({"items": 1}, np.arange(5, dtype=np.uint32))
-    header, words = unpack(data)
-    assert header["items"] == 1 and words.tolist() == [0, 1, 2, 3, 4]
-    with pytest.raises(ValueError, match="truncated"):
-        unpack(data[:-7])
-    with pytest.raises(ValueError, match="truncated"):
-        unpack(data[:6])
-    flipped = bytearray(data)
-    flipped[-40] ^= 1
-    with pytest.raises(ValueError, match="corrupted"):
-        unpack(bytes(flipped))
-    with pytest.raises(ValueError, match="format version 7.*reads version 1"):
-        unpack(data[:4] + struct.pack("<H", 7) + data[6:])
-    with pytest.raises(ValueError, match="not an hqvae compressed file"):
-        unpack(b"\x89PNG\r\n\x1a\n" + data[8:])
-    with pytest.raises(ValueError, match="after its end"):
-        unpack(data + b"x")
 
 
 # ------------------------------------------------------------------------------ the command line
@@ -287,6 +268,28 @@ def test_decompress_of_compress_gives_the_codes_of_encode_across_processes(train
             assert np.array_equal(np.array(Image.open(tmp_path / f"ref-{name}" / f"{i:05d}.png")),
                                   np.array(Image.open(tmp_path / f"out-{name}" / f"{i:05d}.png"))), name
 
+    # progressive files: every prefix (read with --upto, or a file cut after a whole layer) decodes exactly the
+    # first layers of encode, and their images are decode --upto's; the depth prior writes one segment
+    for name, (run, prior) in trained.items():
+        encoded, _, _ = load_codes(tmp_path / f"codes-{name}.safetensors")
+        hqz = hqvae.hqz.read_hqz(tmp_path / f"{name}.hqz")
+        assert hqz.progressive == (name != "rsqvae-depth") and hqz.total_segments == (len(encoded) if hqz.progressive
+                                                                                      else 1), name
+        for upto in range(1, hqz.total_segments + 1 if hqz.progressive else 0):
+            cut = tmp_path / f"{name}-cut{upto}.hqz"
+            cut.write_bytes((tmp_path / f"{name}.hqz").read_bytes()[:hqz.prefix_bytes[upto - 1]])
+            for source, args in ((tmp_path / f"{name}.hqz", ["--upto", upto]), (cut, [])):
+                assert cli("decompress", source, "--out", tmp_path / f"p-{name}", *args) == 0
+                decoded, _, _ = load_codes(tmp_path / f"p-{name}" / "codes.safetensors")
+                assert len(decoded) == upto and all(torch.equal(a, b) for a, b in zip(encoded, decoded)), (name, upto)
+            assert cli("decode", "--run", run, "--codes", tmp_path / f"codes-{name}.safetensors", "--upto", upto,
+                       "--out", tmp_path / f"ref-{name}-{upto}") == 0
+            assert np.array_equal(np.array(Image.open(tmp_path / f"ref-{name}-{upto}" / "00003.png")),
+                                  np.array(Image.open(tmp_path / f"p-{name}" / "00003.png"))), (name, upto)
+    message = error_of(capsys, "compress", "--prior", trained["rsqvae-depth"][1], "--progressive",
+                       tmp_path / "codes-rsqvae-depth.safetensors", "--out", tmp_path / "x.hqz")
+    assert "cannot be decoded on its own" in message and "--no-progressive" in message
+
     # images as input: the PNG files of test items give the codes that hqvae encode gives them
     from hqvae.data import load_dataset
 
@@ -302,12 +305,24 @@ def test_decompress_of_compress_gives_the_codes_of_encode_across_processes(train
     decoded, _, _ = load_codes(tmp_path / "img" / "codes.safetensors")
     encoded, _, _ = load_codes(tmp_path / "codes-sqvae2.safetensors")
     assert all(torch.equal(a, b[:5]) for a, b in zip(decoded, encoded))
+    # the library: images as a tensor give the same file; its bytes decode without a path
+    x = hqvae.codec.read_images(paths, 1, [28, 28])
+    written = hqvae.compress(x, prior, coding_batch=2)
+    assert written.data == (tmp_path / "img.hqz").read_bytes() and written.items == 5
+    back = hqvae.decompress(written.data, prior, upto=1)
+    assert back.upto == 1 and torch.equal(back.layers[0], encoded[0][:5]) and back.images.shape == (5, 1, 28, 28)
 
     # bad inputs: each refused with the reason and the fix
     hqz = tmp_path / "sqvae2.hqz"
     data = hqz.read_bytes()
-    (tmp_path / "cut.hqz").write_bytes(data[:-10])
+    first = hqvae.hqz.read_hqz(hqz).prefix_bytes[0]
+    (tmp_path / "cut.hqz").write_bytes(data[:first - 3])
     assert "truncated" in error_of(capsys, "decompress", tmp_path / "cut.hqz", "--out", tmp_path / "x")
+    (tmp_path / "cut.hqz").write_bytes(data[:-10])  # inside the last layer: the whole layers before it decode
+    assert cli("decompress", tmp_path / "cut.hqz", "--out", tmp_path / "x", "--no-images") == 0
+    assert "truncated after 1 of its 2 layers" in capsys.readouterr().err
+    assert "holds 1 whole layer segment of 2, not 2" in error_of(capsys, "decompress", tmp_path / "cut.hqz", "--upto",
+                                                                 2, "--out", tmp_path / "x")
     (tmp_path / "bad.hqz").write_bytes(data[:-40] + bytes([data[-40] ^ 4]) + data[-39:])
     assert "checksum" in error_of(capsys, "decompress", tmp_path / "bad.hqz", "--out", tmp_path / "x")
     (tmp_path / "v9.hqz").write_bytes(data[:4] + struct.pack("<H", 9) + data[6:])

@@ -1,18 +1,19 @@
 """Decompress a .hqz file of `hqvae compress` back into codes and images.
 
-    hqvae decompress FILE.hqz --out DIR [--prior priors/<name>] [--run runs/<name>] [--no-images]
-                     [--batch-size 256] [--device cpu]
+    hqvae decompress FILE.hqz --out DIR [--upto L] [--prior priors/<name>] [--run runs/<name>]
+                     [--no-images] [--batch-size 256] [--device cpu]
 
 Writes DIR/codes.safetensors (exactly the codes that were compressed, in `hqvae encode`'s
-format) and, decoded by the tokenizer, DIR/00000.png, ... and DIR/grid.png (WAVs too for
-spectrogram runs). The prior is the one recorded in the file unless --prior is given; its
-weights and its tokenizer's must be those the file was made with (fingerprints), else the file
-is refused with the reason. --run gives the tokenizer run if it has moved.
+format; with --upto L or a file cut after a whole layer, its first layers) and, decoded by the
+tokenizer, DIR/00000.png, ... and DIR/grid.png (WAVs too for spectrogram runs). --upto L of a
+progressive file reads only the bytes of its first L layers. The prior is the one recorded in
+the file unless --prior is given; its weights and its tokenizer's must be those the file was
+made with (fingerprints), else the file is refused with the reason. --run gives the tokenizer
+run if it has moved. Library: `hqvae.decompress` (hqvae/codec.py).
 """
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from hqvae.cli.parsing import HQZ, PRIOR, RUN
@@ -21,6 +22,7 @@ from hqvae.cli.parsing import HQZ, PRIOR, RUN
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE.hqz", type=HQZ, help="file written by hqvae compress")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--upto", type=int, help="decode the first L layers (coarse to fine) only")
     parser.add_argument("--prior", type=PRIOR, help="prior folder (default: the one recorded in the file)")
     parser.add_argument("--run", dest="run_dir", type=RUN, help="tokenizer run (default: the prior's)")
     parser.add_argument("--no-images", action="store_true", help="write the codes file only")
@@ -29,39 +31,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hqvae.codec import decompress, warn
     from hqvae.codes_file import save_codes
-    from hqvae.priors.coding import HqzError, check_header, coding_copy, decode_tokens, read_hqz
-    from hqvae.priors.folder import open_prior
     from hqvae.priors.images import write_items
-    from hqvae.priors.layout import decode_layers
 
-    header, words = read_hqz(args.file)
-    prior_path = args.prior or header.get("prior_path")
-    if not prior_path or not Path(prior_path).is_dir():
-        raise HqzError(f"{args.file} was compressed with the prior {header.get('prior_path')}, which is not here; "
-                       f"pass its folder with --prior")
-    opened = open_prior(prior_path, header.get("prior_checkpoint", "best"), "cpu")
-    check_header(header, opened.prior.layout, opened.fingerprint, opened.tokenizer["model_fingerprint"], args.file)
-    start = time.perf_counter()
-    tokens = decode_tokens(coding_copy(opened.prior), words, int(header["items"]), int(header["coding_batch"]))
-    seconds = time.perf_counter() - start
-    layers = opened.prior.layout.unflatten(tokens)
+    result = decompress(args.file, args.prior, upto=args.upto, images=not args.no_images, run=args.run_dir,
+                        device=args.device, batch_size=args.batch_size)
+    warn(result.notes, "decompress")
     out = Path(args.out)
-    tokenizer = opened.open_tokenizer(args.device, args.run_dir) if not args.no_images or args.run_dir else None
-    info = opened.info
-    metadata = {"model_type": header["model_type"], "num_layers": len(layers),
-                "code_shapes": header["code_shapes"], "codebook_sizes": header["codebook_sizes"],
-                "in_channels": header.get("in_channels"), "image_size": header.get("image_size"),
-                "items": int(header["items"]), "split": "decompressed", "dataset": f"decompressed from {args.file}",
-                "run": {"path": header.get("tokenizer_run"), "name": Path(header.get("tokenizer_run") or "").name},
-                "checkpoint": {"which": opened.tokenizer["checkpoint"], "step": opened.tokenizer.get("step")},
-                "model_fingerprint": header["model_fingerprint"], "log_mel": header.get("log_mel")}
-    save_codes(out / "codes.safetensors", layers, None, metadata)
+    save_codes(out / "codes.safetensors", result.layers, None, result.metadata)
     what = "codes.safetensors"
-    if not args.no_images:
-        x_hat = decode_layers(tokenizer.model, layers, args.batch_size)
-        write_items(x_hat, out, info.get("log_mel"))
-        what += ", PNG files" + (" and WAV files" if info.get("log_mel") else "") + " and grid.png"
-    print(f"decompressed {tokens.shape[0]} items from {args.file} ({tokens.numel() / seconds:.0f} tokens/s) into {what} "
-          f"in {out}")
+    log_mel = result.metadata.get("log_mel")
+    if result.images is not None:
+        write_items(result.images, out, log_mel)
+        what += ", PNG files" + (" and WAV files" if log_mel else "") + " and grid.png"
+    read = result.hqz.prefix_bytes[result.hqz.complete - 1]
+    tokens = sum(layer[0].numel() for layer in result.layers) * result.hqz.items
+    print(f"decompressed {result.hqz.items} items, layers 1–{result.upto} of {result.total_layers} "
+          f"({read} bytes read; {tokens / max(result.coding_seconds, 1e-9):.0f} tokens/s), into {what} in {out}")
     return 0

@@ -1,57 +1,39 @@
-"""Real compression of codes with a prior: range coding (``constriction``) and the ``.hqz`` file.
+"""Range coding of token sequences with a prior (``constriction``), in segments of whole layers.
 
-Coding. Items are coded in chunks of ``coding_batch`` items (the last chunk padded with token 0
-rows that are not coded). For each chunk the prior runs token by token with its KV cache
-(``hqvae.priors.sampling.run_steps``) in float64 on the CPU; at position t the probabilities
-softmax(logits_t) in float64 of the real rows go, with their tokens, to a range coder through
-``constriction.stream.model.Categorical(perfect=False)``, which quantizes them to fixed point
-deterministically. The decoder runs the very same computation (same chunk shapes, same padding,
-same incremental path, same dtype and device, one thread), feeding back the tokens it decodes, so encoder and
-decoder see bit-identical probabilities whatever batch sizes the caller uses elsewhere.
+Items are coded in chunks of ``coding_batch`` items (the last chunk padded with token 0 rows that
+are not coded). For each chunk the prior runs token by token with its KV cache
+(``hqvae.priors.sampling.run_steps``) in float64 on the CPU, on one thread; at generation step t
+the distributions of the chunk's real rows go, with their tokens, to a range coder through
+``constriction.stream.model.Categorical(perfect=False)``. The decoder runs the very same
+computation (same chunk shapes, same padding, same incremental path), feeding back the tokens it
+decodes.
 
-File (version 1), all integers little-endian:
+Probabilities. Format version 2 snaps the logits to a grid and builds them with integer
+arithmetic (``hqvae.priors.grid``), so that CPU kernels that disagree in the last float64 bits
+still give the same coder tables. Version 1 files were coded with float64 softmax(logits) taken
+as they come (``probabilities_v1``), which decodes only where the kernels agree bit for bit.
 
-    magic        4 bytes  b"\\x89HQZ"
-    version      uint16   1
-    header_len   uint32
-    header       header_len bytes of UTF-8 JSON: format, hqvae_version, model_type,
-                 model_fingerprint, tokenizer_run, prior_path, prior_checkpoint, prior_fingerprint,
-                 code_shapes, codebook_sizes, items, coding_batch, words, image_size,
-                 in_channels, log_mel
-    payload      words × uint32: the range coder's compressed words
-    checksum     32 bytes: sha256 of everything before it
-
-A file of another format, another version, or one that is truncated or damaged is refused with a
-``HqzError`` that says what is wrong and what to do; so is a file whose prior or tokenizer
-fingerprints differ from the prior used to decode it.
+Segments. With ``progressive`` every layer of the layout (an HQ-VAE layer, an RQ depth, a PQ-VAE
+step) has its own range coder, hence its own stream of words: segment l holds layer l of every
+chunk. A prefix of segments decodes on its own when the prior generates the layers one after the
+other (``order`` layer by layer: every flat prior); a prior that interleaves them (the depth
+prior, which predicts position p's codes from all depths of the positions before it) cannot,
+and progressive coding refuses it (:func:`check_progressive`). Without ``progressive`` there is
+one segment.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import json
-import struct
-from pathlib import Path
 
 import numpy as np
 import torch
 
-import hqvae
-from hqvae.priors.layout import CodeLayout
+from hqvae.priors.grid import grid_probabilities
 from hqvae.priors.sampling import run_steps
-from hqvae.priors.transformer import PriorBase
+from hqvae.priors.base import PriorBase
 
-MAGIC = b"\x89HQZ"
-VERSION = 1
-FORMAT = "hqvae.hqz"
-_PREAMBLE = struct.Struct("<4sHI")
-CHECKSUM_BYTES = 32
 DEFAULT_CODING_BATCH = 64
-
-
-class HqzError(ValueError):
-    """A ``.hqz`` file that cannot be decoded as it is, with the reason and the fix."""
 
 
 def _constriction():
@@ -81,9 +63,40 @@ def coding_copy(prior: PriorBase) -> PriorBase:
     return copy.deepcopy(prior).to("cpu", torch.float64).eval()
 
 
-def _probabilities(logits: torch.Tensor, rows: int) -> np.ndarray:
-    """float64 softmax of the first ``rows`` rows of logits (B, K), as a C-contiguous array."""
-    return np.ascontiguousarray(torch.softmax(logits[:rows].double(), dim=-1).numpy())
+def probabilities_v1(logits: torch.Tensor) -> np.ndarray:
+    """Version 1: float64 softmax of logits (B, K) as computed, a C-contiguous array."""
+    return np.ascontiguousarray(torch.softmax(logits.double(), dim=-1).numpy())
+
+
+PROBABILITIES = {1: probabilities_v1, 2: grid_probabilities}
+VERSION = 2  # the probabilities of files written now
+
+
+def progressive_problem(prior: PriorBase) -> str | None:
+    """None when a prefix of the prior's layers can be coded on its own (its generation order
+    goes layer by layer), else the reason it cannot."""
+    layers = prior.layout.layer_of()[prior.order]
+    if bool((layers[1:] >= layers[:-1]).all()):
+        return None
+    return (f"this prior ({prior.config.kind}) predicts the codes position by position with all "
+            f"{prior.layout.num_layers} layers of a position together, conditioning on every layer of the "
+            f"positions before, so a prefix of layers cannot be decoded on its own")
+
+
+def check_progressive(prior: PriorBase) -> None:
+    problem = progressive_problem(prior)
+    if problem:
+        raise ValueError(f"{problem}; write the file in one segment (progressive=False, "
+                         f"`hqvae compress --no-progressive`), or train a flat prior (hqvae prior train ... "
+                         f"model.kind=flat) for progressive files")
+
+
+def segment_of_steps(prior: PriorBase, progressive: bool) -> list[int]:
+    """The segment of every generation step: its layer when progressive, else 0."""
+    if not progressive:
+        return [0] * prior.layout.length
+    check_progressive(prior)
+    return prior.layout.layer_of()[prior.order].tolist()
 
 
 def _chunks(items: int, coding_batch: int):
@@ -91,10 +104,14 @@ def _chunks(items: int, coding_batch: int):
         yield start, min(coding_batch, items - start)
 
 
-def encode_tokens(prior64: PriorBase, tokens: torch.Tensor, coding_batch: int = DEFAULT_CODING_BATCH) -> np.ndarray:
-    """tokens (N, T) -> the compressed words (uint32) of all items, coded unconditionally."""
-    stream = _constriction()
-    family, encoder = stream.model.Categorical(perfect=False), stream.queue.RangeEncoder()
+def encode_tokens(prior64: PriorBase, tokens: torch.Tensor, coding_batch: int = DEFAULT_CODING_BATCH,
+                  progressive: bool = False, version: int = VERSION) -> list[np.ndarray]:
+    """tokens (N, T) -> the compressed words (uint32) of every segment: one per layer when
+    ``progressive`` (coarse to fine), else one."""
+    stream, probabilities = _constriction(), PROBABILITIES[version]
+    segments = segment_of_steps(prior64, progressive)
+    family = stream.model.Categorical(perfect=False)
+    encoders = [stream.queue.RangeEncoder() for _ in range(max(segments) + 1)]
     order = prior64.order.tolist()
     no_class = torch.full((coding_batch,), prior64.no_class, dtype=torch.long)
     for start, rows in _chunks(tokens.shape[0], coding_batch):
@@ -104,97 +121,36 @@ def encode_tokens(prior64: PriorBase, tokens: torch.Tensor, coding_batch: int = 
 
         def choose(t: int, logits: torch.Tensor) -> torch.Tensor:
             column = order[t]  # the prior's generation order
-            encoder.encode(np.ascontiguousarray(symbols[:, column]), family, _probabilities(logits, rows))
+            encoders[segments[t]].encode(np.ascontiguousarray(symbols[:, column]), family, probabilities(logits[:rows]))
             return padded[:, column]
 
         with single_thread():
             run_steps(prior64, no_class, choose)
-    return encoder.get_compressed()
+    return [encoder.get_compressed() for encoder in encoders]
 
 
-def decode_tokens(prior64: PriorBase, words: np.ndarray, items: int,
-                  coding_batch: int = DEFAULT_CODING_BATCH) -> torch.Tensor:
-    """The inverse of :func:`encode_tokens`: words -> tokens (items, T)."""
-    stream = _constriction()
-    family, decoder = stream.model.Categorical(perfect=False), stream.queue.RangeDecoder(words)
+def decode_tokens(prior64: PriorBase, segments_words: list[np.ndarray], items: int,
+                  coding_batch: int = DEFAULT_CODING_BATCH, progressive: bool = False,
+                  version: int = VERSION) -> torch.Tensor:
+    """The inverse of :func:`encode_tokens` for the first ``len(segments_words)`` segments:
+    -> tokens (items, T') of the layers they hold (T' = T unless a prefix of a progressive file)."""
+    stream, probabilities = _constriction(), PROBABILITIES[version]
+    segments = segment_of_steps(prior64, progressive)
+    if not 1 <= len(segments_words) <= max(segments) + 1:
+        raise ValueError(f"expected 1 to {max(segments) + 1} segments, got {len(segments_words)}")
+    steps = sum(1 for segment in segments if segment < len(segments_words))
+    family = stream.model.Categorical(perfect=False)
+    decoders = [stream.queue.RangeDecoder(np.asarray(words, dtype=np.uint32)) for words in segments_words]
     no_class = torch.full((coding_batch,), prior64.no_class, dtype=torch.long)
     pieces = []
     for _, rows in _chunks(items, coding_batch):
         def choose(t: int, logits: torch.Tensor) -> torch.Tensor:
             column = torch.zeros(coding_batch, dtype=torch.long)
-            column[:rows] = torch.from_numpy(decoder.decode(family, _probabilities(logits, rows)).astype(np.int64))
+            decoded = decoders[segments[t]].decode(family, probabilities(logits[:rows]))
+            column[:rows] = torch.from_numpy(decoded.astype(np.int64))
             return column
 
         with single_thread():
-            pieces.append(run_steps(prior64, no_class, choose)[:rows])
-    return torch.cat(pieces) if pieces else torch.zeros(0, prior64.layout.length, dtype=torch.long)
-
-
-# ---------------------------------------------------------------------------------------- the file
-
-
-def pack(header: dict, words: np.ndarray) -> bytes:
-    """The ``.hqz`` bytes of ``header`` (JSON-ready) and ``words`` (uint32)."""
-    words = np.asarray(words, dtype="<u4")
-    header = {"format": FORMAT, **header, "words": int(words.size)}
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    body = _PREAMBLE.pack(MAGIC, VERSION, len(text)) + text + words.tobytes()
-    return body + hashlib.sha256(body).digest()
-
-
-def unpack(data: bytes, name: str = "the file") -> tuple[dict, np.ndarray]:
-    """(header, words) of ``.hqz`` bytes; an HqzError naming the problem and the fix otherwise."""
-    remake = "compress the images or codes again with `hqvae compress --prior <prior> ... --out <file>.hqz`"
-    if len(data) < _PREAMBLE.size or data[:4] != MAGIC:
-        if len(data) < _PREAMBLE.size and MAGIC.startswith(data[:4]):
-            raise HqzError(f"{name} is truncated ({len(data)} bytes, shorter than the file preamble); {remake}")
-        raise HqzError(f"{name} is not an hqvae compressed file (it does not start with the .hqz magic bytes); "
-                       f"pass a file written by `hqvae compress`")
-    _, version, header_len = _PREAMBLE.unpack_from(data)
-    if version != VERSION:
-        raise HqzError(f"{name} has format version {version}, but this hqvae {hqvae.__version__} reads version "
-                       f"{VERSION} only; decompress it with the hqvae version that wrote it, or {remake}")
-    end = _PREAMBLE.size + header_len
-    if len(data) < end + CHECKSUM_BYTES:
-        raise HqzError(f"{name} is truncated ({len(data)} bytes, its header alone needs {end + CHECKSUM_BYTES}); "
-                       f"copy the whole file again, or {remake}")
-    try:
-        header = json.loads(data[_PREAMBLE.size:end])
-        expected = end + 4 * int(header["words"]) + CHECKSUM_BYTES
-    except (ValueError, KeyError, TypeError) as error:
-        raise HqzError(f"{name} is damaged: its header is not readable ({error}); {remake}") from None
-    if len(data) < expected:
-        raise HqzError(f"{name} is truncated: {len(data)} bytes, expected {expected}; copy the whole file again, "
-                       f"or {remake}")
-    if len(data) > expected:
-        raise HqzError(f"{name} has {len(data) - expected} bytes after its end ({expected} expected); it is damaged "
-                       f"or two files were joined; {remake}")
-    if hashlib.sha256(data[:-CHECKSUM_BYTES]).digest() != data[-CHECKSUM_BYTES:]:
-        raise HqzError(f"{name} is corrupted: its sha256 checksum does not match its contents; copy the file "
-                       f"again, or {remake}")
-    if header.get("format") != FORMAT:
-        raise HqzError(f"{name}: header format {header.get('format')!r} is not {FORMAT!r}; {remake}")
-    return header, np.frombuffer(data[end:expected - CHECKSUM_BYTES], dtype="<u4").astype(np.uint32)
-
-
-def read_hqz(path: str | Path) -> tuple[dict, np.ndarray]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; make one with `hqvae compress --prior <prior> ... --out {path.name}`")
-    return unpack(path.read_bytes(), str(path))
-
-
-def check_header(header: dict, layout: CodeLayout, prior_fingerprint: str, model_fingerprint: str, name: str) -> None:
-    """An HqzError naming the fix when ``header`` was written with another prior or tokenizer."""
-    if header.get("prior_fingerprint") != prior_fingerprint:
-        raise HqzError(f"{name} was compressed with the prior {header.get('prior_path')} "
-                       f"({header.get('prior_checkpoint')} checkpoint, weights {header.get('prior_fingerprint')}), not "
-                       f"with this prior (weights {prior_fingerprint}); pass that prior with --prior")
-    if header.get("model_fingerprint") != model_fingerprint:
-        raise HqzError(f"{name} holds codes of the tokenizer weights {header.get('model_fingerprint')} (run "
-                       f"{header.get('tokenizer_run')}), but the prior models those of {model_fingerprint}; pass the "
-                       f"prior trained on that run with --prior")
-    shapes = [list(shape) for shape in layout.code_shapes]
-    if header.get("code_shapes") != shapes or header.get("codebook_sizes") != list(layout.codebook_sizes):
-        raise HqzError(f"{name} holds codes of layout {header.get('code_shapes')} / {header.get('codebook_sizes')}, "
-                       f"the prior's is {shapes} / {list(layout.codebook_sizes)}; pass the prior it was made with")
+            pieces.append(run_steps(prior64, no_class, choose, steps)[:rows])
+    tokens = torch.cat(pieces) if pieces else torch.zeros(0, prior64.layout.length, dtype=torch.long)
+    return tokens[:, :steps]  # a prefix in generation order is a prefix of the layer-major sequence

@@ -17,16 +17,18 @@ from hqvae.priors.base import PriorBase
 
 
 @torch.no_grad()
-def run_steps(prior: PriorBase, labels: Tensor, choose: Callable[[int, Tensor], Tensor]) -> Tensor:
+def run_steps(prior: PriorBase, labels: Tensor, choose: Callable[[int, Tensor], Tensor],
+              steps: int | None = None) -> Tensor:
     """labels (B,) -> tokens (B, T) long (layer-major): the t-th generated token, token
     ``prior.order[t]`` of the sequence, is ``choose(t, logits_t)`` with logits_t (B, K_l) the
-    prior's logits for it given the tokens chosen before."""
+    prior's logits for it given the tokens chosen before. Only the first ``steps`` (default T)
+    are run; the tokens not generated stay 0."""
     batch, length = labels.shape[0], prior.layout.length
     cache = prior.new_cache(batch)
     tokens = torch.zeros(batch, length, dtype=torch.long, device=labels.device)
     order = prior.order.tolist()
     previous = None
-    for t in range(length):
+    for t in range(length if steps is None else steps):
         logits = prior.step(previous, labels, cache)
         previous = choose(t, logits).to(device=labels.device, dtype=torch.long)
         tokens[:, order[t]] = previous
