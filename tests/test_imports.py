@@ -86,11 +86,7 @@ def test_the_package_has_no_import_circle():
     assert found == [], "import circles: " + "; ".join(" <-> ".join(c) for c in found)
 
 
-# the .hqz container's modules, which the codec work (hqvae/codec.py) rewrites; remove them here then
-UPWARD_UNTIL_THE_CODEC_MOVES = {"hqvae.cli.compress", "hqvae.priors.coding"}
-
-
 def test_no_module_imports_the_package_root():
     importers = {name for name, targets in import_graph().items() if "hqvae" in targets and name != "hqvae"}
-    upward = sorted(importers - UPWARD_UNTIL_THE_CODEC_MOVES)
+    upward = sorted(importers)
     assert upward == [], f"{upward} import hqvae itself (upward); import the module that defines the name"
