@@ -122,20 +122,21 @@ def load_codes(path: str | os.PathLike) -> tuple[list[torch.Tensor], torch.Tenso
 def check_codes(codes: list[torch.Tensor], metadata: dict, model: torch.nn.Module, path: str | os.PathLike) -> None:
     """Raise a ValueError saying what differs when ``codes`` cannot have come from ``model``:
     number of layers, grid of any layer (for the image size implied by layer 0), or an index
-    beyond a layer's codebook."""
+    beyond a layer's codebook.  A prefix of the model's layers (coarse to fine, as
+    ``hqvae decompress --upto`` writes) fits."""
     origin = (f"the codes were made by a {metadata.get('model_type', '?')!r} model with "
               f"{metadata.get('num_layers', '?')} layers, grids {metadata.get('code_shapes')} and codebook sizes "
               f"{metadata.get('codebook_sizes')} (run {metadata.get('run', {}).get('path', '?')})")
     fix = "decode them with the run that encoded them (--run), or re-encode with this run"
     sizes = model.codebook_sizes
-    if len(codes) != len(sizes):
+    if not 1 <= len(codes) <= len(sizes):
         raise ValueError(f"{path}: {len(codes)} code layers, but this {model.config.name!r} model has {len(sizes)}; "
                          f"{origin}; {fix}")
     grids = [tuple(code.shape[1:]) for code in codes]
-    if [len(grid) for grid in grids] != [len(shape) for shape in model.code_shapes()]:
+    if [len(grid) for grid in grids] != [len(shape) for shape in model.code_shapes()[:len(codes)]]:
         raise ValueError(f"{path}: code grids {grids} do not fit this {model.config.name!r} model, whose layers are "
                          f"{model.code_shapes()}; {origin}; {fix}")
-    expected = model.code_shapes_like(codes)
+    expected = model.code_shapes_like(codes)[:len(codes)]
     if grids != expected:
         raise ValueError(f"{path}: code grids {grids} do not fit this {model.config.name!r} model, which makes "
                          f"{expected} for inputs of that size; {origin}; {fix}")

@@ -284,8 +284,12 @@ def test_decompress_of_compress_gives_the_codes_of_encode_across_processes(train
                 assert len(decoded) == upto and all(torch.equal(a, b) for a, b in zip(encoded, decoded)), (name, upto)
             assert cli("decode", "--run", run, "--codes", tmp_path / f"codes-{name}.safetensors", "--upto", upto,
                        "--out", tmp_path / f"ref-{name}-{upto}") == 0
-            assert np.array_equal(np.array(Image.open(tmp_path / f"ref-{name}-{upto}" / "00003.png")),
-                                  np.array(Image.open(tmp_path / f"p-{name}" / "00003.png"))), (name, upto)
+            # the prefix's own codes file (decompress --upto writes the first upto layers) decodes too
+            assert cli("decode", "--run", run, "--codes", tmp_path / f"p-{name}" / "codes.safetensors",
+                       "--out", tmp_path / f"prefix-{name}-{upto}") == 0
+            for folder in (f"ref-{name}-{upto}", f"prefix-{name}-{upto}"):
+                assert np.array_equal(np.array(Image.open(tmp_path / folder / "00003.png")),
+                                      np.array(Image.open(tmp_path / f"p-{name}" / "00003.png"))), (name, upto, folder)
     message = error_of(capsys, "compress", "--prior", trained["rsqvae-depth"][1], "--progressive",
                        tmp_path / "codes-rsqvae-depth.safetensors", "--out", tmp_path / "x.hqz")
     assert "cannot be decoded on its own" in message and "--no-progressive" in message

@@ -9,7 +9,8 @@ colour, low frequencies at the bottom) and, when the codes come from a log-mel d
 by Griffin-Lim.  --upto m decodes from the first m layers only (coarse to fine; missing
 residual layers contribute zero, a missing injected layer is the codebook mean).  The codes must
 come from a model of the same structure: layer count, grids and codebook sizes are checked, and
-a warning is printed when they were made with other weights.  Without --checkpoint the one
+a warning is printed when they were made with other weights.  A file holding a prefix of the
+layers (``hqvae decompress --upto``) decodes from those layers.  Without --checkpoint the one
 recorded in the codes file is used.
 """
 from __future__ import annotations
@@ -46,11 +47,11 @@ def run(args: argparse.Namespace) -> int:
     opened = open_run(args.run_dir, checkpoint, args.device)
     model = opened.model
     check_codes(codes, metadata, model, args.codes)
-    layers = len(codes)
+    layers = len(codes)  # all of the model's layers, or a prefix (hqvae decompress --upto)
     upto = layers if args.upto is None else args.upto
     if not 1 <= upto <= layers:
-        raise ValueError(f"--upto must be between 1 and {layers} (this model has {layers} layers, coarse to fine), "
-                         f"got {args.upto}")
+        raise ValueError(f"--upto must be between 1 and {layers} (the file holds {layers} of this model's "
+                         f"{model.num_layers} layers, coarse to fine), got {args.upto}")
     if args.limit is not None:
         if args.limit < 1:
             raise ValueError(f"--limit must be positive, got {args.limit}")
@@ -65,5 +66,6 @@ def run(args: argparse.Namespace) -> int:
     log_mel = metadata.get("log_mel")
     write_items(x_hat, out, log_mel)
     what = "PNG and WAV files" if log_mel is not None else "PNG files"
-    print(f"decoded {len(x_hat)} items from the first {upto} of {layers} layers into {what} in {out} (+ grid.png)")
+    print(f"decoded {len(x_hat)} items from the first {upto} of {model.num_layers} layers into {what} in {out} "
+          f"(+ grid.png)")
     return 0
