@@ -89,8 +89,8 @@ class RelaxedGaussianSample(torch.autograd.Function):
 
     The logits are one product of augmented operands with the precision folded into the rows,
     ℓ = x_aug · codes_augᵀ with x_aug = p·[x, −1] (N, d+1) and codes_aug = [2E, ||E||²] (K, d+1),
-    so the backward's products with x_aug and codes_aug give ∂x, ∂E and ∂p without an (N, K)
-    pass for p.
+    so the forward has no (N, K) pass for p and the backward's products with codes_aug and x_aug
+    give ∂x and ∂E directly.
     """
 
     @staticmethod
