@@ -11,7 +11,9 @@ codes), from a checkout outside this repository that has been patched to run on 
 (``device="cuda"`` -> ``"cpu"``, ``.cuda()`` removed); it is imported from there, never copied.
 The target there is ``sqvae`` img/s ≥ 1.4 × the official code's.
 
-Each ``--threads`` value is a separate round. The JSON records the machine (CPU model), the load
+Our models run as the training loop runs them: channels-last layout and, on glibc, the allocator
+set to keep freed memory (``hqvae.train.performance``); ``--nchw`` and ``--no-allocator-tuning``
+measure without either. Each ``--threads`` value is a separate round. The JSON records the machine (CPU model), the load
 average before and after each round, the date, the commit and the command. With ``--parts``,
 each model's step is also split (each part forward + backward on its own): encoder, top-down
 layers (of which the quantizers), decoder and loss, optimiser.
@@ -210,13 +212,17 @@ def main() -> None:
     parser.add_argument("--official", type=Path, default=None,
                         help="a sony/sqvae checkout patched for the CPU (outside this repository)")
     parser.add_argument("--parts", action="store_true", help="also time the parts of each of our steps")
+    parser.add_argument("--nchw", action="store_true",
+                        help="our models in NCHW layout instead of the training loop's default channels-last")
+    parser.add_argument("--no-allocator-tuning", action="store_true",
+                        help="leave glibc's allocator at its defaults (the training loop tunes it on CPU)")
     parser.add_argument("--out", default="benchmarks/results/speed-cifar10.json")
     args = parser.parse_args()
-    allocator_tuned = keep_freed_memory()
+    allocator_tuned = False if args.no_allocator_tuning else keep_freed_memory()
     root = os.environ.get("HQVAE_DATA_ROOT", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     data = load_dataset("cifar10_folder", "test", root=str(Path(root) / "cifar10-jpeg-q75.tar.gz"))
     batches = [data.get_batch(torch.arange(i * BATCH, (i + 1) * BATCH))[0] for i in range(8)]
-    batches = [(x, channels_last_batch(x)) for x in batches]
+    batches = [(x, x if args.nchw else channels_last_batch(x)) for x in batches]
     pairs = [pair for pair in PAIRS if pair[0] in args.pairs]
 
     rounds, exact = {}, {}
@@ -226,7 +232,9 @@ def main() -> None:
         contenders = {}
         for pair in pairs:
             for name in pair:
-                model = channels_last(hqvae.create_model(name, 3, 32)).train()
+                model = hqvae.create_model(name, 3, 32).train()
+                if not args.nchw:
+                    channels_last(model)
                 contenders[name] = (model, make_optimizer(model), full_step, True)
         if args.official is not None:
             model, optimizer = official_model(args.official)
@@ -251,8 +259,8 @@ def main() -> None:
         "benchmark": "training step, batch 32, 3×32×32, SQ models against their VQ partners (and the official SQ-VAE code)",
         "data": data.description,
         "method": f"median of {args.steps} full steps (forward, backward, Adam) per model, the models' steps "
-                  "alternating in one process after 3 warm-up steps each; ours channels-last with the training "
-                  "loop's allocator setting, the official code as it runs (NCHW)",
+                  "alternating in one process after 3 warm-up steps each; the official code as it runs (NCHW)",
+        "layout": "NCHW" if args.nchw else "channels-last (the training loop's default)",
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "arch": platform.machine()},
         "allocator": "glibc keeps freed memory (hqvae.train.performance)" if allocator_tuned else "default",
         "official": None if args.official is None else "sony/sqvae vision/ (GaussianSQVAE gaussian_1, CIFAR-10 "
