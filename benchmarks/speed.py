@@ -257,7 +257,7 @@ def main() -> None:
 
     result = {
         "benchmark": "training step, batch 32, 3×32×32, SQ models against their VQ partners (and the official SQ-VAE code)",
-        "data": data.description,
+        "data": data.description.replace(root, "$HQVAE_DATA_ROOT"),  # no machine paths in the results
         "method": f"median of {args.steps} full steps (forward, backward, Adam) per model, the models' steps "
                   "alternating in one process after 3 warm-up steps each; the official code as it runs (NCHW)",
         "layout": "NCHW" if args.nchw else "channels-last (the training loop's default)",
