@@ -115,14 +115,14 @@ class RelaxedGaussianSample(torch.autograd.Function):
         sample.div_(sample.sum(-1, keepdim=True))  # w = softmax((log P + g) / τ)
         z_q = sample @ codebook  # (N, d)
 
-        ctx.save_for_backward(x, x_aug, codebook, codes_aug, precision, log_probs, probs, sample, neg_entropy)
+        ctx.save_for_backward(x_aug, codebook, codes_aug, precision, log_probs, probs, sample, neg_entropy)
         ctx.temperature = temperature
         ctx.mark_non_differentiable(indices)
         return z_q, neg_entropy, probs, indices.squeeze(-1)
 
     @staticmethod
     def backward(ctx, grad_z_q, grad_neg_entropy, grad_probs, _grad_indices):
-        x, x_aug, codebook, codes_aug, precision, log_probs, probs, sample, neg_entropy = ctx.saved_tensors
+        x_aug, codebook, codes_aug, precision, log_probs, probs, sample, neg_entropy = ctx.saved_tensors
         grad_logits = torch.zeros_like(log_probs) if grad_z_q is None else None
         grad_codebook = None
         if grad_z_q is not None:
