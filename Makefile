@@ -34,7 +34,7 @@ test: setup data
 # that a result that holds on one CPU only cannot pass unseen (docs/golden-tolerances.md).
 test-kernels: setup data
 	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -m "not slow" \
-		tests/test_golden.py tests/test_models.py tests/test_pqvae.py tests/test_quantizers.py
+		tests/test_golden.py tests/test_models.py tests/test_pqvae.py tests/test_quantizers.py tests/test_relaxed.py
 
 test-all: setup data
 	$(BIN)/python -m pytest -q

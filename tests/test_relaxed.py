@@ -72,7 +72,7 @@ def _loss_and_grads(model, x, fused: bool, seed: int):
 def test_fused_step_on_real_cifar10_batches_is_exact_to_rounding(name, sharpen, cifar10_jpeg_subset, monkeypatch):
     """Against the same model in float64 (the same Gumbel noise), the fused float32 step's loss and
     parameter gradients are as close as the plain autograd path's in float32 (the median tensor
-    within a factor 2, the worst within 5):
+    within a factor 2, 5 when sharpened; the worst within 5):
     its error is float32 rounding. Relative errors are per tensor, to the tensor's largest entry;
     gradients that are rounding noise in float64 too (conv biases before BatchNorm) are left out.
     ``sharpen`` divides the layers' s²: at 30 the floor zeroes most posterior entries."""
@@ -100,7 +100,9 @@ def test_fused_step_on_real_cifar10_batches_is_exact_to_rounding(name, sharpen, 
 
     if sharpen > 1:
         assert min(floored) > 0.5  # most posterior entries below the floor
-    assert abs(fused_loss - exact_loss) <= 2 * abs(plain_loss - exact_loss) + 1e-7 * abs(exact_loss)
+    # the loss sums ~10⁵ float32 terms: allow a few ulps (eps 1.2e-7) whatever the plain path's luck (under
+    # ATEN_CPU_CAPABILITY=default the plain path landed 1.4e-8 from float64 and the fused one 1.7e-7)
+    assert abs(fused_loss - exact_loss) <= 2 * abs(plain_loss - exact_loss) + 1e-6 * abs(exact_loss)
     top = max(g.abs().max() for g in exact.values())
     kept = [key for key, g in exact.items() if g.abs().max() > 1e-4 * top]
     assert len(kept) > len(exact) // 3
@@ -111,4 +113,6 @@ def test_fused_step_on_real_cifar10_batches_is_exact_to_rounding(name, sharpen, 
     fused_errors, plain_errors = errors(fused), errors(plain)
     assert fused_errors[-1] <= 5 * plain_errors[-1] + 1e-5  # the worst tensor (one noisy number)
     middle = len(kept) // 2
-    assert fused_errors[middle] <= 2 * plain_errors[middle] + 1e-6  # the median tensor
+    # the median tensor; at sharpen 30 (s² ~ 1e-7) both float32 paths are 4-11% off float64 and the
+    # factor between them depends on the CPU's kernels (rsqvae: 3.1x under ATEN_CPU_CAPABILITY=default)
+    assert fused_errors[middle] <= (2 if sharpen == 1 else 5) * plain_errors[middle] + 1e-6
