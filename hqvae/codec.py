@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from hqvae.codes_file import SUFFIXES, load_codes
@@ -74,24 +73,24 @@ class Decompressed:
 def read_images(paths: Sequence[str | os.PathLike], channels: int, size: Sequence[int]) -> torch.Tensor:
     """Image files -> x (N, C, H, W) float in [0, 1] (8-bit values / 255, as the data loaders give),
     converted to ``channels`` (grey or RGB); every file must be ``size`` (H, W) pixels."""
-    from PIL import Image, UnidentifiedImageError
+    from hqvae.data.errors import CorruptFileError
+    from hqvae.data.image_folder import decode_image
 
-    mode = {1: "L", 3: "RGB"}.get(channels)
-    if mode is None:
+    if channels not in (1, 3):
         raise ValueError(f"the tokenizer takes {channels}-channel inputs; compress its codes file (hqvae encode) instead")
     images = []
     for path in map(Path, paths):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such image file")
         try:
-            with Image.open(path) as picture:
-                array = np.array(picture.convert(mode), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as error:
-            raise ValueError(f"{path} is not a readable image ({error}); pass image files or one codes file") from None
+            array = decode_image(path.read_bytes(), str(path), channels)
+        except CorruptFileError as error:
+            raise ValueError(f"{path} is not a readable image ({type(error.__cause__).__name__}); pass image files "
+                             "or one codes file") from None
         if list(array.shape[:2]) != list(size):
             raise ValueError(f"{path} is {array.shape[0]}×{array.shape[1]} pixels but the tokenizer was trained on "
                              f"{size[0]}×{size[1]}; resize it to that size first")
-        images.append(torch.from_numpy(array.reshape(*array.shape[:2], -1)).permute(2, 0, 1))
+        images.append(torch.from_numpy(array.copy()).permute(2, 0, 1))
     return torch.stack(images).float() / 255
 
 
