@@ -510,3 +510,18 @@ def test_two_processes_with_torchrun_log_once(image_folder, tmp_path):
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
     val = list(RunDir(out).read_metrics("val"))[-1]
     assert val["items"] == 8  # the whole val split, shared between the two ranks
+
+
+def test_default_temperature_decay_follows_the_budget():
+    from hqvae.train.schedules import LONG_BUDGET, SHORT_BUDGET, default_temperature_decay
+
+    def final_tau(steps):
+        return math.exp(-default_temperature_decay(steps) * steps)
+    # short runs reach the official 100-epoch run's final τ (exp(−1.563)); long ones decay at 1e-5 per step
+    assert math.isclose(final_tau(500), math.exp(-1e-5 * 156_300)) and math.isclose(final_tau(SHORT_BUDGET), final_tau(500))
+    assert default_temperature_decay(LONG_BUDGET) == default_temperature_decay(40_000) == 1e-5
+    # continuous at both ends, and the final τ rises with the budget in between
+    for edge in (SHORT_BUDGET, LONG_BUDGET):
+        assert math.isclose(default_temperature_decay(edge - 1), default_temperature_decay(edge), rel_tol=1e-3)
+    finals = [final_tau(steps) for steps in (2000, 3000, 5000, 8000, 12000, 15000)]
+    assert finals == sorted(finals) and finals[0] < 0.25 and finals[-1] > 0.85
