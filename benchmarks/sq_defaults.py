@@ -2,7 +2,7 @@
 
 Each *setting* is a list of ``section.key=value`` training-config overrides on top of the claims
 benchmark's protocol (``benchmarks/claims.py``: the library's training loop, batch 32, Adam 1e-3,
-the compressed Gumbel schedule, the same budget). Every (setting, model, seed) run is trained once
+the default Gumbel decay for the budget, the same budget). Every (setting, model, seed) run is trained once
 (its folder is reused afterwards) and evaluated on the **validation** split — never the test
 split, which is kept for the claims benchmark. Besides the validation metrics (RMSE, PSNR, per-layer
 perplexity and mutual information) the record keeps what the training log says about the
@@ -71,7 +71,7 @@ SETTINGS = {
     "data-bounded-rate0.1": BOUNDED + ["model.overrides.rate_weight=0.1"],
     "data-bounded-rate0.32": BOUNDED + ["model.overrides.rate_weight=0.32"],
     # long budgets (issue 18): the registry's start and rate weight, three Gumbel schedules
-    "registry": START,  # τ compressed to the budget (ends at 0.21)
+    "registry": START,  # the default τ decay for the budget (compressed to 0.21 up to 2,000 steps; 1e-5 from 15,000)
     "registry-tau-official": START + ["temperature.decay=1e-5"],  # uncompressed: 0.86 at 15,000 steps
     "registry-tau-floor": START + ["temperature.decay=1e-3", "temperature.min=0.5"],  # at every budget: 0.5 from step 693
 }
