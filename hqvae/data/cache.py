@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import warnings
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -25,30 +25,27 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
-def cache_path(kind: str, key: dict) -> Path:
-    """Where the decoded data for ``key`` (a JSON-serialisable dict) of loader ``kind`` live."""
+def cached(kind: str, key: dict, use_cache: bool, decode: Callable[[], dict]) -> dict:
+    """``decode()``'s result for ``key`` (a JSON-serialisable dict) of loader ``kind``, read from its cache
+    file when ``use_cache`` and that file is readable (an unreadable one is deleted), else decoded and
+    written there atomically (``hqvae.io``): the tensors as tensors, the rest as JSON metadata."""
+    if not use_cache:
+        return decode()
     text = json.dumps({"format": FORMAT_VERSION, **key}, sort_keys=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:20]
-    return cache_dir() / "decoded" / f"{kind}-{digest}.safetensors"
-
-
-def load_cached(path: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
-    """``(tensors, meta)`` stored at ``path``, or None when absent or unreadable (then it is deleted)."""
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(path, framework="pt") as f:
-            meta = json.loads(f.metadata()["meta"])
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as error:
-        warnings.warn(f"ignoring unreadable cache file {path} ({error}); it will be rebuilt", stacklevel=3)
-        path.unlink(missing_ok=True)
-        return None
-    log.info("loaded decoded data from %s", path)
-    return tensors, meta
-
-
-def save_cached(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write ``tensors`` and the JSON-serialisable ``meta`` to ``path`` atomically (``hqvae.io``)."""
-    tensors = {name: tensor.contiguous() for name, tensor in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"meta": json.dumps(meta)}))
+    path = cache_dir() / "decoded" / f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:20]}.safetensors"
+    if path.is_file():
+        try:
+            with safe_open(path, framework="pt") as f:
+                stored = {name: f.get_tensor(name) for name in f.keys()}
+                stored.update(json.loads(f.metadata()["meta"]))
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError) as error:
+            warnings.warn(f"ignoring unreadable cache file {path} ({error}); it will be rebuilt", stacklevel=3)
+            path.unlink(missing_ok=True)
+        else:
+            log.info("loaded decoded data from %s", path)
+            return stored
+    decoded = decode()
+    tensors = {name: value.contiguous() for name, value in decoded.items() if isinstance(value, torch.Tensor)}
+    meta = json.dumps({name: value for name, value in decoded.items() if name not in tensors})
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"meta": meta}))
+    return decoded

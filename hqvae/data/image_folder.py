@@ -23,8 +23,6 @@ requested split needs.  With ``cache=True`` (default) the decoded uint8 tensor i
 
 import io
 import math
-import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,10 +31,10 @@ import torch
 from PIL import Image
 
 from hqvae.data.archive import is_archive, iter_members
-from hqvae.data.cache import cache_path, load_cached, save_cached
+from hqvae.data.cache import cached
 from hqvae.data.dataset import ImageDataset
 from hqvae.data.errors import CorruptFileError, DataError
-from hqvae.data.layout import FolderPlan, is_visible, plan_folder, select_split
+from hqvae.data.layout import FolderPlan, decode_files, folder_dataset, is_visible, list_files, plan_folder
 from hqvae.data.splits import SPLITS, check_split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -86,56 +84,24 @@ def _is_image(path: str) -> bool:
     return path.lower().endswith(IMAGE_SUFFIXES) and is_visible(path)
 
 
-def _folder_files(root: Path) -> list[str]:
-    """Relative posix paths of the visible image files under ``root``."""
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [name for name in dirs if not name.startswith(".")]
-        relative = Path(folder).relative_to(root)
-        found += [(relative / name).as_posix() for name in files if _is_image(name)]
-    return found
-
-
-def _decode_all(plan: FolderPlan, groups: set[str], read: Callable[[str], bytes], source: Path, channels: int,
-                size: tuple[int, int] | None, center_crop: bool, skip_corrupt: bool) -> dict:
-    """Decode the files of ``groups``: images uint8 (N, C, H, W), labels, and per-item group and path."""
-    chosen = [i for i, group in enumerate(plan.groups) if group in groups]
-    images, kept, skipped = None, [], []
-    for i in chosen:
-        path = plan.paths[i]
-        try:
-            array = decode_image(read(path), f"{source}/{path}", channels, size, center_crop)
-        except CorruptFileError:
-            if not skip_corrupt:
-                raise
-            skipped.append(path)
-            continue
-        if images is None:
-            images = np.empty((len(chosen), *array.shape), dtype=np.uint8)
-        elif array.shape != images.shape[1:]:
-            first = plan.paths[kept[0]]
-            raise DataError(f"{source}/{path}: image of size {array.shape[1]}x{array.shape[0]} but "
-                            f"{first} is {images.shape[2]}x{images.shape[1]}; pass size= to resize every image")
-        images[len(kept)] = array
-        kept.append(i)
-    if not kept:
-        raise DataError(f"{source}: none of the {len(chosen)} image files could be decoded")
-    return {"images": torch.from_numpy(images[:len(kept)]).permute(0, 3, 1, 2).contiguous(),
-            "labels": torch.tensor([plan.labels[i] for i in kept], dtype=torch.int64),
-            "groups": [plan.groups[i] for i in kept],
-            "paths": [plan.paths[i] for i in kept],
-            "classes": list(plan.classes),
-            "skipped": skipped}
+def _decode(plan: FolderPlan, split: str, read: Callable[[str], bytes], channels: int,
+            size: tuple[int, int] | None, center_crop: bool, skip_corrupt: bool) -> dict:
+    """:func:`decode_files` with the items as ``images`` uint8 (N, C, H, W)."""
+    data = decode_files(plan, split, lambda path: decode_image(read(path), f"{plan.source}/{path}", channels, size,
+                                                               center_crop),
+                        skip_corrupt, "image", "size= to resize every image")
+    data["images"] = torch.from_numpy(data.pop("items")).permute(0, 3, 1, 2).contiguous()
+    return data
 
 
 def _decode_folder(root: Path, split: str, options: dict, use_cache: bool) -> dict:
-    plan = plan_folder(_folder_files(root), str(root))
+    plan = plan_folder(list_files(root, IMAGE_SUFFIXES), str(root))
     groups = plan.needed_groups(split)
     stats = [(path, (root / path).stat()) for path, group in zip(plan.paths, plan.groups) if group in groups]
     listing = [(path, stat.st_size, stat.st_mtime_ns) for path, stat in stats]
     key = {"source": str(root.resolve()), "listing": listing, **options}
-    return _cached(key, use_cache, lambda: _decode_all(plan, groups, lambda path: (root / path).read_bytes(),
-                                                       root, **options))
+    return cached("image_folder", key, use_cache,
+                  lambda: _decode(plan, split, lambda path: (root / path).read_bytes(), **options))
 
 
 def _decode_archive(archive: Path, split: str, options: dict, use_cache: bool) -> dict:
@@ -153,25 +119,9 @@ def _decode_archive(archive: Path, split: str, options: dict, use_cache: bool) -
 
     def decode() -> dict:
         contents = {path: data for path, data in iter_members(archive, wanted) if _is_image(path)}
-        plan = plan_folder(list(contents), str(archive))
-        return _decode_all(plan, plan.needed_groups(split), contents.__getitem__, archive, **options)
+        return _decode(plan_folder(list(contents), str(archive)), split, contents.__getitem__, **options)
 
-    return _cached(key, use_cache, decode)
-
-
-def _cached(key: dict, use_cache: bool, decode: Callable[[], dict]) -> dict:
-    """``decode()``'s result, read from / written to the cache when ``use_cache``."""
-    if not use_cache:
-        return decode()
-    path = cache_path("image_folder", key)
-    stored = load_cached(path)
-    if stored is not None:
-        tensors, meta = stored
-        return {**tensors, **meta}
-    decoded = decode()
-    save_cached(path, {"images": decoded["images"], "labels": decoded["labels"]},
-                {name: value for name, value in decoded.items() if name not in ("images", "labels")})
-    return decoded
+    return cached("image_folder", key, use_cache, decode)
 
 
 def load_image_folder(root, split: str = "train", *, size=None, center_crop: bool = True, channels: int = 3,
@@ -196,13 +146,5 @@ def load_image_folder(root, split: str = "train", *, size=None, center_crop: boo
     else:
         raise DataError(f"{root}: not an existing folder or .tar/.tar.gz/.tgz archive; pass root= pointing at "
                         f"the image folder")
-    if data["skipped"]:
-        warnings.warn(f"{root}: skipped {len(data['skipped'])} unreadable image files, e.g. {data['skipped'][0]}",
-                      stacklevel=2)
-    indices, rule = select_split(split, data["labels"], data["groups"], val_fraction, test_fraction)
-    skipped = f", {len(data['skipped'])} unreadable files skipped" if data["skipped"] else ""
-    description = f"{title or 'Image folder'}, {split} split ({rule}), {len(indices)} images, from {root}{skipped}"
-    paths = data["paths"]
-    return ImageDataset(data["images"][indices].contiguous(), data["labels"][indices], name=name, split=split,
-                        description=description, classes=data["classes"],
-                        meta={"files": [paths[i] for i in indices.tolist()], "skipped": data["skipped"]})
+    return folder_dataset(data, split, val_fraction, test_fraction, root=root, name=name,
+                          title=title or "Image folder", what="image", items="images")
