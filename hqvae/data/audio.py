@@ -82,15 +82,6 @@ def write_wav(path: str | os.PathLike, samples: torch.Tensor, sample_rate: int) 
         f.writeframes(pcm.astype("<i2").tobytes())
 
 
-def hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
-    """HTK mel scale."""
-    return 2595.0 * torch.log10(1.0 + hz / 700.0)
-
-
-def mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
-    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
-
-
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
                    f_max: float | None = None) -> torch.Tensor:
     """Triangular HTK-mel filters of peak 1, float32 (n_fft // 2 + 1, n_mels)."""
@@ -98,8 +89,8 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0
     if not 0 <= f_min < f_max <= sample_rate / 2:
         raise ValueError(f"need 0 <= f_min < f_max <= sample_rate / 2, got f_min={f_min}, f_max={f_max}")
     bins = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    edges = mel_to_hz(torch.linspace(hz_to_mel(torch.tensor(f_min)).item(), hz_to_mel(torch.tensor(f_max)).item(),
-                                     n_mels + 2, dtype=torch.float64))
+    mel_min, mel_max = (2595.0 * torch.log10(1.0 + torch.tensor([f_min, f_max]) / 700.0)).tolist()  # HTK mel scale
+    edges = 700.0 * (10.0 ** (torch.linspace(mel_min, mel_max, n_mels + 2, dtype=torch.float64) / 2595.0) - 1.0)
     lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
     rising = (bins[:, None] - lower) / (centre - lower)
     falling = (upper - bins[:, None]) / (upper - centre)
@@ -156,9 +147,8 @@ class LogMel(nn.Module):
 
     def config(self) -> dict:
         """The parameters, e.g. to record with a data set or a checkpoint."""
-        return {"sample_rate": self.sample_rate, "n_fft": self.n_fft, "hop_length": self.hop_length,
-                "n_mels": self.n_mels, "f_min": self.f_min, "f_max": self.f_max, "db_min": self.db_min,
-                "db_max": self.db_max, "frames": self.frames}
+        names = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "db_min", "db_max", "frames")
+        return {name: getattr(self, name) for name in names}
 
     @property
     def num_samples(self) -> int | None:

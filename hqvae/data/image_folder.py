@@ -17,27 +17,42 @@ Decoding:
   ``skip_corrupt=True`` it is left out instead, and one warning gives the count.
 
 Archives are read in one streaming pass that keeps only the compressed bytes of the files the
-requested split needs.  With ``cache=True`` (default) the decoded uint8 tensor is stored in
-``$HQVAE_DATA/decoded/`` (see :mod:`hqvae.data.cache`), so later loads skip decoding.
+requested split needs.  With ``cache=True`` (default) the decoded uint8 tensor is stored as a
+``.safetensors`` file in ``$HQVAE_DATA/decoded/``, so later loads skip decoding (seconds for
+tens of thousands of JPEG files; reading back takes a fraction of one).  The file's name is a
+hash of everything that determines its contents (the source's path, size and modification
+times, the decoding options and a format version), so a changed source or option never
+returns stale data: it just makes a new file.  Delete the folder to reclaim the space.
 """
 
+import hashlib
 import io
+import json
+import logging
 import math
+import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from hqvae.data.archive import is_archive, iter_members
-from hqvae.data.cache import cached
 from hqvae.data.dataset import ImageDataset
 from hqvae.data.errors import CorruptFileError, DataError
 from hqvae.data.layout import FolderPlan, decode_files, folder_dataset, is_visible, list_files, plan_folder
+from hqvae.data.paths import cache_dir
 from hqvae.data.splits import SPLITS, check_split
+from hqvae.io import atomic_write
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+CACHE_FORMAT = 1
 
 
 def decode_image(data: bytes, source: str, channels: int = 3, size: tuple[int, int] | None = None,
@@ -94,34 +109,39 @@ def _decode(plan: FolderPlan, split: str, read: Callable[[str], bytes], channels
     return data
 
 
-def _decode_folder(root: Path, split: str, options: dict, use_cache: bool) -> dict:
-    plan = plan_folder(list_files(root, IMAGE_SUFFIXES), str(root))
-    groups = plan.needed_groups(split)
-    stats = [(path, (root / path).stat()) for path, group in zip(plan.paths, plan.groups) if group in groups]
-    listing = [(path, stat.st_size, stat.st_mtime_ns) for path, stat in stats]
-    key = {"source": str(root.resolve()), "listing": listing, **options}
-    return cached("image_folder", key, use_cache,
-                  lambda: _decode(plan, split, lambda path: (root / path).read_bytes(), **options))
+def _cached(key: dict, use_cache: bool, decode: Callable[[], dict]) -> dict:
+    """``decode()``'s result for ``key`` (a JSON-serialisable dict), read from its cache file (module
+    docstring) when ``use_cache`` and that file is readable (an unreadable one is deleted), else
+    decoded and written there atomically (``hqvae.io``): tensors as such, the rest as JSON metadata."""
+    if not use_cache:
+        return decode()
+    text = json.dumps({"format": CACHE_FORMAT, **key}, sort_keys=True)
+    path = cache_dir() / "decoded" / f"image_folder-{hashlib.sha256(text.encode()).hexdigest()[:20]}.safetensors"
+    if path.is_file():
+        try:
+            with safe_open(path, framework="pt") as f:
+                stored = {name: f.get_tensor(name) for name in f.keys()}
+                stored.update(json.loads(f.metadata()["meta"]))
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError) as error:
+            warnings.warn(f"ignoring unreadable cache file {path} ({error}); it will be rebuilt", stacklevel=3)
+            path.unlink(missing_ok=True)
+        else:
+            log.info("loaded decoded data from %s", path)
+            return stored
+    decoded = decode()
+    tensors = {name: value.contiguous() for name, value in decoded.items() if isinstance(value, torch.Tensor)}
+    meta = json.dumps({name: value for name, value in decoded.items() if name not in tensors})
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"meta": meta}))
+    return decoded
 
 
-def _decode_archive(archive: Path, split: str, options: dict, use_cache: bool) -> dict:
-    stat = archive.stat()
-    request = "test" if split == "test" else "train+val"
-    key = {"source": str(archive.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-           "request": request, **options}
-
+def _decode_archive(archive: Path, split: str, **options) -> dict:
+    """:func:`_decode` of an archive, keeping the bytes of the images of the requested split folders
+    (or of every folder when unsplit); the other images are listed so that the layout is seen whole."""
     tops = {"test"} if split == "test" else {"train", "val"}
-
-    def wanted(path: str) -> bool:
-        """Keep the bytes of images in the requested split folders, or in any folder when unsplit."""
-        top = path.split("/", 1)[0]
-        return _is_image(path) and (top in tops or top not in SPLITS)
-
-    def decode() -> dict:
-        contents = {path: data for path, data in iter_members(archive, wanted) if _is_image(path)}
-        return _decode(plan_folder(list(contents), str(archive)), split, contents.__getitem__, **options)
-
-    return cached("image_folder", key, use_cache, decode)
+    contents = {path: data for path, data in iter_members(archive, lambda path: _is_image(path) and (
+                path.split("/", 1)[0] in tops or path.split("/", 1)[0] not in SPLITS)) if _is_image(path)}
+    return _decode(plan_folder(list(contents), str(archive)), split, contents.__getitem__, **options)
 
 
 def load_image_folder(root, split: str = "train", *, size=None, center_crop: bool = True, channels: int = 3,
@@ -139,12 +159,20 @@ def load_image_folder(root, split: str = "train", *, size=None, center_crop: boo
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     root = Path(root)
     options = {"channels": channels, "size": _as_size(size), "center_crop": center_crop, "skip_corrupt": skip_corrupt}
-    if root.is_dir():
-        data = _decode_folder(root, split, options, cache)
-    elif root.is_file() and is_archive(root):
-        data = _decode_archive(root, split, options, cache)
+    if root.is_dir():  # the cache key: the listing of the files the split needs
+        plan = plan_folder(list_files(root, IMAGE_SUFFIXES), str(root))
+        groups = plan.needed_groups(split)
+        stats = [(path, (root / path).stat()) for path, group in zip(plan.paths, plan.groups) if group in groups]
+        key = {"listing": [(path, stat.st_size, stat.st_mtime_ns) for path, stat in stats]}
+        decode = partial(_decode, plan, split, lambda path: (root / path).read_bytes())
+    elif root.is_file() and is_archive(root):  # the cache key: the archive's size and time
+        stat = root.stat()
+        request = "test" if split == "test" else "train+val"
+        key = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "request": request}
+        decode = partial(_decode_archive, root, split)
     else:
         raise DataError(f"{root}: not an existing folder or .tar/.tar.gz/.tgz archive; pass root= pointing at "
                         f"the image folder")
+    data = _cached({"source": str(root.resolve()), **key, **options}, cache, lambda: decode(**options))
     return folder_dataset(data, split, val_fraction, test_fraction, root=root, name=name,
                           title=title or "Image folder", what="image", items="images")
