@@ -59,13 +59,9 @@ class FolderPlan:
     labels: tuple[int, ...]  # per path, -1 when unlabelled
     classes: tuple[str, ...]
 
-    @property
-    def presplit(self) -> bool:
-        return WHOLE not in self.groups
-
     def needed_groups(self, split: str) -> set[str]:
         """The groups whose files must be read to build ``split`` (checked by the caller)."""
-        if not self.presplit:
+        if WHOLE in self.groups:
             return {WHOLE}
         needed = "test" if split == "test" else "train"
         if needed not in self.groups:
@@ -99,10 +95,8 @@ def plan_folder(paths, source: str) -> FolderPlan:
                         f"put every file in a class folder, or none")
     classes = sorted({name for _, _, name in labelled})
     index = {name: i for i, name in enumerate(classes)}
-    return FolderPlan(source=source, paths=tuple(path for path, _, _ in entries),
-                      groups=tuple(group for _, group, _ in entries),
-                      labels=tuple(index[name] if name is not None else -1 for _, _, name in entries),
-                      classes=tuple(classes))
+    paths, groups, names = zip(*entries)
+    return FolderPlan(source, paths, groups, tuple(index.get(name, -1) for name in names), tuple(classes))
 
 
 def decode_files(plan: FolderPlan, split: str, decode: Callable[[str], np.ndarray], skip_corrupt: bool, what: str,
