@@ -30,7 +30,6 @@ from hqvae.data.dataset import ImageDataset
 from hqvae.data.errors import CorruptFileError, DataError
 from hqvae.data.layout import WHOLE, FolderPlan, decode_files, folder_dataset, list_files, plan_folder, skipped_note
 from hqvae.data.paths import data_root
-from hqvae.data.splits import check_split
 
 FSDD_NAME = re.compile(r"(?P<digit>\d)_(?P<speaker>[A-Za-z]+)_(?P<take>\d+)\.wav")
 FSDD_TEST_TAKES = range(0, 5)
@@ -69,7 +68,6 @@ def load_audio_folder(root, split: str = "train", *, val_fraction: float = 0.1, 
 
     ``log_mel_options`` are :class:`LogMel`'s parameters (``sample_rate``, ``n_fft``, ...).
     """
-    check_split(split)
     root = Path(root)
     log_mel = LogMel(**log_mel_options)
     data = _spectrograms(plan_folder(_wav_files(root), str(root)), split, log_mel, skip_corrupt)
@@ -91,7 +89,6 @@ def _fsdd_folder(root) -> Path:
 
 def load_fsdd(split: str = "train", root=None, *, skip_corrupt: bool = False, **log_mel_options) -> ImageDataset:
     """The Free Spoken Digit Dataset as float32 spectrograms (N, 1, 80, 128) by default; see the module docstring."""
-    check_split(split)
     folder = _fsdd_folder(root)
     paths = []
     for path in _wav_files(folder):

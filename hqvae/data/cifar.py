@@ -35,7 +35,7 @@ from hqvae.data.download import download as fetch
 from hqvae.data.download import verify_checksum
 from hqvae.data.errors import CorruptFileError, DataError
 from hqvae.data.paths import cache_dir, data_root
-from hqvae.data.splits import check_split, split_by_tail
+from hqvae.data.splits import split_by_tail
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -161,7 +161,6 @@ def locate(root=None, download: bool = True) -> Path:
 
 def load_cifar10(split: str, root=None, *, download: bool = True) -> ImageDataset:
     """CIFAR-10 from the python batches as uint8 (N, 3, 32, 32); see the module docstring."""
-    check_split(split)
     folder = locate(root, download)
     classes = read_label_names(folder / META_FILE)
     files = (TEST_FILE,) if split == "test" else TRAIN_FILES

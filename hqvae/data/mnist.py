@@ -29,7 +29,7 @@ from hqvae.data.download import download as fetch
 from hqvae.data.errors import ChecksumError, CorruptFileError, DataError
 from hqvae.data.idx import parse_idx, read_bytes
 from hqvae.data.paths import cache_dir, data_root
-from hqvae.data.splits import check_split, split_by_tail
+from hqvae.data.splits import split_by_tail
 
 VAL_FRACTION = 1 / 12
 _RULES = {"train": "official training set less the last 1/12 of each class",
@@ -122,11 +122,10 @@ def locate(name: str, files: tuple[IdxFile, ...], root=None, download: bool = Tr
 
 def _download(source: IdxSource, file: IdxFile, folder: Path) -> Path:
     """Fetch ``file`` from the first mirror that answers, checking the published md5."""
-    dest = folder / f"{file.name}.gz"
     errors = []
     for mirror in source.mirrors:
         try:
-            return fetch(mirror + f"{file.name}.gz", dest, md5=file.gz_md5)
+            return fetch(mirror + f"{file.name}.gz", folder / f"{file.name}.gz", md5=file.gz_md5)
         except ChecksumError:
             raise
         except DataError as error:
@@ -147,7 +146,6 @@ def _read(path: Path, file: IdxFile, verify: bool) -> torch.Tensor:
 
 def load_mnist(name: str, split: str, root=None, *, download: bool = True, verify: bool = True) -> ImageDataset:
     """MNIST (``name="mnist"``) or Fashion-MNIST (``"fashion_mnist"``) as uint8 (N, 1, 28, 28); see module docstring."""
-    check_split(split)
     source = SOURCES[name]
     image_file, label_file = source.files["test" if split == "test" else "train"]
     image_path, label_path = locate(name, (image_file, label_file), root, download)
