@@ -58,12 +58,10 @@ def read_wav(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     if len(raw) != count * channels * width:
         raise CorruptFileError(f"{path}: the header promises {count} frames but the data stop after "
                                f"{len(raw) // max(channels * width, 1)}; the file is truncated")
+    if width == 3:  # 24-bit samples become the top three bytes of 32-bit ones
+        raw, width = np.pad(np.frombuffer(raw, np.uint8).reshape(-1, 3), ((0, 0), (1, 0))).tobytes(), 4
     if width == 1:
         samples = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
-    elif width == 3:
-        bytes3 = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
-        values = bytes3[:, 0] | (bytes3[:, 1] << 8) | (bytes3[:, 2] << 16)
-        samples = (values - ((values & 0x800000) << 1)).astype(np.float32) / 2**23
     else:
         samples = np.frombuffer(raw, f"<i{width}").astype(np.float32) / 2 ** (8 * width - 1)
     return torch.from_numpy(samples.reshape(-1, channels).T.copy()), rate

@@ -51,8 +51,7 @@ def _spectrograms(plan: FolderPlan, split: str, log_mel: LogMel, skip_corrupt: b
         return log_mel.fix_length(samples.mean(0)).numpy()
 
     data = decode_files(plan, split, read, skip_corrupt, "WAV", "frames= to cut or pad every clip to one length")
-    with torch.no_grad():
-        data["images"] = log_mel(torch.from_numpy(data.pop("items"))).unsqueeze(1).contiguous()
+    data["images"] = log_mel(torch.from_numpy(data.pop("items"))).unsqueeze(1).contiguous()  # nothing needs grad
     return data
 
 
