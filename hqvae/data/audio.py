@@ -69,9 +69,7 @@ def read_wav(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
 
 def write_wav(path: str | os.PathLike, samples: torch.Tensor, sample_rate: int) -> None:
     """Write float samples (S,) or (channels, S), full scale ±1 (clipped), as 16-bit PCM WAV."""
-    samples = torch.as_tensor(samples).detach().cpu().float()
-    if samples.ndim == 1:
-        samples = samples.unsqueeze(0)
+    samples = torch.atleast_2d(torch.as_tensor(samples).detach().cpu().float())
     pcm = (samples.clamp(-1, 1) * 32767).round().to(torch.int16).T.contiguous().numpy()
     with wave.open(os.fspath(path), "wb") as f:
         f.setnchannels(samples.shape[0])
@@ -80,10 +78,8 @@ def write_wav(path: str | os.PathLike, samples: torch.Tensor, sample_rate: int) 
         f.writeframes(pcm.astype("<i2").tobytes())
 
 
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
-                   f_max: float | None = None) -> torch.Tensor:
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> torch.Tensor:
     """Triangular HTK-mel filters of peak 1, float32 (n_fft // 2 + 1, n_mels)."""
-    f_max = sample_rate / 2 if f_max is None else f_max
     if not 0 <= f_min < f_max <= sample_rate / 2:
         raise ValueError(f"need 0 <= f_min < f_max <= sample_rate / 2, got f_min={f_min}, f_max={f_max}")
     bins = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)

@@ -139,8 +139,12 @@ def _decode_archive(archive: Path, split: str, **options) -> dict:
     """:func:`_decode` of an archive, keeping the bytes of the images of the requested split folders
     (or of every folder when unsplit); the other images are listed so that the layout is seen whole."""
     tops = {"test"} if split == "test" else {"train", "val"}
-    contents = {path: data for path, data in iter_members(archive, lambda path: _is_image(path) and (
-                path.split("/", 1)[0] in tops or path.split("/", 1)[0] not in SPLITS)) if _is_image(path)}
+
+    def wanted(path: str) -> bool:
+        top = path.split("/", 1)[0]
+        return _is_image(path) and (top in tops or top not in SPLITS)
+
+    contents = {path: data for path, data in iter_members(archive, wanted) if _is_image(path)}
     return _decode(plan_folder(list(contents), str(archive)), split, contents.__getitem__, **options)
 
 
