@@ -51,7 +51,7 @@ def _spectrograms(plan: FolderPlan, split: str, log_mel: LogMel, skip_corrupt: b
         return log_mel.fix_length(samples.mean(0)).numpy()
 
     data = decode_files(plan, split, read, skip_corrupt, "WAV", "frames= to cut or pad every clip to one length")
-    data["images"] = log_mel(torch.from_numpy(data.pop("items"))).unsqueeze(1).contiguous()  # nothing needs grad
+    data["images"] = log_mel(torch.from_numpy(data.pop("items"))).unsqueeze(1).contiguous()
     return data
 
 
@@ -102,14 +102,15 @@ def load_fsdd(split: str = "train", root=None, *, skip_corrupt: bool = False, **
         raise DataError(f"{folder}: no FSDD recordings of the {split} split; point root= at the recordings/ folder")
     log_mel = LogMel(**log_mel_options)
     classes = tuple(str(digit) for digit in range(10))
-    plan = FolderPlan(str(folder), tuple(paths), (WHOLE,) * len(paths), tuple(int(path[0]) for path in paths), classes)
+    digits = tuple(int(path[0]) for path in paths)
+    plan = FolderPlan(str(folder), tuple(paths), (WHOLE,) * len(paths), digits, classes)
     data = _spectrograms(plan, split, log_mel, skip_corrupt)
     note = skipped_note(folder, data["skipped"], "WAV")
     rule = {"test": "takes 0-4", "val": "takes 5-9", "train": "takes 10-49"}[split]
     description = (f"Free Spoken Digit Dataset as log-mel spectrograms {tuple(data['images'].shape[1:])}, {split} "
                    f"split ({rule}), {len(data['paths'])} clips, from {folder}{note}")
     matches = [FSDD_NAME.fullmatch(path) for path in data["paths"]]
+    meta = {"files": data["paths"], "speakers": [match["speaker"] for match in matches],
+            "takes": [int(match["take"]) for match in matches], "skipped": data["skipped"], "log_mel": log_mel}
     return ImageDataset(data["images"], data["labels"], name="fsdd", split=split, description=description,
-                        classes=classes, meta={"files": data["paths"], "speakers": [m["speaker"] for m in matches],
-                                               "takes": [int(m["take"]) for m in matches], "skipped": data["skipped"],
-                                               "log_mel": log_mel})
+                        classes=classes, meta=meta)

@@ -102,9 +102,10 @@ def _is_image(path: str) -> bool:
 def _decode(plan: FolderPlan, split: str, read: Callable[[str], bytes], channels: int,
             size: tuple[int, int] | None, center_crop: bool, skip_corrupt: bool) -> dict:
     """:func:`decode_files` with the items as ``images`` uint8 (N, C, H, W)."""
-    data = decode_files(plan, split, lambda path: decode_image(read(path), f"{plan.source}/{path}", channels, size,
-                                                               center_crop),
-                        skip_corrupt, "image", "size= to resize every image")
+    def decode(path: str) -> np.ndarray:
+        return decode_image(read(path), f"{plan.source}/{path}", channels, size, center_crop)
+
+    data = decode_files(plan, split, decode, skip_corrupt, "image", "size= to resize every image")
     data["images"] = torch.from_numpy(data.pop("items")).permute(0, 3, 1, 2).contiguous()
     return data
 
