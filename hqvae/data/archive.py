@@ -42,39 +42,29 @@ def iter_members(archive: str | os.PathLike, want: Callable[[str], bool]) -> Ite
                 if not member.isfile():
                     continue
                 name = _member_name(archive, member)
-                if want(name):
-                    yield name, tar.extractfile(member).read()
-                else:
-                    yield name, None
+                yield name, tar.extractfile(member).read() if want(name) else None
     except (tarfile.TarError, OSError, EOFError) as error:
         raise CorruptFileError(f"{archive}: cannot read the archive ({error}); delete it and fetch it again") from error
 
 
-def extract(archive: str | os.PathLike, dest: str | os.PathLike, want: Callable[[str], bool]) -> list[Path]:
+def extract(archive: str | os.PathLike, dest: str | os.PathLike, want: Callable[[str], bool]) -> None:
     """Extract the regular files of ``archive`` for which ``want(name)`` is true into ``dest``.
 
     Files are written to a temporary folder beside ``dest`` and moved into place at the end,
-    so an interrupted extraction leaves nothing that looks complete.  Returns the written paths.
+    so an interrupted extraction leaves nothing that looks complete.
     """
     archive, dest = Path(archive), Path(dest)
     staging = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    written = []
+    names = []
     for name, data in iter_members(archive, want):
-        if data is None:
-            continue
-        target = staging / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        written.append(dest / name)
-    if not written:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise DataError(f"{archive}: none of the expected files are in this archive; is it the right file?")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    for path in sorted(staging.rglob("*")):
-        if path.is_file():
-            target = dest / path.relative_to(staging)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
+        if data is not None:
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).write_bytes(data)
+            names.append(name)
+    for name in names:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, dest / name)
     shutil.rmtree(staging, ignore_errors=True)
-    return written
+    if not names:
+        raise DataError(f"{archive}: none of the expected files are in this archive; is it the right file?")

@@ -58,12 +58,10 @@ def read_wav(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     if len(raw) != count * channels * width:
         raise CorruptFileError(f"{path}: the header promises {count} frames but the data stop after "
                                f"{len(raw) // max(channels * width, 1)}; the file is truncated")
+    if width == 3:  # 24-bit samples become the top three bytes of 32-bit ones
+        raw, width = np.pad(np.frombuffer(raw, np.uint8).reshape(-1, 3), ((0, 0), (1, 0))).tobytes(), 4
     if width == 1:
         samples = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
-    elif width == 3:
-        bytes3 = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
-        values = bytes3[:, 0] | (bytes3[:, 1] << 8) | (bytes3[:, 2] << 16)
-        samples = (values - ((values & 0x800000) << 1)).astype(np.float32) / 2**23
     else:
         samples = np.frombuffer(raw, f"<i{width}").astype(np.float32) / 2 ** (8 * width - 1)
     return torch.from_numpy(samples.reshape(-1, channels).T.copy()), rate
@@ -71,9 +69,7 @@ def read_wav(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
 
 def write_wav(path: str | os.PathLike, samples: torch.Tensor, sample_rate: int) -> None:
     """Write float samples (S,) or (channels, S), full scale ±1 (clipped), as 16-bit PCM WAV."""
-    samples = torch.as_tensor(samples).detach().cpu().float()
-    if samples.ndim == 1:
-        samples = samples.unsqueeze(0)
+    samples = torch.atleast_2d(torch.as_tensor(samples).detach().cpu().float())
     pcm = (samples.clamp(-1, 1) * 32767).round().to(torch.int16).T.contiguous().numpy()
     with wave.open(os.fspath(path), "wb") as f:
         f.setnchannels(samples.shape[0])
@@ -82,24 +78,13 @@ def write_wav(path: str | os.PathLike, samples: torch.Tensor, sample_rate: int) 
         f.writeframes(pcm.astype("<i2").tobytes())
 
 
-def hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
-    """HTK mel scale."""
-    return 2595.0 * torch.log10(1.0 + hz / 700.0)
-
-
-def mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
-    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
-
-
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
-                   f_max: float | None = None) -> torch.Tensor:
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> torch.Tensor:
     """Triangular HTK-mel filters of peak 1, float32 (n_fft // 2 + 1, n_mels)."""
-    f_max = sample_rate / 2 if f_max is None else f_max
     if not 0 <= f_min < f_max <= sample_rate / 2:
         raise ValueError(f"need 0 <= f_min < f_max <= sample_rate / 2, got f_min={f_min}, f_max={f_max}")
     bins = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    edges = mel_to_hz(torch.linspace(hz_to_mel(torch.tensor(f_min)).item(), hz_to_mel(torch.tensor(f_max)).item(),
-                                     n_mels + 2, dtype=torch.float64))
+    mel_min, mel_max = (2595.0 * torch.log10(1.0 + torch.tensor([f_min, f_max]) / 700.0)).tolist()  # HTK mel scale
+    edges = 700.0 * (10.0 ** (torch.linspace(mel_min, mel_max, n_mels + 2, dtype=torch.float64) / 2595.0) - 1.0)
     lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
     rising = (bins[:, None] - lower) / (centre - lower)
     falling = (upper - bins[:, None]) / (upper - centre)
@@ -156,9 +141,8 @@ class LogMel(nn.Module):
 
     def config(self) -> dict:
         """The parameters, e.g. to record with a data set or a checkpoint."""
-        return {"sample_rate": self.sample_rate, "n_fft": self.n_fft, "hop_length": self.hop_length,
-                "n_mels": self.n_mels, "f_min": self.f_min, "f_max": self.f_max, "db_min": self.db_min,
-                "db_max": self.db_max, "frames": self.frames}
+        names = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "db_min", "db_max", "frames")
+        return {name: getattr(self, name) for name in names}
 
     @property
     def num_samples(self) -> int | None:

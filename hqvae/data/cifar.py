@@ -35,7 +35,7 @@ from hqvae.data.download import download as fetch
 from hqvae.data.download import verify_checksum
 from hqvae.data.errors import CorruptFileError, DataError
 from hqvae.data.paths import cache_dir, data_root
-from hqvae.data.splits import check_split, split_by_tail
+from hqvae.data.splits import split_by_tail
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -142,33 +142,25 @@ def locate(root=None, download: bool = True) -> Path:
     """The ``cifar-10-batches-py`` folder, found or fetched as the module docstring says."""
     if root is not None:
         root = Path(root)
-        if root.is_file():
-            return _from_archive(root)
-        folder = _batches_folder(root)
+        folder = _from_archive(root) if root.is_file() else _batches_folder(root)
         if folder is None:
             raise DataError(f"{root}: no {META_FILE} here or in {root / FOLDER}; point root= at the "
                             f"{FOLDER} folder or at {ARCHIVE}")
         return folder
-    shared = data_root()
-    if shared is not None:
-        folder = _batches_folder(shared)
+    for place in filter(None, (data_root(), cache_dir(create=False) / "cifar10")):
+        folder = _batches_folder(place)
         if folder is not None:
             return folder
-        if (shared / ARCHIVE).is_file():
-            return _from_archive(shared / ARCHIVE)
-    folder = _batches_folder(cache_dir(create=False) / "cifar10")
-    if folder is not None:
-        return folder
+        if (place / ARCHIVE).is_file():  # a tarball not extracted yet
+            return _from_archive(place / ARCHIVE)
     if not download:
         raise DataError(f"CIFAR-10 not found (searched root=, $HQVAE_DATA_ROOT and {cache_dir(create=False)}); "
                         f"pass root= or allow download=True")
-    archive = fetch(URL, cache_dir() / "cifar10" / ARCHIVE, md5=MD5)
-    return _from_archive(archive)
+    return _from_archive(fetch(URL, cache_dir() / "cifar10" / ARCHIVE, md5=MD5))
 
 
 def load_cifar10(split: str, root=None, *, download: bool = True) -> ImageDataset:
     """CIFAR-10 from the python batches as uint8 (N, 3, 32, 32); see the module docstring."""
-    check_split(split)
     folder = locate(root, download)
     classes = read_label_names(folder / META_FILE)
     files = (TEST_FILE,) if split == "test" else TRAIN_FILES

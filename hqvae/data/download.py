@@ -9,6 +9,7 @@ included (the tests use that; they never touch the network).
 import hashlib
 import logging
 import os
+import shutil
 import urllib.request
 from pathlib import Path
 
@@ -58,18 +59,15 @@ def download(url: str, dest: str | os.PathLike, *, md5: str | None = None, sha25
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    digest = hashlib.new(algorithm)
     log.info("downloading %s to %s", url, dest)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
-            while chunk := response.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
+            shutil.copyfileobj(response, out, _CHUNK)
     except OSError as error:  # URLError, HTTPError and socket errors are all OSErrors
         partial.unlink(missing_ok=True)
         raise DataError(f"could not download {url} to {dest}: {error}; check the network, or download the file "
                         f"yourself and pass root= (or set HQVAE_DATA_ROOT) to use the local copy") from error
-    actual = digest.hexdigest()
+    actual = file_digest(partial, algorithm)
     if actual != expected.lower():
         partial.unlink()
         raise ChecksumError(f"checksum mismatch for {url}: expected {algorithm} {expected}, got {actual}; "

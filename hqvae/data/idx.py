@@ -21,10 +21,8 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     """The file's contents, gunzipped when the name ends in ``.gz``."""
     path = Path(path)
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
+        data = path.read_bytes()
+        return gzip.decompress(data) if path.suffix == ".gz" else data
     except (OSError, EOFError, zlib.error) as error:
         raise CorruptFileError(f"{path}: cannot read it ({error}); delete it and fetch it again") from error
 

@@ -17,29 +17,42 @@ Decoding:
   ``skip_corrupt=True`` it is left out instead, and one warning gives the count.
 
 Archives are read in one streaming pass that keeps only the compressed bytes of the files the
-requested split needs.  With ``cache=True`` (default) the decoded uint8 tensor is stored in
-``$HQVAE_DATA/decoded/`` (see :mod:`hqvae.data.cache`), so later loads skip decoding.
+requested split needs.  With ``cache=True`` (default) the decoded uint8 tensor is stored as a
+``.safetensors`` file in ``$HQVAE_DATA/decoded/``, so later loads skip decoding (seconds for
+tens of thousands of JPEG files; reading back takes a fraction of one).  The file's name is a
+hash of everything that determines its contents (the source's path, size and modification
+times, the decoding options and a format version), so a changed source or option never
+returns stale data: it just makes a new file.  Delete the folder to reclaim the space.
 """
 
+import hashlib
 import io
+import json
+import logging
 import math
-import os
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from hqvae.data.archive import is_archive, iter_members
-from hqvae.data.cache import cache_path, load_cached, save_cached
 from hqvae.data.dataset import ImageDataset
 from hqvae.data.errors import CorruptFileError, DataError
-from hqvae.data.layout import FolderPlan, is_visible, plan_folder, select_split
+from hqvae.data.layout import FolderPlan, decode_files, folder_dataset, is_visible, list_files, plan_folder
+from hqvae.data.paths import cache_dir
 from hqvae.data.splits import SPLITS, check_split
+from hqvae.io import atomic_write
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+CACHE_FORMAT = 1
 
 
 def decode_image(data: bytes, source: str, channels: int = 3, size: tuple[int, int] | None = None,
@@ -86,92 +99,54 @@ def _is_image(path: str) -> bool:
     return path.lower().endswith(IMAGE_SUFFIXES) and is_visible(path)
 
 
-def _folder_files(root: Path) -> list[str]:
-    """Relative posix paths of the visible image files under ``root``."""
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [name for name in dirs if not name.startswith(".")]
-        relative = Path(folder).relative_to(root)
-        found += [(relative / name).as_posix() for name in files if _is_image(name)]
-    return found
+def _decode(plan: FolderPlan, split: str, read: Callable[[str], bytes], channels: int,
+            size: tuple[int, int] | None, center_crop: bool, skip_corrupt: bool) -> dict:
+    """:func:`decode_files` with the items as ``images`` uint8 (N, C, H, W)."""
+    def decode(path: str) -> np.ndarray:
+        return decode_image(read(path), f"{plan.source}/{path}", channels, size, center_crop)
 
-
-def _decode_all(plan: FolderPlan, groups: set[str], read: Callable[[str], bytes], source: Path, channels: int,
-                size: tuple[int, int] | None, center_crop: bool, skip_corrupt: bool) -> dict:
-    """Decode the files of ``groups``: images uint8 (N, C, H, W), labels, and per-item group and path."""
-    chosen = [i for i, group in enumerate(plan.groups) if group in groups]
-    images, kept, skipped = None, [], []
-    for i in chosen:
-        path = plan.paths[i]
-        try:
-            array = decode_image(read(path), f"{source}/{path}", channels, size, center_crop)
-        except CorruptFileError:
-            if not skip_corrupt:
-                raise
-            skipped.append(path)
-            continue
-        if images is None:
-            images = np.empty((len(chosen), *array.shape), dtype=np.uint8)
-        elif array.shape != images.shape[1:]:
-            first = plan.paths[kept[0]]
-            raise DataError(f"{source}/{path}: image of size {array.shape[1]}x{array.shape[0]} but "
-                            f"{first} is {images.shape[2]}x{images.shape[1]}; pass size= to resize every image")
-        images[len(kept)] = array
-        kept.append(i)
-    if not kept:
-        raise DataError(f"{source}: none of the {len(chosen)} image files could be decoded")
-    return {"images": torch.from_numpy(images[:len(kept)]).permute(0, 3, 1, 2).contiguous(),
-            "labels": torch.tensor([plan.labels[i] for i in kept], dtype=torch.int64),
-            "groups": [plan.groups[i] for i in kept],
-            "paths": [plan.paths[i] for i in kept],
-            "classes": list(plan.classes),
-            "skipped": skipped}
-
-
-def _decode_folder(root: Path, split: str, options: dict, use_cache: bool) -> dict:
-    plan = plan_folder(_folder_files(root), str(root))
-    groups = plan.needed_groups(split)
-    stats = [(path, (root / path).stat()) for path, group in zip(plan.paths, plan.groups) if group in groups]
-    listing = [(path, stat.st_size, stat.st_mtime_ns) for path, stat in stats]
-    key = {"source": str(root.resolve()), "listing": listing, **options}
-    return _cached(key, use_cache, lambda: _decode_all(plan, groups, lambda path: (root / path).read_bytes(),
-                                                       root, **options))
-
-
-def _decode_archive(archive: Path, split: str, options: dict, use_cache: bool) -> dict:
-    stat = archive.stat()
-    request = "test" if split == "test" else "train+val"
-    key = {"source": str(archive.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-           "request": request, **options}
-
-    tops = {"test"} if split == "test" else {"train", "val"}
-
-    def wanted(path: str) -> bool:
-        """Keep the bytes of images in the requested split folders, or in any folder when unsplit."""
-        top = path.split("/", 1)[0]
-        return _is_image(path) and (top in tops or top not in SPLITS)
-
-    def decode() -> dict:
-        contents = {path: data for path, data in iter_members(archive, wanted) if _is_image(path)}
-        plan = plan_folder(list(contents), str(archive))
-        return _decode_all(plan, plan.needed_groups(split), contents.__getitem__, archive, **options)
-
-    return _cached(key, use_cache, decode)
+    data = decode_files(plan, split, decode, skip_corrupt, "image", "size= to resize every image")
+    data["images"] = torch.from_numpy(data.pop("items")).permute(0, 3, 1, 2).contiguous()
+    return data
 
 
 def _cached(key: dict, use_cache: bool, decode: Callable[[], dict]) -> dict:
-    """``decode()``'s result, read from / written to the cache when ``use_cache``."""
+    """``decode()``'s result for ``key`` (a JSON-serialisable dict), read from its cache file (module
+    docstring) when ``use_cache`` and that file is readable (an unreadable one is deleted), else
+    decoded and written there atomically (``hqvae.io``): tensors as such, the rest as JSON metadata."""
     if not use_cache:
         return decode()
-    path = cache_path("image_folder", key)
-    stored = load_cached(path)
-    if stored is not None:
-        tensors, meta = stored
-        return {**tensors, **meta}
+    text = json.dumps({"format": CACHE_FORMAT, **key}, sort_keys=True)
+    path = cache_dir() / "decoded" / f"image_folder-{hashlib.sha256(text.encode()).hexdigest()[:20]}.safetensors"
+    if path.is_file():
+        try:
+            with safe_open(path, framework="pt") as f:
+                stored = {name: f.get_tensor(name) for name in f.keys()}
+                stored.update(json.loads(f.metadata()["meta"]))
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError) as error:
+            warnings.warn(f"ignoring unreadable cache file {path} ({error}); it will be rebuilt", stacklevel=3)
+            path.unlink(missing_ok=True)
+        else:
+            log.info("loaded decoded data from %s", path)
+            return stored
     decoded = decode()
-    save_cached(path, {"images": decoded["images"], "labels": decoded["labels"]},
-                {name: value for name, value in decoded.items() if name not in ("images", "labels")})
+    tensors = {name: value.contiguous() for name, value in decoded.items() if isinstance(value, torch.Tensor)}
+    meta = json.dumps({name: value for name, value in decoded.items() if name not in tensors})
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"meta": meta}))
     return decoded
+
+
+def _decode_archive(archive: Path, split: str, **options) -> dict:
+    """:func:`_decode` of an archive, keeping the bytes of the images of the requested split folders
+    (or of every folder when unsplit); the other images are listed so that the layout is seen whole."""
+    tops = {"test"} if split == "test" else {"train", "val"}
+
+    def wanted(path: str) -> bool:
+        top = path.split("/", 1)[0]
+        return _is_image(path) and (top in tops or top not in SPLITS)
+
+    contents = {path: data for path, data in iter_members(archive, wanted) if _is_image(path)}
+    return _decode(plan_folder(list(contents), str(archive)), split, contents.__getitem__, **options)
 
 
 def load_image_folder(root, split: str = "train", *, size=None, center_crop: bool = True, channels: int = 3,
@@ -189,20 +164,20 @@ def load_image_folder(root, split: str = "train", *, size=None, center_crop: boo
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     root = Path(root)
     options = {"channels": channels, "size": _as_size(size), "center_crop": center_crop, "skip_corrupt": skip_corrupt}
-    if root.is_dir():
-        data = _decode_folder(root, split, options, cache)
-    elif root.is_file() and is_archive(root):
-        data = _decode_archive(root, split, options, cache)
+    if root.is_dir():  # the cache key: the listing of the files the split needs
+        plan = plan_folder(list_files(root, IMAGE_SUFFIXES), str(root))
+        groups = plan.needed_groups(split)
+        stats = [(path, (root / path).stat()) for path, group in zip(plan.paths, plan.groups) if group in groups]
+        key = {"listing": [(path, stat.st_size, stat.st_mtime_ns) for path, stat in stats]}
+        decode = partial(_decode, plan, split, lambda path: (root / path).read_bytes())
+    elif root.is_file() and is_archive(root):  # the cache key: the archive's size and time
+        stat = root.stat()
+        request = "test" if split == "test" else "train+val"
+        key = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "request": request}
+        decode = partial(_decode_archive, root, split)
     else:
         raise DataError(f"{root}: not an existing folder or .tar/.tar.gz/.tgz archive; pass root= pointing at "
                         f"the image folder")
-    if data["skipped"]:
-        warnings.warn(f"{root}: skipped {len(data['skipped'])} unreadable image files, e.g. {data['skipped'][0]}",
-                      stacklevel=2)
-    indices, rule = select_split(split, data["labels"], data["groups"], val_fraction, test_fraction)
-    skipped = f", {len(data['skipped'])} unreadable files skipped" if data["skipped"] else ""
-    description = f"{title or 'Image folder'}, {split} split ({rule}), {len(indices)} images, from {root}{skipped}"
-    paths = data["paths"]
-    return ImageDataset(data["images"][indices].contiguous(), data["labels"][indices], name=name, split=split,
-                        description=description, classes=data["classes"],
-                        meta={"files": [paths[i] for i in indices.tolist()], "skipped": data["skipped"]})
+    data = _cached({"source": str(root.resolve()), **key, **options}, cache, lambda: decode(**options))
+    return folder_dataset(data, split, val_fraction, test_fraction, root=root, name=name,
+                          title=title or "Image folder", what="image", items="images")

@@ -11,13 +11,23 @@ names start with ``.``, are ignored):
   error, as a stray file would otherwise silently change the classes.
 * Items are ordered by path; the per-class tail rule of :mod:`hqvae.data.splits` cuts val
   (and, without split folders, test) from the end of each class.
+
+:func:`decode_files` and :func:`folder_dataset` are the steps that the image and audio folder
+loaders share: decode the files a split needs (leaving unreadable ones out on request), then
+cut the split and describe it.
 """
 
+import os
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from hqvae.data.errors import DataError
+from hqvae.data.dataset import ImageDataset
+from hqvae.data.errors import CorruptFileError, DataError
 from hqvae.data.splits import SPLITS, split_by_tail
 
 WHOLE = "all"  # the group name of a folder without split folders
@@ -26,6 +36,17 @@ WHOLE = "all"  # the group name of a folder without split folders
 def is_visible(path: str) -> bool:
     """False for paths with a hidden component (``.DS_Store``, ``._x.jpg``, ``.cache/...``)."""
     return not any(part.startswith(".") for part in path.split("/"))
+
+
+def list_files(root: Path, suffixes: tuple[str, ...]) -> list[str]:
+    """Sorted relative posix paths of the visible files under ``root`` whose names end in ``suffixes``."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
+        relative = Path(folder).relative_to(root)
+        found += [(relative / name).as_posix() for name in files
+                  if not name.startswith(".") and name.lower().endswith(suffixes)]
+    return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -38,13 +59,9 @@ class FolderPlan:
     labels: tuple[int, ...]  # per path, -1 when unlabelled
     classes: tuple[str, ...]
 
-    @property
-    def presplit(self) -> bool:
-        return WHOLE not in self.groups
-
     def needed_groups(self, split: str) -> set[str]:
         """The groups whose files must be read to build ``split`` (checked by the caller)."""
-        if not self.presplit:
+        if WHOLE in self.groups:
             return {WHOLE}
         needed = "test" if split == "test" else "train"
         if needed not in self.groups:
@@ -78,26 +95,80 @@ def plan_folder(paths, source: str) -> FolderPlan:
                         f"put every file in a class folder, or none")
     classes = sorted({name for _, _, name in labelled})
     index = {name: i for i, name in enumerate(classes)}
-    return FolderPlan(source=source, paths=tuple(path for path, _, _ in entries),
-                      groups=tuple(group for _, group, _ in entries),
-                      labels=tuple(index[name] if name is not None else -1 for _, _, name in entries),
-                      classes=tuple(classes))
+    paths, groups, names = zip(*entries)
+    return FolderPlan(source, paths, groups, tuple(index.get(name, -1) for name in names), tuple(classes))
 
 
-def select_split(split: str, labels: torch.Tensor, groups: list[str], val_fraction: float,
-                 test_fraction: float) -> tuple[torch.Tensor, str]:
-    """Indices (sorted int64) of ``split`` (checked by the caller) among loaded items with the given
-    labels and groups, and a short phrase saying how the split was made, for data set descriptions."""
-    in_group = {name: torch.tensor([g == name for g in groups], dtype=torch.bool) for name in set(groups)}
-    if WHOLE in in_group:
-        return split_by_tail(labels, val_fraction, test_fraction)[split], (
-            f"files sorted by path, per class the last {test_fraction:.0%} test, the {val_fraction:.0%} before "
-            f"them val, the rest train")
-    if split == "test" or (split == "val" and "val" in in_group):
-        return torch.nonzero(in_group[split]).flatten(), f"{split}/ folder"
-    train = torch.nonzero(in_group["train"]).flatten()
-    if "val" in in_group:
-        return train, "train/ folder"
-    rule = (f"last {val_fraction:.0%} of each class of train/" if split == "val" else
-            f"train/ less the last {val_fraction:.0%} of each class")
-    return train[split_by_tail(labels[train], val_fraction)[split]], rule
+def decode_files(plan: FolderPlan, split: str, decode: Callable[[str], np.ndarray], skip_corrupt: bool, what: str,
+                 fix: str) -> dict:
+    """Decode the files of ``plan`` that ``split`` needs with ``decode(path)``, which raises
+    :class:`CorruptFileError` for an unreadable file (left out when ``skip_corrupt``).
+
+    Returns ``items``, an array (N, *item shape) of ``decode``'s dtype, and for the same N items
+    ``labels`` (int64 tensor), ``groups`` and ``paths``; then ``classes`` and ``skipped`` (paths).
+    ``what`` names the files in messages ("image"); ``fix`` says how to give every item one size.
+    """
+    groups = plan.needed_groups(split)
+    chosen = [i for i, group in enumerate(plan.groups) if group in groups]
+    items, kept, skipped = None, [], []
+    for i in chosen:
+        path = plan.paths[i]
+        try:
+            item = decode(path)
+        except CorruptFileError:
+            if not skip_corrupt:
+                raise
+            skipped.append(path)
+            continue
+        if items is None:  # filled in place: stacking a list would hold every item twice
+            items = np.empty((len(chosen), *item.shape), dtype=item.dtype)
+        elif item.shape != items.shape[1:]:
+            raise DataError(f"{plan.source}/{path}: {what} of size {_size(item.shape)} but {plan.paths[kept[0]]} "
+                            f"is {_size(items.shape[1:])}; pass {fix}")
+        items[len(kept)] = item
+        kept.append(i)
+    if not kept:
+        raise DataError(f"{plan.source}: none of the {len(chosen)} {what} files could be read")
+    return {"items": items[:len(kept)], "labels": torch.tensor([plan.labels[i] for i in kept], dtype=torch.int64),
+            "groups": [plan.groups[i] for i in kept], "paths": [plan.paths[i] for i in kept],
+            "classes": list(plan.classes), "skipped": skipped}
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    """``W x H`` of an (H, W, C) image, ``S`` of an (S,) clip."""
+    return "x".join(str(n) for n in reversed(shape[:2]))
+
+
+def skipped_note(source, skipped: list[str], what: str) -> str:
+    """Warn once about the ``skipped`` files; the note for a data set's description ("" when none)."""
+    if not skipped:
+        return ""
+    warnings.warn(f"{source}: skipped {len(skipped)} unreadable {what} files, e.g. {skipped[0]}", stacklevel=4)
+    return f", {len(skipped)} unreadable files skipped"
+
+
+def folder_dataset(data: dict, split: str, val_fraction: float, test_fraction: float, *, root, name: str,
+                   title: str, what: str, items: str, **meta) -> ImageDataset:
+    """The ``split`` of ``data`` (:func:`decode_files`' result with ``images`` (N, C, H, W) in place of
+    ``items``) by the module's rules, described as "<title>, <split> split (<rule>), <N> <items>, from
+    <root>"; ``meta`` joins ``files`` and ``skipped``."""
+    note = skipped_note(root, data["skipped"], what)
+    labels, groups = data["labels"], data["groups"]
+    if WHOLE in groups:
+        indices = split_by_tail(labels, val_fraction, test_fraction)[split]
+        rule = (f"files sorted by path, per class the last {test_fraction:.0%} test, the {val_fraction:.0%} before "
+                f"them val, the rest train")
+    else:  # split folders; without val/, val is carved from the end of each class of train/
+        carve = split != "test" and "val" not in groups
+        folder = "train" if carve else split
+        indices = torch.tensor([i for i, group in enumerate(groups) if group == folder], dtype=torch.int64)
+        rule = f"{split}/ folder"
+        if carve:
+            indices = indices[split_by_tail(labels[indices], val_fraction)[split]]
+            rule = (f"last {val_fraction:.0%} of each class of train/" if split == "val" else
+                    f"train/ less the last {val_fraction:.0%} of each class")
+    return ImageDataset(data["images"][indices].contiguous(), labels[indices], name=name, split=split,
+                        description=f"{title}, {split} split ({rule}), {len(indices)} {items}, from {root}{note}",
+                        classes=data["classes"],
+                        meta={"files": [data["paths"][i] for i in indices.tolist()], "skipped": data["skipped"],
+                              **meta})

@@ -29,7 +29,7 @@ from hqvae.data.download import download as fetch
 from hqvae.data.errors import ChecksumError, CorruptFileError, DataError
 from hqvae.data.idx import parse_idx, read_bytes
 from hqvae.data.paths import cache_dir, data_root
-from hqvae.data.splits import check_split, split_by_tail
+from hqvae.data.splits import split_by_tail
 
 VAL_FRACTION = 1 / 12
 _RULES = {"train": "official training set less the last 1/12 of each class",
@@ -97,47 +97,35 @@ def _existing(folder: Path, file: IdxFile) -> Path | None:
     return next((path for path in (folder / f"{file.name}.gz", folder / file.name) if path.is_file()), None)
 
 
-def _candidate_folders(source: IdxSource, name: str) -> list[Path]:
-    """Folders searched when no ``root`` is given, in order (the cache last)."""
-    folders = []
-    shared = data_root()
-    if shared is not None:
-        folders += [shared / folder for folder in source.folder_names]
-    folders += [Path(folder) for folder in source.system_dirs]
-    folders.append(cache_dir(create=False) / name)
-    return folders
-
-
 def locate(name: str, files: tuple[IdxFile, ...], root=None, download: bool = True) -> list[Path]:
     """Paths of ``files`` for data set ``name``, searching and downloading as the module docstring says."""
     source = SOURCES[name]
     if root is not None:
-        root = Path(root)
-        found = [_existing(root, file) for file in files]
+        found = [_existing(Path(root), file) for file in files]
         missing = [file.name for file, path in zip(files, found) if path is None]
         if missing:
             raise DataError(f"{root}: missing {', '.join(missing)} (plain or .gz); point root= at the folder "
                             f"holding the {source.title} IDX files")
         return found
-    for folder in _candidate_folders(source, name):
+    shared = data_root()
+    folders = [shared / folder for folder in source.folder_names] if shared is not None else []
+    folders += [Path(folder) for folder in source.system_dirs] + [cache_dir(create=False) / name]
+    for folder in folders:
         found = [_existing(folder, file) for file in files]
         if all(found):
             return found
-    target = cache_dir() / name
     if not download:
-        searched = ", ".join(str(folder) for folder in _candidate_folders(source, name))
-        raise DataError(f"{source.title} not found (searched {searched}); pass root=, set HQVAE_DATA_ROOT, "
-                        f"or allow download=True")
-    return [_download(source, file, target) for file in files]
+        raise DataError(f"{source.title} not found (searched {', '.join(map(str, folders))}); pass root=, "
+                        f"set HQVAE_DATA_ROOT, or allow download=True")
+    return [_download(source, file, cache_dir() / name) for file in files]
 
 
 def _download(source: IdxSource, file: IdxFile, folder: Path) -> Path:
     """Fetch ``file`` from the first mirror that answers, checking the published md5."""
-    dest = folder / f"{file.name}.gz"
     errors = []
     for mirror in source.mirrors:
         try:
-            return fetch(mirror + f"{file.name}.gz", dest, md5=file.gz_md5)
+            return fetch(mirror + f"{file.name}.gz", folder / f"{file.name}.gz", md5=file.gz_md5)
         except ChecksumError:
             raise
         except DataError as error:
@@ -158,9 +146,6 @@ def _read(path: Path, file: IdxFile, verify: bool) -> torch.Tensor:
 
 def load_mnist(name: str, split: str, root=None, *, download: bool = True, verify: bool = True) -> ImageDataset:
     """MNIST (``name="mnist"``) or Fashion-MNIST (``"fashion_mnist"``) as uint8 (N, 1, 28, 28); see module docstring."""
-    check_split(split)
-    if name not in SOURCES:
-        raise ValueError(f"unknown IDX data set {name!r}; choose one of {', '.join(SOURCES)}")
     source = SOURCES[name]
     image_file, label_file = source.files["test" if split == "test" else "train"]
     image_path, label_path = locate(name, (image_file, label_file), root, download)

@@ -19,13 +19,8 @@ from pathlib import Path
 
 def cache_dir(create: bool = True) -> Path:
     """The cache directory (``$HQVAE_DATA`` or ``~/.cache/hqvae/data``), created unless ``create=False``."""
-    configured = os.environ.get("HQVAE_DATA")
-    if configured:
-        path = Path(configured).expanduser()
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-        path = base / "hqvae" / "data"
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hqvae" / "data"
+    path = Path(os.environ.get("HQVAE_DATA") or default).expanduser()
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path

@@ -48,7 +48,7 @@ LOADERS = {
     "cifar10_folder": load_cifar10_folder,
     "image_folder": _needs_root(load_image_folder, "image_folder"),
     "audio_folder": _needs_root(load_audio_folder, "audio_folder"),
-    "fsdd": lambda split, root=None, **options: load_fsdd(split, root, **options),
+    "fsdd": load_fsdd,
 }
 
 
