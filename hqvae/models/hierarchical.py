@@ -14,6 +14,7 @@ Loss (SPEC §2), with D = C·H·W and every quantizer loss already a batch mean 
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Sequence
 
@@ -27,12 +28,6 @@ from .config import ModelConfig
 from .losses import reconstruction
 from .output import ModelOutput
 from .topdown import FILLS, ResolutionGroup
-
-
-def reconstruction_terms(x_hat: Tensor, x: Tensor, stochastic: bool) -> tuple[Tensor, Tensor]:
-    """x̂, x (B, C, H, W) -> (recon, mse): recon is the ARELBO term (D/2)·log(mean_b Σ_pixels (x̂ − x)²)
-    if stochastic, else the mse (``losses.reconstruction``)."""
-    return reconstruction(x_hat, x, "arelbo" if stochastic else "mse")
 
 
 class HQVAE(DiscreteAutoencoder):
@@ -59,9 +54,7 @@ class HQVAE(DiscreteAutoencoder):
         if config.init_std is not None:
             init_weights(self, config.init_std)
         # index, in the flat coarse-to-fine layer list, of each group's depth 0
-        self._first_layer = [0]
-        for group in self.groups:
-            self._first_layer.append(self._first_layer[-1] + group.depth)
+        self._first_layer = [0, *itertools.accumulate(group.depth for group in self.groups)]
 
     # ------------------------------------------------------------------ description
 
@@ -96,7 +89,7 @@ class HQVAE(DiscreteAutoencoder):
         state, outputs = self._top_down(self.encoder(x))
         x_hat = self.decoder(state)
 
-        recon, mse = reconstruction_terms(x_hat, x, self.stochastic)
+        recon, mse = reconstruction(x_hat, x, "arelbo" if self.stochastic else "mse")
         loss = recon
         terms = {"recon": recon.detach(), "mse": mse.detach()}
         logs: dict[str, Tensor] = {}
@@ -190,14 +183,10 @@ class HQVAE(DiscreteAutoencoder):
         height, width = x.shape[2:]
         factor = self.config.max_downsample
         if height % factor or width % factor:
-            fixed = f"{_round_up(height, factor)}×{_round_up(width, factor)}"
+            fixed = f"{math.ceil(height / factor) * factor}×{math.ceil(width / factor) * factor}"
             raise ValueError(
                 f"input size {height}×{width} is not divisible by {factor}, the model's largest "
                 f"downsampling factor (layers at {', '.join(f'÷{f}' for f in self.config.downsamples)}); "
                 f"resize or pad the input to a multiple of {factor} (e.g. {fixed}), "
                 f"or create the model with smaller downsample factors"
             )
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return math.ceil(n / multiple) * multiple

@@ -34,9 +34,9 @@ from ..quantizers.base import code_counts, fp32_island, perplexity_of_counts
 from .backbone import Decoder, Encoder, init_weights
 from .base import DiscreteAutoencoder, evaluating
 from .checks import as_pair, check_image_batch
+from .config import PQConfig
 from .losses import reconstruction
 from .output import ModelOutput
-from .pq_config import PQConfig
 from ..quantizers.progressive import ProgressiveOutput, ProgressiveQuantizer
 
 
@@ -53,7 +53,7 @@ def entropy_terms(log_probs: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class PQVAE(DiscreteAutoencoder):
-    """PQ-VAE built from a ``PQConfig`` (see ``pq_config.py``); inputs (B, in_channels, H, W) with
+    """PQ-VAE built from a ``PQConfig`` (see ``config.py``); inputs (B, in_channels, H, W) with
     (H, W) = ``config.image_size``. Its layers are its L steps: ``encode`` gives one (B, G) token
     tensor per step, and the first m of them decode to the coarse reconstruction Σ_{l≤m} z_l."""
 

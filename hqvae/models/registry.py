@@ -36,9 +36,8 @@ from torch import nn
 
 from .checks import as_pair
 from ..quantizers.registry import KINDS as QUANTIZER_KINDS
-from .config import LayerConfig, ModelConfig
+from .config import PQ_QUANTIZER_OPTIONS, LayerConfig, ModelConfig, PQConfig
 from .hierarchical import HQVAE
-from .pq_config import QUANTIZER_OPTIONS as PQ_QUANTIZER_OPTIONS, PQConfig
 from .pqvae import PQVAE
 from .pretrained import MODEL_CLASSES
 
@@ -306,7 +305,7 @@ def hqvae(
 # ----------------------------------------------------------------------------- PQ-VAE
 # ``pqvae`` and its "global residual VQ" control ``global_rvq`` accept every ``PQConfig`` field except
 # name / in_channels / image_size as an override (``hqvae.create_model("pqvae", 1, 28, depth=8, groups=2,
-# lambda_h=0.5)``), except the options only the other quantizer kind reads (``pq_config.QUANTIZER_OPTIONS``:
+# lambda_h=0.5)``), except the options only the other quantizer kind reads (``config.PQ_QUANTIZER_OPTIONS``:
 # ``beta`` on SQ steps, ``logit_scale``, ``gamma``, ``entropy_sign`` on VQ steps). Hidden width and
 # downsampling follow the size defaults above, so that PQ-VAE and RSQ-VAE share the backbone at a given size.
 #
