@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Iterable, Sequence
+from dataclasses import fields, replace
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from torch import nn
 
@@ -66,19 +66,10 @@ LAYER_KEYS = ("codebook_size", "dim", "shared_codebook")
 OPTION_KEYS = tuple(key for kind in QUANTIZER_KINDS.values() for key in kind.option_names)
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
+class ModelEntry(NamedTuple):
     build: Callable[..., Any]
     model_class: type[nn.Module]
-    option_keys: tuple[str, ...]
-
-    @property
-    def valid_keys(self) -> list[str]:
-        """Structure keys (the builder's keyword-only parameters) and the option keys."""
-        params = inspect.signature(self.build).parameters.values()
-        structure = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
-        return sorted(set(structure) | set(self.option_keys))
+    valid_keys: list[str]  # structure keys (the builder's keyword-only parameters) and the option keys
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -92,7 +83,9 @@ def register_model(
     def decorate(build: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"a model named {name!r} is already registered")
-        _REGISTRY[name] = ModelEntry(name, build, model_class, tuple(option_keys))
+        params = inspect.signature(build).parameters.values()
+        structure = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        _REGISTRY[name] = ModelEntry(build, model_class, sorted(structure | set(option_keys)))
         MODEL_CLASSES[name] = model_class
         return build
 
@@ -127,8 +120,7 @@ def create_model(name: str, in_channels: int = 3, image_size: int | Sequence[int
     Every other hyperparameter is an override with a size-dependent default (module docstring);
     an unknown override raises a ValueError listing the valid keys.
     """
-    entry = _entry(name)
-    return entry.model_class(model_config(name, in_channels, image_size, **overrides))
+    return _entry(name).model_class(model_config(name, in_channels, image_size, **overrides))
 
 
 # ----------------------------------------------------------------------------- defaults
@@ -317,27 +309,22 @@ def hqvae(
 PQ_KEYS = tuple(f.name for f in fields(PQConfig) if f.name not in ("name", "in_channels", "image_size"))
 
 
-def _pq_configure(name: str, in_channels: int, size: tuple[int, int], base: dict[str, Any],
-                  overrides: dict[str, Any]) -> PQConfig:
-    """Size defaults, then the entry's settings, then the user's overrides (an option only the other
-    quantizer kind reads raises a ValueError)."""
-    config = PQConfig(name=name, in_channels=in_channels, image_size=size, hidden=default_hidden(size),
-                      downsample=default_factor(size))
-    config = replace(config, **{**base, **overrides})
-    check_quantizer_options(name, overrides, {config.quantizer}, PQ_QUANTIZER_OPTIONS)
-    if "train_defaults" not in overrides:
-        config.train_defaults = train_defaults(config.stochastic)
-    return config
+def _pq_entry(name: str, base: dict[str, Any], doc: str) -> None:
+    """Register the PQ-VAE entry ``name``: size defaults, then ``base``, then the user's overrides (an
+    option only the other quantizer kind reads raises a ValueError)."""
+
+    def build(in_channels: int, image_size: tuple[int, int], **overrides) -> PQConfig:
+        config = PQConfig(name=name, in_channels=in_channels, image_size=image_size, **{
+            "hidden": default_hidden(image_size), "downsample": default_factor(image_size), **base, **overrides})
+        check_quantizer_options(name, overrides, {config.quantizer}, PQ_QUANTIZER_OPTIONS)
+        if "train_defaults" not in overrides:
+            config.train_defaults = train_defaults(config.stochastic)
+        return config
+
+    build.__doc__ = doc
+    register_model(name, PQVAE, PQ_KEYS)(build)
 
 
-@register_model("pqvae", model_class=PQVAE, option_keys=PQ_KEYS)
-def pqvae(in_channels: int, image_size: tuple[int, int], **overrides) -> PQConfig:
-    """PQ-VAE (SPEC §4): L stochastic residual steps on the global latent vector."""
-    return _pq_configure("pqvae", in_channels, image_size, {}, overrides)
-
-
-@register_model("global_rvq", model_class=PQVAE, option_keys=PQ_KEYS)
-def global_rvq(in_channels: int, image_size: tuple[int, int], **overrides) -> PQConfig:
-    """Global residual VQ: PQ-VAE's network with VQ steps, no entropy terms and no prefix loss."""
-    base = {"quantizer": "vq", "lambda_h": 0.0, "lambda_prefix": 0.0}
-    return _pq_configure("global_rvq", in_channels, image_size, base, overrides)
+_pq_entry("pqvae", {}, "PQ-VAE (SPEC §4): L stochastic residual steps on the global latent vector.")
+_pq_entry("global_rvq", {"quantizer": "vq", "lambda_h": 0.0, "lambda_prefix": 0.0},
+          "Global residual VQ: PQ-VAE's network with VQ steps, no entropy terms and no prefix loss.")
