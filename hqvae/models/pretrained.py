@@ -100,15 +100,10 @@ def _check_weights(model: nn.Module, weights_path: Path, model_type: str) -> Non
     for name, tensor in model.state_dict().items():  # tied: the same storage, offset and shape
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
         aliases.setdefault(key, []).append(name)
-    missing = [
-        names[0] for names in aliases.values() if not any(name in stored for name in names)
-    ]
-    unexpected = sorted(set(stored) - set(expected))
-    mismatched = [
-        f"{name}: file {stored[name]} vs model {expected[name]}"
-        for name in sorted(set(stored) & set(expected))
-        if stored[name] != expected[name]
-    ]
+    missing = [names[0] for names in aliases.values() if not stored.keys() & set(names)]
+    unexpected = sorted(stored.keys() - expected.keys())
+    mismatched = [f"{name}: file {stored[name]} vs model {expected[name]}"
+                  for name in sorted(stored.keys() & expected.keys()) if stored[name] != expected[name]]
     problems = [f"{what} {_listing(items)}" for what, items in
                 (("missing keys", sorted(missing)), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
                 if items]

@@ -55,10 +55,8 @@ class ResolutionGroup(nn.Module):
                 nn.Conv2d(hidden + self.dim, hidden, 3, padding=1), ResBlock(hidden, batch_norm)
             )
         quantizers = [build_quantizer(layer) for layer in layers]
-        if len(quantizers) == 1:
-            self.quantizer = quantizers[0]
-        else:
-            self.quantizer = ResidualQuantizer(quantizers, shared_codebook=layers[0].shared_codebook)
+        self.quantizer = (quantizers[0] if len(quantizers) == 1
+                          else ResidualQuantizer(quantizers, shared_codebook=layers[0].shared_codebook))
 
     @property
     def quantizers(self) -> list[Quantizer]:

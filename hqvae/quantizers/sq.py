@@ -146,9 +146,6 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
             raise ValueError(f"the Gumbel temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
 
-    def kappa(self) -> Tensor:
-        return 1.0 + upcast(self.log_kappa).exp()
-
     def variance(self, log_var_rows: Tensor | None = None) -> Tensor:
         """s² as a scalar, or per row ((N, 1) or (N, dim)) for types II–IV, in float32."""
         if self.bounded_variance:
@@ -197,7 +194,7 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
             codebook = upcast(self.codebook)  # (K, d)
             if self.is_vmf:
                 x = l2_normalize(x)
-                scale = self.kappa()
+                scale = 1.0 + upcast(self.log_kappa).exp()  # κ
             else:
                 scale = self.variance(log_var_rows)  # scalar, (N, 1) or (N, d)
 
@@ -227,11 +224,8 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
             stats = {
                 "entropy": -neg_entropy_rows.detach().mean(),
                 "perplexity": perplexity_of_counts(code_counts(indices, self.codebook_size)),
+                "kappa" if self.is_vmf else "variance": scale.detach().mean(),
             }
-            if self.is_vmf:
-                stats["kappa"] = scale.detach()
-            else:
-                stats["variance"] = scale.detach().mean()
 
         return QuantizerOutput(
             z_q=restore(z_q).to(z.dtype),

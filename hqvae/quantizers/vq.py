@@ -160,10 +160,7 @@ class VectorQuantizer(LazyInitFlag, Quantizer):
     def share_codebook(self, source: "VectorQuantizer") -> None:
         """EMA codebooks share their buffers too (each depth then adds its own EMA step, as in
         vector-quantize-pytorch's shared ResidualVQ)."""
-        if not self.ema:
-            super().share_codebook(source)
-            return
-        for name in ("weight", "weight_avg", "cluster_size", "initialized"):
+        for name in ("weight", "weight_avg", "cluster_size", "initialized") if self.ema else ("weight",):
             setattr(self, name, getattr(source, name))
 
     def residual_step(self, out: QuantizerOutput) -> Tensor:
