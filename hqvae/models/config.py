@@ -81,16 +81,19 @@ class LayerConfig:
         flat = {key: data.pop(key) for kind in QUANTIZER_KINDS.values() for key in kind.option_names if key in data}
         _reject_unknown(cls, data)
         layer = cls(**data)
-        if flat and layer.quantizer in QUANTIZER_KINDS:
-            own = QUANTIZER_KINDS[layer.quantizer].option_names
-            layer.options = replace(layer.options, **{key: value for key, value in flat.items() if key in own})
-        return layer
+        return layer.with_options(flat) if flat and layer.quantizer in QUANTIZER_KINDS else layer
+
+    def with_options(self, values: dict[str, Any]) -> "LayerConfig":
+        """A copy whose options take the ``values`` its quantizer kind reads (the others are ignored)."""
+        own = {key: value for key, value in values.items() if key in QUANTIZER_KINDS[self.quantizer].option_names}
+        return replace(self, options=replace(self.options, **own))
 
 
 @dataclass
 class BackboneConfig:
-    """The fields every model configuration starts with: its registry name and the ResNet backbone
-    (documented on ``ModelConfig``), plus the checked JSON round trip the subclasses share."""
+    """The fields every model configuration has: its registry name, the ResNet backbone, training
+    defaults and a note (documented on ``ModelConfig``), plus the checked JSON round trip and checks
+    the subclasses share."""
 
     name: str = "custom"
     in_channels: int = 3
@@ -99,6 +102,8 @@ class BackboneConfig:
     num_res_blocks: int = 2
     batch_norm: bool = True
     init_std: float | None = 0.02
+    train_defaults: dict[str, Any] = field(default_factory=dict)
+    reference: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -156,8 +161,6 @@ class ModelConfig(BackboneConfig):
 
     layers: list[LayerConfig] = field(default_factory=lambda: [LayerConfig()])
     rate_weight: float = 1.0
-    train_defaults: dict[str, Any] = field(default_factory=dict)
-    reference: str = ""
 
     # ------------------------------------------------------------------ derived
 
@@ -255,7 +258,7 @@ class PQConfig(BackboneConfig):
     in_channels: C of the input.
     image_size: (H, W). The latent grid is flattened into one vector, so inputs must have
         exactly this size (unlike the fully convolutional HQ-VAE models).
-    hidden, num_res_blocks, batch_norm, init_std: the ResNet backbone, as in ``ModelConfig``.
+    hidden, num_res_blocks, batch_norm, init_std, train_defaults, reference: as in ``ModelConfig``.
     downsample: encoder output grid = image_size / downsample (a power of 2 ≥ 2).
     dim: channels c of the encoder output f (1×1 conv from ``hidden``).
     depth: L, the number of residual quantisation steps (tokens per group).
@@ -277,8 +280,6 @@ class PQConfig(BackboneConfig):
         "elbo" adds − λ_h·E H(q) (posteriors kept spread, like SQ-VAE's discrete term).
     recon_loss: "sse" Σ_pixels (x̂ − x)² per item, batch mean; "arelbo"
         (D/2)·log(mean_batch Σ_pixels (x̂ − x)²) (SPEC §2); "mse" mean over everything.
-    train_defaults: training hyperparameters a trainer may pick up (lr, batch_size, ...).
-    reference: free-text note.
     """
 
     name: str = "pqvae"
@@ -296,8 +297,6 @@ class PQConfig(BackboneConfig):
     lambda_prefix: float = 1.0
     entropy_sign: str = "pq"
     recon_loss: str = "sse"
-    train_defaults: dict[str, Any] = field(default_factory=dict)
-    reference: str = ""
 
     # ------------------------------------------------------------------ derived
 

@@ -162,7 +162,8 @@ def _configure(
     config = ModelConfig(name=name, in_channels=in_channels, image_size=size,
                          **{"hidden": default_hidden(size), "layers": layers, **model_options})
     check_quantizer_options(name, layer_options, {layer.quantizer for layer in config.layers})
-    config.layers = [_set_options(layer, layer_options) for layer in config.layers]
+    layer_fields = {key: value for key, value in layer_options.items() if key in LAYER_KEYS}
+    config.layers = [replace(layer, **layer_fields).with_options(layer_options) for layer in config.layers]
     if config.stochastic and "rate_weight" not in overrides:
         config.rate_weight = balanced_rate_weight(config)
     if "train_defaults" not in overrides:
@@ -184,13 +185,6 @@ def balanced_rate_weight(config: ModelConfig) -> float:
     nats_per_pixel = sum(math.log(layer.codebook_size) / group[0].downsample ** 2
                          for group in config.groups for layer in group)
     return min(1.0, round(0.5 * config.in_channels / nats_per_pixel, 4))
-
-
-def _set_options(layer: LayerConfig, options: dict[str, Any]) -> LayerConfig:
-    """``layer`` with the layer fields among ``options`` and the options its quantizer kind reads set."""
-    own = QUANTIZER_KINDS[layer.quantizer].option_names
-    return replace(layer, **{key: value for key, value in options.items() if key in LAYER_KEYS},
-                   options=replace(layer.options, **{key: value for key, value in options.items() if key in own}))
 
 
 def check_quantizer_options(
