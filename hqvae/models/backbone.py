@@ -97,10 +97,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor) -> dict[int, Tensor]:
         features = {}
-        h = x
         for factor, stage in zip(self.factors, self.stages):
-            h = stage(h)
-            features[factor] = h
+            x = features[factor] = stage(x)
         return features
 
 

@@ -189,8 +189,6 @@ class ModelConfig(BackboneConfig):
     def max_downsample(self) -> int:
         return max(self.downsamples)
 
-    # ------------------------------------------------------------------ checks
-
     def validate(self) -> None:
         """Raise a ValueError naming the offending field and the fix."""
         if not self.layers:
@@ -232,8 +230,6 @@ class ModelConfig(BackboneConfig):
         if any(a <= b for a, b in zip(factors, factors[1:])):
             raise ValueError(f"injected layers go coarse to fine: downsample must strictly decrease, got {factors}")
         self._check_backbone(factors[-1], factors[0], f"the largest downsample factor {factors[0]}")
-
-    # ------------------------------------------------------------------ serialisation
 
     def __post_init__(self) -> None:
         self.layers = [layer if isinstance(layer, LayerConfig) else LayerConfig.from_dict(layer) for layer in self.layers]
@@ -328,8 +324,6 @@ class PQConfig(BackboneConfig):
     def layers(self) -> list[TokenStep]:
         """One entry per quantisation step (a step's codes are (B, G) indices < K)."""
         return [TokenStep(self.codebook_size, self.quantizer, self.stochastic)] * self.depth
-
-    # ------------------------------------------------------------------ checks
 
     def validate(self) -> None:
         """Raise a ValueError naming the offending field and the fix."""

@@ -175,8 +175,6 @@ class HQVAE(DiscreteAutoencoder):
             state = group.decode(state, z_q)
         return self.decoder(state)
 
-    # ------------------------------------------------------------------ input checks
-
     def check_input(self, x: Tensor) -> None:
         """Raise a ValueError naming the fix when ``x`` cannot go through this model."""
         check_image_batch(x, self.config.in_channels, self.config.name)

@@ -169,10 +169,7 @@ class PQVAE(DiscreteAutoencoder):
     def encode(self, x: Tensor) -> list[Tensor]:
         """x (B, C, H, W) -> tokens, one (B, G) long tensor per step (argmax / nearest code).
         Eval mode without gradients; the training flags are restored afterwards."""
-        self.check_input(x)
-        with evaluating(self):
-            tokens = self.quantizer(self.global_vectors(x)).tokens  # (B, L, G)
-        return [step.contiguous() for step in tokens.unbind(1)]
+        return [step.contiguous() for step in self.token_posteriors(x).tokens.unbind(1)]
 
     def token_posteriors(self, x: Tensor) -> ProgressiveOutput:
         """x -> the eval-mode quantiser output: tokens (B, L, G), code images (B, L, G, D_g) and,
@@ -201,8 +198,6 @@ class PQVAE(DiscreteAutoencoder):
     def decode_latents(self, latent: Tensor) -> Tensor:
         """Decoder input grid (B, c, h, w) -> x̂. Runs in the model's current mode, with gradients."""
         return self.decoder(self.from_latent(latent.to(self.from_latent.weight.dtype)))
-
-    # ------------------------------------------------------------------ input checks
 
     def check_input(self, x: Tensor) -> None:
         """Raise a ValueError naming the fix when ``x`` cannot go through this model."""

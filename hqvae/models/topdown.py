@@ -54,16 +54,10 @@ class ResolutionGroup(nn.Module):
             self.merge_out = nn.Sequential(
                 nn.Conv2d(hidden + self.dim, hidden, 3, padding=1), ResBlock(hidden, batch_norm)
             )
-        quantizers = [build_quantizer(layer) for layer in layers]
-        self.quantizer = (quantizers[0] if len(quantizers) == 1
-                          else ResidualQuantizer(quantizers, shared_codebook=layers[0].shared_codebook))
-
-    @property
-    def quantizers(self) -> list[Quantizer]:
-        """The per-depth quantizers, depth 0 (the injected layer) first."""
-        if isinstance(self.quantizer, ResidualQuantizer):
-            return list(self.quantizer.layers)
-        return [self.quantizer]
+        # the per-depth quantizers, depth 0 (the injected layer) first; registered through ``quantizer``
+        self.quantizers: list[Quantizer] = [build_quantizer(layer) for layer in layers]
+        self.quantizer = (self.quantizers[0] if self.depth == 1
+                          else ResidualQuantizer(self.quantizers, shared_codebook=layers[0].shared_codebook))
 
     # ------------------------------------------------------------------ forward
 

@@ -263,8 +263,6 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
             diff, _ = flatten_latents(upcast(z - total), self.dim, self.channel_last)
             return {"continuous": (diff.pow(2) * (0.5 / summed_variance)).sum() / z.shape[0]}
 
-    # ------------------------------------------------------------------ data initialisation
-
     @torch.no_grad()
     def _initialise(self, x: Tensor) -> None:
         """Codebook and s² from the rows x (N, d) of the first training batch (gathered over DDP
