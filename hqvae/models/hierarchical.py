@@ -22,8 +22,7 @@ from torch import Tensor, nn
 
 from ..quantizers import QuantizerOutput
 from .backbone import Decoder, Encoder, init_weights
-from .base import DiscreteAutoencoder, evaluating
-from .checks import as_pair, check_image_batch
+from .base import DiscreteAutoencoder, as_pair, evaluating
 from .config import ModelConfig
 from .losses import reconstruction
 from .output import ModelOutput
@@ -177,7 +176,7 @@ class HQVAE(DiscreteAutoencoder):
 
     def check_input(self, x: Tensor) -> None:
         """Raise a ValueError naming the fix when ``x`` cannot go through this model."""
-        check_image_batch(x, self.config.in_channels, self.config.name)
+        self.check_image_batch(x)
         height, width = x.shape[2:]
         factor = self.config.max_downsample
         if height % factor or width % factor:

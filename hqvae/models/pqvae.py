@@ -32,8 +32,7 @@ from torch import Tensor, nn
 
 from ..quantizers.base import code_counts, fp32_island, perplexity_of_counts
 from .backbone import Decoder, Encoder, init_weights
-from .base import DiscreteAutoencoder, evaluating
-from .checks import as_pair, check_image_batch
+from .base import DiscreteAutoencoder, as_pair, evaluating
 from .config import PQConfig
 from .losses import reconstruction
 from .output import ModelOutput
@@ -67,16 +66,8 @@ class PQVAE(DiscreteAutoencoder):
         self.encoder = Encoder(config.in_channels, config.hidden, [config.downsample], config.num_res_blocks,
                                config.batch_norm)
         self.to_latent = nn.Conv2d(config.hidden, config.dim, 1)
-        self.quantizer = ProgressiveQuantizer(
-            config.depth,
-            config.groups,
-            config.group_size,
-            config.codebook_size,
-            config.code_dim,
-            config.quantizer,
-            config.logit_scale,
-            config.beta,
-        )
+        self.quantizer = ProgressiveQuantizer(config.depth, config.groups, config.group_size, config.codebook_size,
+                                              config.code_dim, config.quantizer, config.logit_scale, config.beta)
         self.from_latent = nn.Conv2d(config.dim, config.hidden, 1)
         self.decoder = Decoder(config.hidden, config.in_channels, config.downsample, config.num_res_blocks,
                                config.batch_norm)
@@ -202,7 +193,7 @@ class PQVAE(DiscreteAutoencoder):
     def check_input(self, x: Tensor) -> None:
         """Raise a ValueError naming the fix when ``x`` cannot go through this model."""
         height, width = self.config.image_size
-        check_image_batch(x, self.config.in_channels, self.config.name, f"{height}, {width}")
+        self.check_image_batch(x, f"{height}, {width}")
         if tuple(x.shape[2:]) != (height, width):
             raise ValueError(
                 f"input size {x.shape[2]}×{x.shape[3]} differs from the model's {height}×{width}: a PQ-VAE "

@@ -34,8 +34,8 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from torch import nn
 
-from .checks import as_pair
 from ..quantizers.registry import KINDS as QUANTIZER_KINDS
+from .base import as_pair
 from .config import PQ_QUANTIZER_OPTIONS, LayerConfig, ModelConfig, PQConfig
 from .hierarchical import HQVAE
 from .pqvae import PQVAE
