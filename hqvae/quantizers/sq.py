@@ -334,8 +334,7 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         expected[channel_axis] = channels
         if list(log_var.shape) != expected:
             if self.variance_type == "gaussian_2" and log_var.shape[0] == z.shape[0] and log_var[0].numel() == 1:
-                view = [z.shape[0]] + [1] * (z.dim() - 1)
-                log_var = log_var.reshape(view).expand(expected)
+                log_var = log_var.reshape(z.shape[0], *[1] * (z.dim() - 1)).expand(expected)
             else:
                 raise ValueError(
                     f"log_var for {self.variance_type!r} must have shape {tuple(expected)} "
