@@ -44,11 +44,8 @@ class HQVAE(DiscreteAutoencoder):
         self.config = config
         factors = config.downsamples
         self.encoder = Encoder(config.in_channels, config.hidden, factors, config.num_res_blocks, config.batch_norm)
-        self.groups = nn.ModuleList()
-        previous = None
-        for layers in config.groups:
-            self.groups.append(ResolutionGroup(layers, config.hidden, previous, config.batch_norm))
-            previous = layers[0].downsample
+        self.groups = nn.ModuleList(ResolutionGroup(layers, config.hidden, previous, config.batch_norm)
+                                    for layers, previous in zip(config.groups, [None, *factors]))
         self.decoder = Decoder(config.hidden, config.in_channels, factors[-1], config.num_res_blocks, config.batch_norm)
         if config.init_std is not None:
             init_weights(self, config.init_std)

@@ -103,11 +103,10 @@ class ResolutionGroup(nn.Module):
         the uniform prior, the codebook mean, at every position (``fill="mean"``), or zero
         (``fill="zero"``); ``grid`` = (B, h, w).
         """
-        quantizers = self.quantizers
         if codes:
-            return sum(quantizer.embed(code) for quantizer, code in zip(quantizers, codes))
+            return sum(quantizer.embed(code) for quantizer, code in zip(self.quantizers, codes))
         batch, height, width = grid
-        head = quantizers[0]
+        head = self.quantizers[0]
         device = head.weight.device
         if fill == "zero":
             return torch.zeros(batch, self.dim, height, width, device=device)

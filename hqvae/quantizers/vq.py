@@ -24,8 +24,7 @@ def kmeans(x: Tensor, num_clusters: int, iters: int) -> tuple[Tensor, Tensor]:
     Centroids start at random rows (with replacement when N < K); empty clusters keep their
     previous centroid.
     """
-    start = torch.randint(x.shape[0], (num_clusters,), device=x.device)
-    centroids = x[start].clone()
+    centroids = x[torch.randint(x.shape[0], (num_clusters,), device=x.device)]  # (a copy)
     sizes = torch.zeros(num_clusters, device=x.device)
     for _ in range(iters):
         assign = nearest_code(x, centroids)
