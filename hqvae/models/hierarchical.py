@@ -75,7 +75,7 @@ class HQVAE(DiscreteAutoencoder):
     def set_temperature(self, temperature: float) -> None:
         """Gumbel temperature τ of every SQ layer (residual stacks included); no-op for VQ-only models."""
         for group in self.groups:
-            group.set_temperature(temperature)
+            group.quantizer.set_temperature(temperature)
 
     # ------------------------------------------------------------------ training forward
 

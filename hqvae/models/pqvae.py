@@ -130,10 +130,8 @@ class PQVAE(DiscreteAutoencoder):
     def _prefix_mask(self, batch: int, device: torch.device) -> Tensor:
         """(B, L) float, 1 for the first m_b steps: m_b ~ U{1..L} in training, 1 + (b mod L) in eval."""
         depth = self.config.depth
-        if self.training:
-            lengths = torch.randint(1, depth + 1, (batch,), device=device)
-        else:
-            lengths = torch.arange(batch, device=device) % depth + 1
+        lengths = (torch.randint(1, depth + 1, (batch,), device=device) if self.training
+                   else torch.arange(batch, device=device) % depth + 1)
         return (torch.arange(depth, device=device)[None, :] < lengths[:, None]).float()
 
     def _statistics(self, out: ProgressiveOutput) -> dict[str, Tensor]:

@@ -112,6 +112,3 @@ class ResolutionGroup(nn.Module):
             return torch.zeros(batch, self.dim, height, width, device=device)
         expected = head.embed(torch.arange(head.codebook_size, device=device)).mean(dim=0)  # (d,)
         return expected.reshape(1, self.dim, 1, 1).expand(batch, -1, height, width)
-
-    def set_temperature(self, temperature: float) -> None:
-        self.quantizer.set_temperature(temperature)

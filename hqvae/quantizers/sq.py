@@ -122,18 +122,11 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
             self.log_s2 = nn.Parameter(torch.tensor(math.log(init_variance)))
         self.register_buffer("initialized", torch.tensor(init == "normal"))
         self.owns_codebook = True  # False for the deeper depths of a residual stack sharing one codebook
+        self.is_vmf = variance == "vmf"
+        self.needs_log_var = variance in ("gaussian_2", "gaussian_3", "gaussian_4")  # forward takes log_var
         self.set_temperature(temperature)
 
     # ------------------------------------------------------------------ vocabulary
-
-    @property
-    def is_vmf(self) -> bool:
-        return self.variance_type == "vmf"
-
-    @property
-    def needs_log_var(self) -> bool:
-        """Types II–IV take an externally predicted log-variance in ``forward``."""
-        return self.variance_type in ("gaussian_2", "gaussian_3", "gaussian_4")
 
     @property
     def codebook(self) -> Tensor:
