@@ -114,7 +114,8 @@ class Decoder(nn.Module):
             nn.ReLU(),
         ]
         for width, out in zip(widths, widths[1:]):
-            modules += [nn.ConvTranspose2d(width, out, 4, stride=2, padding=1), norm(out, batch_norm), nn.ReLU()]
+            modules += [nn.ConvTranspose2d(width, out, 4, stride=2, padding=1), norm(out, batch_norm),
+                        nn.ReLU()]
         modules += [nn.ConvTranspose2d(widths[-1], out_channels, 4, stride=2, padding=1), nn.Sigmoid()]
         self.net = nn.Sequential(*modules)
 

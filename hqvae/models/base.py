@@ -136,9 +136,9 @@ class DiscreteAutoencoder(PretrainedMixin, nn.Module):
 
     def check_image_batch(self, x: Tensor, shape_text: str = "H, W") -> None:
         """Raise a ValueError naming the fix unless ``x`` is a floating-point (B, in_channels, H, W) batch."""
-        channels = self.config.in_channels
+        channels, shape = self.config.in_channels, f"(B, {self.config.in_channels}, {shape_text})"
         if not isinstance(x, Tensor):
-            raise ValueError(f"expected a torch.Tensor of shape (B, {channels}, {shape_text}), got {type(x).__name__}")
+            raise ValueError(f"expected a torch.Tensor of shape {shape}, got {type(x).__name__}")
         if x.dim() != 4:
             hint = (
                 "use x.unsqueeze(1) for a batch of 1-channel images or spectrograms (B, H, W), "
@@ -146,9 +146,10 @@ class DiscreteAutoencoder(PretrainedMixin, nn.Module):
                 if x.dim() == 3
                 else "reshape it to (B, C, H, W)"
             )
-            raise ValueError(f"expected a 4-D batch (B, {channels}, {shape_text}), got shape {tuple(x.shape)}; {hint}")
+            raise ValueError(f"expected a 4-D batch {shape}, got shape {tuple(x.shape)}; {hint}")
         if not x.is_floating_point():
-            raise ValueError(f"expected floating-point pixels in [0, 1], got dtype {x.dtype}; use x.float() / 255")
+            raise ValueError(f"expected floating-point pixels in [0, 1], got dtype {x.dtype}; "
+                             f"use x.float() / 255")
         if x.shape[1] != channels:
             raise ValueError(
                 f"expected {channels} input channel(s), got {x.shape[1]} in shape {tuple(x.shape)}; "

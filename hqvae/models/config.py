@@ -85,8 +85,8 @@ class LayerConfig:
 
     def with_options(self, values: dict[str, Any]) -> "LayerConfig":
         """A copy whose options take the ``values`` its quantizer kind reads (the others are ignored)."""
-        own = {key: value for key, value in values.items() if key in QUANTIZER_KINDS[self.quantizer].option_names}
-        return replace(self, options=replace(self.options, **own))
+        names = QUANTIZER_KINDS[self.quantizer].option_names
+        return replace(self, options=replace(self.options, **{k: v for k, v in values.items() if k in names}))
 
 
 @dataclass

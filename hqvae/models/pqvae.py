@@ -66,8 +66,9 @@ class PQVAE(DiscreteAutoencoder):
         self.encoder = Encoder(config.in_channels, config.hidden, [config.downsample], config.num_res_blocks,
                                config.batch_norm)
         self.to_latent = nn.Conv2d(config.hidden, config.dim, 1)
-        self.quantizer = ProgressiveQuantizer(config.depth, config.groups, config.group_size, config.codebook_size,
-                                              config.code_dim, config.quantizer, config.logit_scale, config.beta)
+        self.quantizer = ProgressiveQuantizer(config.depth, config.groups, config.group_size,
+                                              config.codebook_size, config.code_dim, config.quantizer,
+                                              config.logit_scale, config.beta)
         self.from_latent = nn.Conv2d(config.dim, config.hidden, 1)
         self.decoder = Decoder(config.hidden, config.in_channels, config.downsample, config.num_res_blocks,
                                config.batch_norm)

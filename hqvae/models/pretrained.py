@@ -120,7 +120,8 @@ def from_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu")
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for file in (config_path, weights_path):
         if not file.is_file():
-            raise FileNotFoundError(f"{file} is missing; a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+            raise FileNotFoundError(f"{file} is missing; a saved model directory holds {CONFIG_NAME} and "
+                                    f"{WEIGHTS_NAME}")
     document = _read_config(config_path)
     model_type = document["model_type"]
     try:

@@ -220,16 +220,9 @@ def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides) 
 
 
 def _is_sqvae_reference(config: ModelConfig) -> bool:
-    layer = config.layers[0]
-    return (
-        config.in_channels == 3
-        and config.image_size == (32, 32)
-        and (config.hidden, config.num_res_blocks, config.batch_norm, config.init_std) == (64, 2, True, 0.02)
-        and len(config.layers) == 1
-        and (layer.codebook_size, layer.dim, layer.downsample) == (512, 64, 4)
-        and (layer.options.init_variance, layer.options.var_floor, layer.options.bounded_variance,
-             layer.options.sq_init) == (20.0, True, False, "normal")
-    )
+    """Whether ``config`` describes the public SQ-VAE CIFAR-10 network, as the defaults of ``ModelConfig``,
+    ``LayerConfig`` and ``SQOptions`` do."""
+    return replace(config, name="custom", rate_weight=1.0, train_defaults={}, reference="") == ModelConfig()
 
 
 # ----------------------------------------------------------------------------- entries
@@ -308,8 +301,9 @@ def _pq_entry(name: str, base: dict[str, Any], doc: str) -> None:
     option only the other quantizer kind reads raises a ValueError)."""
 
     def build(in_channels: int, image_size: tuple[int, int], **overrides) -> PQConfig:
-        config = PQConfig(name=name, in_channels=in_channels, image_size=image_size, **{
-            "hidden": default_hidden(image_size), "downsample": default_factor(image_size), **base, **overrides})
+        defaults = {"hidden": default_hidden(image_size), "downsample": default_factor(image_size)}
+        config = PQConfig(name=name, in_channels=in_channels, image_size=image_size,
+                          **{**defaults, **base, **overrides})
         check_quantizer_options(name, overrides, {config.quantizer}, PQ_QUANTIZER_OPTIONS)
         if "train_defaults" not in overrides:
             config.train_defaults = train_defaults(config.stochastic)

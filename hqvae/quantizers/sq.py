@@ -212,8 +212,9 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
                     z_q = F.embedding(indices, codebook)
 
             losses = {"discrete": neg_entropy_rows.sum() / batch}
-            if continuous_loss:
-                losses["continuous"] = self.continuous_term(x, z_q, scale, batch)
+            if continuous_loss:  # batch mean of Σ_rows ||x − z_q||² / (2 s²); vMF: κ Σ_rows (1 − ⟨x, z_q⟩)
+                losses["continuous"] = (scale * (1.0 - (x * z_q).sum(-1)).sum() / batch if self.is_vmf
+                                        else ((x - z_q).pow(2) * (0.5 / scale)).sum() / batch)
             stats = {
                 "entropy": -neg_entropy_rows.detach().mean(),
                 "perplexity": perplexity_of_counts(code_counts(indices, self.codebook_size)),
@@ -227,12 +228,6 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
             stats=stats,
             probs=probs if (self.training or return_probs) else None,
         )
-
-    def continuous_term(self, x: Tensor, z_q: Tensor, scale: Tensor, batch: int) -> Tensor:
-        """Batch mean of Σ_rows ||x − z_q||² / (2 s²)  (Gaussian) or κ Σ_rows (1 − ⟨x, z_q⟩) (vMF)."""
-        if self.is_vmf:
-            return scale * (1.0 - (x * z_q).sum(-1)).sum() / batch
-        return ((x - z_q).pow(2) * (0.5 / scale)).sum() / batch
 
     # ------------------------------------------------------------------ in a residual stack
 
