@@ -138,11 +138,10 @@ class PQVAE(DiscreteAutoencoder):
     def _statistics(self, out: ProgressiveOutput) -> dict[str, Tensor]:
         """Detached logs: per step the batch perplexity of the hard codes (pooled over groups); for
         SQ per step and in total the conditional and marginal entropy (nats per item) and MI."""
-        logs = {}
+        logs, size = {}, self.config.codebook_size
         with torch.no_grad(), fp32_island(out.tokens.device):
-            for step in range(self.config.depth):
-                counts = code_counts(out.tokens[:, step], self.config.codebook_size)
-                logs[f"perplexity/{step}"] = perplexity_of_counts(counts)
+            for step, tokens in enumerate(out.tokens.unbind(1)):
+                logs[f"perplexity/{step}"] = perplexity_of_counts(code_counts(tokens, size))
             if self.stochastic:
                 conditional, marginal = entropy_terms(out.log_probs.detach())
                 for step in range(self.config.depth):
