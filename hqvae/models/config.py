@@ -106,9 +106,7 @@ class BackboneConfig:
     reference: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["image_size"] = list(self.image_size)
-        return data
+        return {**asdict(self), "image_size": list(self.image_size)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
@@ -330,13 +328,11 @@ class PQConfig(BackboneConfig):
         if self.downsample < 2 or self.downsample & (self.downsample - 1):
             raise ValueError(f"downsample must be a power of 2 ≥ 2, got {self.downsample}")
         self._check_backbone(self.downsample, self.downsample, f"downsample={self.downsample}")
-        for key in ("dim", "depth", "groups"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be ≥ 1, got {getattr(self, key)}")
+        for key, least in (("dim", 1), ("depth", 1), ("groups", 1), ("codebook_size", 2)):
+            if getattr(self, key) < least:
+                raise ValueError(f"{key} must be ≥ {least}, got {getattr(self, key)}")
         if self.dim % self.groups:
             raise ValueError(f"groups={self.groups} must divide dim={self.dim} (each group is a block of channels)")
-        if self.codebook_size < 2:
-            raise ValueError(f"codebook_size must be ≥ 2, got {self.codebook_size}")
         if self.code_dim is not None and self.code_dim < 0:
             raise ValueError(f"code_dim must be None/0 (raw codewords) or ≥ 1, got {self.code_dim}")
         for key, choices in (("quantizer", tuple(PQ_QUANTIZER_OPTIONS)), ("entropy_sign", ("pq", "elbo")),

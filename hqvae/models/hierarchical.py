@@ -69,8 +69,7 @@ class HQVAE(DiscreteAutoencoder):
 
     def code_shapes_like(self, codes: Sequence[Tensor]) -> list[tuple[int, int]]:
         """Grids of every layer for the input size that the first layer's (B, h_0, w_0) codes imply."""
-        factor = self.groups[0].factor
-        return self.code_shapes((codes[0].shape[1] * factor, codes[0].shape[2] * factor))
+        return self.code_shapes(tuple(side * self.groups[0].factor for side in codes[0].shape[1:3]))
 
     def set_temperature(self, temperature: float) -> None:
         """Gumbel temperature τ of every SQ layer (residual stacks included); no-op for VQ-only models."""

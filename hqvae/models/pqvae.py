@@ -110,8 +110,7 @@ class PQVAE(DiscreteAutoencoder):
             terms["cond_entropy"] = config.lambda_h * sign * conditional.sum()
             terms["marginal_entropy"] = -config.lambda_h * config.gamma * marginal.sum()
         else:
-            terms["commitment"] = out.commitment
-            terms["codebook"] = out.codebook_loss
+            terms.update(commitment=out.commitment, codebook=out.codebook_loss)
         loss = sum(terms.values())
         terms = {key: value.detach() for key, value in terms.items()}
         terms["mse"] = mse.detach()
