@@ -1,6 +1,6 @@
 """Models: one HQ-VAE class (``HQVAE``) configured by a ``ModelConfig``, and the named registry.
 
-* ``config.py``     ``ModelConfig`` / ``LayerConfig`` (serialisable)
+* ``config.py``     ``ModelConfig`` / ``LayerConfig`` / ``PQConfig`` (serialisable)
 * ``backbone.py``   ResNet encoder (features at several resolutions), decoder, up-sampling
 * ``topdown.py``    injected / residual top-down layers grouped by resolution
 * ``hierarchical.py`` the HQ-VAE model (class ``HQVAE``): forward (loss), encode, decode
@@ -8,15 +8,13 @@
 * ``pretrained.py`` ``save_pretrained`` / ``from_pretrained``
 * ``registry.py``   ``list_models`` / ``create_model`` and the per-size defaults
 * ``base.py``       ``DiscreteAutoencoder``: the interface every registered model has
-* ``pqvae.py``      PQ-VAE (global token sequence; ``pq_config.py``, the quantizer in
-                    ``hqvae.quantizers.progressive``),
+* ``pqvae.py``      PQ-VAE (global token sequence; the quantizer in ``hqvae.quantizers.progressive``),
                     registered as ``pqvae`` and ``global_rvq`` by ``registry.py``
 """
 from .base import DiscreteAutoencoder, evaluating
-from .config import LayerConfig, ModelConfig
+from .config import LayerConfig, ModelConfig, PQConfig
 from .hierarchical import HQVAE
 from .output import ModelOutput
-from .pq_config import PQConfig
 from .pqvae import PQVAE
 from .pretrained import from_pretrained
 from .registry import create_model, list_models, model_config, register_model

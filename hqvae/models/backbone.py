@@ -56,11 +56,9 @@ class Upsample(nn.Sequential):
 
     def __init__(self, channels: int, factor: int):
         modules: list[nn.Module] = []
-        for stage in range(num_stages(factor)):
-            if stage > 0:
-                modules.append(nn.ReLU())
-            modules.append(nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1))
-        super().__init__(*modules)
+        for _ in range(num_stages(factor)):
+            modules += [nn.ReLU(), nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1)]
+        super().__init__(*modules[1:])  # no ReLU before the first
 
 
 class Encoder(nn.Module):
@@ -81,10 +79,8 @@ class Encoder(nn.Module):
         stages = num_stages(self.factors[0])
         widths = [hidden >> (stages - 1 - i) for i in range(stages)]  # e.g. [h/2, h] for ÷4
         stem: list[nn.Module] = []
-        channels = in_channels
-        for width in widths:
+        for channels, width in zip([in_channels, *widths], widths):
             stem += [nn.Conv2d(channels, width, 4, stride=2, padding=1), norm(width, batch_norm), nn.ReLU()]
-            channels = width
         stem += [nn.Conv2d(hidden, hidden, 3, padding=1), norm(hidden, batch_norm), nn.ReLU()]
         stem.append(res_blocks(hidden, num_res_blocks, batch_norm))
         self.stages = nn.ModuleList([nn.Sequential(*stem)])
@@ -97,10 +93,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor) -> dict[int, Tensor]:
         features = {}
-        h = x
         for factor, stage in zip(self.factors, self.stages):
-            h = stage(h)
-            features[factor] = h
+            x = features[factor] = stage(x)
         return features
 
 
@@ -112,21 +106,17 @@ class Decoder(nn.Module):
 
     def __init__(self, hidden: int, out_channels: int, factor: int, num_res_blocks: int, batch_norm: bool):
         super().__init__()
-        stages = num_stages(factor)
-        widths = [hidden >> i for i in range(stages)]  # e.g. [h, h/2] for ÷4
+        widths = [hidden >> i for i in range(num_stages(factor))]  # e.g. [h, h/2] for ÷4
         modules: list[nn.Module] = [
             res_blocks(hidden, num_res_blocks, batch_norm),
             nn.ConvTranspose2d(hidden, hidden, 3, padding=1),
             norm(hidden, batch_norm),
             nn.ReLU(),
         ]
-        for stage, width in enumerate(widths):
-            last = stage == stages - 1
-            out = out_channels if last else widths[stage + 1]
-            modules.append(nn.ConvTranspose2d(width, out, 4, stride=2, padding=1))
-            if not last:
-                modules += [norm(out, batch_norm), nn.ReLU()]
-        modules.append(nn.Sigmoid())
+        for width, out in zip(widths, widths[1:]):
+            modules += [nn.ConvTranspose2d(width, out, 4, stride=2, padding=1), norm(out, batch_norm),
+                        nn.ReLU()]
+        modules += [nn.ConvTranspose2d(widths[-1], out_channels, 4, stride=2, padding=1), nn.Sigmoid()]
         self.net = nn.Sequential(*modules)
 
     def forward(self, state: Tensor) -> Tensor:

@@ -25,6 +25,15 @@ from torch import Tensor, nn
 from .pretrained import PretrainedMixin
 
 
+def as_pair(size: int | Sequence[int]) -> tuple[int, int]:
+    """An image size given as an int or an (H, W) pair -> (H, W)."""
+    if isinstance(size, int):
+        return size, size
+    if len(size) != 2:
+        raise ValueError(f"image_size must be an int or an (H, W) pair, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
 @contextmanager
 def evaluating(model: nn.Module) -> Iterator[None]:
     """Eval mode and no gradients inside; every submodule's training flag restored after."""
@@ -124,6 +133,29 @@ class DiscreteAutoencoder(PretrainedMixin, nn.Module):
         if not 1 <= len(codes) <= self.num_layers:
             raise ValueError(f"expected between 1 and {self.num_layers} code tensors (one per layer), got {len(codes)}")
         return len(codes)
+
+    def check_image_batch(self, x: Tensor, shape_text: str = "H, W") -> None:
+        """Raise a ValueError naming the fix unless ``x`` is a floating-point (B, in_channels, H, W) batch."""
+        channels, shape = self.config.in_channels, f"(B, {self.config.in_channels}, {shape_text})"
+        if not isinstance(x, Tensor):
+            raise ValueError(f"expected a torch.Tensor of shape {shape}, got {type(x).__name__}")
+        if x.dim() != 4:
+            hint = (
+                "use x.unsqueeze(1) for a batch of 1-channel images or spectrograms (B, H, W), "
+                "or x.unsqueeze(0) for a single image (C, H, W)"
+                if x.dim() == 3
+                else "reshape it to (B, C, H, W)"
+            )
+            raise ValueError(f"expected a 4-D batch {shape}, got shape {tuple(x.shape)}; {hint}")
+        if not x.is_floating_point():
+            raise ValueError(f"expected floating-point pixels in [0, 1], got dtype {x.dtype}; "
+                             f"use x.float() / 255")
+        if x.shape[1] != channels:
+            raise ValueError(
+                f"expected {channels} input channel(s), got {x.shape[1]} in shape {tuple(x.shape)}; "
+                f"create the model with in_channels={x.shape[1]}, "
+                f"e.g. hqvae.create_model({self.config.name!r}, in_channels={x.shape[1]}, ...)"
+            )
 
     def check_upto(self, upto: int | None, given: int) -> int:
         upto = given if upto is None else upto

@@ -1,15 +1,25 @@
-"""Serialisable description of an HQ-VAE: the backbone hyperparameters and the list of latent layers.
+"""Serialisable descriptions of the models: ``ModelConfig`` (an HQ-VAE: the backbone
+hyperparameters and the list of latent layers) and ``PQConfig`` (a PQ-VAE, SPEC §4: the backbone,
+the token layout, the codewords and the loss weights).
 
-A model is fully determined by a ``ModelConfig``; ``config.json`` of a saved model holds
-``ModelConfig.to_dict()`` and ``ModelConfig.from_dict`` rebuilds it, rejecting unknown keys.
+A model is fully determined by its config; ``config.json`` of a saved model holds
+``config.to_dict()`` and ``from_dict`` rebuilds it, rejecting unknown keys.
 
-Layers are listed coarse to fine (SPEC §3). Each is
+HQ-VAE layers are listed coarse to fine (SPEC §3). Each is
 
 * ``kind="injected"``: a new, finer resolution ``downsample`` (factor relative to the input,
   a power of 2; strictly decreasing along the list), or
 * ``kind="residual"``: same resolution and code dimension as the layer before; it quantises
   the residual. An injected layer and the residual layers that follow it form one
   *resolution group*, quantised by one ``ResidualQuantizer`` (the injected layer is depth 0).
+
+The PQ-VAE token layout, for an input of ``image_size`` (H, W):
+
+    f ∈ R^{dim × h × w},  h = H / downsample,  w = W / downsample       (encoder output)
+    z = flatten(f) ∈ R^{dim·h·w}, split into ``groups`` G contiguous chunks of size
+        dim·h·w / G (whole channel groups, as G divides dim)
+    ``depth`` L quantisation steps, each picking one token per group: L·G tokens per item,
+        ``L·G·log2 K`` bits under the uniform prior.
 """
 from __future__ import annotations
 
@@ -17,8 +27,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..quantizers.registry import KINDS as QUANTIZER_KINDS, make_options
+from .losses import RECON_LOSSES
 
 KINDS = ("injected", "residual")
+# PQ-VAE: the options only one quantizer kind reads (the others apply to both)
+PQ_QUANTIZER_OPTIONS = {"sq": ("logit_scale", "gamma", "entropy_sign"), "vq": ("beta",)}
 
 
 def _reject_unknown(cls, data: dict[str, Any]) -> None:
@@ -26,10 +39,6 @@ def _reject_unknown(cls, data: dict[str, Any]) -> None:
     unknown = sorted(set(data) - set(valid))
     if unknown:
         raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; valid keys: {valid}")
-
-
-def _is_power_of_two(n: int) -> bool:
-    return n >= 1 and n & (n - 1) == 0
 
 
 @dataclass
@@ -72,16 +81,19 @@ class LayerConfig:
         flat = {key: data.pop(key) for kind in QUANTIZER_KINDS.values() for key in kind.option_names if key in data}
         _reject_unknown(cls, data)
         layer = cls(**data)
-        if flat and layer.quantizer in QUANTIZER_KINDS:
-            own = QUANTIZER_KINDS[layer.quantizer].option_names
-            layer.options = replace(layer.options, **{key: value for key, value in flat.items() if key in own})
-        return layer
+        return layer.with_options(flat) if flat and layer.quantizer in QUANTIZER_KINDS else layer
+
+    def with_options(self, values: dict[str, Any]) -> "LayerConfig":
+        """A copy whose options take the ``values`` its quantizer kind reads (the others are ignored)."""
+        names = QUANTIZER_KINDS[self.quantizer].option_names
+        return replace(self, options=replace(self.options, **{k: v for k, v in values.items() if k in names}))
 
 
 @dataclass
 class BackboneConfig:
-    """The fields every model configuration starts with: its registry name and the ResNet backbone
-    (documented on ``ModelConfig``), plus the checked JSON round trip the subclasses share."""
+    """The fields every model configuration has: its registry name, the ResNet backbone, training
+    defaults and a note (documented on ``ModelConfig``), plus the checked JSON round trip and checks
+    the subclasses share."""
 
     name: str = "custom"
     in_channels: int = 3
@@ -90,20 +102,37 @@ class BackboneConfig:
     num_res_blocks: int = 2
     batch_norm: bool = True
     init_std: float | None = 0.02
+    train_defaults: dict[str, Any] = field(default_factory=dict)
+    reference: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["image_size"] = list(self.image_size)
-        return data
+        return {**asdict(self), "image_size": list(self.image_size)}
 
     @classmethod
-    def _checked_keys(cls, data: dict[str, Any]) -> dict[str, Any]:
-        """A copy of ``data`` with unknown keys rejected and ``image_size`` made a tuple."""
+    def from_dict(cls, data: dict[str, Any]):
+        """The configuration ``to_dict`` wrote, unknown keys rejected."""
         _reject_unknown(cls, data)
-        data = dict(data)
         if "image_size" in data:
-            data["image_size"] = tuple(data["image_size"])
-        return data
+            data = {**data, "image_size": tuple(data["image_size"])}
+        return cls(**data)
+
+    def _check_backbone(self, finest: int, largest: int, largest_text: str) -> None:
+        """Raise a ValueError unless the encoder's stages fit: ``finest`` / ``largest`` are the
+        smallest / largest downsampling factors (powers of 2), ``largest_text`` names the largest."""
+        if self.in_channels < 1:
+            raise ValueError(f"in_channels must be ≥ 1, got {self.in_channels}")
+        finest_stages = finest.bit_length() - 1
+        if self.hidden % (1 << (finest_stages - 1)) != 0:
+            raise ValueError(
+                f"hidden={self.hidden} must be divisible by {1 << (finest_stages - 1)} "
+                f"(the encoder halves it once per extra stride-2 stage)"
+            )
+        height, width = self.image_size
+        if height % largest or width % largest:
+            raise ValueError(
+                f"image_size {height}×{width} is not divisible by {largest_text}; use a multiple of "
+                f"{largest} or smaller downsample factors"
+            )
 
 
 @dataclass
@@ -130,8 +159,6 @@ class ModelConfig(BackboneConfig):
 
     layers: list[LayerConfig] = field(default_factory=lambda: [LayerConfig()])
     rate_weight: float = 1.0
-    train_defaults: dict[str, Any] = field(default_factory=dict)
-    reference: str = ""
 
     # ------------------------------------------------------------------ derived
 
@@ -160,12 +187,8 @@ class ModelConfig(BackboneConfig):
     def max_downsample(self) -> int:
         return max(self.downsamples)
 
-    # ------------------------------------------------------------------ checks
-
     def validate(self) -> None:
         """Raise a ValueError naming the offending field and the fix."""
-        if self.in_channels < 1:
-            raise ValueError(f"in_channels must be ≥ 1, got {self.in_channels}")
         if not self.layers:
             raise ValueError("a model needs at least one layer")
         for i, layer in enumerate(self.layers):
@@ -186,7 +209,7 @@ class ModelConfig(BackboneConfig):
             raise ValueError("the first layer must be kind='injected' (residual layers refine a previous layer)")
         for g, group in enumerate(self.groups):
             head = group[0]
-            if head.downsample is None or head.downsample < 2 or not _is_power_of_two(head.downsample):
+            if head.downsample is None or head.downsample < 2 or head.downsample & (head.downsample - 1):
                 raise ValueError(f"injected layer of group {g} needs downsample = a power of 2 ≥ 2, got {head.downsample}")
             for layer in group[1:]:
                 if layer.downsample not in (None, head.downsample):
@@ -204,24 +227,124 @@ class ModelConfig(BackboneConfig):
         factors = self.downsamples
         if any(a <= b for a, b in zip(factors, factors[1:])):
             raise ValueError(f"injected layers go coarse to fine: downsample must strictly decrease, got {factors}")
-        finest_stages = factors[-1].bit_length() - 1
-        if self.hidden % (1 << (finest_stages - 1)) != 0:
-            raise ValueError(
-                f"hidden={self.hidden} must be divisible by {1 << (finest_stages - 1)} "
-                f"(the encoder halves it once per extra stride-2 stage)"
-            )
-        height, width = self.image_size
-        if height % self.max_downsample or width % self.max_downsample:
-            raise ValueError(
-                f"image_size {height}×{width} is not divisible by the largest downsample factor "
-                f"{self.max_downsample}; use a multiple of {self.max_downsample} or smaller downsample factors"
-            )
-
-    # ------------------------------------------------------------------ serialisation
+        self._check_backbone(factors[-1], factors[0], f"the largest downsample factor {factors[0]}")
 
     def __post_init__(self) -> None:
         self.layers = [layer if isinstance(layer, LayerConfig) else LayerConfig.from_dict(layer) for layer in self.layers]
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        return cls(**cls._checked_keys(data))
+
+@dataclass(frozen=True)
+class TokenStep:
+    """What one quantisation step looks like to code that walks ``config.layers`` (the
+    training loop's validation counts each step's codes against ``codebook_size``)."""
+
+    codebook_size: int
+    quantizer: str
+    stochastic: bool
+    kind: str = "global"
+
+
+@dataclass
+class PQConfig(BackboneConfig):
+    """Everything needed to build a ``PQVAE``.
+
+    name: registry name (``config.json``'s ``model_type``): "pqvae" or "global_rvq".
+    in_channels: C of the input.
+    image_size: (H, W). The latent grid is flattened into one vector, so inputs must have
+        exactly this size (unlike the fully convolutional HQ-VAE models).
+    hidden, num_res_blocks, batch_norm, init_std, train_defaults, reference: as in ``ModelConfig``.
+    downsample: encoder output grid = image_size / downsample (a power of 2 ≥ 2).
+    dim: channels c of the encoder output f (1×1 conv from ``hidden``).
+    depth: L, the number of residual quantisation steps (tokens per group).
+    groups: G, the number of chunks z is split into (G tokens per step); must divide ``dim``.
+    codebook_size: K, codewords per step and group (every step and group has its own codebook).
+    code_dim: d_c, factorised codewords: the residual is projected to d_c dims (one linear map
+        per step and group), logits are κ·cos(W_in r, e_k), the chosen code image is W_out ê_k.
+        None or 0: raw codewords e_k ∈ R^{dim·h·w / G}, logits κ·cos(r, e_k), code image e_k
+        (SQ only).
+    logit_scale: initial κ; κ = exp(log κ_l) is learnt, one per step (SQ only).
+    quantizer: "sq": Gumbel-softmax relaxed sample in training, argmax at test (SPEC §1.2);
+        "vq": nearest code (max cosine) with the straight-through estimator in code space,
+        commitment ``beta`` and a gradient-trained codebook (the "global residual VQ" control).
+    beta: VQ commitment weight (encoder side, SPEC §1.1).
+    lambda_h: λ_h, weight of the entropy terms (SQ only; VQ has no posterior, so it must be 0).
+    gamma: γ, weight of the marginal entropy inside the λ_h bracket.
+    lambda_prefix: λ_pre, weight of the reconstruction from a random prefix of m steps.
+    entropy_sign: "pq" adds + λ_h·E H(q) (posteriors driven to certainty, the PQ-VAE paper);
+        "elbo" adds − λ_h·E H(q) (posteriors kept spread, like SQ-VAE's discrete term).
+    recon_loss: "sse" Σ_pixels (x̂ − x)² per item, batch mean; "arelbo"
+        (D/2)·log(mean_batch Σ_pixels (x̂ − x)²) (SPEC §2); "mse" mean over everything.
+    """
+
+    name: str = "pqvae"
+    downsample: int = 4
+    dim: int = 16
+    depth: int = 16
+    groups: int = 1
+    codebook_size: int = 256
+    code_dim: int | None = 16
+    logit_scale: float = 10.0
+    quantizer: str = "sq"
+    beta: float = 0.25
+    lambda_h: float = 0.05
+    gamma: float = 1.0
+    lambda_prefix: float = 1.0
+    entropy_sign: str = "pq"
+    recon_loss: str = "sse"
+
+    # ------------------------------------------------------------------ derived
+
+    @property
+    def stochastic(self) -> bool:
+        """SQ steps: a Gumbel temperature matters."""
+        return self.quantizer == "sq"
+
+    @property
+    def factorised(self) -> bool:
+        return bool(self.code_dim)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(h, w) of the encoder output."""
+        return self.image_size[0] // self.downsample, self.image_size[1] // self.downsample
+
+    @property
+    def latent_size(self) -> int:
+        """dim·h·w, the length of the global vector z."""
+        return self.dim * self.grid[0] * self.grid[1]
+
+    @property
+    def group_size(self) -> int:
+        """dim·h·w / G, the length of one group's chunk of z."""
+        return self.latent_size // self.groups
+
+    @property
+    def layers(self) -> list[TokenStep]:
+        """One entry per quantisation step (a step's codes are (B, G) indices < K)."""
+        return [TokenStep(self.codebook_size, self.quantizer, self.stochastic)] * self.depth
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the offending field and the fix."""
+        if self.downsample < 2 or self.downsample & (self.downsample - 1):
+            raise ValueError(f"downsample must be a power of 2 ≥ 2, got {self.downsample}")
+        self._check_backbone(self.downsample, self.downsample, f"downsample={self.downsample}")
+        for key, least in (("dim", 1), ("depth", 1), ("groups", 1), ("codebook_size", 2)):
+            if getattr(self, key) < least:
+                raise ValueError(f"{key} must be ≥ {least}, got {getattr(self, key)}")
+        if self.dim % self.groups:
+            raise ValueError(f"groups={self.groups} must divide dim={self.dim} (each group is a block of channels)")
+        if self.code_dim is not None and self.code_dim < 0:
+            raise ValueError(f"code_dim must be None/0 (raw codewords) or ≥ 1, got {self.code_dim}")
+        for key, choices in (("quantizer", tuple(PQ_QUANTIZER_OPTIONS)), ("entropy_sign", ("pq", "elbo")),
+                            ("recon_loss", RECON_LOSSES)):
+            if getattr(self, key) not in choices:
+                raise ValueError(f"{key} must be one of {choices}, got {getattr(self, key)!r}")
+        if not self.logit_scale > 0:
+            raise ValueError(f"logit_scale must be > 0, got {self.logit_scale}")
+        if min(self.lambda_h, self.gamma, self.lambda_prefix, self.beta) < 0:
+            raise ValueError("lambda_h, gamma, lambda_prefix and beta must be ≥ 0")
+        if self.quantizer == "vq":
+            if not self.factorised:
+                raise ValueError("quantizer='vq' needs factorised codewords: set code_dim ≥ 1")
+            if self.lambda_h:
+                raise ValueError("quantizer='vq' has no posterior to take entropies of: set lambda_h=0")

@@ -14,6 +14,7 @@ Loss (SPEC §2), with D = C·H·W and every quantizer loss already a batch mean 
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Sequence
 
@@ -21,18 +22,11 @@ from torch import Tensor, nn
 
 from ..quantizers import QuantizerOutput
 from .backbone import Decoder, Encoder, init_weights
-from .base import DiscreteAutoencoder, evaluating
-from .checks import as_pair, check_image_batch
+from .base import DiscreteAutoencoder, as_pair, evaluating
 from .config import ModelConfig
 from .losses import reconstruction
 from .output import ModelOutput
 from .topdown import FILLS, ResolutionGroup
-
-
-def reconstruction_terms(x_hat: Tensor, x: Tensor, stochastic: bool) -> tuple[Tensor, Tensor]:
-    """x̂, x (B, C, H, W) -> (recon, mse): recon is the ARELBO term (D/2)·log(mean_b Σ_pixels (x̂ − x)²)
-    if stochastic, else the mse (``losses.reconstruction``)."""
-    return reconstruction(x_hat, x, "arelbo" if stochastic else "mse")
 
 
 class HQVAE(DiscreteAutoencoder):
@@ -50,18 +44,13 @@ class HQVAE(DiscreteAutoencoder):
         self.config = config
         factors = config.downsamples
         self.encoder = Encoder(config.in_channels, config.hidden, factors, config.num_res_blocks, config.batch_norm)
-        self.groups = nn.ModuleList()
-        previous = None
-        for layers in config.groups:
-            self.groups.append(ResolutionGroup(layers, config.hidden, previous, config.batch_norm))
-            previous = layers[0].downsample
+        self.groups = nn.ModuleList(ResolutionGroup(layers, config.hidden, previous, config.batch_norm)
+                                    for layers, previous in zip(config.groups, [None, *factors]))
         self.decoder = Decoder(config.hidden, config.in_channels, factors[-1], config.num_res_blocks, config.batch_norm)
         if config.init_std is not None:
             init_weights(self, config.init_std)
         # index, in the flat coarse-to-fine layer list, of each group's depth 0
-        self._first_layer = [0]
-        for group in self.groups:
-            self._first_layer.append(self._first_layer[-1] + group.depth)
+        self._first_layer = [0, *itertools.accumulate(group.depth for group in self.groups)]
 
     # ------------------------------------------------------------------ description
 
@@ -80,13 +69,12 @@ class HQVAE(DiscreteAutoencoder):
 
     def code_shapes_like(self, codes: Sequence[Tensor]) -> list[tuple[int, int]]:
         """Grids of every layer for the input size that the first layer's (B, h_0, w_0) codes imply."""
-        factor = self.groups[0].factor
-        return self.code_shapes((codes[0].shape[1] * factor, codes[0].shape[2] * factor))
+        return self.code_shapes(tuple(side * self.groups[0].factor for side in codes[0].shape[1:3]))
 
     def set_temperature(self, temperature: float) -> None:
         """Gumbel temperature τ of every SQ layer (residual stacks included); no-op for VQ-only models."""
         for group in self.groups:
-            group.set_temperature(temperature)
+            group.quantizer.set_temperature(temperature)
 
     # ------------------------------------------------------------------ training forward
 
@@ -96,7 +84,7 @@ class HQVAE(DiscreteAutoencoder):
         state, outputs = self._top_down(self.encoder(x))
         x_hat = self.decoder(state)
 
-        recon, mse = reconstruction_terms(x_hat, x, self.stochastic)
+        recon, mse = reconstruction(x_hat, x, "arelbo" if self.stochastic else "mse")
         loss = recon
         terms = {"recon": recon.detach(), "mse": mse.detach()}
         logs: dict[str, Tensor] = {}
@@ -182,22 +170,16 @@ class HQVAE(DiscreteAutoencoder):
             state = group.decode(state, z_q)
         return self.decoder(state)
 
-    # ------------------------------------------------------------------ input checks
-
     def check_input(self, x: Tensor) -> None:
         """Raise a ValueError naming the fix when ``x`` cannot go through this model."""
-        check_image_batch(x, self.config.in_channels, self.config.name)
+        self.check_image_batch(x)
         height, width = x.shape[2:]
         factor = self.config.max_downsample
         if height % factor or width % factor:
-            fixed = f"{_round_up(height, factor)}×{_round_up(width, factor)}"
+            fixed = f"{math.ceil(height / factor) * factor}×{math.ceil(width / factor) * factor}"
             raise ValueError(
                 f"input size {height}×{width} is not divisible by {factor}, the model's largest "
                 f"downsampling factor (layers at {', '.join(f'÷{f}' for f in self.config.downsamples)}); "
                 f"resize or pad the input to a multiple of {factor} (e.g. {fixed}), "
                 f"or create the model with smaller downsample factors"
             )
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return math.ceil(n / multiple) * multiple

@@ -32,11 +32,10 @@ from torch import Tensor, nn
 
 from ..quantizers.base import code_counts, fp32_island, perplexity_of_counts
 from .backbone import Decoder, Encoder, init_weights
-from .base import DiscreteAutoencoder, evaluating
-from .checks import as_pair, check_image_batch
+from .base import DiscreteAutoencoder, as_pair, evaluating
+from .config import PQConfig
 from .losses import reconstruction
 from .output import ModelOutput
-from .pq_config import PQConfig
 from ..quantizers.progressive import ProgressiveOutput, ProgressiveQuantizer
 
 
@@ -53,7 +52,7 @@ def entropy_terms(log_probs: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class PQVAE(DiscreteAutoencoder):
-    """PQ-VAE built from a ``PQConfig`` (see ``pq_config.py``); inputs (B, in_channels, H, W) with
+    """PQ-VAE built from a ``PQConfig`` (see ``config.py``); inputs (B, in_channels, H, W) with
     (H, W) = ``config.image_size``. Its layers are its L steps: ``encode`` gives one (B, G) token
     tensor per step, and the first m of them decode to the coarse reconstruction Σ_{l≤m} z_l."""
 
@@ -67,16 +66,9 @@ class PQVAE(DiscreteAutoencoder):
         self.encoder = Encoder(config.in_channels, config.hidden, [config.downsample], config.num_res_blocks,
                                config.batch_norm)
         self.to_latent = nn.Conv2d(config.hidden, config.dim, 1)
-        self.quantizer = ProgressiveQuantizer(
-            config.depth,
-            config.groups,
-            config.group_size,
-            config.codebook_size,
-            config.code_dim,
-            config.quantizer,
-            config.logit_scale,
-            config.beta,
-        )
+        self.quantizer = ProgressiveQuantizer(config.depth, config.groups, config.group_size,
+                                              config.codebook_size, config.code_dim, config.quantizer,
+                                              config.logit_scale, config.beta)
         self.from_latent = nn.Conv2d(config.dim, config.hidden, 1)
         self.decoder = Decoder(config.hidden, config.in_channels, config.downsample, config.num_res_blocks,
                                config.batch_norm)
@@ -118,8 +110,7 @@ class PQVAE(DiscreteAutoencoder):
             terms["cond_entropy"] = config.lambda_h * sign * conditional.sum()
             terms["marginal_entropy"] = -config.lambda_h * config.gamma * marginal.sum()
         else:
-            terms["commitment"] = out.commitment
-            terms["codebook"] = out.codebook_loss
+            terms.update(commitment=out.commitment, codebook=out.codebook_loss)
         loss = sum(terms.values())
         terms = {key: value.detach() for key, value in terms.items()}
         terms["mse"] = mse.detach()
@@ -139,20 +130,17 @@ class PQVAE(DiscreteAutoencoder):
     def _prefix_mask(self, batch: int, device: torch.device) -> Tensor:
         """(B, L) float, 1 for the first m_b steps: m_b ~ U{1..L} in training, 1 + (b mod L) in eval."""
         depth = self.config.depth
-        if self.training:
-            lengths = torch.randint(1, depth + 1, (batch,), device=device)
-        else:
-            lengths = torch.arange(batch, device=device) % depth + 1
+        lengths = (torch.randint(1, depth + 1, (batch,), device=device) if self.training
+                   else torch.arange(batch, device=device) % depth + 1)
         return (torch.arange(depth, device=device)[None, :] < lengths[:, None]).float()
 
     def _statistics(self, out: ProgressiveOutput) -> dict[str, Tensor]:
         """Detached logs: per step the batch perplexity of the hard codes (pooled over groups); for
         SQ per step and in total the conditional and marginal entropy (nats per item) and MI."""
-        logs = {}
+        logs, size = {}, self.config.codebook_size
         with torch.no_grad(), fp32_island(out.tokens.device):
-            for step in range(self.config.depth):
-                counts = code_counts(out.tokens[:, step], self.config.codebook_size)
-                logs[f"perplexity/{step}"] = perplexity_of_counts(counts)
+            for step, tokens in enumerate(out.tokens.unbind(1)):
+                logs[f"perplexity/{step}"] = perplexity_of_counts(code_counts(tokens, size))
             if self.stochastic:
                 conditional, marginal = entropy_terms(out.log_probs.detach())
                 for step in range(self.config.depth):
@@ -169,10 +157,7 @@ class PQVAE(DiscreteAutoencoder):
     def encode(self, x: Tensor) -> list[Tensor]:
         """x (B, C, H, W) -> tokens, one (B, G) long tensor per step (argmax / nearest code).
         Eval mode without gradients; the training flags are restored afterwards."""
-        self.check_input(x)
-        with evaluating(self):
-            tokens = self.quantizer(self.global_vectors(x)).tokens  # (B, L, G)
-        return [step.contiguous() for step in tokens.unbind(1)]
+        return [step.contiguous() for step in self.token_posteriors(x).tokens.unbind(1)]
 
     def token_posteriors(self, x: Tensor) -> ProgressiveOutput:
         """x -> the eval-mode quantiser output: tokens (B, L, G), code images (B, L, G, D_g) and,
@@ -202,12 +187,10 @@ class PQVAE(DiscreteAutoencoder):
         """Decoder input grid (B, c, h, w) -> x̂. Runs in the model's current mode, with gradients."""
         return self.decoder(self.from_latent(latent.to(self.from_latent.weight.dtype)))
 
-    # ------------------------------------------------------------------ input checks
-
     def check_input(self, x: Tensor) -> None:
         """Raise a ValueError naming the fix when ``x`` cannot go through this model."""
         height, width = self.config.image_size
-        check_image_batch(x, self.config.in_channels, self.config.name, f"{height}, {width}")
+        self.check_image_batch(x, f"{height}, {width}")
         if tuple(x.shape[2:]) != (height, width):
             raise ValueError(
                 f"input size {x.shape[2]}×{x.shape[3]} differs from the model's {height}×{width}: a PQ-VAE "

@@ -39,7 +39,6 @@ class PretrainedMixin:
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if needed)."""
-
         directory = Path(directory)  # created by the atomic writes
         document = {"model_type": self.config.name, "hqvae_version": __version__, "config": self.config.to_dict()}
         atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_model(self, tmp, metadata={"format": "pt"}))
@@ -71,10 +70,7 @@ def _resolve(path: str | os.PathLike) -> Path:
     return Path(snapshot_download(repo_id=str(path)))
 
 
-def _read_config(directory: Path) -> dict:
-    config_path = directory / CONFIG_NAME
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} is missing; a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+def _read_config(config_path: Path) -> dict:
     document = read_json(config_path, "re-save the model with save_pretrained")
     if not isinstance(document, dict) or "model_type" not in document or "config" not in document:
         raise ValueError(f"{config_path} must hold {{'model_type': ..., 'config': {{...}}}}; re-save the model")
@@ -100,15 +96,10 @@ def _check_weights(model: nn.Module, weights_path: Path, model_type: str) -> Non
     for name, tensor in model.state_dict().items():  # tied: the same storage, offset and shape
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
         aliases.setdefault(key, []).append(name)
-    missing = [
-        names[0] for names in aliases.values() if not any(name in stored for name in names)
-    ]
-    unexpected = sorted(set(stored) - set(expected))
-    mismatched = [
-        f"{name}: file {stored[name]} vs model {expected[name]}"
-        for name in sorted(set(stored) & set(expected))
-        if stored[name] != expected[name]
-    ]
+    missing = [names[0] for names in aliases.values() if not stored.keys() & set(names)]
+    unexpected = sorted(stored.keys() - expected.keys())
+    mismatched = [f"{name}: file {stored[name]} vs model {expected[name]}"
+                  for name in sorted(stored.keys() & expected.keys()) if stored[name] != expected[name]]
     problems = [f"{what} {_listing(items)}" for what, items in
                 (("missing keys", sorted(missing)), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
                 if items]
@@ -126,16 +117,18 @@ def from_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu")
     is installed, a Hub repository id to download.
     """
     directory = _resolve(path)
-    document = _read_config(directory)
-    weights_path = directory / WEIGHTS_NAME
-    if not weights_path.is_file():
-        raise FileNotFoundError(f"{weights_path} is missing; a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for file in (config_path, weights_path):
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} is missing; a saved model directory holds {CONFIG_NAME} and "
+                                    f"{WEIGHTS_NAME}")
+    document = _read_config(config_path)
     model_type = document["model_type"]
     try:
         model_class = model_class_for(model_type)
         model = model_class(model_class.config_class.from_dict(document["config"]))
     except (ValueError, TypeError, KeyError) as err:
-        raise ValueError(f"{directory / CONFIG_NAME} does not describe a model this version of hqvae can build "
+        raise ValueError(f"{config_path} does not describe a model this version of hqvae can build "
                          f"({err}); re-save the model, or load it with the hqvae version that saved it") from None
     _check_weights(model, weights_path, model_type)
     load_model(model, str(weights_path), strict=True)

@@ -29,16 +29,15 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Iterable, Sequence
+from dataclasses import fields, replace
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from torch import nn
 
-from .checks import as_pair
 from ..quantizers.registry import KINDS as QUANTIZER_KINDS
-from .config import LayerConfig, ModelConfig
+from .base import as_pair
+from .config import PQ_QUANTIZER_OPTIONS, LayerConfig, ModelConfig, PQConfig
 from .hierarchical import HQVAE
-from .pq_config import QUANTIZER_OPTIONS as PQ_QUANTIZER_OPTIONS, PQConfig
 from .pqvae import PQVAE
 from .pretrained import MODEL_CLASSES
 
@@ -67,19 +66,10 @@ LAYER_KEYS = ("codebook_size", "dim", "shared_codebook")
 OPTION_KEYS = tuple(key for kind in QUANTIZER_KINDS.values() for key in kind.option_names)
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
+class ModelEntry(NamedTuple):
     build: Callable[..., Any]
     model_class: type[nn.Module]
-    option_keys: tuple[str, ...]
-
-    @property
-    def valid_keys(self) -> list[str]:
-        """Structure keys (the builder's keyword-only parameters) and the option keys."""
-        params = inspect.signature(self.build).parameters.values()
-        structure = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
-        return sorted(set(structure) | set(self.option_keys))
+    valid_keys: list[str]  # structure keys (the builder's keyword-only parameters) and the option keys
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -93,7 +83,9 @@ def register_model(
     def decorate(build: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"a model named {name!r} is already registered")
-        _REGISTRY[name] = ModelEntry(name, build, model_class, tuple(option_keys))
+        params = inspect.signature(build).parameters.values()
+        structure = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        _REGISTRY[name] = ModelEntry(build, model_class, sorted(structure | set(option_keys)))
         MODEL_CLASSES[name] = model_class
         return build
 
@@ -128,8 +120,7 @@ def create_model(name: str, in_channels: int = 3, image_size: int | Sequence[int
     Every other hyperparameter is an override with a size-dependent default (module docstring);
     an unknown override raises a ValueError listing the valid keys.
     """
-    entry = _entry(name)
-    return entry.model_class(model_config(name, in_channels, image_size, **overrides))
+    return _entry(name).model_class(model_config(name, in_channels, image_size, **overrides))
 
 
 # ----------------------------------------------------------------------------- defaults
@@ -171,7 +162,8 @@ def _configure(
     config = ModelConfig(name=name, in_channels=in_channels, image_size=size,
                          **{"hidden": default_hidden(size), "layers": layers, **model_options})
     check_quantizer_options(name, layer_options, {layer.quantizer for layer in config.layers})
-    config.layers = [_set_options(layer, layer_options) for layer in config.layers]
+    layer_fields = {key: value for key, value in layer_options.items() if key in LAYER_KEYS}
+    config.layers = [replace(layer, **layer_fields).with_options(layer_options) for layer in config.layers]
     if config.stochastic and "rate_weight" not in overrides:
         config.rate_weight = balanced_rate_weight(config)
     if "train_defaults" not in overrides:
@@ -193,13 +185,6 @@ def balanced_rate_weight(config: ModelConfig) -> float:
     nats_per_pixel = sum(math.log(layer.codebook_size) / group[0].downsample ** 2
                          for group in config.groups for layer in group)
     return min(1.0, round(0.5 * config.in_channels / nats_per_pixel, 4))
-
-
-def _set_options(layer: LayerConfig, options: dict[str, Any]) -> LayerConfig:
-    """``layer`` with the layer fields among ``options`` and the options its quantizer kind reads set."""
-    own = QUANTIZER_KINDS[layer.quantizer].option_names
-    return replace(layer, **{key: value for key, value in options.items() if key in LAYER_KEYS},
-                   options=replace(layer.options, **{key: value for key, value in options.items() if key in own}))
 
 
 def check_quantizer_options(
@@ -235,16 +220,9 @@ def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides) 
 
 
 def _is_sqvae_reference(config: ModelConfig) -> bool:
-    layer = config.layers[0]
-    return (
-        config.in_channels == 3
-        and config.image_size == (32, 32)
-        and (config.hidden, config.num_res_blocks, config.batch_norm, config.init_std) == (64, 2, True, 0.02)
-        and len(config.layers) == 1
-        and (layer.codebook_size, layer.dim, layer.downsample) == (512, 64, 4)
-        and (layer.options.init_variance, layer.options.var_floor, layer.options.bounded_variance,
-             layer.options.sq_init) == (20.0, True, False, "normal")
-    )
+    """Whether ``config`` describes the public SQ-VAE CIFAR-10 network, as the defaults of ``ModelConfig``,
+    ``LayerConfig`` and ``SQOptions`` do."""
+    return replace(config, name="custom", rate_weight=1.0, train_defaults={}, reference="") == ModelConfig()
 
 
 # ----------------------------------------------------------------------------- entries
@@ -306,7 +284,7 @@ def hqvae(
 # ----------------------------------------------------------------------------- PQ-VAE
 # ``pqvae`` and its "global residual VQ" control ``global_rvq`` accept every ``PQConfig`` field except
 # name / in_channels / image_size as an override (``hqvae.create_model("pqvae", 1, 28, depth=8, groups=2,
-# lambda_h=0.5)``), except the options only the other quantizer kind reads (``pq_config.QUANTIZER_OPTIONS``:
+# lambda_h=0.5)``), except the options only the other quantizer kind reads (``config.PQ_QUANTIZER_OPTIONS``:
 # ``beta`` on SQ steps, ``logit_scale``, ``gamma``, ``entropy_sign`` on VQ steps). Hidden width and
 # downsampling follow the size defaults above, so that PQ-VAE and RSQ-VAE share the backbone at a given size.
 #
@@ -318,27 +296,23 @@ def hqvae(
 PQ_KEYS = tuple(f.name for f in fields(PQConfig) if f.name not in ("name", "in_channels", "image_size"))
 
 
-def _pq_configure(name: str, in_channels: int, size: tuple[int, int], base: dict[str, Any],
-                  overrides: dict[str, Any]) -> PQConfig:
-    """Size defaults, then the entry's settings, then the user's overrides (an option only the other
-    quantizer kind reads raises a ValueError)."""
-    config = PQConfig(name=name, in_channels=in_channels, image_size=size, hidden=default_hidden(size),
-                      downsample=default_factor(size))
-    config = replace(config, **{**base, **overrides})
-    check_quantizer_options(name, overrides, {config.quantizer}, PQ_QUANTIZER_OPTIONS)
-    if "train_defaults" not in overrides:
-        config.train_defaults = train_defaults(config.stochastic)
-    return config
+def _pq_entry(name: str, base: dict[str, Any], doc: str) -> None:
+    """Register the PQ-VAE entry ``name``: size defaults, then ``base``, then the user's overrides (an
+    option only the other quantizer kind reads raises a ValueError)."""
+
+    def build(in_channels: int, image_size: tuple[int, int], **overrides) -> PQConfig:
+        defaults = {"hidden": default_hidden(image_size), "downsample": default_factor(image_size)}
+        config = PQConfig(name=name, in_channels=in_channels, image_size=image_size,
+                          **{**defaults, **base, **overrides})
+        check_quantizer_options(name, overrides, {config.quantizer}, PQ_QUANTIZER_OPTIONS)
+        if "train_defaults" not in overrides:
+            config.train_defaults = train_defaults(config.stochastic)
+        return config
+
+    build.__doc__ = doc
+    register_model(name, PQVAE, PQ_KEYS)(build)
 
 
-@register_model("pqvae", model_class=PQVAE, option_keys=PQ_KEYS)
-def pqvae(in_channels: int, image_size: tuple[int, int], **overrides) -> PQConfig:
-    """PQ-VAE (SPEC §4): L stochastic residual steps on the global latent vector."""
-    return _pq_configure("pqvae", in_channels, image_size, {}, overrides)
-
-
-@register_model("global_rvq", model_class=PQVAE, option_keys=PQ_KEYS)
-def global_rvq(in_channels: int, image_size: tuple[int, int], **overrides) -> PQConfig:
-    """Global residual VQ: PQ-VAE's network with VQ steps, no entropy terms and no prefix loss."""
-    base = {"quantizer": "vq", "lambda_h": 0.0, "lambda_prefix": 0.0}
-    return _pq_configure("global_rvq", in_channels, image_size, base, overrides)
+_pq_entry("pqvae", {}, "PQ-VAE (SPEC §4): L stochastic residual steps on the global latent vector.")
+_pq_entry("global_rvq", {"quantizer": "vq", "lambda_h": 0.0, "lambda_prefix": 0.0},
+          "Global residual VQ: PQ-VAE's network with VQ steps, no entropy terms and no prefix loss.")

@@ -54,18 +54,10 @@ class ResolutionGroup(nn.Module):
             self.merge_out = nn.Sequential(
                 nn.Conv2d(hidden + self.dim, hidden, 3, padding=1), ResBlock(hidden, batch_norm)
             )
-        quantizers = [build_quantizer(layer) for layer in layers]
-        if len(quantizers) == 1:
-            self.quantizer = quantizers[0]
-        else:
-            self.quantizer = ResidualQuantizer(quantizers, shared_codebook=layers[0].shared_codebook)
-
-    @property
-    def quantizers(self) -> list[Quantizer]:
-        """The per-depth quantizers, depth 0 (the injected layer) first."""
-        if isinstance(self.quantizer, ResidualQuantizer):
-            return list(self.quantizer.layers)
-        return [self.quantizer]
+        # the per-depth quantizers, depth 0 (the injected layer) first; registered through ``quantizer``
+        self.quantizers: list[Quantizer] = [build_quantizer(layer) for layer in layers]
+        self.quantizer = (self.quantizers[0] if self.depth == 1
+                          else ResidualQuantizer(self.quantizers, shared_codebook=layers[0].shared_codebook))
 
     # ------------------------------------------------------------------ forward
 
@@ -111,16 +103,12 @@ class ResolutionGroup(nn.Module):
         the uniform prior, the codebook mean, at every position (``fill="mean"``), or zero
         (``fill="zero"``); ``grid`` = (B, h, w).
         """
-        quantizers = self.quantizers
         if codes:
-            return sum(quantizer.embed(code) for quantizer, code in zip(quantizers, codes))
+            return sum(quantizer.embed(code) for quantizer, code in zip(self.quantizers, codes))
         batch, height, width = grid
-        head = quantizers[0]
+        head = self.quantizers[0]
         device = head.weight.device
         if fill == "zero":
             return torch.zeros(batch, self.dim, height, width, device=device)
         expected = head.embed(torch.arange(head.codebook_size, device=device)).mean(dim=0)  # (d,)
         return expected.reshape(1, self.dim, 1, 1).expand(batch, -1, height, width)
-
-    def set_temperature(self, temperature: float) -> None:
-        self.quantizer.set_temperature(temperature)

@@ -56,12 +56,8 @@ class QuantizerOutput:
     @property
     def loss(self) -> Tensor:
         """Scalar: every depth's ``loss`` (coarse to fine), then each of ``losses``, summed in order."""
-        total = self.z_q.new_zeros((), dtype=torch.float32)
-        for depth in self.depths or ():
-            total = total + depth.loss
-        for value in self.losses.values():
-            total = total + value
-        return total
+        terms = [depth.loss for depth in self.depths or ()] + list(self.losses.values())
+        return sum(terms, self.z_q.new_zeros((), dtype=torch.float32))
 
     def per_depth(self) -> list[tuple[dict[str, Tensor], dict[str, Tensor]]]:
         """(losses, stats) of each depth, coarse to fine: one pair for a single quantizer; a

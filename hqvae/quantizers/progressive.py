@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from .base import fp32_island, l2_normalize, straight_through, upcast
 from .relaxed import gumbel_noise
+from .sq import StochasticQuantizer
 
 
 @dataclass
@@ -96,11 +97,7 @@ class ProgressiveQuantizer(nn.Module):
 
     # ------------------------------------------------------------------ vocabulary
 
-    def set_temperature(self, temperature: float) -> None:
-        """Gumbel temperature τ > 0 of training-mode samples (SQ)."""
-        if not temperature > 0:
-            raise ValueError(f"the Gumbel temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
+    set_temperature = StochasticQuantizer.set_temperature  # τ of the SQ steps' training samples
 
     def scale(self) -> Tensor:
         """κ_l, (L,) float32."""

@@ -122,18 +122,11 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
             self.log_s2 = nn.Parameter(torch.tensor(math.log(init_variance)))
         self.register_buffer("initialized", torch.tensor(init == "normal"))
         self.owns_codebook = True  # False for the deeper depths of a residual stack sharing one codebook
+        self.is_vmf = variance == "vmf"
+        self.needs_log_var = variance in ("gaussian_2", "gaussian_3", "gaussian_4")  # forward takes log_var
         self.set_temperature(temperature)
 
     # ------------------------------------------------------------------ vocabulary
-
-    @property
-    def is_vmf(self) -> bool:
-        return self.variance_type == "vmf"
-
-    @property
-    def needs_log_var(self) -> bool:
-        """Types II–IV take an externally predicted log-variance in ``forward``."""
-        return self.variance_type in ("gaussian_2", "gaussian_3", "gaussian_4")
 
     @property
     def codebook(self) -> Tensor:
@@ -145,9 +138,6 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         if not temperature > 0:
             raise ValueError(f"the Gumbel temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
-
-    def kappa(self) -> Tensor:
-        return 1.0 + upcast(self.log_kappa).exp()
 
     def variance(self, log_var_rows: Tensor | None = None) -> Tensor:
         """s² as a scalar, or per row ((N, 1) or (N, dim)) for types II–IV, in float32."""
@@ -197,7 +187,7 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
             codebook = upcast(self.codebook)  # (K, d)
             if self.is_vmf:
                 x = l2_normalize(x)
-                scale = self.kappa()
+                scale = 1.0 + upcast(self.log_kappa).exp()  # κ
             else:
                 scale = self.variance(log_var_rows)  # scalar, (N, 1) or (N, d)
 
@@ -222,16 +212,14 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
                     z_q = F.embedding(indices, codebook)
 
             losses = {"discrete": neg_entropy_rows.sum() / batch}
-            if continuous_loss:
-                losses["continuous"] = self.continuous_term(x, z_q, scale, batch)
+            if continuous_loss:  # batch mean of Σ_rows ||x − z_q||² / (2 s²); vMF: κ Σ_rows (1 − ⟨x, z_q⟩)
+                losses["continuous"] = (scale * (1.0 - (x * z_q).sum(-1)).sum() / batch if self.is_vmf
+                                        else ((x - z_q).pow(2) * (0.5 / scale)).sum() / batch)
             stats = {
                 "entropy": -neg_entropy_rows.detach().mean(),
                 "perplexity": perplexity_of_counts(code_counts(indices, self.codebook_size)),
+                "kappa" if self.is_vmf else "variance": scale.detach().mean(),
             }
-            if self.is_vmf:
-                stats["kappa"] = scale.detach()
-            else:
-                stats["variance"] = scale.detach().mean()
 
         return QuantizerOutput(
             z_q=restore(z_q).to(z.dtype),
@@ -240,12 +228,6 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
             stats=stats,
             probs=probs if (self.training or return_probs) else None,
         )
-
-    def continuous_term(self, x: Tensor, z_q: Tensor, scale: Tensor, batch: int) -> Tensor:
-        """Batch mean of Σ_rows ||x − z_q||² / (2 s²)  (Gaussian) or κ Σ_rows (1 − ⟨x, z_q⟩) (vMF)."""
-        if self.is_vmf:
-            return scale * (1.0 - (x * z_q).sum(-1)).sum() / batch
-        return ((x - z_q).pow(2) * (0.5 / scale)).sum() / batch
 
     # ------------------------------------------------------------------ in a residual stack
 
@@ -268,8 +250,6 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
             summed_variance = sum(layer.variance() for layer in layers)
             diff, _ = flatten_latents(upcast(z - total), self.dim, self.channel_last)
             return {"continuous": (diff.pow(2) * (0.5 / summed_variance)).sum() / z.shape[0]}
-
-    # ------------------------------------------------------------------ data initialisation
 
     @torch.no_grad()
     def _initialise(self, x: Tensor) -> None:
@@ -342,8 +322,7 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         expected[channel_axis] = channels
         if list(log_var.shape) != expected:
             if self.variance_type == "gaussian_2" and log_var.shape[0] == z.shape[0] and log_var[0].numel() == 1:
-                view = [z.shape[0]] + [1] * (z.dim() - 1)
-                log_var = log_var.reshape(view).expand(expected)
+                log_var = log_var.reshape(z.shape[0], *[1] * (z.dim() - 1)).expand(expected)
             else:
                 raise ValueError(
                     f"log_var for {self.variance_type!r} must have shape {tuple(expected)} "

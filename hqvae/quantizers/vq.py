@@ -24,8 +24,7 @@ def kmeans(x: Tensor, num_clusters: int, iters: int) -> tuple[Tensor, Tensor]:
     Centroids start at random rows (with replacement when N < K); empty clusters keep their
     previous centroid.
     """
-    start = torch.randint(x.shape[0], (num_clusters,), device=x.device)
-    centroids = x[start].clone()
+    centroids = x[torch.randint(x.shape[0], (num_clusters,), device=x.device)]  # (a copy)
     sizes = torch.zeros(num_clusters, device=x.device)
     for _ in range(iters):
         assign = nearest_code(x, centroids)
@@ -160,10 +159,7 @@ class VectorQuantizer(LazyInitFlag, Quantizer):
     def share_codebook(self, source: "VectorQuantizer") -> None:
         """EMA codebooks share their buffers too (each depth then adds its own EMA step, as in
         vector-quantize-pytorch's shared ResidualVQ)."""
-        if not self.ema:
-            super().share_codebook(source)
-            return
-        for name in ("weight", "weight_avg", "cluster_size", "initialized"):
+        for name in ("weight", "weight_avg", "cluster_size", "initialized") if self.ema else ("weight",):
             setattr(self, name, getattr(source, name))
 
     def residual_step(self, out: QuantizerOutput) -> Tensor:
