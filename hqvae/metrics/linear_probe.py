@@ -26,11 +26,8 @@ class LinearProbe:
     weight: Tensor  # (classes, D)
     bias: Tensor  # (classes,)
 
-    def logits(self, features: Tensor) -> Tensor:
-        return ((features.float() - self.mean) / self.scale) @ self.weight.t() + self.bias
-
     def predict(self, features: Tensor) -> Tensor:
-        return self.logits(features).argmax(-1)
+        return (((features.float() - self.mean) / self.scale) @ self.weight.t() + self.bias).argmax(-1)
 
     def accuracy(self, features: Tensor, labels: Tensor) -> float:
         return float((self.predict(features) == labels).float().mean())
