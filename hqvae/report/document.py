@@ -104,29 +104,23 @@ def layer_table(results: dict) -> Table:
     """One row per layer of one run."""
     header = ["layer", "kind", "quantizer", "grid", "K", "bits", "perplexity", "mini-batch perplexity", "usage",
               "codes used", "entropy (bits)", "information (bits/position)", "posterior entropy (bits)"]
-    rows = []
-    for layer in results.get("layers") or []:
-        grid = layer.get("grid") or []
-        rows.append([str(layer.get("layer", MISSING)), layer.get("kind", MISSING), layer.get("quantizer", MISSING),
-                     "×".join(map(str, grid)) or MISSING, str(layer.get("codebook_size", MISSING)),
-                     number(layer.get("bits"), 0), number(layer.get("perplexity"), 1),
-                     number(layer.get("minibatch_perplexity"), 1), percent(layer.get("usage")),
-                     str(layer.get("codes_used", MISSING)), number(layer.get("entropy_bits"), 2),
-                     number(layer.get("information_bits"), 2), number(layer.get("conditional_entropy_bits"), 2)])
+    rows = [[str(layer.get("layer", MISSING)), layer.get("kind", MISSING), layer.get("quantizer", MISSING),
+             "×".join(map(str, layer.get("grid") or [])) or MISSING, str(layer.get("codebook_size", MISSING)),
+             number(layer.get("bits"), 0), number(layer.get("perplexity"), 1),
+             number(layer.get("minibatch_perplexity"), 1), percent(layer.get("usage")),
+             str(layer.get("codes_used", MISSING)), number(layer.get("entropy_bits"), 2),
+             number(layer.get("information_bits"), 2), number(layer.get("conditional_entropy_bits"), 2)]
+            for layer in results.get("layers") or []]
     return Table(header, rows)
 
 
 def coarse_to_fine_table(entries: list[RunEntry]) -> Table | None:
     """RMSE / PSNR of the decoding from the first m layers, one row per (run, m); None when no run
     has more than one layer."""
-    rows = []
-    for entry in entries:
-        points = entry.results.get("coarse_to_fine") or []
-        if len(points) > 1:
-            for point in points:
-                rows.append([entry.name, str(point.get("layers")), number(point.get("bits_per_item"), 0),
-                             number(point.get("rmse"), 4), number(point.get("psnr"), 2),
-                             number(point.get("ssim"), 4)])
+    rows = [[entry.name, str(point.get("layers")), number(point.get("bits_per_item"), 0), number(point.get("rmse"), 4),
+             number(point.get("psnr"), 2), number(point.get("ssim"), 4)]
+            for entry in entries if len(entry.results.get("coarse_to_fine") or []) > 1
+            for point in entry.results["coarse_to_fine"]]
     return Table(["run", "layers m", "bits/item", "RMSE", "PSNR", "SSIM"], rows) if rows else None
 
 
@@ -135,7 +129,7 @@ def provenance(entry: RunEntry) -> BulletList:
     results = entry.results
     data, run, settings = results.get("data", {}), results.get("run", {}), results.get("settings", {})
     checkpoint = results.get("checkpoint") or {}
-    items = [
+    return BulletList([
         f"run folder: {run.get('path', MISSING)} (status {run.get('status', MISSING)}, "
         f"seed {run.get('seed', MISSING)})",
         f"checkpoint: {checkpoint_label(results)}" + (f" ({checkpoint['note']})" if checkpoint.get("note") else ""),
@@ -144,8 +138,7 @@ def provenance(entry: RunEntry) -> BulletList:
         f"trained on: {run.get('training_data') or MISSING}",
         f"quantisation: {settings.get('quantization', MISSING)}; mini-batch perplexity over "
         f"{settings.get('minibatch_perplexity_batch', MISSING)} consecutive items",
-    ]
-    return BulletList(items)
+    ])
 
 
 def data_mismatch(entries: list[RunEntry]) -> str | None:

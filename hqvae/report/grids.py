@@ -69,10 +69,7 @@ def reconstruction_grid(x: torch.Tensor, x_hat: torch.Tensor, columns: int = 8,
     """Originals x and reconstructions x_hat, both (N, C, H, W): pairs of rows, originals above."""
     if x.shape != x_hat.shape:
         raise ValueError(f"originals {tuple(x.shape)} and reconstructions {tuple(x_hat.shape)} differ in shape")
-    rows = []
-    for originals, reconstructions in zip(x.split(columns), x_hat.split(columns)):
-        rows += [originals, reconstructions]
-    return tile(rows, spectrogram)
+    return tile([row for pair in zip(x.split(columns), x_hat.split(columns)) for row in pair], spectrogram)
 
 
 def save_png(picture: Image.Image, path: str | os.PathLike) -> Path:

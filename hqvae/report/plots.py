@@ -87,8 +87,7 @@ def coarse_to_fine_strip(x: torch.Tensor, progressive: list[torch.Tensor], path:
         for c, image in enumerate(images):
             axes[r][c].imshow(to_pil(image, spectrogram), cmap=None if spectrogram or image.shape[0] == 3 else "gray",
                               vmin=0, vmax=255, aspect="auto" if spectrogram else "equal", interpolation="nearest")
-            axes[r][c].set_xticks([])
-            axes[r][c].set_yticks([])
+            axes[r][c].set(xticks=[], yticks=[])
             if r == 0:
                 axes[r][c].set_title("original" if c == 0 else f"m = {c}", fontsize=9)
     figure.suptitle("decoded from the first m layers", fontsize=10)
