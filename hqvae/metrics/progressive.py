@@ -135,8 +135,7 @@ def _codes_and_labels(model: nn.Module, data: Any, batch_size: int) -> tuple[lis
 
 def _features(model: nn.Module, codes: list, m: int) -> Tensor:
     device = _device(model)
-    moved = [[code.to(device) for code in batch] for batch in codes]
-    return torch.cat([prefix_features(model, batch, m).cpu() for batch in moved])
+    return torch.cat([prefix_features(model, [code.to(device) for code in batch], m).cpu() for batch in codes])
 
 
 def linear_probe(

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from hqvae.io import atomic_write, atomic_write_json
 from hqvae.report.document import RunEntry, build_document
-from hqvae.report.html import render_html
-from hqvae.report.markdown import render_markdown
+from hqvae.report.render import render_html, render_markdown
 from hqvae.report.plots import codebook_usage_plot, coarse_to_fine_curve, training_curves
 
 COPIED_FIGURES = ("reconstructions", "coarse_to_fine")  # keys of results["files"] that are PNGs to copy

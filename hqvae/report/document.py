@@ -1,4 +1,4 @@
-"""The content of a comparison report, as a list of blocks that ``html.py`` and ``markdown.py`` render.
+"""The content of a comparison report, as a list of blocks that ``render.py`` renders (HTML, Markdown).
 
 Every number comes from the runs' results dicts (:func:`hqvae.evaluate.evaluate` plus the
 run/checkpoint fields of ``hqvae eval``); figures are referenced by paths relative to the
