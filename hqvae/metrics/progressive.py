@@ -138,14 +138,8 @@ def _features(model: nn.Module, codes: list, m: int) -> Tensor:
     return torch.cat([prefix_features(model, [code.to(device) for code in batch], m).cpu() for batch in codes])
 
 
-def linear_probe(
-    model: nn.Module,
-    train_data: Any,
-    test_data: Any,
-    prefix_lengths: Iterable[int] | None = None,
-    batch_size: int = 256,
-    l2: float = 1e-4,
-) -> list[dict]:
+def linear_probe(model: nn.Module, train_data: Any, test_data: Any, prefix_lengths: Iterable[int] | None = None,
+                 batch_size: int = 256, l2: float = 1e-4) -> list[dict]:
     """Logistic-regression accuracy on frozen prefix features (``prefix_features``: the decoder
     input Σ_{l≤m} z_l, standardised; ``hqvae.metrics.linear_probe``), fitted on ``train_data`` and
     scored on both sets. ``prefix_lengths`` defaults to 1..L.

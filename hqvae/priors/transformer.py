@@ -42,8 +42,6 @@ class CodePrior(PriorBase):
         self.register_buffer("layer_ids", layout.layer_of(), persistent=False)  # (T,)
         self._init_weights(config.n_layer)
 
-    # ------------------------------------------------------------------ training / scoring
-
     def forward(self, tokens: Tensor, labels: Tensor | None = None) -> list[Tensor]:
         """tokens (B, T) -> logits, one (B, n_l, K_l) tensor per layer."""
         labels = self.check_labels(labels, tokens.shape[0], tokens.device)
@@ -55,8 +53,6 @@ class CodePrior(PriorBase):
             x = block(x)
         x = self.ln_f(x)
         return [head(part) for head, part in zip(self.heads, x.split(self.layout.lengths, dim=1))]
-
-    # ------------------------------------------------------------------ incremental decoding
 
     def new_cache(self, batch: int) -> KVCache:
         return KVCache(self.config, self.config.n_layer, batch, self.layout.length, self.token_embedding.weight)

@@ -56,11 +56,7 @@ def unique_names(names: list[str]) -> list[str]:
 
 def _run_figures(run: ReportRun, folder: Path, out_dir: Path) -> dict[str, str]:
     """Draw or copy the run's figures into ``folder``; their paths relative to ``out_dir``."""
-    figures: dict[str, Path] = {}
-    if run.records:
-        path = training_curves(run.records, folder / "training_curves.png", title=run.name)
-        if path is not None:
-            figures["training_curves"] = path
+    figures = {"training_curves": training_curves(run.records, folder / "training_curves.png", title=run.name)}
     files = run.results.get("files") or {}
     for key in COPIED_FIGURES:
         if run.results_dir is not None and key in files and (run.results_dir / files[key]).is_file():
@@ -70,7 +66,7 @@ def _run_figures(run: ReportRun, folder: Path, out_dir: Path) -> dict[str, str]:
     if run.results.get("layers"):
         figures["codebook_usage"] = codebook_usage_plot(run.results, folder / "codebook_usage.png",
                                                         title=f"{run.name}: codebook usage")
-    return {key: Path(os.path.relpath(path, out_dir)).as_posix() for key, path in figures.items()}
+    return {key: Path(os.path.relpath(path, out_dir)).as_posix() for key, path in figures.items() if path is not None}
 
 
 def build_report(runs: list[ReportRun], out_dir: str | os.PathLike, title: str = "hqvae report") -> dict[str, Path]:

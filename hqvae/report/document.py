@@ -9,6 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MISSING = "–"
+FIGURE_CAPTIONS = {  # a run's figures, in the order they appear in its section
+    "training_curves": "training curves (metrics.jsonl)",
+    "reconstructions": "originals (odd rows) and reconstructions (even rows)",
+    "coarse_to_fine": "decoded from the first m layers",
+    "codebook_usage": "code frequencies per layer, most used first",
+}
 
 
 @dataclass
@@ -84,9 +90,7 @@ def summary_table(entries: list[RunEntry]) -> Table:
     rows = []
     for entry in entries:
         results = entry.results
-        recon = results.get("reconstruction", {})
-        data = results.get("data", {})
-        rate = results.get("rate", {})
+        recon, data, rate = (results.get(key, {}) for key in ("reconstruction", "data", "rate"))
         batch_size = (results.get("layers") or [{}])[0].get("minibatch_perplexity_batch_size", MISSING)
         row = [entry.name, results.get("model", {}).get("type", MISSING), checkpoint_label(results),
                f"{data.get('split', MISSING)} ({data.get('items', MISSING)})",
@@ -183,13 +187,6 @@ def build_document(entries: list[RunEntry], title: str, figures: dict[str, str],
         blocks.append(curve)
     for entry in entries:
         blocks += [Heading(entry.name), provenance(entry), layer_table(entry.results)]
-        captions = {
-            "training_curves": "training curves (metrics.jsonl)",
-            "reconstructions": "originals (odd rows) and reconstructions (even rows)",
-            "coarse_to_fine": "decoded from the first m layers",
-            "codebook_usage": "code frequencies per layer, most used first",
-        }
-        for key, caption in captions.items():
-            if key in entry.figures:
-                blocks.append(Image(entry.figures[key], f"{entry.name}: {caption}"))
+        blocks += [Image(entry.figures[key], f"{entry.name}: {caption}")
+                   for key, caption in FIGURE_CAPTIONS.items() if key in entry.figures]
     return blocks

@@ -59,11 +59,6 @@ def tile(rows: list[torch.Tensor], spectrogram: bool = False) -> Image.Image:
     return canvas
 
 
-def image_grid(images: torch.Tensor, columns: int = 8, spectrogram: bool = False) -> Image.Image:
-    """(N, C, H, W) -> a grid ``columns`` wide."""
-    return tile(list(images.split(columns)), spectrogram)
-
-
 def reconstruction_grid(x: torch.Tensor, x_hat: torch.Tensor, columns: int = 8,
                         spectrogram: bool = False) -> Image.Image:
     """Originals x and reconstructions x_hat, both (N, C, H, W): pairs of rows, originals above."""
