@@ -90,10 +90,7 @@ class DepthPrior(PriorBase):
             raise ValueError(f"the sequence is complete ({self.layout.length} tokens)")
         position, depth = divmod(t, self.depth)
         if depth == 0:
-            if position == 0:
-                x = self.start(labels)
-            else:
-                x = cache.summed + self.token_embedding[self.depth - 1](previous)
+            x = self.start(labels) if position == 0 else cache.summed + self.token_embedding[-1](previous)
             x = (x + self.position_embedding.weight[position])[:, None]
             cache.spatial.length = position
             for index, block in enumerate(self.blocks):

@@ -63,10 +63,7 @@ class CodePrior(PriorBase):
         t = cache.length
         if t >= self.layout.length:
             raise ValueError(f"the sequence is complete ({self.layout.length} tokens)")
-        if t == 0:
-            x = self.start(labels)
-        else:
-            x = self.token_embedding(previous + self.offsets[t - 1])
+        x = self.start(labels) if t == 0 else self.token_embedding(previous + self.offsets[t - 1])
         x = (x + self.position_embedding.weight[t] + self.layer_embedding.weight[self.layer_ids[t]])[:, None]
         for index, block in enumerate(self.blocks):
             x = block.step(x, cache, index)

@@ -60,17 +60,15 @@ def codebook_usage_plot(results: dict, path: str | os.PathLike, title: str = "")
 def coarse_to_fine_curve(results_by_run: dict[str, dict], path: str | os.PathLike) -> Path:
     """RMSE and PSNR of ``decode(codes, upto=m)`` against m, one line per run."""
     figure = Figure(figsize=(9, 3.5))
-    rmse_axes, psnr_axes = figure.subplots(1, 2)
-    for name, results in results_by_run.items():
-        points = results.get("coarse_to_fine") or []
-        layers = [point["layers"] for point in points]
-        rmse_axes.plot(layers, [point["rmse"] for point in points], marker="o", label=name)
-        psnr_axes.plot(layers, [point["psnr"] for point in points], marker="o", label=name)
-    for axes, label in ((rmse_axes, "RMSE"), (psnr_axes, "PSNR (dB)")):
-        axes.set(xlabel="layers decoded, m (coarse to fine)", ylabel=label)
+    panels = figure.subplots(1, 2)
+    for axes, metric in zip(panels, ("rmse", "psnr")):
+        for name, results in results_by_run.items():
+            points = results.get("coarse_to_fine") or []
+            axes.plot([p["layers"] for p in points], [p[metric] for p in points], marker="o", label=name)
+        axes.set(xlabel="layers decoded, m (coarse to fine)", ylabel=METRIC_LABELS[metric])
         axes.grid(alpha=0.3)
         axes.xaxis.get_major_locator().set_params(integer=True)
-    rmse_axes.legend(fontsize=8)
+    panels[0].legend(fontsize=8)
     figure.suptitle("coarse-to-fine reconstruction")
     return save_figure(figure, path)
 
