@@ -28,9 +28,6 @@ from hqvae.quantizers.base import entropy
 LOG2 = math.log(2.0)
 
 
-# ----------------------------------------------------------------------------- helpers
-
-
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -54,9 +51,6 @@ def prefix_features(model: nn.Module, codes: Sequence[Tensor], m: int) -> Tensor
     if isinstance(latents, Tensor):
         return latents.flatten(1)
     return torch.cat([latent.flatten(1) for latent in latents], dim=1)
-
-
-# ----------------------------------------------------------------------------- token statistics
 
 
 @torch.no_grad()
@@ -113,9 +107,6 @@ def token_statistics(model: nn.Module, data: Any, batch_size: int = 256) -> dict
                             for key, value in per_token.items()}} for l in range(depth)]
     total = {key: float(value.sum()) for key, value in per_token.items() if key not in averaged}
     return {"tokens": tokens, "steps": steps, "total": total, "nominal_bits": model.bits(), "items": items}
-
-
-# ----------------------------------------------------------------------------- linear probe
 
 
 @torch.no_grad()

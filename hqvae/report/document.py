@@ -7,6 +7,7 @@ report folder.  Missing fields show as "–".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 MISSING = "–"
 FIGURE_CAPTIONS = {  # a run's figures, in the order they appear in its section
@@ -49,12 +50,18 @@ Block = Heading | Paragraph | BulletList | Table | Image
 
 
 @dataclass
-class RunEntry:
-    """One run of the report: its display name, results dict and figures (paths relative to the
-    report folder; keys "reconstructions", "coarse_to_fine", "codebook_usage", "training_curves")."""
+class ReportRun:
+    """One run of a report (the input of :func:`hqvae.report.build_report`).
+
+    results: the run's results dict; results_dir: the folder its ``results["files"]`` paths are
+    relative to (None if the figures are unavailable); records: its ``metrics.jsonl`` records;
+    figures: set by ``build_report``, paths relative to the report folder (keys of FIGURE_CAPTIONS).
+    """
 
     name: str
     results: dict
+    results_dir: Path | None = None
+    records: list[dict] = field(default_factory=list)
     figures: dict[str, str] = field(default_factory=dict)
 
 
@@ -80,7 +87,7 @@ def checkpoint_label(results: dict) -> str:
     return f"{checkpoint.get('which', MISSING)}" + (f" @ {step}" if step is not None else "")
 
 
-def summary_table(entries: list[RunEntry]) -> Table:
+def summary_table(entries: list[ReportRun]) -> Table:
     """One row per run: the SPEC §5 headline metrics."""
     with_lpips = any("lpips" in entry.results.get("reconstruction", {}) for entry in entries)
     header = ["run", "model", "checkpoint", "split (items)", "RMSE ↓", "PSNR ↑", "SSIM ↑"]
@@ -118,17 +125,17 @@ def layer_table(results: dict) -> Table:
     return Table(header, rows)
 
 
-def coarse_to_fine_table(entries: list[RunEntry]) -> Table | None:
+def coarse_to_fine_table(entries: list[ReportRun]) -> Table | None:
     """RMSE / PSNR of the decoding from the first m layers, one row per (run, m); None when no run
     has more than one layer."""
-    rows = [[entry.name, str(point.get("layers")), number(point.get("bits_per_item"), 0), number(point.get("rmse"), 4),
-             number(point.get("psnr"), 2), number(point.get("ssim"), 4)]
+    rows = [[entry.name, str(point.get("layers")), number(point.get("bits_per_item"), 0),
+             number(point.get("rmse"), 4), number(point.get("psnr"), 2), number(point.get("ssim"), 4)]
             for entry in entries if len(entry.results.get("coarse_to_fine") or []) > 1
             for point in entry.results["coarse_to_fine"]]
     return Table(["run", "layers m", "bits/item", "RMSE", "PSNR", "SSIM"], rows) if rows else None
 
 
-def provenance(entry: RunEntry) -> BulletList:
+def provenance(entry: ReportRun) -> BulletList:
     """Where the numbers come from: data, split, items, checkpoint, seed, settings."""
     results = entry.results
     data, run, settings = results.get("data", {}), results.get("run", {}), results.get("settings", {})
@@ -145,7 +152,7 @@ def provenance(entry: RunEntry) -> BulletList:
     ])
 
 
-def data_mismatch(entries: list[RunEntry]) -> str | None:
+def data_mismatch(entries: list[ReportRun]) -> str | None:
     """A warning when the runs were not evaluated on the same items (data set, split or count differ)."""
     evaluated = {
         entry.name: tuple(entry.results.get("data", {}).get(key) for key in ("description", "split", "items"))
@@ -159,7 +166,7 @@ def data_mismatch(entries: list[RunEntry]) -> str | None:
             f"comparable ({listing}).")
 
 
-def build_document(entries: list[RunEntry], title: str, figures: dict[str, str], created: str) -> list[Block]:
+def build_document(entries: list[ReportRun], title: str, figures: dict[str, str], created: str) -> list[Block]:
     """The whole report: summary, coarse-to-fine comparison, then one section per run.
 
     ``figures``: report-wide figures ("coarse_to_fine_curve"), paths relative to the report folder.

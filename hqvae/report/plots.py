@@ -47,10 +47,11 @@ def codebook_usage_plot(results: dict, path: str | os.PathLike, title: str = "")
                   label=(f"layer {layer['layer']} ({layer['kind']}, {'×'.join(map(str, layer['grid']))}): "
                          f"perplexity {layer['perplexity']:.1f} / {layer['codebook_size']}, "
                          f"usage {layer['usage']:.0%}"))
+    data = results["data"]
     axes.set(yscale="log", xlim=(0.5, max(layer["codebook_size"] for layer in results["layers"]) + 0.5),
              xlabel="code rank (most used first; the line ends at the last used code)",
              ylabel="frequency on the split",
-             title=title or f"codebook usage, {results['data'].get('split')} split, {results['data']['items']} items")
+             title=title or f"codebook usage, {data.get('split')} split, {data['items']} items")
     axes.xaxis.get_major_locator().set_params(integer=True)
     axes.legend(fontsize=7)
     axes.grid(alpha=0.3)
