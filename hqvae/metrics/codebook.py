@@ -32,9 +32,8 @@ from hqvae.distributed import all_reduce
 
 
 class Accumulator:
-    """Sums over batches, named in ``SUMS`` (tensors or numbers): ``merge`` adds another
-    accumulator's sums into this one, ``all_reduce`` sums them over DDP ranks (no-op outside DDP;
-    every rank must call it); both return self, and the result equals a one-shot computation."""
+    """Sums over batches, named in ``SUMS`` (tensors or numbers), that ``merge`` and ``all_reduce``
+    add up (see above; every rank must call ``all_reduce``, a no-op outside DDP); both return self."""
 
     SUMS: tuple[str, ...] = ()
 

@@ -38,8 +38,7 @@ def fit_linear_probe(features: Tensor, labels: Tensor, num_classes: int | None =
     """Fit the probe on features (N, D) and int labels (N,) (module docstring)."""
     if features.dim() != 2 or labels.shape != (features.shape[0],):
         raise ValueError(f"expected features (N, D) and labels (N,), got {tuple(features.shape)} and {tuple(labels.shape)}")
-    features = features.float()
-    labels = labels.long()
+    features, labels = features.float(), labels.long()
     classes = int(labels.max()) + 1 if num_classes is None else num_classes
     mean = features.mean(0)
     std = features.std(0, unbiased=False)

@@ -48,8 +48,7 @@ def prefix_features(model: nn.Module, codes: Sequence[Tensor], m: int) -> Tensor
     and concatenated (missing injected layers filled with the codebook mean)."""
     with torch.no_grad():
         latents = model.embed_codes(codes, upto=m)
-    if isinstance(latents, Tensor):
-        return latents.flatten(1)
+    latents = [latents] if isinstance(latents, Tensor) else latents
     return torch.cat([latent.flatten(1) for latent in latents], dim=1)
 
 

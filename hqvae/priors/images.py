@@ -18,13 +18,12 @@ def write_items(x_hat: torch.Tensor, out: str | Path, log_mel: dict | None = Non
     from hqvae.report.grids import save_png, tile, to_pil
 
     out = Path(out)
-    spectrogram = log_mel is not None
-    inverse = LogMel(**log_mel) if spectrogram else None
+    inverse = LogMel(**log_mel) if log_mel is not None else None
     written = []
     for i, image in enumerate(x_hat):
         written.append(save_png(to_pil(image), out / f"{i:05d}.png"))
         if inverse is not None:
             samples = inverse.inverse(image[0])
             written.append(atomic_write(out / f"{i:05d}.wav", lambda tmp: write_wav(tmp, samples, inverse.sample_rate)))
-    written.append(save_png(tile(list(x_hat[:GRID_ITEMS].split(8)), spectrogram), out / "grid.png"))
+    written.append(save_png(tile(list(x_hat[:GRID_ITEMS].split(8)), inverse is not None), out / "grid.png"))
     return written

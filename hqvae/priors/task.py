@@ -60,12 +60,10 @@ class PriorTask(Task):
         (layers, self.labels, self.train_meta), self.val_codes = procs.master_first(codes)
         layout = self.layout = CodeLayout.from_codes(opened.model, layers)
         self.tokens = layout.flatten(layers)
-        self.num_classes = 0
-        if config.model.class_conditional:
-            if self.labels is None:
-                raise ValueError("model.class_conditional=true but the run's data set has no class labels; "
-                                 "drop it (an unconditional prior)")
-            self.num_classes = int(self.labels.max()) + 1
+        if config.model.class_conditional and self.labels is None:
+            raise ValueError("model.class_conditional=true but the run's data set has no class labels; "
+                             "drop it (an unconditional prior)")
+        self.num_classes = int(self.labels.max()) + 1 if config.model.class_conditional else 0
         self.val_tokens = layout.flatten(self.val_codes[0]) if self.val_codes is not None else None
         kind = config.model.kind
         if kind == "auto":

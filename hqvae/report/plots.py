@@ -100,17 +100,14 @@ def _series(records: list[dict], pattern: str) -> dict[str, tuple[list[float], l
     for record in records:
         if "step" not in record:
             continue
-        seen = set()  # one value per label and record (a value may be both in "logs" and "metrics")
+        first = {}  # one value per label and record (a value may be both in "logs" and "metrics")
         for key, value in numeric_leaves(record).items():
-            match = re.search(pattern, key)
-            if match:
-                label = f"layer {match['layer']}" if "layer" in match.groupdict() else key
-                if label in seen:
-                    continue
-                seen.add(label)
-                steps, values = found.setdefault(label, ([], []))
-                steps.append(record["step"])
-                values.append(value)
+            if match := re.search(pattern, key):
+                first.setdefault(f"layer {match['layer']}" if "layer" in match.groupdict() else key, value)
+        for label, value in first.items():
+            steps, values = found.setdefault(label, ([], []))
+            steps.append(record["step"])
+            values.append(value)
     return dict(sorted(found.items()))
 
 
@@ -129,11 +126,9 @@ def training_curves(records: list[dict], path: str | os.PathLike, title: str = "
     fields are skipped.  Returns None (and writes nothing) when no panel has data.
     """
     splits = {split: [r for r in records if r.get("split", "train") == split] for split in ("train", "val")}
-    panels = []
-    for heading, pattern in PANELS:
-        lines = {split: _series(rows, pattern) for split, rows in splits.items()}
-        if any(lines.values()):
-            panels.append((heading, lines))
+    panels = [(heading, {split: _series(rows, pattern) for split, rows in splits.items()})
+              for heading, pattern in PANELS]
+    panels = [(heading, lines) for heading, lines in panels if any(lines.values())]
     if not panels:
         return None
     figure = Figure(figsize=(4.2 * len(panels), 3.4))
