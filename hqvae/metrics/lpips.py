@@ -72,10 +72,8 @@ class LPIPS(nn.Module):
         """LPIPS of each item; inputs (B, 3, H, W) in [0, 1] (grey images are repeated to 3 channels)."""
         if x.shape[1] == 1:
             x_hat, x = x_hat.repeat(1, 3, 1, 1), x.repeat(1, 3, 1, 1)
-        distance = torch.zeros(x.shape[0], device=x.device)
-        for lin, a, b in zip(self.lins, self._taps(x_hat.float()), self._taps(x.float())):
-            distance = distance + lin((a - b).square()).mean(dim=(1, 2, 3))
-        return distance
+        return sum(lin((a - b).square()).mean(dim=(1, 2, 3))
+                   for lin, a, b in zip(self.lins, self._taps(x_hat.float()), self._taps(x.float())))
 
 
 def _read_state(path, what: str) -> dict:

@@ -35,7 +35,7 @@ def evaluate_prior(prior: PriorBase, layers: list[torch.Tensor], batch_size: int
                    labels: torch.Tensor | None = None) -> dict:
     """Rates of ``layers`` (one (N, *positions) tensor per layer) in bits per item, in total and
     per layer: the prior's NLL (conditioned on ``labels`` when given), the uniform and the
-    histogram rate; also per token and per image pixel of the code grid."""
+    histogram rate; the NLL also per token."""
     layout = prior.layout
     tokens = layout.flatten(layers)
     device = next(prior.parameters()).device

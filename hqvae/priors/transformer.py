@@ -26,8 +26,7 @@ class CodePrior(PriorBase):
         super().__init__()
         config.validate()
         self.config = config
-        layout = config.layout
-        self.layout = layout
+        layout = self.layout = config.layout
         d = config.d_model
         self.token_embedding = nn.Embedding(sum(layout.codebook_sizes), d)
         self.start = nn.Embedding(config.num_classes + 1, d)  # row num_classes: no class

@@ -17,7 +17,7 @@ from PIL import Image
 from hqvae.io import atomic_write
 
 PAD = 2  # pixels between tiles (after enlarging)
-BACKGROUND = 255
+BACKGROUND = "white"
 MIN_SIDE = 64  # tiles are enlarged until their shorter side reaches this many pixels
 COLORMAP = "magma"
 
@@ -51,8 +51,7 @@ def tile(rows: list[torch.Tensor], spectrogram: bool = False) -> Image.Image:
     cell_h, cell_w = height * scale + PAD, width * scale + PAD
     columns = max(len(row) for row in rows)
     mode = "RGB" if spectrogram or rows[0].shape[1] == 3 else "L"
-    fill = (BACKGROUND,) * 3 if mode == "RGB" else BACKGROUND
-    canvas = Image.new(mode, (columns * cell_w + PAD, len(rows) * cell_h + PAD), fill)
+    canvas = Image.new(mode, (columns * cell_w + PAD, len(rows) * cell_h + PAD), BACKGROUND)
     for r, row in enumerate(rows):
         for c, image in enumerate(row):
             canvas.paste(to_pil(image, spectrogram, scale).convert(mode), (PAD + c * cell_w, PAD + r * cell_h))
