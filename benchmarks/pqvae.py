@@ -46,7 +46,7 @@ from hqvae.data import load_dataset
 from hqvae.io import atomic_write, atomic_write_json
 from hqvae.evaluate import evaluate
 from hqvae.metrics.progressive import linear_probe, probe_lengths, token_statistics
-from hqvae.report.progressive_plots import plot_probe, plot_rate_distortion
+from hqvae.report.plots import plot_probe, plot_rate_distortion
 from hqvae.train.config import TrainConfig
 from hqvae.train.tokenizer import train
 from hqvae.train.run_info import now

@@ -227,7 +227,7 @@ def write_figures(model, dataset, results: dict, folder: Path, wavs: int = 4) ->
     if spectrogram and wavs > 0:
         files["audio"] = _audio_files(dataset, x, progressive[-1], folder, wavs)
     if "tokens" in results:  # a PQ-VAE
-        from hqvae.report.progressive_plots import plot_probe, plot_rate_distortion
+        from hqvae.report.plots import plot_probe, plot_rate_distortion
 
         name = results["model"]["type"]
         curve = [{"bits": p["bits_per_item"], **{k: p[k] for k in ("rmse", "psnr", "ssim") if k in p}}

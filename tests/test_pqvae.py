@@ -16,7 +16,7 @@ from hqvae.models import PQConfig, PQVAE, model_config
 from hqvae.models.pqvae import entropy_terms
 from hqvae.evaluate import evaluate
 from hqvae.metrics.progressive import linear_probe, prefix_bits, token_statistics
-from hqvae.report.progressive_plots import plot_probe, plot_rate_distortion
+from hqvae.report.plots import plot_probe, plot_rate_distortion
 
 SIZE = 16  # ÷4 -> 4×4 grid; dim 8 -> z ∈ R^128
 TINY = dict(hidden=16, dim=8, depth=3, groups=2, codebook_size=8, code_dim=4)

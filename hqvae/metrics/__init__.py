@@ -8,11 +8,11 @@ Rates: :func:`bits_per_item`, :func:`entropy_bits_per_item`.  LPIPS only with us
 weights: :func:`load_lpips`.
 """
 
-from hqvae.metrics.codebook import CodebookUsage, MinibatchPerplexity, entropy_bits
+from hqvae.metrics.codebook import (CodebookUsage, MinibatchPerplexity, bits_per_item, entropy_bits,
+                                   entropy_bits_per_item)
 from hqvae.metrics.image import mse, psnr, rmse, ssim
 from hqvae.metrics.information import LayerInformation
 from hqvae.metrics.lpips import LPIPS, load_lpips
-from hqvae.metrics.rate import bits_per_item, entropy_bits_per_item
 from hqvae.metrics.reconstruction import ReconstructionMetrics
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""Codebook statistics of one quantiser layer: histogram, perplexity, usage, entropy.
+"""Codebook statistics of one quantiser layer (histogram, perplexity, usage, entropy) and the rates
+of a hierarchical discrete code, in bits per item.
 
 Two accumulators, both fed the hard code indices batch by batch:
 
@@ -13,13 +14,43 @@ Two accumulators, both fed the hard code indices batch by batch:
 Both merge across batches (``merge``) and DDP ranks (``all_reduce``) by summing counts, so the
 result equals a one-shot computation on all the data.  Under DDP the mini-batches are the
 per-rank batches.
+
+Rates, for layers l with ``n_l`` code positions per item and codebooks of ``K_l`` entries:
+
+* nominal rate ``Σ_l n_l · log2 K_l``: the bits of a fixed-length code;
+* empirical-entropy rate ``Σ_l n_l · H(p_l)``, with ``p_l`` the dataset-level histogram of
+  layer l and H in bits: what an ideal entropy coder that ignores dependencies between
+  positions would spend.
 """
 
 import math
+from collections.abc import Iterable
 
 import torch
 
 from hqvae.distributed import all_reduce
+
+
+class Accumulator:
+    """Sums over batches, named in ``SUMS`` (tensors or numbers), that ``merge`` and ``all_reduce``
+    add up (see above; every rank must call ``all_reduce``, a no-op outside DDP); both return self."""
+
+    SUMS: tuple[str, ...] = ()
+
+    def merge(self, other):
+        size, other_size = getattr(self, "codebook_size", None), getattr(other, "codebook_size", None)
+        if size != other_size:
+            raise ValueError(f"cannot merge codebooks of size {size} and {other_size}")
+        for name in self.SUMS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+    def all_reduce(self):
+        for name in self.SUMS:
+            value = getattr(self, name)
+            total = all_reduce(torch.as_tensor(value, dtype=torch.float64 if isinstance(value, float) else None))
+            setattr(self, name, total if isinstance(value, torch.Tensor) else type(value)(total))
+        return self
 
 
 def _histogram(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
@@ -42,13 +73,15 @@ def entropy_bits(counts: torch.Tensor) -> float:
     return max(0.0, float(-(p * torch.log2(p)).sum()))  # max: a one-code histogram gives -0.0
 
 
-class CodebookUsage:
+class CodebookUsage(Accumulator):
     """Dataset-level histogram of one layer's code indices; see the module docstring.
 
     ``update(indices)``: integer tensor (B, *positions), e.g. (B, H, W); every item must have the
     same number of positions ``n``, which :attr:`positions_per_item` reports (the ``n_l`` of the
     rate ``Σ n_l log2 K_l``).
     """
+
+    SUMS = ("counts", "num_items")
 
     def __init__(self, codebook_size: int):
         if codebook_size < 1:
@@ -71,20 +104,6 @@ class CodebookUsage:
         """Code positions per item (0 before any update)."""
         return int(self.counts.sum()) // self.num_items if self.num_items else 0
 
-    def merge(self, other: "CodebookUsage") -> "CodebookUsage":
-        """Add ``other``'s counts into this accumulator; returns self."""
-        if other.codebook_size != self.codebook_size:
-            raise ValueError(f"cannot merge codebooks of size {self.codebook_size} and {other.codebook_size}")
-        self.counts += other.counts
-        self.num_items += other.num_items
-        return self
-
-    def all_reduce(self) -> "CodebookUsage":
-        """Sum the counts over DDP ranks (no-op outside DDP); returns self.  Every rank must call it."""
-        summed = all_reduce(torch.cat([self.counts, torch.tensor([self.num_items])]))
-        self.counts, self.num_items = summed[:-1].clone(), int(summed[-1])
-        return self
-
     def entropy_bits(self) -> float:
         """H(p) in bits of the dataset-level histogram."""
         return entropy_bits(self.counts)
@@ -103,12 +122,14 @@ class CodebookUsage:
                 "positions_per_item": self.positions_per_item, "items": self.num_items}
 
 
-class MinibatchPerplexity:
+class MinibatchPerplexity(Accumulator):
     """Mean over mini-batches of exp(H) of each batch's own histogram; see the module docstring.
 
     ``compute()`` reports the value with ``batch_size`` (the largest batch seen: the nominal
     size, as only a last batch is usually smaller), ``batches`` and ``items``.
     """
+
+    SUMS = ("perplexity_sum", "num_batches", "num_items")
 
     def __init__(self, codebook_size: int):
         self.codebook_size = codebook_size
@@ -125,18 +146,12 @@ class MinibatchPerplexity:
         self.batch_size = max(self.batch_size, indices.shape[0])
 
     def merge(self, other: "MinibatchPerplexity") -> "MinibatchPerplexity":
-        self.perplexity_sum += other.perplexity_sum
-        self.num_batches += other.num_batches
-        self.num_items += other.num_items
         self.batch_size = max(self.batch_size, other.batch_size)
-        return self
+        return super().merge(other)
 
     def all_reduce(self) -> "MinibatchPerplexity":
-        """Combine over DDP ranks (no-op outside DDP); returns self.  Every rank must call it."""
-        sums = all_reduce(torch.tensor([self.perplexity_sum, self.num_batches, self.num_items], dtype=torch.float64))
-        self.perplexity_sum, self.num_batches, self.num_items = float(sums[0]), int(sums[1]), int(sums[2])
         self.batch_size = int(all_reduce(torch.tensor([self.batch_size]), op="max"))
-        return self
+        return super().all_reduce()
 
     def perplexity(self) -> float:
         return self.perplexity_sum / self.num_batches if self.num_batches else math.nan
@@ -144,3 +159,18 @@ class MinibatchPerplexity:
     def compute(self) -> dict:
         return {"perplexity": self.perplexity(), "batch_size": self.batch_size, "batches": self.num_batches,
                 "items": self.num_items}
+
+
+def bits_per_item(layers: Iterable[CodebookUsage | tuple[int, int]]) -> float:
+    """Nominal rate ``Σ n_l log2 K_l``; each layer is a :class:`CodebookUsage` or a pair ``(n_l, K_l)``."""
+    total = 0.0
+    for layer in layers:
+        positions, size = ((layer.positions_per_item, layer.codebook_size) if isinstance(layer, CodebookUsage)
+                           else layer)
+        total += positions * math.log2(size)
+    return total
+
+
+def entropy_bits_per_item(layers: Iterable[CodebookUsage]) -> float:
+    """Empirical-entropy rate ``Σ n_l H(p_l)`` in bits, from each layer's dataset-level histogram."""
+    return sum(layer.positions_per_item * layer.entropy_bits() for layer in layers)

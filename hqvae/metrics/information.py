@@ -19,11 +19,13 @@ import math
 
 import torch
 
-from hqvae.distributed import all_reduce
+from hqvae.metrics.codebook import Accumulator
 
 
-class LayerInformation:
+class LayerInformation(Accumulator):
     """Plug-in I(x; k) of one layer; see the module docstring."""
+
+    SUMS = ("probability_sum", "entropy_sum", "positions")
 
     def __init__(self, codebook_size: int):
         if codebook_size < 1:
@@ -47,22 +49,6 @@ class LayerInformation:
             self.probability_sum += rows.sum(0).cpu()
             self.entropy_sum += float(-torch.special.xlogy(rows, rows).sum())
         self.positions += flat.numel()
-
-    def merge(self, other: "LayerInformation") -> "LayerInformation":
-        if other.codebook_size != self.codebook_size:
-            raise ValueError(f"cannot merge layers of codebook size {self.codebook_size} and {other.codebook_size}")
-        self.probability_sum += other.probability_sum
-        self.entropy_sum += other.entropy_sum
-        self.positions += other.positions
-        return self
-
-    def all_reduce(self) -> "LayerInformation":
-        """Sum over DDP ranks (no-op outside DDP); every rank must call it."""
-        summed = all_reduce(torch.cat([self.probability_sum, torch.tensor([self.entropy_sum, self.positions],
-                                                                          dtype=torch.float64)]))
-        self.probability_sum = summed[:-2].clone()
-        self.entropy_sum, self.positions = float(summed[-2]), int(summed[-1])
-        return self
 
     def compute(self, positions_per_item: int) -> dict:
         """Bits: ``marginal_entropy_bits`` H(p̄), ``conditional_entropy_bits`` mean H(P), and

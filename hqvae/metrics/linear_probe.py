@@ -26,11 +26,8 @@ class LinearProbe:
     weight: Tensor  # (classes, D)
     bias: Tensor  # (classes,)
 
-    def logits(self, features: Tensor) -> Tensor:
-        return ((features.float() - self.mean) / self.scale) @ self.weight.t() + self.bias
-
     def predict(self, features: Tensor) -> Tensor:
-        return self.logits(features).argmax(-1)
+        return (((features.float() - self.mean) / self.scale) @ self.weight.t() + self.bias).argmax(-1)
 
     def accuracy(self, features: Tensor, labels: Tensor) -> float:
         return float((self.predict(features) == labels).float().mean())
@@ -41,8 +38,7 @@ def fit_linear_probe(features: Tensor, labels: Tensor, num_classes: int | None =
     """Fit the probe on features (N, D) and int labels (N,) (module docstring)."""
     if features.dim() != 2 or labels.shape != (features.shape[0],):
         raise ValueError(f"expected features (N, D) and labels (N,), got {tuple(features.shape)} and {tuple(labels.shape)}")
-    features = features.float()
-    labels = labels.long()
+    features, labels = features.float(), labels.long()
     classes = int(labels.max()) + 1 if num_classes is None else num_classes
     mean = features.mean(0)
     std = features.std(0, unbiased=False)

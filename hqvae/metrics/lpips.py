@@ -41,14 +41,7 @@ _NETS = {
              ("conv", 512, 512, 3, 1, 1), ("relu",)],
             (3, 8, 15, 22, 29), (64, 128, 256, 512, 512)),
 }
-
-
-def _layer(spec: tuple) -> nn.Module:
-    if spec[0] == "conv":
-        return nn.Conv2d(spec[1], spec[2], spec[3], stride=spec[4], padding=spec[5])
-    if spec[0] == "relu":
-        return nn.ReLU()
-    return nn.MaxPool2d(spec[1], spec[2])
+_LAYERS = {"conv": nn.Conv2d, "relu": nn.ReLU, "pool": nn.MaxPool2d}  # called with a spec's numbers, in order
 
 
 class LPIPS(nn.Module):
@@ -59,7 +52,7 @@ class LPIPS(nn.Module):
         if net not in _NETS:
             raise ValueError(f"net must be one of {', '.join(_NETS)}, got {net!r}")
         layers, self.taps, channels = _NETS[net]
-        self.features = nn.Sequential(*[_layer(spec) for spec in layers])
+        self.features = nn.Sequential(*[_LAYERS[kind](*numbers) for kind, *numbers in layers])
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in channels)
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
@@ -79,10 +72,8 @@ class LPIPS(nn.Module):
         """LPIPS of each item; inputs (B, 3, H, W) in [0, 1] (grey images are repeated to 3 channels)."""
         if x.shape[1] == 1:
             x_hat, x = x_hat.repeat(1, 3, 1, 1), x.repeat(1, 3, 1, 1)
-        distance = torch.zeros(x.shape[0], device=x.device)
-        for lin, a, b in zip(self.lins, self._taps(x_hat.float()), self._taps(x.float())):
-            distance = distance + lin((a - b).square()).mean(dim=(1, 2, 3))
-        return distance
+        return sum(lin((a - b).square()).mean(dim=(1, 2, 3))
+                   for lin, a, b in zip(self.lins, self._taps(x_hat.float()), self._taps(x.float())))
 
 
 def _read_state(path, what: str) -> dict:

@@ -28,9 +28,6 @@ from hqvae.quantizers.base import entropy
 LOG2 = math.log(2.0)
 
 
-# ----------------------------------------------------------------------------- helpers
-
-
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -51,12 +48,8 @@ def prefix_features(model: nn.Module, codes: Sequence[Tensor], m: int) -> Tensor
     and concatenated (missing injected layers filled with the codebook mean)."""
     with torch.no_grad():
         latents = model.embed_codes(codes, upto=m)
-    if isinstance(latents, Tensor):
-        return latents.flatten(1)
+    latents = [latents] if isinstance(latents, Tensor) else latents
     return torch.cat([latent.flatten(1) for latent in latents], dim=1)
-
-
-# ----------------------------------------------------------------------------- token statistics
 
 
 @torch.no_grad()
@@ -115,9 +108,6 @@ def token_statistics(model: nn.Module, data: Any, batch_size: int = 256) -> dict
     return {"tokens": tokens, "steps": steps, "total": total, "nominal_bits": model.bits(), "items": items}
 
 
-# ----------------------------------------------------------------------------- linear probe
-
-
 @torch.no_grad()
 def _codes_and_labels(model: nn.Module, data: Any, batch_size: int) -> tuple[list, Tensor]:
     """Every batch's codes (on the CPU) and all labels (N,)."""
@@ -135,18 +125,11 @@ def _codes_and_labels(model: nn.Module, data: Any, batch_size: int) -> tuple[lis
 
 def _features(model: nn.Module, codes: list, m: int) -> Tensor:
     device = _device(model)
-    moved = [[code.to(device) for code in batch] for batch in codes]
-    return torch.cat([prefix_features(model, batch, m).cpu() for batch in moved])
+    return torch.cat([prefix_features(model, [code.to(device) for code in batch], m).cpu() for batch in codes])
 
 
-def linear_probe(
-    model: nn.Module,
-    train_data: Any,
-    test_data: Any,
-    prefix_lengths: Iterable[int] | None = None,
-    batch_size: int = 256,
-    l2: float = 1e-4,
-) -> list[dict]:
+def linear_probe(model: nn.Module, train_data: Any, test_data: Any, prefix_lengths: Iterable[int] | None = None,
+                 batch_size: int = 256, l2: float = 1e-4) -> list[dict]:
     """Logistic-regression accuracy on frozen prefix features (``prefix_features``: the decoder
     input Σ_{l≤m} z_l, standardised; ``hqvae.metrics.linear_probe``), fitted on ``train_data`` and
     scored on both sets. ``prefix_lengths`` defaults to 1..L.

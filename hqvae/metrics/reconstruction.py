@@ -13,30 +13,29 @@ values whatever the batch sizes.
 
 import torch
 
-from hqvae.distributed import all_reduce
+from hqvae.metrics.codebook import Accumulator
 from hqvae.metrics.image import psnr, ssim
 
 _FIELDS = ("squared_error", "values", "psnr", "ssim", "items")
 
 
-class ReconstructionMetrics:
+class ReconstructionMetrics(Accumulator):
     """Accumulates RMSE, PSNR and SSIM of reconstructions ``x_hat`` of ``x``, both (B, C, H, W).
 
-    ``clamp=True`` clips ``x_hat`` to [0, data_range] first, as a reconstruction shown as an
-    image would be.  ``with_ssim=False`` skips SSIM (e.g. for images smaller than 11×11).
+    ``x_hat`` is clipped to [0, data_range] first, as a reconstruction shown as an image would
+    be.  ``with_ssim=False`` skips SSIM (e.g. for images smaller than 11×11).
     """
 
-    def __init__(self, data_range: float = 1.0, with_ssim: bool = True, clamp: bool = True):
+    SUMS = ("sums",)
+
+    def __init__(self, data_range: float = 1.0, with_ssim: bool = True):
         self.data_range = data_range
         self.with_ssim = with_ssim
-        self.clamp = clamp
         self.sums = torch.zeros(len(_FIELDS), dtype=torch.float64)
 
     @torch.no_grad()
     def update(self, x_hat: torch.Tensor, x: torch.Tensor) -> None:
-        if self.clamp:
-            x_hat = x_hat.clamp(0, self.data_range)
-        x_hat, x = x_hat.float(), x.float()
+        x_hat, x = x_hat.clamp(0, self.data_range).float(), x.float()
         batch = torch.zeros_like(self.sums)
         batch[0] = (x_hat - x).double().square().sum().cpu()
         batch[1] = x.numel()
@@ -45,16 +44,6 @@ class ReconstructionMetrics:
             batch[3] = ssim(x_hat, x, self.data_range).double().sum().cpu()
         batch[4] = x.shape[0]
         self.sums += batch
-
-    def merge(self, other: "ReconstructionMetrics") -> "ReconstructionMetrics":
-        """Add ``other``'s sums into this accumulator; returns self."""
-        self.sums += other.sums
-        return self
-
-    def all_reduce(self) -> "ReconstructionMetrics":
-        """Sum over DDP ranks (no-op outside DDP); returns self.  Every rank must call it."""
-        self.sums = all_reduce(self.sums)
-        return self
 
     def compute(self) -> dict:
         """``{"rmse", "mse", "psnr", "ssim" (when enabled), "items", "values"}``."""

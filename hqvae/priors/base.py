@@ -141,16 +141,12 @@ class PriorBase(nn.Module):
     config: PriorConfig
     layout: CodeLayout
 
-    @staticmethod
-    def _init(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0.0, 0.02)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, 0.0, 0.02)
-
     def _init_weights(self, residual_layers: int) -> None:
-        self.apply(self._init)
+        for module in self.modules():  # N(0, 0.02) weights of embeddings and linear layers, zero biases
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+            if isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
         for name, parameter in self.named_parameters():  # GPT-2's scaled init of residual projections
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
                 nn.init.normal_(parameter, 0.0, 0.02 / math.sqrt(2 * residual_layers))
@@ -194,7 +190,6 @@ class PriorBase(nn.Module):
         atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp))
         atomic_write_json(directory / CONFIG_NAME, {"model_type": MODEL_TYPE, **asdict(self.config)})
         return directory
-
 
 
 def register_prior(kind: str):

@@ -99,11 +99,6 @@ def segment_of_steps(prior: PriorBase, progressive: bool) -> list[int]:
     return prior.layout.layer_of()[prior.order].tolist()
 
 
-def _chunks(items: int, coding_batch: int):
-    for start in range(0, items, coding_batch):
-        yield start, min(coding_batch, items - start)
-
-
 def encode_tokens(prior64: PriorBase, tokens: torch.Tensor, coding_batch: int = DEFAULT_CODING_BATCH,
                   progressive: bool = False, version: int = VERSION) -> list[np.ndarray]:
     """tokens (N, T) -> the compressed words (uint32) of every segment: one per layer when
@@ -114,7 +109,8 @@ def encode_tokens(prior64: PriorBase, tokens: torch.Tensor, coding_batch: int = 
     encoders = [stream.queue.RangeEncoder() for _ in range(max(segments) + 1)]
     order = prior64.order.tolist()
     no_class = torch.full((coding_batch,), prior64.no_class, dtype=torch.long)
-    for start, rows in _chunks(tokens.shape[0], coding_batch):
+    for start in range(0, tokens.shape[0], coding_batch):
+        rows = min(coding_batch, tokens.shape[0] - start)
         padded = torch.zeros(coding_batch, tokens.shape[1], dtype=torch.long)
         padded[:rows] = tokens[start:start + rows]
         symbols = padded[:rows].to(torch.int32).numpy()
@@ -143,7 +139,8 @@ def decode_tokens(prior64: PriorBase, segments_words: list[np.ndarray], items: i
     decoders = [stream.queue.RangeDecoder(np.asarray(words, dtype=np.uint32)) for words in segments_words]
     no_class = torch.full((coding_batch,), prior64.no_class, dtype=torch.long)
     pieces = []
-    for _, rows in _chunks(items, coding_batch):
+    for start in range(0, items, coding_batch):
+        rows = min(coding_batch, items - start)
         def choose(t: int, logits: torch.Tensor) -> torch.Tensor:
             column = torch.zeros(coding_batch, dtype=torch.long)
             decoded = decoders[segments[t]].decode(family, probabilities(logits[:rows]))

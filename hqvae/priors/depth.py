@@ -14,24 +14,12 @@ The tokens stay in the layout's layer-major order (B, T) for ``forward`` and the
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from types import SimpleNamespace
 
 import torch
 from torch import Tensor, nn
 
 from hqvae.priors.base import Block, KVCache, PriorBase, PriorConfig, register_prior
-
-
-class DepthCache:
-    """Generation state: the spatial KV cache (P positions), the depth KV cache of the current
-    position (D steps), the sum of the current position's code embeddings, the step count."""
-
-    def __init__(self, prior: "DepthPrior", batch: int):
-        config, parameter = prior.config, prior.position_embedding.weight
-        self.spatial = KVCache(config, config.n_layer, batch, prior.positions, parameter)
-        self.depth = KVCache(config, config.depth_layers, batch, prior.depth, parameter)
-        self.summed = parameter.new_zeros(batch, config.d_model)
-        self.length = 0
 
 
 @register_prior("depth")
@@ -57,8 +45,7 @@ class DepthPrior(PriorBase):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_spatial = nn.LayerNorm(d)
-        self.depth_blocks = nn.ModuleList(Block(replace(config, n_layer=config.depth_layers))
-                                          for _ in range(config.depth_layers))
+        self.depth_blocks = nn.ModuleList(Block(config) for _ in range(config.depth_layers))
         self.ln_f = nn.LayerNorm(d)
         self.heads = nn.ModuleList(nn.Linear(d, k) for k in layout.codebook_sizes)
         self._init_weights(config.n_layer + config.depth_layers)
@@ -87,10 +74,15 @@ class DepthPrior(PriorBase):
         out = self.ln_f(sequence).view(batch, self.positions, self.depth, -1)
         return [head(out[:, :, d]) for d, head in enumerate(self.heads)]
 
-    def new_cache(self, batch: int) -> DepthCache:
-        return DepthCache(self, batch)
+    def new_cache(self, batch: int) -> SimpleNamespace:
+        """Generation state: the spatial KV cache (P positions), the depth KV cache of the current
+        position (D steps), the sum of the current position's code embeddings, the step count."""
+        config, like = self.config, self.position_embedding.weight
+        return SimpleNamespace(spatial=KVCache(config, config.n_layer, batch, self.positions, like),
+                               depth=KVCache(config, config.depth_layers, batch, self.depth, like),
+                               summed=like.new_zeros(batch, config.d_model), length=0)
 
-    def step(self, previous: Tensor | None, labels: Tensor, cache: DepthCache) -> Tensor:
+    def step(self, previous: Tensor | None, labels: Tensor, cache: SimpleNamespace) -> Tensor:
         """Logits (B, K_d) of the token at generation step t = cache.length (position t // D,
         depth t % D) given the previous token of the generation order; advances the cache."""
         t = cache.length
@@ -98,10 +90,7 @@ class DepthPrior(PriorBase):
             raise ValueError(f"the sequence is complete ({self.layout.length} tokens)")
         position, depth = divmod(t, self.depth)
         if depth == 0:
-            if position == 0:
-                x = self.start(labels)
-            else:
-                x = cache.summed + self.token_embedding[self.depth - 1](previous)
+            x = self.start(labels) if position == 0 else cache.summed + self.token_embedding[-1](previous)
             x = (x + self.position_embedding.weight[position])[:, None]
             cache.spatial.length = position
             for index, block in enumerate(self.blocks):

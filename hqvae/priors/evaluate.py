@@ -13,10 +13,8 @@ import contextlib
 
 import torch
 
-from hqvae.metrics.codebook import CodebookUsage
-from hqvae.metrics.rate import entropy_bits_per_item
+from hqvae.metrics.codebook import entropy_bits
 from hqvae.models import evaluating
-from hqvae.priors.layout import CodeLayout
 from hqvae.priors.base import PriorBase
 
 
@@ -33,26 +31,17 @@ def mean_bits(prior: PriorBase, tokens: torch.Tensor, labels: torch.Tensor | Non
     return total / max(tokens.shape[0], 1)
 
 
-def histogram_bits(layout: CodeLayout, layers: list[torch.Tensor]) -> list[float]:
-    """n_l H(p_l) per layer, in bits, from the histogram of each layer's codes."""
-    bits = []
-    for code, size in zip(layers, layout.codebook_sizes):
-        usage = CodebookUsage(size)
-        usage.update(code)
-        bits.append(entropy_bits_per_item([usage]))
-    return bits
-
-
 def evaluate_prior(prior: PriorBase, layers: list[torch.Tensor], batch_size: int = 128,
-                   labels: torch.Tensor | None = None, autocast=contextlib.nullcontext) -> dict:
+                   labels: torch.Tensor | None = None) -> dict:
     """Rates of ``layers`` (one (N, *positions) tensor per layer) in bits per item, in total and
     per layer: the prior's NLL (conditioned on ``labels`` when given), the uniform and the
-    histogram rate; also per token and per image pixel of the code grid."""
+    histogram rate; the NLL also per token."""
     layout = prior.layout
     tokens = layout.flatten(layers)
     device = next(prior.parameters()).device
-    nll = mean_bits(prior, tokens, labels, batch_size, device, autocast).tolist()
-    histogram = histogram_bits(layout, layers)
+    nll = mean_bits(prior, tokens, labels, batch_size, device).tolist()
+    histogram = [n * entropy_bits(torch.bincount(code.reshape(-1).long(), minlength=k))  # n_l H(p_l)
+                 for code, n, k in zip(layers, layout.lengths, layout.codebook_sizes)]
     uniform = [n * torch.tensor(float(k)).log2().item() for n, k in zip(layout.lengths, layout.codebook_sizes)]
     return {
         "items": int(tokens.shape[0]),

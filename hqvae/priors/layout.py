@@ -73,8 +73,6 @@ class CodeLayout:
         return " + ".join(f"{'×'.join(map(str, shape))}/K={k}" for shape, k in zip(self.code_shapes,
                                                                                  self.codebook_sizes))
 
-    # ------------------------------------------------------------------ layers <-> sequence
-
     def flatten(self, layers: Sequence[Tensor]) -> Tensor:
         """One (B, *positions_l) tensor per layer -> tokens (B, T) long."""
         self.check_layers(layers)

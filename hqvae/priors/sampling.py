@@ -66,11 +66,10 @@ def sample(prior: PriorBase, num: int, labels: Tensor | None = None, temperature
     device = next(prior.parameters()).device
     labels = prior.check_labels(labels, num, device)
     generator = torch.Generator(device=device).manual_seed(seed)
-    pieces = []
-    for start in range(0, num, batch_size):
-        def choose(t: int, logits: Tensor) -> Tensor:
-            probs = filter_logits(logits, temperature, top_k, top_p).softmax(-1)
-            return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
-        pieces.append(run_steps(prior, labels[start:start + batch_size], choose))
-    return torch.cat(pieces)
+    def choose(t: int, logits: Tensor) -> Tensor:
+        probs = filter_logits(logits, temperature, top_k, top_p).softmax(-1)
+        return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+    starts = range(0, num, batch_size)
+    return torch.cat([run_steps(prior, labels[start:start + batch_size], choose) for start in starts])

@@ -60,12 +60,10 @@ class PriorTask(Task):
         (layers, self.labels, self.train_meta), self.val_codes = procs.master_first(codes)
         layout = self.layout = CodeLayout.from_codes(opened.model, layers)
         self.tokens = layout.flatten(layers)
-        self.num_classes = 0
-        if config.model.class_conditional:
-            if self.labels is None:
-                raise ValueError("model.class_conditional=true but the run's data set has no class labels; "
-                                 "drop it (an unconditional prior)")
-            self.num_classes = int(self.labels.max()) + 1
+        if config.model.class_conditional and self.labels is None:
+            raise ValueError("model.class_conditional=true but the run's data set has no class labels; "
+                             "drop it (an unconditional prior)")
+        self.num_classes = int(self.labels.max()) + 1 if config.model.class_conditional else 0
         self.val_tokens = layout.flatten(self.val_codes[0]) if self.val_codes is not None else None
         kind = config.model.kind
         if kind == "auto":
@@ -86,10 +84,9 @@ class PriorTask(Task):
 
     def run_info(self) -> RunInfo:
         opened, layout, meta, prior = self.opened, self.layout, self.train_meta, self.raw_model
-        info = RunInfo(kind=KIND, config=self.config.to_dict(),
-                       data={"train": meta["dataset"], "train_items": self.tokens.shape[0],
-                             "val": self.val_codes[2]["dataset"] if self.val_codes is not None else None})
-        info.extra = {
+        data = {"train": meta["dataset"], "train_items": self.tokens.shape[0],
+                "val": self.val_codes[2]["dataset"] if self.val_codes is not None else None}
+        return RunInfo(kind=KIND, config=self.config.to_dict(), data=data, extra={
             "tokenizer": {"run": str(Path(self.run_path).resolve()), "checkpoint": opened.checkpoint["which"],
                           "step": opened.checkpoint["step"], "model_type": opened.model.config.name,
                           "model_fingerprint": opened.fingerprint()},
@@ -102,8 +99,7 @@ class PriorTask(Task):
             "image_size": meta["image_size"],
             "in_channels": meta["in_channels"],
             "log_mel": meta.get("log_mel"),
-        }
-        return info
+        })
 
     def step(self, step: int) -> dict[str, torch.Tensor]:
         """Cross-entropy of batch(step) in bits per token (class labels dropped with probability

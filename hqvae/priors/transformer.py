@@ -26,8 +26,7 @@ class CodePrior(PriorBase):
         super().__init__()
         config.validate()
         self.config = config
-        layout = config.layout
-        self.layout = layout
+        layout = self.layout = config.layout
         d = config.d_model
         self.token_embedding = nn.Embedding(sum(layout.codebook_sizes), d)
         self.start = nn.Embedding(config.num_classes + 1, d)  # row num_classes: no class
@@ -42,8 +41,6 @@ class CodePrior(PriorBase):
         self.register_buffer("layer_ids", layout.layer_of(), persistent=False)  # (T,)
         self._init_weights(config.n_layer)
 
-    # ------------------------------------------------------------------ training / scoring
-
     def forward(self, tokens: Tensor, labels: Tensor | None = None) -> list[Tensor]:
         """tokens (B, T) -> logits, one (B, n_l, K_l) tensor per layer."""
         labels = self.check_labels(labels, tokens.shape[0], tokens.device)
@@ -56,8 +53,6 @@ class CodePrior(PriorBase):
         x = self.ln_f(x)
         return [head(part) for head, part in zip(self.heads, x.split(self.layout.lengths, dim=1))]
 
-    # ------------------------------------------------------------------ incremental decoding
-
     def new_cache(self, batch: int) -> KVCache:
         return KVCache(self.config, self.config.n_layer, batch, self.layout.length, self.token_embedding.weight)
 
@@ -67,10 +62,7 @@ class CodePrior(PriorBase):
         t = cache.length
         if t >= self.layout.length:
             raise ValueError(f"the sequence is complete ({self.layout.length} tokens)")
-        if t == 0:
-            x = self.start(labels)
-        else:
-            x = self.token_embedding(previous + self.offsets[t - 1])
+        x = self.start(labels) if t == 0 else self.token_embedding(previous + self.offsets[t - 1])
         x = (x + self.position_embedding.weight[t] + self.layer_embedding.weight[self.layer_ids[t]])[:, None]
         for index, block in enumerate(self.blocks):
             x = block.step(x, cache, index)

@@ -13,31 +13,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from hqvae.io import atomic_write, atomic_write_json
-from hqvae.report.document import RunEntry, build_document
-from hqvae.report.html import render_html
-from hqvae.report.markdown import render_markdown
+from hqvae.report.document import ReportRun, build_document
+from hqvae.report.render import render_html, render_markdown
 from hqvae.report.plots import codebook_usage_plot, coarse_to_fine_curve, training_curves
 
 COPIED_FIGURES = ("reconstructions", "coarse_to_fine")  # keys of results["files"] that are PNGs to copy
-
-
-@dataclass
-class ReportRun:
-    """Input of :func:`build_report` for one run.
-
-    results: the run's results dict; results_dir: the folder its ``results["files"]`` paths are
-    relative to (None if the figures are unavailable); records: its ``metrics.jsonl`` records.
-    """
-
-    name: str
-    results: dict
-    results_dir: Path | None = None
-    records: list[dict] = field(default_factory=list)
 
 
 def folder_name(name: str) -> str:
@@ -57,11 +42,7 @@ def unique_names(names: list[str]) -> list[str]:
 
 def _run_figures(run: ReportRun, folder: Path, out_dir: Path) -> dict[str, str]:
     """Draw or copy the run's figures into ``folder``; their paths relative to ``out_dir``."""
-    figures: dict[str, Path] = {}
-    if run.records:
-        path = training_curves(run.records, folder / "training_curves.png", title=run.name)
-        if path is not None:
-            figures["training_curves"] = path
+    figures = {"training_curves": training_curves(run.records, folder / "training_curves.png", title=run.name)}
     files = run.results.get("files") or {}
     for key in COPIED_FIGURES:
         if run.results_dir is not None and key in files and (run.results_dir / files[key]).is_file():
@@ -71,7 +52,8 @@ def _run_figures(run: ReportRun, folder: Path, out_dir: Path) -> dict[str, str]:
     if run.results.get("layers"):
         figures["codebook_usage"] = codebook_usage_plot(run.results, folder / "codebook_usage.png",
                                                         title=f"{run.name}: codebook usage")
-    return {key: Path(os.path.relpath(path, out_dir)).as_posix() for key, path in figures.items()}
+    return {key: Path(os.path.relpath(path, out_dir)).as_posix() for key, path in figures.items()
+            if path is not None}
 
 
 def build_report(runs: list[ReportRun], out_dir: str | os.PathLike, title: str = "hqvae report") -> dict[str, Path]:
@@ -84,7 +66,7 @@ def build_report(runs: list[ReportRun], out_dir: str | os.PathLike, title: str =
     for run, name in zip(runs, unique_names([run.name for run in runs])):
         folder = out_dir / folder_name(name)
         atomic_write_json(folder / "results.json", run.results)
-        entries.append(RunEntry(name, run.results, _run_figures(run, folder, out_dir)))
+        entries.append(replace(run, name=name, figures=_run_figures(run, folder, out_dir)))
     figures = {}
     multi_layer = {entry.name: entry.results for entry in entries if len(entry.results.get("coarse_to_fine") or []) > 1}
     if multi_layer:

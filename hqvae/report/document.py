@@ -1,4 +1,4 @@
-"""The content of a comparison report, as a list of blocks that ``html.py`` and ``markdown.py`` render.
+"""The content of a comparison report, as a list of blocks that ``render.py`` renders (HTML, Markdown).
 
 Every number comes from the runs' results dicts (:func:`hqvae.evaluate.evaluate` plus the
 run/checkpoint fields of ``hqvae eval``); figures are referenced by paths relative to the
@@ -7,8 +7,15 @@ report folder.  Missing fields show as "–".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 MISSING = "–"
+FIGURE_CAPTIONS = {  # a run's figures, in the order they appear in its section
+    "training_curves": "training curves (metrics.jsonl)",
+    "reconstructions": "originals (odd rows) and reconstructions (even rows)",
+    "coarse_to_fine": "decoded from the first m layers",
+    "codebook_usage": "code frequencies per layer, most used first",
+}
 
 
 @dataclass
@@ -43,12 +50,18 @@ Block = Heading | Paragraph | BulletList | Table | Image
 
 
 @dataclass
-class RunEntry:
-    """One run of the report: its display name, results dict and figures (paths relative to the
-    report folder; keys "reconstructions", "coarse_to_fine", "codebook_usage", "training_curves")."""
+class ReportRun:
+    """One run of a report (the input of :func:`hqvae.report.build_report`).
+
+    results: the run's results dict; results_dir: the folder its ``results["files"]`` paths are
+    relative to (None if the figures are unavailable); records: its ``metrics.jsonl`` records;
+    figures: set by ``build_report``, paths relative to the report folder (keys of FIGURE_CAPTIONS).
+    """
 
     name: str
     results: dict
+    results_dir: Path | None = None
+    records: list[dict] = field(default_factory=list)
     figures: dict[str, str] = field(default_factory=dict)
 
 
@@ -74,7 +87,7 @@ def checkpoint_label(results: dict) -> str:
     return f"{checkpoint.get('which', MISSING)}" + (f" @ {step}" if step is not None else "")
 
 
-def summary_table(entries: list[RunEntry]) -> Table:
+def summary_table(entries: list[ReportRun]) -> Table:
     """One row per run: the SPEC §5 headline metrics."""
     with_lpips = any("lpips" in entry.results.get("reconstruction", {}) for entry in entries)
     header = ["run", "model", "checkpoint", "split (items)", "RMSE ↓", "PSNR ↑", "SSIM ↑"]
@@ -84,9 +97,7 @@ def summary_table(entries: list[RunEntry]) -> Table:
     rows = []
     for entry in entries:
         results = entry.results
-        recon = results.get("reconstruction", {})
-        data = results.get("data", {})
-        rate = results.get("rate", {})
+        recon, data, rate = (results.get(key, {}) for key in ("reconstruction", "data", "rate"))
         batch_size = (results.get("layers") or [{}])[0].get("minibatch_perplexity_batch_size", MISSING)
         row = [entry.name, results.get("model", {}).get("type", MISSING), checkpoint_label(results),
                f"{data.get('split', MISSING)} ({data.get('items', MISSING)})",
@@ -104,38 +115,32 @@ def layer_table(results: dict) -> Table:
     """One row per layer of one run."""
     header = ["layer", "kind", "quantizer", "grid", "K", "bits", "perplexity", "mini-batch perplexity", "usage",
               "codes used", "entropy (bits)", "information (bits/position)", "posterior entropy (bits)"]
-    rows = []
-    for layer in results.get("layers") or []:
-        grid = layer.get("grid") or []
-        rows.append([str(layer.get("layer", MISSING)), layer.get("kind", MISSING), layer.get("quantizer", MISSING),
-                     "×".join(map(str, grid)) or MISSING, str(layer.get("codebook_size", MISSING)),
-                     number(layer.get("bits"), 0), number(layer.get("perplexity"), 1),
-                     number(layer.get("minibatch_perplexity"), 1), percent(layer.get("usage")),
-                     str(layer.get("codes_used", MISSING)), number(layer.get("entropy_bits"), 2),
-                     number(layer.get("information_bits"), 2), number(layer.get("conditional_entropy_bits"), 2)])
+    rows = [[str(layer.get("layer", MISSING)), layer.get("kind", MISSING), layer.get("quantizer", MISSING),
+             "×".join(map(str, layer.get("grid") or [])) or MISSING, str(layer.get("codebook_size", MISSING)),
+             number(layer.get("bits"), 0), number(layer.get("perplexity"), 1),
+             number(layer.get("minibatch_perplexity"), 1), percent(layer.get("usage")),
+             str(layer.get("codes_used", MISSING)), number(layer.get("entropy_bits"), 2),
+             number(layer.get("information_bits"), 2), number(layer.get("conditional_entropy_bits"), 2)]
+            for layer in results.get("layers") or []]
     return Table(header, rows)
 
 
-def coarse_to_fine_table(entries: list[RunEntry]) -> Table | None:
+def coarse_to_fine_table(entries: list[ReportRun]) -> Table | None:
     """RMSE / PSNR of the decoding from the first m layers, one row per (run, m); None when no run
     has more than one layer."""
-    rows = []
-    for entry in entries:
-        points = entry.results.get("coarse_to_fine") or []
-        if len(points) > 1:
-            for point in points:
-                rows.append([entry.name, str(point.get("layers")), number(point.get("bits_per_item"), 0),
-                             number(point.get("rmse"), 4), number(point.get("psnr"), 2),
-                             number(point.get("ssim"), 4)])
+    rows = [[entry.name, str(point.get("layers")), number(point.get("bits_per_item"), 0),
+             number(point.get("rmse"), 4), number(point.get("psnr"), 2), number(point.get("ssim"), 4)]
+            for entry in entries if len(entry.results.get("coarse_to_fine") or []) > 1
+            for point in entry.results["coarse_to_fine"]]
     return Table(["run", "layers m", "bits/item", "RMSE", "PSNR", "SSIM"], rows) if rows else None
 
 
-def provenance(entry: RunEntry) -> BulletList:
+def provenance(entry: ReportRun) -> BulletList:
     """Where the numbers come from: data, split, items, checkpoint, seed, settings."""
     results = entry.results
     data, run, settings = results.get("data", {}), results.get("run", {}), results.get("settings", {})
     checkpoint = results.get("checkpoint") or {}
-    items = [
+    return BulletList([
         f"run folder: {run.get('path', MISSING)} (status {run.get('status', MISSING)}, "
         f"seed {run.get('seed', MISSING)})",
         f"checkpoint: {checkpoint_label(results)}" + (f" ({checkpoint['note']})" if checkpoint.get("note") else ""),
@@ -144,11 +149,10 @@ def provenance(entry: RunEntry) -> BulletList:
         f"trained on: {run.get('training_data') or MISSING}",
         f"quantisation: {settings.get('quantization', MISSING)}; mini-batch perplexity over "
         f"{settings.get('minibatch_perplexity_batch', MISSING)} consecutive items",
-    ]
-    return BulletList(items)
+    ])
 
 
-def data_mismatch(entries: list[RunEntry]) -> str | None:
+def data_mismatch(entries: list[ReportRun]) -> str | None:
     """A warning when the runs were not evaluated on the same items (data set, split or count differ)."""
     evaluated = {
         entry.name: tuple(entry.results.get("data", {}).get(key) for key in ("description", "split", "items"))
@@ -162,7 +166,7 @@ def data_mismatch(entries: list[RunEntry]) -> str | None:
             f"comparable ({listing}).")
 
 
-def build_document(entries: list[RunEntry], title: str, figures: dict[str, str], created: str) -> list[Block]:
+def build_document(entries: list[ReportRun], title: str, figures: dict[str, str], created: str) -> list[Block]:
     """The whole report: summary, coarse-to-fine comparison, then one section per run.
 
     ``figures``: report-wide figures ("coarse_to_fine_curve"), paths relative to the report folder.
@@ -190,13 +194,6 @@ def build_document(entries: list[RunEntry], title: str, figures: dict[str, str],
         blocks.append(curve)
     for entry in entries:
         blocks += [Heading(entry.name), provenance(entry), layer_table(entry.results)]
-        captions = {
-            "training_curves": "training curves (metrics.jsonl)",
-            "reconstructions": "originals (odd rows) and reconstructions (even rows)",
-            "coarse_to_fine": "decoded from the first m layers",
-            "codebook_usage": "code frequencies per layer, most used first",
-        }
-        for key, caption in captions.items():
-            if key in entry.figures:
-                blocks.append(Image(entry.figures[key], f"{entry.name}: {caption}"))
+        blocks += [Image(entry.figures[key], f"{entry.name}: {caption}")
+                   for key, caption in FIGURE_CAPTIONS.items() if key in entry.figures]
     return blocks

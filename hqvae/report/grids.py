@@ -17,7 +17,7 @@ from PIL import Image
 from hqvae.io import atomic_write
 
 PAD = 2  # pixels between tiles (after enlarging)
-BACKGROUND = 255
+BACKGROUND = "white"
 MIN_SIDE = 64  # tiles are enlarged until their shorter side reaches this many pixels
 COLORMAP = "magma"
 
@@ -51,17 +51,11 @@ def tile(rows: list[torch.Tensor], spectrogram: bool = False) -> Image.Image:
     cell_h, cell_w = height * scale + PAD, width * scale + PAD
     columns = max(len(row) for row in rows)
     mode = "RGB" if spectrogram or rows[0].shape[1] == 3 else "L"
-    fill = (BACKGROUND,) * 3 if mode == "RGB" else BACKGROUND
-    canvas = Image.new(mode, (columns * cell_w + PAD, len(rows) * cell_h + PAD), fill)
+    canvas = Image.new(mode, (columns * cell_w + PAD, len(rows) * cell_h + PAD), BACKGROUND)
     for r, row in enumerate(rows):
         for c, image in enumerate(row):
             canvas.paste(to_pil(image, spectrogram, scale).convert(mode), (PAD + c * cell_w, PAD + r * cell_h))
     return canvas
-
-
-def image_grid(images: torch.Tensor, columns: int = 8, spectrogram: bool = False) -> Image.Image:
-    """(N, C, H, W) -> a grid ``columns`` wide."""
-    return tile(list(images.split(columns)), spectrogram)
 
 
 def reconstruction_grid(x: torch.Tensor, x_hat: torch.Tensor, columns: int = 8,
@@ -69,10 +63,7 @@ def reconstruction_grid(x: torch.Tensor, x_hat: torch.Tensor, columns: int = 8,
     """Originals x and reconstructions x_hat, both (N, C, H, W): pairs of rows, originals above."""
     if x.shape != x_hat.shape:
         raise ValueError(f"originals {tuple(x.shape)} and reconstructions {tuple(x_hat.shape)} differ in shape")
-    rows = []
-    for originals, reconstructions in zip(x.split(columns), x_hat.split(columns)):
-        rows += [originals, reconstructions]
-    return tile(rows, spectrogram)
+    return tile([row for pair in zip(x.split(columns), x_hat.split(columns)) for row in pair], spectrogram)
 
 
 def save_png(picture: Image.Image, path: str | os.PathLike) -> Path:

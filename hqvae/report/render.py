@@ -1,4 +1,5 @@
-"""Render report blocks (``document.py``) as one self-contained HTML page.
+"""Render report blocks (``document.py``) as one self-contained HTML page, or as Markdown
+(GitHub-flavoured tables, relative image links).
 
 The page has its style inline and no scripts; figures are ``<img>`` tags pointing at the PNG
 files next to it, so the folder can be copied or served as it is.
@@ -21,7 +22,7 @@ figcaption { font-size: 0.85em; color: #555; }
 """
 
 
-def _block(block: Block) -> str:
+def _html(block: Block) -> str:
     if isinstance(block, Heading):
         return f"<h{block.level}>{escape(block.text)}</h{block.level}>"
     if isinstance(block, Paragraph):
@@ -40,6 +41,32 @@ def _block(block: Block) -> str:
 
 def render_html(blocks: list[Block], title: str) -> str:
     """The HTML page of ``blocks``."""
-    body = "\n".join(_block(block) for block in blocks)
+    body = "\n".join(_html(block) for block in blocks)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
             f"<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown(block: Block) -> str:
+    if isinstance(block, Heading):
+        return f"{'#' * block.level} {block.text}"
+    if isinstance(block, Paragraph):
+        return block.text
+    if isinstance(block, BulletList):
+        return "\n".join(f"- {item}" for item in block.items)
+    if isinstance(block, Table):
+        lines = ["| " + " | ".join(_cell(cell) for cell in block.header) + " |",
+                 "|" + "|".join("---" for _ in block.header) + "|"]
+        lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in block.rows]
+        return "\n".join(lines)
+    if isinstance(block, Image):
+        return f"![{block.caption}]({block.path})"
+    raise TypeError(f"unknown report block {type(block).__name__}")
+
+
+def render_markdown(blocks: list[Block]) -> str:
+    """The Markdown text of ``blocks``."""
+    return "\n\n".join(_markdown(block) for block in blocks) + "\n"
