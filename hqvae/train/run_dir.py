@@ -81,6 +81,13 @@ class RunDir:
     def exists(self) -> bool:
         return self.run_file.is_file()
 
+    def resumable(self) -> RunInfo:
+        """run.json of the run to continue here; a FileNotFoundError with the fix when there is none."""
+        if not self.exists():
+            raise FileNotFoundError(f"{self.root} holds no run to resume ({self.run_file} is missing); start it "
+                                    f"without --resume, or with --resume auto (which starts a run when there is none)")
+        return self.read_info()
+
     def has_contents(self) -> bool:
         """Whether any file of a run is here (run.json, metrics, checkpoints or TensorBoard files)."""
         return any((self.root / name).exists() for name in (RUN_FILE, METRICS_FILE, CHECKPOINTS, TENSORBOARD))

@@ -16,7 +16,8 @@ import threading
 from typing import Iterator
 
 import torch
-import torch.distributed as dist
+
+from hqvae.distributed import all_reduce
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -62,10 +63,6 @@ class StopSignals:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
-    def agreed(self, world_size: int, device: torch.device) -> int | None:
+    def agreed(self) -> int | None:
         """The signal to stop on now, the same on every rank (every rank must call it each step)."""
-        if world_size == 1:
-            return self.signum
-        flag = torch.tensor([self.signum or 0], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return int(flag.item()) or None
+        return int(all_reduce(torch.tensor([self.signum or 0]), "max")) or None
