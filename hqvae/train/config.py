@@ -345,22 +345,13 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], config_class
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, with YAML 1.2 floats: ``1e-3`` is a float (plain PyYAML reads a
-    string, as YAML 1.1 wants a dot in ``1.0e-3``)."""
+    """PyYAML's safe loader, with YAML 1.2 floats: ``1e-3`` and ``1.0e3`` are floats (plain PyYAML reads
+    strings, as YAML 1.1 wants a dot and a signed exponent, ``1.0e-3``)."""
 
 
-ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
+# the forms YAML 1.1 lacks: tried after PyYAML's own float and int resolvers
+YAML12_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789"))
 
 
 # ---------------------------------------------------------------------------------------- typing
