@@ -50,18 +50,16 @@ def same_model(out: str | os.PathLike, wanted: SectionedConfig, overrides: list[
     return [o for o in overrides if o not in model_keys(overrides)]
 
 
-def starting(out: str | os.PathLike, resume: str | None) -> str | None:
-    """``resume`` with "auto" resolved to "always" (a run is there) or None (start one)."""
-    if resume == "auto":
-        return "always" if RunDir(out).exists() else None
-    return resume
+def starts(out: str | os.PathLike, resume: str | None) -> bool:
+    """Whether the command starts a new run (``resume`` "auto" does when ``out`` holds none)."""
+    return resume is None or (resume == "auto" and not RunDir(out).exists())
 
 
 def train_config(out: str | os.PathLike, resume: str | None, config_file: str | None,
                  overrides: list[str]) -> tuple[TrainConfig, bool]:
     """The config of ``hqvae train`` (``config_file``: --config)."""
     load = lambda stored, extra: TrainConfig.from_dict(apply_overrides(stored, extra))  # noqa: E731
-    if starting(out, resume) is None:
+    if starts(out, resume):
         if not config_file:
             raise ValueError("--config is required (e.g. --config configs/fashion_mnist.yaml model.name=sqvae2)")
         return load_config(config_file, overrides), False
@@ -76,7 +74,7 @@ def train_config(out: str | os.PathLike, resume: str | None, config_file: str | 
 def prior_config(out: str | os.PathLike, resume: str | None, run: str | None,
                  overrides: list[str]) -> tuple[PriorTrainConfig, str, bool]:
     """(config, tokenizer run, resume) of ``hqvae prior train`` (``run``: --run)."""
-    if starting(out, resume) is None:
+    if starts(out, resume):
         if not run:
             raise ValueError("--run is required: the tokenizer run whose codes the prior models")
         return load_prior_config(overrides), run, False

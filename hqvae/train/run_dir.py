@@ -59,24 +59,14 @@ class RunDir:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-
-    @property
-    def run_file(self) -> Path:
-        return self.root / RUN_FILE
-
-    @property
-    def metrics_file(self) -> Path:
-        return self.root / METRICS_FILE
+        self.run_file, self.metrics_file = self.root / RUN_FILE, self.root / METRICS_FILE
+        self.train_state_file = self.root / CHECKPOINTS / "last" / TRAIN_STATE_FILE
 
     def checkpoint(self, which: str = "best") -> Path:
         """``which`` is "best" or "last"."""
         if which not in ("best", "last"):
             raise ValueError(f"checkpoint must be 'best' or 'last', got {which!r}")
         return self.root / CHECKPOINTS / which
-
-    @property
-    def train_state_file(self) -> Path:
-        return self.checkpoint("last") / TRAIN_STATE_FILE
 
     def exists(self) -> bool:
         return self.run_file.is_file()
