@@ -34,6 +34,7 @@ import io
 import os
 import pickle
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -73,19 +74,18 @@ def stage(run: RunDir, which: str, model: nn.Module, train_state: dict | None = 
         atomic_write_bytes(staging / TRAIN_STATE_FILE, buffer.getbuffer())
 
 
-def commit(run: RunDir, which: str) -> bool:
-    """Swap the staged ``checkpoints/<which>`` into place; False when nothing is staged."""
+def commit(run: RunDir, which: str) -> None:
+    """Swap the staged ``checkpoints/<which>`` into place, if one is staged."""
     target = run.checkpoint(which)
     staging, previous = _staging(target), _previous(target)
     if not staging.is_dir():
-        return False
+        return
     if target.exists():
         shutil.rmtree(previous, ignore_errors=True)
         os.rename(target, previous)
         faults.point("swap")
     os.rename(staging, target)
     shutil.rmtree(previous, ignore_errors=True)
-    return True
 
 
 def recover(run: RunDir) -> None:
@@ -175,9 +175,15 @@ def restore_optimizer(run: RunDir, optimizer: torch.optim.Optimizer, state: dict
                                              f"checkpoints/last ({error})") from None
 
 
-def restore_rng(run: RunDir, states: dict) -> None:
-    """Set this process's generators to a state of ``train_state.pt``, naming the file when it is malformed."""
+def restore_rng(run: RunDir, state: dict, rank: int, world_size: int, seed: int) -> None:
+    """Set this process's generators to its state of ``train_state.pt`` (naming the file when it is
+    malformed), or seed new streams when the number of processes changed."""
+    if state["world_size"] != world_size:
+        print(f"note: resuming with {world_size} processes instead of {state['world_size']}: new random streams",
+              file=sys.stderr)
+        rng.seed_all(seed + rank + 1_000_003 * state["step"])
+        return
     try:
-        rng.restore(states)
+        rng.restore(state["rng"][rank])
     except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as error:
         raise _damaged(run, run.train_state_file, f"holds malformed random states ({type(error).__name__}: {error})") from None

@@ -112,7 +112,7 @@ def fit(task: Task, out: str | os.PathLike, *, resume: bool = False, force: bool
                       f"{task.sampler.batches_per_epoch} batches per epoch now)", file=sys.stderr)
         task.model = procs.wrap(task.raw_model)
         if from_checkpoint:  # last, after everything that draws random numbers during setup
-            restore_random_streams(run, procs, state, config.train.seed)
+            checkpoint.restore_rng(run, state, procs.rank, procs.world_size, config.train.seed)
         info = task.run_info()
         info.step, info.steps, info.best, info.wall_time_s = start_step, task.steps, best, wall_before
         info.record_provenance(device, use_bf16, procs.world_size, previous, start_step if resume else None)
@@ -139,9 +139,8 @@ def fit(task: Task, out: str | os.PathLike, *, resume: bool = False, force: bool
                 checkpoint_now = done % train.checkpoint_every == 0 or done == total_steps or bool(stop_signal)
                 flush = done % train.log_every == 0 or validate_now or checkpoint_now
                 if flush:
-                    rows, steps, seconds = window.synchronise(procs.world_size, model_state, done)
+                    means, steps, seconds = window.synchronise(procs.world_size, model_state, done)
                     if procs.master:
-                        means = dict(zip(window.columns, rows.double().mean(dim=0).tolist()))
                         record = task.train_record(done, means, steps, seconds, wall_time())
                         logger.log(record)
                         if progress is not None:
@@ -164,7 +163,7 @@ def fit(task: Task, out: str | os.PathLike, *, resume: bool = False, force: bool
                 if stop_signal and done < total_steps:
                     raise Interrupted(stop_signal)
                 if flush:
-                    window.restart()  # the rate counts training steps only
+                    window.start = time.perf_counter()  # the rate counts training steps only
             info.status, info.step = "finished", total_steps
         except NonFiniteLoss as error:
             info.status, info.message = "stopped_nan", f"{error}; training stopped, {kept_checkpoint(info)}"
@@ -191,8 +190,8 @@ class Window:
         self.rows.append(torch.stack([v.float() for v in values.values()]))
 
     def synchronise(self, world_size: int, model_state: list[torch.Tensor],
-                    done: int) -> tuple[torch.Tensor, int, float]:
-        """One synchronisation: (rows averaged over ranks (steps, columns), steps, seconds since the
+                    done: int) -> tuple[dict[str, float], int, float]:
+        """One synchronisation: ({column: mean over the steps and ranks}, steps, seconds since the
         start); raises NonFiniteLoss naming the first step whose loss terms are not finite, or the
         step by which a tensor of ``model_state`` (parameters and buffers) became non-finite."""
         rows = all_reduce(torch.stack(self.rows)).cpu() / world_size
@@ -206,13 +205,10 @@ class Window:
             raise NonFiniteLoss(f"parameters or buffers became non-finite by step {done} (its loss terms: "
                                 f"{self.terms(rows[-1])})")
         self.rows = []
-        return rows, steps, seconds
+        return dict(zip(self.columns, rows.double().mean(dim=0).tolist())), steps, seconds
 
     def terms(self, row: torch.Tensor) -> str:
         return ", ".join(f"{name}={value:.6g}" for name, value in zip(self.columns, row.tolist()))
-
-    def restart(self) -> None:
-        self.start = time.perf_counter()
 
 
 def check_batch_size(batch_size: int, world_size: int) -> int:
@@ -269,17 +265,6 @@ def open_outputs(run: RunDir, procs: Processes, info: RunInfo, resume: bool, ten
 
         bar = tqdm(total=info.steps, initial=info.step, desc=str(run.root), dynamic_ncols=True)
     return MetricsLogger(run, tensorboard), bar
-
-
-def restore_random_streams(run: RunDir, procs: Processes, state: dict, seed: int) -> None:
-    """This rank's RNG states from ``state`` (train_state.pt), or new streams when the number of
-    processes changed."""
-    if state["world_size"] == procs.world_size:
-        checkpoint.restore_rng(run, state["rng"][procs.rank])
-    else:
-        print(f"note: resuming with {procs.world_size} processes instead of {state['world_size']}: "
-              f"new random streams", file=sys.stderr)
-        rng.seed_all(seed + procs.rank + 1_000_003 * state["step"])
 
 
 def save_last(run: RunDir, procs: Processes, task: Task, info: RunInfo, done: int, best: dict | None,
