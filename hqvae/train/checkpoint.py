@@ -161,9 +161,7 @@ def load_model(run: RunDir, device: torch.device) -> nn.Module:
     try:
         return from_pretrained(run.checkpoint("last"), device=device)
     except (ValueError, FileNotFoundError) as error:
-        raise CheckpointError(f"cannot resume {run.root} from checkpoints/last: {error}. To continue, restore the "
-                              f"file from a copy, or start the run over with `hqvae train --out {run.root} --force "
-                              f"--config ...`") from None
+        raise _damaged(run, run.checkpoint("last"), f"holds no model this hqvae can load ({error})") from None
 
 
 def restore_optimizer(run: RunDir, optimizer: torch.optim.Optimizer, state: dict) -> None:
