@@ -54,18 +54,15 @@ class CheckpointError(ValueError):
     """A checkpoint file is damaged, foreign or tampered with; the message names it and the fix."""
 
 
-def _staging(target: Path) -> Path:
-    return target.with_name(f".{target.name}.partial")
-
-
-def _previous(target: Path) -> Path:
-    return target.with_name(f".{target.name}.previous")
+def _aside(target: Path, what: str) -> Path:
+    """``checkpoints/.<which>.<what>``: "partial" (being staged) or "previous" (being swapped out)."""
+    return target.with_name(f".{target.name}.{what}")
 
 
 def stage(run: RunDir, which: str, model: nn.Module, train_state: dict | None = None) -> None:
     """Write the next ``checkpoints/<which>`` aside: ``model.save_pretrained`` files, plus
     ``train_state.pt`` when given (replacing anything staged before)."""
-    staging = _staging(run.checkpoint(which))
+    staging = _aside(run.checkpoint(which), "partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     if train_state is not None:  # serialised in memory: torch.save to a file hides the errno of a failed write
@@ -77,7 +74,7 @@ def stage(run: RunDir, which: str, model: nn.Module, train_state: dict | None = 
 def commit(run: RunDir, which: str) -> None:
     """Swap the staged ``checkpoints/<which>`` into place, if one is staged."""
     target = run.checkpoint(which)
-    staging, previous = _staging(target), _previous(target)
+    staging, previous = _aside(target, "partial"), _aside(target, "previous")
     if not staging.is_dir():
         return
     if target.exists():
@@ -91,14 +88,14 @@ def commit(run: RunDir, which: str) -> None:
 def recover(run: RunDir) -> None:
     """Undo a checkpoint swap cut short by a crash, drop whatever was staged and not committed, and
     the temporary files of atomic writes a kill cut short."""
-    for which in ("best", "last"):
-        target = run.checkpoint(which)
-        if not target.exists() and _previous(target).exists():
-            os.rename(_previous(target), target)
-        shutil.rmtree(_staging(target), ignore_errors=True)
-        shutil.rmtree(_previous(target), ignore_errors=True)
-    for folder in (run.root, *(run.checkpoint(which) for which in ("best", "last"))):
-        for leftover in folder.glob(".*.tmp") if folder.is_dir() else ():
+    for target in (run.checkpoint("best"), run.checkpoint("last")):
+        staging, previous = _aside(target, "partial"), _aside(target, "previous")
+        if not target.exists() and previous.exists():
+            os.rename(previous, target)
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(previous, ignore_errors=True)
+    for folder in (run.root, run.checkpoint("best"), run.checkpoint("last")):
+        for leftover in folder.glob(".*.tmp"):  # nothing when the folder is not there
             leftover.unlink(missing_ok=True)
 
 

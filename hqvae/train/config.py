@@ -374,9 +374,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ValueError(f"{key} must be a list of {len(args)} numbers, got {value!r}")
         return tuple(_coerce(item, arg, key) for item, arg in zip(value, args))
-    scalars = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
-    if annotation not in scalars:
-        raise TypeError(f"no rule for {annotation!r} ({key})")
+    scalars = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}  # the other types
     # a bool is an int to Python, but not a number or an integer to a config
     if not isinstance(value, (int, float) if annotation is float else annotation) or \
             (isinstance(value, bool) and annotation is not bool):

@@ -27,16 +27,9 @@ class Interrupted(BaseException):
     ``at_once``: a second signal stopped it where it was, not after a checkpoint."""
 
     def __init__(self, signum: int, at_once: bool = False):
-        self.signum, self.at_once = signum, at_once
-        super().__init__(f"{signal.Signals(signum).name}{' (second signal: stopped at once)' if at_once else ''}")
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
+        self.signum, self.at_once, self.exit_code = signum, at_once, 128 + signum
+        self.name = signal.Signals(signum).name
+        super().__init__(f"{self.name}{' (second signal: stopped at once)' if at_once else ''}")
 
 
 class StopSignals:
