@@ -174,8 +174,8 @@ def restore_rng(run: RunDir, state: dict, rank: int, world_size: int, seed: int)
     """Set this process's generators to its state of ``train_state.pt`` (naming the file when it is
     malformed), or seed new streams when the number of processes changed."""
     if state["world_size"] != world_size:
-        print(f"note: resuming with {world_size} processes instead of {state['world_size']}: new random streams",
-              file=sys.stderr)
+        print(f"note: resuming with {world_size} processes instead of {state['world_size']}: "
+              f"new random streams", file=sys.stderr)
         rng.seed_all(seed + rank + 1_000_003 * state["step"])
         return
     try:

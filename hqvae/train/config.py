@@ -169,7 +169,8 @@ class SectionedConfig:
             hints = typing.get_type_hints(section_cls)
             unknown = sorted(set(values) - set(hints))
             if unknown:
-                raise ValueError(f"unknown key(s) {unknown} in section {name!r}; valid keys: {', '.join(hints)}")
+                raise ValueError(f"unknown key(s) {unknown} in section {name!r}; "
+                                 f"valid keys: {', '.join(hints)}")
             built[name] = section_cls(**{key: _coerce(value, hints[key], f"{name}.{key}")
                                          for key, value in values.items()})
         config = cls(**built)
@@ -320,13 +321,15 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], config_class
         parts = key.strip().split(".")
         bad = f"bad override {override!r}:"
         if not sep or len(parts) < 2 or not all(parts):
-            raise ValueError(f"{bad} expected section.key=value (e.g. {example}); sections: {', '.join(sections)}")
+            raise ValueError(f"{bad} expected section.key=value (e.g. {example}); "
+                             f"sections: {', '.join(sections)}")
         section, name = parts[:2]
         if section not in sections:
             raise ValueError(f"{bad} unknown section {section!r}; valid sections: {', '.join(sections)}")
         hints = typing.get_type_hints(sections[section])
         if name not in hints:
-            raise ValueError(f"{bad} unknown key {name!r} in section {section!r}; valid keys: {', '.join(hints)}")
+            raise ValueError(f"{bad} unknown key {name!r} in section {section!r}; "
+                             f"valid keys: {', '.join(hints)}")
         if len(parts) > 2 and typing.get_origin(hints[name]) is not dict:
             raise ValueError(f"{bad} {section}.{name} is not a mapping, so it has no sub-keys")
         try:
@@ -374,7 +377,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ValueError(f"{key} must be a list of {len(args)} numbers, got {value!r}")
         return tuple(_coerce(item, arg, key) for item, arg in zip(value, args))
-    scalars = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}  # the other types
+    scalars = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
     # a bool is an int to Python, but not a number or an integer to a config
     if not isinstance(value, (int, float) if annotation is float else annotation) or \
             (isinstance(value, bool) and annotation is not bool):

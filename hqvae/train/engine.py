@@ -221,7 +221,8 @@ def check_batch_size(batch_size: int, world_size: int) -> int:
 # ---------------------------------------------------------------------------------------- the run folder
 
 
-def prepare_run_folder(run: RunDir, procs: Processes, resume: bool, force: bool) -> tuple[RunInfo | None, bool]:
+def prepare_run_folder(run: RunDir, procs: Processes, resume: bool,
+                       force: bool) -> tuple[RunInfo | None, bool]:
     """Refuse to overwrite a run without --resume / --force, or to resume what is not there; clear the
     folder (force) or tidy what a crash left; tell whether to continue from checkpoints/last:
     (previous run.json or None, from_checkpoint). A run to resume that has no checkpoint yet starts
@@ -295,7 +296,8 @@ def kept_checkpoint(info: RunInfo) -> str:
     return f"checkpoints/last is the last good state (step {info.step})"
 
 
-def failure_status(error: BaseException, step: int, run: RunDir, info: RunInfo, command: str) -> tuple[str, str]:
+def failure_status(error: BaseException, step: int, run: RunDir, info: RunInfo,
+                   command: str) -> tuple[str, str]:
     """run.json's (status, message) for a run stopped by ``error`` during (0-based) ``step``."""
     again = f"continue with `{command} --out {run.root} --resume`"
     if isinstance(error, Interrupted):

@@ -30,7 +30,7 @@ TOP_PAD = 64 << 20
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse (see the module docstring); True if applied, False
     on other C libraries. Safe to call more than once."""
-    try:  # find_library None (no libc found): CDLL(None) is the process itself on POSIX, a TypeError elsewhere
+    try:  # no libc found (None): CDLL(None) is the process itself on POSIX, a TypeError elsewhere
         mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError, TypeError):
         return False

@@ -74,8 +74,9 @@ class RunDir:
     def resumable(self) -> RunInfo:
         """run.json of the run to continue here; a FileNotFoundError with the fix when there is none."""
         if not self.exists():
-            raise FileNotFoundError(f"{self.root} holds no run to resume ({self.run_file} is missing); start it "
-                                    f"without --resume, or with --resume auto (which starts a run when there is none)")
+            raise FileNotFoundError(f"{self.root} holds no run to resume ({self.run_file} is missing); "
+                                    f"start it without --resume, or with --resume auto (which starts a run "
+                                    f"when there is none)")
         return self.read_info()
 
     def has_contents(self) -> bool:

@@ -87,10 +87,10 @@ class RunInfo:
 
 def git_commit() -> str | None:
     """The commit of the hqvae source tree (suffixed "+dirty" with uncommitted changes), if it is a git checkout."""
+    source = Path(__file__).resolve().parents[1]
     try:  # the full hash whatever the tags: every tag excluded
         return subprocess.run(["git", "describe", "--always", "--abbrev=40", "--exclude=*", "--dirty=+dirty"],
-                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=10,
-                              check=True).stdout.strip()
+                              cwd=source, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
