@@ -46,10 +46,8 @@ class StopSignals:
     @contextlib.contextmanager
     def installed(self) -> Iterator["StopSignals"]:
         """Handle the stop signals inside the block (main thread only; elsewhere nothing changes)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
+        main = threading.current_thread() is threading.main_thread()
+        previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS} if main else {}
         try:
             yield self
         finally:
