@@ -34,6 +34,7 @@ import io
 import os
 import pickle
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -53,18 +54,15 @@ class CheckpointError(ValueError):
     """A checkpoint file is damaged, foreign or tampered with; the message names it and the fix."""
 
 
-def _staging(target: Path) -> Path:
-    return target.with_name(f".{target.name}.partial")
-
-
-def _previous(target: Path) -> Path:
-    return target.with_name(f".{target.name}.previous")
+def _aside(target: Path, what: str) -> Path:
+    """``checkpoints/.<which>.<what>``: "partial" (being staged) or "previous" (being swapped out)."""
+    return target.with_name(f".{target.name}.{what}")
 
 
 def stage(run: RunDir, which: str, model: nn.Module, train_state: dict | None = None) -> None:
     """Write the next ``checkpoints/<which>`` aside: ``model.save_pretrained`` files, plus
     ``train_state.pt`` when given (replacing anything staged before)."""
-    staging = _staging(run.checkpoint(which))
+    staging = _aside(run.checkpoint(which), "partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     if train_state is not None:  # serialised in memory: torch.save to a file hides the errno of a failed write
@@ -73,32 +71,31 @@ def stage(run: RunDir, which: str, model: nn.Module, train_state: dict | None = 
         atomic_write_bytes(staging / TRAIN_STATE_FILE, buffer.getbuffer())
 
 
-def commit(run: RunDir, which: str) -> bool:
-    """Swap the staged ``checkpoints/<which>`` into place; False when nothing is staged."""
+def commit(run: RunDir, which: str) -> None:
+    """Swap the staged ``checkpoints/<which>`` into place, if one is staged."""
     target = run.checkpoint(which)
-    staging, previous = _staging(target), _previous(target)
+    staging, previous = _aside(target, "partial"), _aside(target, "previous")
     if not staging.is_dir():
-        return False
+        return
     if target.exists():
         shutil.rmtree(previous, ignore_errors=True)
         os.rename(target, previous)
         faults.point("swap")
     os.rename(staging, target)
     shutil.rmtree(previous, ignore_errors=True)
-    return True
 
 
 def recover(run: RunDir) -> None:
     """Undo a checkpoint swap cut short by a crash, drop whatever was staged and not committed, and
     the temporary files of atomic writes a kill cut short."""
-    for which in ("best", "last"):
-        target = run.checkpoint(which)
-        if not target.exists() and _previous(target).exists():
-            os.rename(_previous(target), target)
-        shutil.rmtree(_staging(target), ignore_errors=True)
-        shutil.rmtree(_previous(target), ignore_errors=True)
-    for folder in (run.root, *(run.checkpoint(which) for which in ("best", "last"))):
-        for leftover in folder.glob(".*.tmp") if folder.is_dir() else ():
+    for target in (run.checkpoint("best"), run.checkpoint("last")):
+        staging, previous = _aside(target, "partial"), _aside(target, "previous")
+        if not target.exists() and previous.exists():
+            os.rename(previous, target)
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(previous, ignore_errors=True)
+    for folder in (run.root, run.checkpoint("best"), run.checkpoint("last")):
+        for leftover in folder.glob(".*.tmp"):  # nothing when the folder is not there
             leftover.unlink(missing_ok=True)
 
 
@@ -161,9 +158,7 @@ def load_model(run: RunDir, device: torch.device) -> nn.Module:
     try:
         return from_pretrained(run.checkpoint("last"), device=device)
     except (ValueError, FileNotFoundError) as error:
-        raise CheckpointError(f"cannot resume {run.root} from checkpoints/last: {error}. To continue, restore the "
-                              f"file from a copy, or start the run over with `hqvae train --out {run.root} --force "
-                              f"--config ...`") from None
+        raise _damaged(run, run.checkpoint("last"), f"holds no model this hqvae can load ({error})") from None
 
 
 def restore_optimizer(run: RunDir, optimizer: torch.optim.Optimizer, state: dict) -> None:
@@ -175,9 +170,15 @@ def restore_optimizer(run: RunDir, optimizer: torch.optim.Optimizer, state: dict
                                              f"checkpoints/last ({error})") from None
 
 
-def restore_rng(run: RunDir, states: dict) -> None:
-    """Set this process's generators to a state of ``train_state.pt``, naming the file when it is malformed."""
+def restore_rng(run: RunDir, state: dict, rank: int, world_size: int, seed: int) -> None:
+    """Set this process's generators to its state of ``train_state.pt`` (naming the file when it is
+    malformed), or seed new streams when the number of processes changed."""
+    if state["world_size"] != world_size:
+        print(f"note: resuming with {world_size} processes instead of {state['world_size']}: "
+              f"new random streams", file=sys.stderr)
+        rng.seed_all(seed + rank + 1_000_003 * state["step"])
+        return
     try:
-        rng.restore(states)
+        rng.restore(state["rng"][rank])
     except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as error:
         raise _damaged(run, run.train_state_file, f"holds malformed random states ({type(error).__name__}: {error})") from None

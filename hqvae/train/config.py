@@ -157,7 +157,7 @@ class SectionedConfig:
         types raise a ValueError naming the valid ones."""
         if not isinstance(data, dict):
             raise ValueError(f"a {cls.what} must be a mapping of sections, got {type(data).__name__}")
-        sections = section_types(cls)
+        sections = typing.get_type_hints(cls)  # the section dataclass of each field
         unknown = sorted(set(data) - set(sections))
         if unknown:
             raise ValueError(f"unknown {cls.what} section(s) {unknown}; valid sections: {', '.join(sections)}")
@@ -166,7 +166,13 @@ class SectionedConfig:
             values = data.get(name) or {}
             if not isinstance(values, dict):
                 raise ValueError(f"{cls.what} section {name!r} must be a mapping of keys, got {values!r}")
-            built[name] = _build_section(name, section_cls, values)
+            hints = typing.get_type_hints(section_cls)
+            unknown = sorted(set(values) - set(hints))
+            if unknown:
+                raise ValueError(f"unknown key(s) {unknown} in section {name!r}; "
+                                 f"valid keys: {', '.join(hints)}")
+            built[name] = section_cls(**{key: _coerce(value, hints[key], f"{name}.{key}")
+                                         for key, value in values.items()})
         config = cls(**built)
         config.validate()  # each subclass's range checks
         return config
@@ -221,11 +227,9 @@ class TrainConfig(SectionedConfig):
         (then ``FALLBACKS``) where this config leaves them null."""
 
         def pick(current, key):
-            if current is not None:
-                return current
-            return train_defaults.get(key, FALLBACKS.get(key))
+            return current if current is not None else train_defaults.get(key, FALLBACKS.get(key))
 
-        resolved = TrainConfig.from_dict(self.to_dict())
+        resolved = copy.deepcopy(self)
         resolved.optim.lr = float(pick(self.optim.lr, "lr"))
         resolved.train.batch_size = int(pick(self.train.batch_size, "batch_size"))
         resolved.train.epochs = pick(self.train.epochs, "epochs")
@@ -310,91 +314,57 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], config_class
     (``model.overrides.codebook_size=256``, ``data.options.size=64``). ``example`` goes into the
     message for an override of the wrong form.
     """
-    data = {name: dict(values or {}) for name, values in data.items()}
-    sections = section_types(config_class)
+    data = copy.deepcopy(data)
+    sections = typing.get_type_hints(config_class)
     for override in overrides:
         key, sep, text = override.partition("=")
         parts = key.strip().split(".")
+        bad = f"bad override {override!r}:"
         if not sep or len(parts) < 2 or not all(parts):
-            raise ValueError(
-                f"bad override {override!r}: expected section.key=value (e.g. {example}); "
-                f"sections: {', '.join(sections)}"
-            )
-        section, name, rest = parts[0], parts[1], parts[2:]
+            raise ValueError(f"{bad} expected section.key=value (e.g. {example}); "
+                             f"sections: {', '.join(sections)}")
+        section, name = parts[:2]
         if section not in sections:
-            raise ValueError(f"bad override {override!r}: unknown section {section!r}; valid sections: {', '.join(sections)}")
+            raise ValueError(f"{bad} unknown section {section!r}; valid sections: {', '.join(sections)}")
         hints = typing.get_type_hints(sections[section])
         if name not in hints:
-            raise ValueError(
-                f"bad override {override!r}: unknown key {name!r} in section {section!r}; "
-                f"valid keys: {', '.join(hints)}"
-            )
+            raise ValueError(f"{bad} unknown key {name!r} in section {section!r}; "
+                             f"valid keys: {', '.join(hints)}")
+        if len(parts) > 2 and typing.get_origin(hints[name]) is not dict:
+            raise ValueError(f"{bad} {section}.{name} is not a mapping, so it has no sub-keys")
         try:
             value = yaml.load(text, Loader=ConfigLoader)
         except yaml.YAMLError as error:
-            raise ValueError(f"bad override {override!r}: the value is not a YAML scalar ({error})") from None
-        target = data.setdefault(section, {})
-        if rest:
-            if typing.get_origin(hints[name]) is not dict:
-                raise ValueError(f"bad override {override!r}: {section}.{name} is not a mapping, so it has no sub-keys")
-            node = target.get(name) or {}
+            raise ValueError(f"{bad} the value is not a YAML scalar ({error})") from None
+        node = data
+        for depth, part in enumerate(parts[:-1], start=1):
+            if node.get(part) is None:  # a missing or null level becomes a mapping
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
-                raise ValueError(f"bad override {override!r}: {section}.{name} holds {node!r}, not a mapping")
-            node = target[name] = copy.deepcopy(node)
-            for part in rest[:-1]:
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict):
-                    raise ValueError(f"bad override {override!r}: {part!r} is not a mapping")
-            node[rest[-1]] = value
-        else:
-            target[name] = value
+                raise ValueError(f"{bad} {'.'.join(parts[:depth])} holds {node!r}, not a mapping")
+        node[parts[-1]] = value
     return data
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, with YAML 1.2 floats: ``1e-3`` is a float (plain PyYAML reads a
-    string, as YAML 1.1 wants a dot in ``1.0e-3``)."""
+    """PyYAML's safe loader, with YAML 1.2 floats: ``1e-3`` and ``1.0e3`` are floats (plain PyYAML reads
+    strings, as YAML 1.1 wants a dot and a signed exponent, ``1.0e-3``)."""
 
 
-ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
+# the forms YAML 1.1 lacks: tried after PyYAML's own float and int resolvers
+YAML12_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789"))
 
 
 # ---------------------------------------------------------------------------------------- typing
 
 
-def section_types(config_class: type) -> dict[str, type]:
-    """The section dataclass of each field of ``config_class``."""
-    hints = typing.get_type_hints(config_class)
-    return {f.name: hints[f.name] for f in dataclasses.fields(config_class)}
-
-
-def _build_section(section: str, cls: type, values: dict[str, Any]):
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(values) - set(hints))
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in section {section!r}; valid keys: {', '.join(hints)}")
-    return cls(**{name: _coerce(value, hints[name], f"{section}.{name}") for name, value in values.items()})
-
-
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """``value`` checked against ``annotation`` (ints are accepted for floats); ValueError if it does not fit."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [arg for arg in args if arg is not type(None)]
-        return _coerce(value, inner, key)
+    if origin in (typing.Union, types.UnionType):  # X | None: every union of the configs
+        return None if value is None else _coerce(value, args[0], key)
     if origin is Literal:
         if value not in args:
             raise ValueError(f"{key} must be one of {', '.join(map(str, args))}, got {value!r}")
@@ -408,8 +378,6 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ValueError(f"{key} must be a list of {len(args)} numbers, got {value!r}")
         return tuple(_coerce(item, arg, key) for item, arg in zip(value, args))
     scalars = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
-    if annotation not in scalars:
-        raise TypeError(f"no rule for {annotation!r} ({key})")
     # a bool is an int to Python, but not a number or an integer to a config
     if not isinstance(value, (int, float) if annotation is float else annotation) or \
             (isinstance(value, bool) and annotation is not bool):

@@ -94,7 +94,7 @@ def fit(task: Task, out: str | os.PathLike, *, resume: bool = False, force: bool
     task.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
     run = RunDir(out)
     try:
-        previous, from_checkpoint = prepare_run_folder(run, procs, resume, force, task.command)
+        previous, from_checkpoint = prepare_run_folder(run, procs, resume, force)
         task.setup(run, from_checkpoint)
         start_step, best, wall_before = 0, None, 0.0
         if from_checkpoint:
@@ -112,7 +112,7 @@ def fit(task: Task, out: str | os.PathLike, *, resume: bool = False, force: bool
                       f"{task.sampler.batches_per_epoch} batches per epoch now)", file=sys.stderr)
         task.model = procs.wrap(task.raw_model)
         if from_checkpoint:  # last, after everything that draws random numbers during setup
-            restore_random_streams(run, procs, state, config.train.seed)
+            checkpoint.restore_rng(run, state, procs.rank, procs.world_size, config.train.seed)
         info = task.run_info()
         info.step, info.steps, info.best, info.wall_time_s = start_step, task.steps, best, wall_before
         info.record_provenance(device, use_bf16, procs.world_size, previous, start_step if resume else None)
@@ -134,14 +134,13 @@ def fit(task: Task, out: str | os.PathLike, *, resume: bool = False, force: bool
                 window.add(task.step(step))
 
                 done = step + 1
-                stop_signal = stop.agreed(procs.world_size, device)
+                stop_signal = stop.agreed()
                 validate_now = task.validates and (done % train.val_every == 0 or done == total_steps)
                 checkpoint_now = done % train.checkpoint_every == 0 or done == total_steps or bool(stop_signal)
                 flush = done % train.log_every == 0 or validate_now or checkpoint_now
                 if flush:
-                    rows, steps, seconds = window.synchronise(procs, model_state, done)
+                    means, steps, seconds = window.synchronise(procs.world_size, model_state, done)
                     if procs.master:
-                        means = dict(zip(window.columns, rows.double().mean(dim=0).tolist()))
                         record = task.train_record(done, means, steps, seconds, wall_time())
                         logger.log(record)
                         if progress is not None:
@@ -164,7 +163,7 @@ def fit(task: Task, out: str | os.PathLike, *, resume: bool = False, force: bool
                 if stop_signal and done < total_steps:
                     raise Interrupted(stop_signal)
                 if flush:
-                    window.restart()  # the rate counts training steps only
+                    window.start = time.perf_counter()  # the rate counts training steps only
             info.status, info.step = "finished", total_steps
         except NonFiniteLoss as error:
             info.status, info.message = "stopped_nan", f"{error}; training stopped, {kept_checkpoint(info)}"
@@ -190,33 +189,26 @@ class Window:
         self.columns = self.columns or list(values)
         self.rows.append(torch.stack([v.float() for v in values.values()]))
 
-    def synchronise(self, procs: Processes, model_state: list[torch.Tensor], done: int) -> tuple[torch.Tensor, int, float]:
-        """One synchronisation: (rows averaged over ranks (steps, columns), steps, seconds since the
-        start); raises NonFiniteLoss for a non-finite value or tensor of ``model_state``."""
-        rows = all_reduce(torch.stack(self.rows)).cpu() / procs.world_size
+    def synchronise(self, world_size: int, model_state: list[torch.Tensor],
+                    done: int) -> tuple[dict[str, float], int, float]:
+        """One synchronisation: ({column: mean over the steps and ranks}, steps, seconds since the
+        start); raises NonFiniteLoss naming the first step whose loss terms are not finite, or the
+        step by which a tensor of ``model_state`` (parameters and buffers) became non-finite."""
+        rows = all_reduce(torch.stack(self.rows)).cpu() / world_size
         finite = all_reduce(torch.stack([x.detach().isfinite().all() for x in model_state]).all().float().reshape(1))
-        check_finite(rows, self.columns, first_step=done - len(self.rows) + 1,
-                     parameters_finite=bool(finite.item() == procs.world_size))
         steps, seconds = len(self.rows), time.perf_counter() - self.start
+        bad = (~torch.isfinite(rows)).any(dim=1).nonzero()
+        if len(bad):
+            row = int(bad[0])
+            raise NonFiniteLoss(f"non-finite loss at step {done - steps + 1 + row}: {self.terms(rows[row])}")
+        if finite.item() != world_size:
+            raise NonFiniteLoss(f"parameters or buffers became non-finite by step {done} (its loss terms: "
+                                f"{self.terms(rows[-1])})")
         self.rows = []
-        return rows, steps, seconds
+        return dict(zip(self.columns, rows.double().mean(dim=0).tolist())), steps, seconds
 
-    def restart(self) -> None:
-        self.start = time.perf_counter()
-
-
-def check_finite(rows: torch.Tensor, columns: list[str], first_step: int, parameters_finite: bool) -> None:
-    """Raise NonFiniteLoss naming the first step whose loss terms are not finite, or the
-    parameters / buffers (``parameters_finite`` False)."""
-    bad = (~torch.isfinite(rows)).any(dim=1).nonzero()
-    if len(bad):
-        row = int(bad[0])
-        terms = ", ".join(f"{name}={value:.6g}" for name, value in zip(columns, rows[row].tolist()))
-        raise NonFiniteLoss(f"non-finite loss at step {first_step + row}: {terms}")
-    if not parameters_finite:
-        last = ", ".join(f"{name}={value:.6g}" for name, value in zip(columns, rows[-1].tolist()))
-        raise NonFiniteLoss(f"parameters or buffers became non-finite by step {first_step + len(rows) - 1} "
-                            f"(its loss terms: {last})")
+    def terms(self, row: torch.Tensor) -> str:
+        return ", ".join(f"{name}={value:.6g}" for name, value in zip(self.columns, row.tolist()))
 
 
 def check_batch_size(batch_size: int, world_size: int) -> int:
@@ -229,12 +221,22 @@ def check_batch_size(batch_size: int, world_size: int) -> int:
 # ---------------------------------------------------------------------------------------- the run folder
 
 
-def prepare_run_folder(run: RunDir, procs: Processes, resume: bool, force: bool,
-                       command: str = "hqvae train") -> tuple[RunInfo | None, bool]:
-    """Check the folder (:func:`check_run_folder`), clear it (force) or tidy what a crash left, and
-    tell whether to continue from checkpoints/last: (previous run.json or None, from_checkpoint).
-    A run to resume that has no checkpoint yet starts over from step 0, with a note."""
-    check_run_folder(run, resume, force)  # every rank, before anyone writes
+def prepare_run_folder(run: RunDir, procs: Processes, resume: bool,
+                       force: bool) -> tuple[RunInfo | None, bool]:
+    """Refuse to overwrite a run without --resume / --force, or to resume what is not there; clear the
+    folder (force) or tidy what a crash left; tell whether to continue from checkpoints/last:
+    (previous run.json or None, from_checkpoint). A run to resume that has no checkpoint yet starts
+    over from step 0, with a note."""
+    if resume and force:
+        raise ValueError("pass either --resume (continue the run) or --force (start over), not both")
+    previous = run.resumable() if resume else None  # every rank checks, before anyone writes
+    if not resume and not force and run.has_contents():
+        what = "files of a run"
+        if run.exists():
+            info = run.read_info()
+            what = f"a run (status {info.status}, step {info.step} of {info.steps})"
+        raise ValueError(f"{run.root} already holds {what}; pass --resume to continue it, or --force to "
+                         f"delete its run files and start over, or choose another --out")
     procs.barrier()
     if procs.master:
         if force:
@@ -242,33 +244,11 @@ def prepare_run_folder(run: RunDir, procs: Processes, resume: bool, force: bool,
         else:
             checkpoint.recover(run)
     procs.barrier()
-    if not resume:
-        return None, False
-    previous = run.read_info()
-    from_checkpoint = run.checkpoint("last").exists()
-    if not from_checkpoint and procs.master:
+    from_checkpoint = resume and run.checkpoint("last").exists()
+    if resume and not from_checkpoint and procs.master:
         print(f"note: {run.root} has no checkpoint yet (it stopped before its first one): starting it over "
               f"from step 0 with the same config", file=sys.stderr)
     return previous, from_checkpoint
-
-
-def check_run_folder(run: RunDir, resume: bool, force: bool) -> None:
-    """Refuse to overwrite a run without --resume / --force, or to resume what is not there."""
-    if resume and force:
-        raise ValueError("pass either --resume (continue the run) or --force (start over), not both")
-    if resume:
-        if not run.exists():
-            raise FileNotFoundError(f"{run.root} holds no run to resume ({run.run_file} is missing); "
-                                    f"start it without --resume, or with --resume auto (which starts a run "
-                                    f"when there is none)")
-        return
-    if run.has_contents() and not force:
-        what = "files of a run"
-        if run.exists():
-            info = run.read_info()
-            what = f"a run (status {info.status}, step {info.step} of {info.steps})"
-        raise ValueError(f"{run.root} already holds {what}; pass --resume to continue it, or --force to "
-                         f"delete its run files and start over, or choose another --out")
 
 
 def open_outputs(run: RunDir, procs: Processes, info: RunInfo, resume: bool, tensorboard: bool = False,
@@ -286,17 +266,6 @@ def open_outputs(run: RunDir, procs: Processes, info: RunInfo, resume: bool, ten
 
         bar = tqdm(total=info.steps, initial=info.step, desc=str(run.root), dynamic_ncols=True)
     return MetricsLogger(run, tensorboard), bar
-
-
-def restore_random_streams(run: RunDir, procs: Processes, state: dict, seed: int) -> None:
-    """This rank's RNG states from ``state`` (train_state.pt), or new streams when the number of
-    processes changed."""
-    if state["world_size"] == procs.world_size:
-        checkpoint.restore_rng(run, state["rng"][procs.rank])
-    else:
-        print(f"note: resuming with {procs.world_size} processes instead of {state['world_size']}: "
-              f"new random streams", file=sys.stderr)
-        rng.seed_all(seed + procs.rank + 1_000_003 * state["step"])
 
 
 def save_last(run: RunDir, procs: Processes, task: Task, info: RunInfo, done: int, best: dict | None,
@@ -328,7 +297,7 @@ def kept_checkpoint(info: RunInfo) -> str:
 
 
 def failure_status(error: BaseException, step: int, run: RunDir, info: RunInfo,
-                   command: str = "hqvae train") -> tuple[str, str]:
+                   command: str) -> tuple[str, str]:
     """run.json's (status, message) for a run stopped by ``error`` during (0-based) ``step``."""
     again = f"continue with `{command} --out {run.root} --resume`"
     if isinstance(error, Interrupted):

@@ -30,13 +30,9 @@ TOP_PAD = 64 << 20
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse (see the module docstring); True if applied, False
     on other C libraries. Safe to call more than once."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    try:  # no libc found (None): CDLL(None) is the process itself on POSIX, a TypeError elsewhere
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return all(mallopt(param, value) == 1 for param, value in

@@ -18,20 +18,10 @@ from typing import Callable
 from hqvae.priors.config import PriorTrainConfig, load_prior_config
 from hqvae.train.config import SectionedConfig, TrainConfig, apply_overrides, load_config
 from hqvae.train.run_dir import RunDir
-from hqvae.train.run_info import RunInfo
 
 
 def model_keys(overrides: list[str]) -> list[str]:
     return [o for o in overrides if o.split("=", 1)[0].startswith("model.")]
-
-
-def stored_run(out: str | os.PathLike) -> RunInfo:
-    """run.json of the run to continue in ``out``."""
-    run = RunDir(out)
-    if not run.exists():
-        raise FileNotFoundError(f"{out} holds no run to resume ({run.run_file} is missing); start it without "
-                                f"--resume, or with --resume auto")
-    return run.read_info()
 
 
 def stored_config(out: str | os.PathLike, overrides: list[str], config_class: type[SectionedConfig],
@@ -41,7 +31,7 @@ def stored_config(out: str | os.PathLike, overrides: list[str], config_class: ty
     if model_keys(overrides):
         raise ValueError(f"{model_keys(overrides)}: a resumed run keeps its model (it comes from checkpoints/last); "
                          f"drop the model.* overrides")
-    stored = stored_run(out).config
+    stored = RunDir(out).resumable().config
     try:
         config_class.from_dict(stored)
     except ValueError as error:
@@ -53,25 +43,23 @@ def stored_config(out: str | os.PathLike, overrides: list[str], config_class: ty
 def same_model(out: str | os.PathLike, wanted: SectionedConfig, overrides: list[str]) -> list[str]:
     """``overrides`` without the model keys, after checking that ``wanted`` (the config the command
     line describes) has the model of the run in ``out``."""
-    stored, wanted = stored_run(out).config.get("model"), wanted.to_dict()["model"]
+    stored, wanted = RunDir(out).resumable().config.get("model"), wanted.to_dict()["model"]
     if wanted != stored:
         raise ValueError(f"{out} holds a run of model {stored}, but the command line describes {wanted}; choose "
                          f"another --out, or pass --force to delete that run and start over")
     return [o for o in overrides if o not in model_keys(overrides)]
 
 
-def starting(out: str | os.PathLike, resume: str | None) -> str | None:
-    """``resume`` with "auto" resolved to "always" (a run is there) or None (start one)."""
-    if resume == "auto":
-        return "always" if RunDir(out).exists() else None
-    return resume
+def starts(out: str | os.PathLike, resume: str | None) -> bool:
+    """Whether the command starts a new run (``resume`` "auto" does when ``out`` holds none)."""
+    return resume is None or (resume == "auto" and not RunDir(out).exists())
 
 
 def train_config(out: str | os.PathLike, resume: str | None, config_file: str | None,
                  overrides: list[str]) -> tuple[TrainConfig, bool]:
     """The config of ``hqvae train`` (``config_file``: --config)."""
     load = lambda stored, extra: TrainConfig.from_dict(apply_overrides(stored, extra))  # noqa: E731
-    if starting(out, resume) is None:
+    if starts(out, resume):
         if not config_file:
             raise ValueError("--config is required (e.g. --config configs/fashion_mnist.yaml model.name=sqvae2)")
         return load_config(config_file, overrides), False
@@ -86,11 +74,11 @@ def train_config(out: str | os.PathLike, resume: str | None, config_file: str | 
 def prior_config(out: str | os.PathLike, resume: str | None, run: str | None,
                  overrides: list[str]) -> tuple[PriorTrainConfig, str, bool]:
     """(config, tokenizer run, resume) of ``hqvae prior train`` (``run``: --run)."""
-    if starting(out, resume) is None:
+    if starts(out, resume):
         if not run:
             raise ValueError("--run is required: the tokenizer run whose codes the prior models")
         return load_prior_config(overrides), run, False
-    info = stored_run(out)
+    info = RunDir(out).resumable()
     tokenizer = info.extra["tokenizer"]["run"]
     if run and Path(run).resolve() != Path(tokenizer):
         raise ValueError(f"{out} was trained on {tokenizer}; drop --run or pass that run")

@@ -59,14 +59,8 @@ class RunDir:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-
-    @property
-    def run_file(self) -> Path:
-        return self.root / RUN_FILE
-
-    @property
-    def metrics_file(self) -> Path:
-        return self.root / METRICS_FILE
+        self.run_file, self.metrics_file = self.root / RUN_FILE, self.root / METRICS_FILE
+        self.train_state_file = self.root / CHECKPOINTS / "last" / TRAIN_STATE_FILE
 
     def checkpoint(self, which: str = "best") -> Path:
         """``which`` is "best" or "last"."""
@@ -74,12 +68,16 @@ class RunDir:
             raise ValueError(f"checkpoint must be 'best' or 'last', got {which!r}")
         return self.root / CHECKPOINTS / which
 
-    @property
-    def train_state_file(self) -> Path:
-        return self.checkpoint("last") / TRAIN_STATE_FILE
-
     def exists(self) -> bool:
         return self.run_file.is_file()
+
+    def resumable(self) -> RunInfo:
+        """run.json of the run to continue here; a FileNotFoundError with the fix when there is none."""
+        if not self.exists():
+            raise FileNotFoundError(f"{self.root} holds no run to resume ({self.run_file} is missing); "
+                                    f"start it without --resume, or with --resume auto (which starts a run "
+                                    f"when there is none)")
+        return self.read_info()
 
     def has_contents(self) -> bool:
         """Whether any file of a run is here (run.json, metrics, checkpoints or TensorBoard files)."""

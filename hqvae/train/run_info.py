@@ -88,14 +88,11 @@ class RunInfo:
 def git_commit() -> str | None:
     """The commit of the hqvae source tree (suffixed "+dirty" with uncommitted changes), if it is a git checkout."""
     source = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    try:  # the full hash whatever the tags: every tag excluded
+        return subprocess.run(["git", "describe", "--always", "--abbrev=40", "--exclude=*", "--dirty=+dirty"],
+                              cwd=source, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return commit + ("+dirty" if dirty else "")
 
 
 def now() -> str:

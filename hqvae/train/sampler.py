@@ -35,17 +35,13 @@ class StepSampler:
         self._epoch = -1
         self._batches: list[torch.Tensor] = []
 
-    def position(self, step: int) -> tuple[int, int]:
-        """(epoch, batch index within the epoch) of ``step``."""
-        return divmod(step, self.batches_per_epoch)
-
     def state(self, step: int) -> dict:
         """train_state.pt's "data" after ``step`` steps: {"seed", "epoch", "position", "batches_per_epoch"}."""
-        epoch, position = self.position(step)
+        epoch, position = divmod(step, self.batches_per_epoch)
         return {"seed": self.seed, "epoch": epoch, "position": position, "batches_per_epoch": self.batches_per_epoch}
 
     def indices(self, step: int) -> torch.Tensor:
-        epoch, position = self.position(step)
+        epoch, position = divmod(step, self.batches_per_epoch)  # the batch's place in its epoch
         if epoch != self._epoch:
             generator = torch.Generator().manual_seed(self.seed + epoch)
             order = epoch_order(self.num_items, True, generator, True, self.rank, self.world_size)

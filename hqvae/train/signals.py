@@ -16,7 +16,8 @@ import threading
 from typing import Iterator
 
 import torch
-import torch.distributed as dist
+
+from hqvae.distributed import all_reduce
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -26,16 +27,9 @@ class Interrupted(BaseException):
     ``at_once``: a second signal stopped it where it was, not after a checkpoint."""
 
     def __init__(self, signum: int, at_once: bool = False):
-        self.signum, self.at_once = signum, at_once
-        super().__init__(f"{signal.Signals(signum).name}{' (second signal: stopped at once)' if at_once else ''}")
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
+        self.signum, self.at_once, self.exit_code = signum, at_once, 128 + signum
+        self.name = signal.Signals(signum).name
+        super().__init__(f"{self.name}{' (second signal: stopped at once)' if at_once else ''}")
 
 
 class StopSignals:
@@ -52,20 +46,14 @@ class StopSignals:
     @contextlib.contextmanager
     def installed(self) -> Iterator["StopSignals"]:
         """Handle the stop signals inside the block (main thread only; elsewhere nothing changes)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
+        main = threading.current_thread() is threading.main_thread()
+        previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS} if main else {}
         try:
             yield self
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
-    def agreed(self, world_size: int, device: torch.device) -> int | None:
+    def agreed(self) -> int | None:
         """The signal to stop on now, the same on every rank (every rank must call it each step)."""
-        if world_size == 1:
-            return self.signum
-        flag = torch.tensor([self.signum or 0], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return int(flag.item()) or None
+        return int(all_reduce(torch.tensor([self.signum or 0]), "max")) or None

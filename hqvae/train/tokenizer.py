@@ -119,15 +119,11 @@ class TokenizerTask(Task):
     def postfix(self, record: dict) -> str:
         """Loss, perplexity (and s² of SQ layers) per layer, img/s."""
         parts = [f"loss={record['loss']:.4g}"]
-        logs = record["logs"]
-        perplexities = [f"{v:.0f}" for k, v in logs.items() if k.startswith("perplexity/")]
-        variances = [f"{v:.3g}" for k, v in logs.items() if k.startswith("variance/")]
-        if perplexities:
-            parts.append("ppl=" + "/".join(perplexities))
-        if variances:
-            parts.append("s2=" + "/".join(variances))
-        parts.append(f"{record['img_per_s']:.0f} img/s")
-        return " ".join(parts)
+        for label, prefix, spec in (("ppl", "perplexity/", ".0f"), ("s2", "variance/", ".3g")):
+            values = [format(v, spec) for k, v in record["logs"].items() if k.startswith(prefix)]
+            if values:
+                parts.append(f"{label}=" + "/".join(values))
+        return " ".join([*parts, f"{record['img_per_s']:.0f} img/s"])
 
     def validate(self, done: int) -> tuple[float, dict]:
         """The val loss and record (every rank: rank 0's buffers first, as BatchNorm statistics
