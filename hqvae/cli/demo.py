@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from hqvae.cli.parsing import DATA_ROOT
-from hqvae.runs import default_results_path, evaluate_run
+from hqvae.runs import evaluate_run
 from hqvae.report.build import ReportRun, build_report
 from hqvae.train.config import TrainConfig
 from hqvae.train.tokenizer import train
@@ -88,7 +88,7 @@ def train_and_evaluate(model: str, args: argparse.Namespace, threads: int | None
         raise ValueError(f"{model} did not finish (status {info.status!r}: {info.message}); "
                          f"see {folder / 'metrics.jsonl'}")
     print(f"{model}: evaluating on the test split", flush=True)
-    results, results_path = evaluate_run(str(folder), out=str(default_results_path(folder)), data_root=args.data_root)
+    results, results_path = evaluate_run(str(folder), data_root=args.data_root)
     return folder, results, results_path
 
 
