@@ -253,12 +253,6 @@ def unpack(data: bytes, name: str = "the file", upto: int | None = None) -> Hqz:
     """The file in ``data`` (whole, or a prefix holding whole segments), reading the first ``upto``
     segments of a progressive file (default all; other files are read whole); an HqzError naming
     the problem and the fix otherwise."""
-    hqz = _unpack(data, name, upto)
-    hqz.bytes_read = len(data)
-    return hqz
-
-
-def _unpack(data: bytes, name: str, upto: int | None) -> Hqz:
     if len(data) < _PREAMBLE.size or data[:4] != MAGIC:
         if len(data) < _PREAMBLE.size and MAGIC.startswith(data[:4]):
             raise HqzError(f"{name} is truncated ({len(data)} bytes, shorter than the file preamble); {REMAKE}")
@@ -269,7 +263,9 @@ def _unpack(data: bytes, name: str, upto: int | None) -> Hqz:
         raise HqzError(f"{name} has format version {version}, but this hqvae {__version__} reads versions "
                        f"{' and '.join(map(str, READABLE))} only; decompress it with the hqvae version that wrote it, "
                        f"or {REMAKE}")
-    return (_parse_v1 if version == 1 else _parse_v2)(data, name, upto)
+    hqz = (_parse_v1 if version == 1 else _parse_v2)(data, name, upto)
+    hqz.bytes_read = len(data)
+    return hqz
 
 
 def read_hqz(path: str | Path, upto: int | None = None) -> Hqz:
