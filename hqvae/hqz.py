@@ -280,8 +280,6 @@ def read_hqz(path: str | Path, upto: int | None = None) -> Hqz:
         if upto is None or data[:4] != MAGIC or len(data) < _PREAMBLE.size or _PREAMBLE.unpack_from(data)[1] != 2:
             return unpack(bytes(data) + handle.read(), str(path), upto)
         hqz, _ = _parse_header(data, str(path), more=lambda count: data.extend(handle.read(count)))
-        if hqz.progressive and 1 <= upto <= hqz.total_segments:
-            data.extend(handle.read(hqz.prefix_bytes[upto - 1] - len(data)))
-        else:
-            data.extend(handle.read())
+        prefix = hqz.progressive and 1 <= upto <= hqz.total_segments  # then only the first upto segments
+        data.extend(handle.read(hqz.prefix_bytes[upto - 1] - len(data) if prefix else -1))  # -1: all the rest
         return unpack(bytes(data), str(path), upto)

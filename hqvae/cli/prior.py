@@ -57,14 +57,13 @@ def run_train(args: argparse.Namespace) -> int:
 
     config, run_dir, resume = prior_config(args.out, args.resume, args.run_dir, overrides(args))
 
-    def done(info) -> str:
+    def summary(info) -> str:
         best = info.best
-        summary = (f"best val {best['val_bits_per_item']:.1f} bits per item at step {best['step']}" if best
-                   else "no validation")
-        return (f"finished {info.steps} steps in {info.wall_time_s:.0f} s ({summary}; uniform rate "
-                f"{info.extra['uniform_bits_per_item']:.0f} bits); prior folder {args.out}")
+        return (f"best val {best['val_bits_per_item']:.1f} bits per item at step {best['step']}" if best
+                else "no validation") + f"; uniform rate {info.extra['uniform_bits_per_item']:.0f} bits"
 
-    return finish(lambda: train_prior(run_dir, args.out, config, resume=resume, force=args.force), done)
+    return finish(lambda: train_prior(run_dir, args.out, config, resume=resume, force=args.force), summary,
+                  f"prior folder {args.out}")
 
 
 def run_eval(args: argparse.Namespace) -> int:

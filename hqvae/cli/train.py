@@ -67,17 +67,15 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return [args.resume_override, *args.overrides] if args.resume_override else args.overrides
 
 
-def finish(train: Callable, done: Callable) -> int:
-    """Run ``train()``; print ``done(info)`` on rank 0 when it finished. The exit status (module docstring)."""
+def finish(train: Callable, summary: Callable, folder: str) -> int:
+    """Run ``train()`` and say on rank 0 what it did (``summary(info)``); the exit status (module docstring)."""
     try:
         info = train()
     except Interrupted as stop:  # the message is in run.json and was printed
         return stop.exit_code
-    if info.status != "finished":
-        return 1
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(done(info))
-    return 0
+    if info.status == "finished" and int(os.environ.get("RANK", 0)) == 0:
+        print(f"finished {info.steps} steps in {info.wall_time_s:.0f} s ({summary(info)}); {folder}")
+    return 0 if info.status == "finished" else 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
 
     config, resume = train_config(args.out, args.resume, args.config, overrides(args))
 
-    def done(info) -> str:
+    def summary(info) -> str:
         best = info.best
-        summary = f"best val loss {best['val_loss']:.6g} at step {best['step']}" if best else "no validation"
-        return f"finished {info.steps} steps in {info.wall_time_s:.0f} s ({summary}); run folder {args.out}"
+        return f"best val loss {best['val_loss']:.6g} at step {best['step']}" if best else "no validation"
 
-    return finish(lambda: train(config, args.out, resume=resume, force=args.force), done)
+    return finish(lambda: train(config, args.out, resume=resume, force=args.force), summary,
+                  f"run folder {args.out}")
