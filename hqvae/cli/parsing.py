@@ -49,10 +49,9 @@ class ExistingPath:
             raise MissingPath(f"an empty path was given for the {self.what}{where}; {self.fix(value)}")
         if not path.exists():
             raise MissingPath(f"{value}: no such {self.what}{where}; {self.fix(value)}")
-        if self.kind == "folder" and not path.is_dir():
-            raise MissingPath(f"{value} is a file, not a folder{where}; {self.fix(value)}")
-        if self.kind == "file" and path.is_dir():
-            raise MissingPath(f"{value} is a folder, not a file{where}; {self.fix(value)}")
+        if path.is_dir() != (self.kind == "folder"):
+            found = "folder" if path.is_dir() else "file"
+            raise MissingPath(f"{value} is a {found}, not a {self.kind}{where}; {self.fix(value)}")
         return value
 
     def fix(self, value: str) -> str:
