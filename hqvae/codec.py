@@ -14,7 +14,6 @@ prefix of segments, or a file cut after a whole segment, decodes on its own. The
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from hqvae.io import atomic_write_bytes
 from hqvae.priors.coding import (DEFAULT_CODING_BATCH, coding_copy, decode_tokens, encode_tokens,
                                  progressive_problem)
 from hqvae.priors.folder import OpenedPrior, check_codes_origin, open_prior
-from hqvae.priors.layout import decode_layers
+from hqvae.priors.layout import CodeLayout, decode_layers
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -236,13 +235,10 @@ def decompress(source: str | os.PathLike | bytes, prior=None, *, upto: int | Non
                            version=hqz.version)
     coding_seconds = time.perf_counter() - start
     count = hqz.complete if hqz.progressive else (upto or layout.num_layers)
-    lengths = layout.lengths[:count]
-    layers = [piece.reshape(tokens.shape[0], *shape)
-              for piece, shape in zip(tokens[:, :sum(lengths)].split(lengths, dim=1), layout.code_shapes[:count])]
+    prefix = CodeLayout(layout.code_shapes[:count], layout.codebook_sizes[:count])  # the layers decoded
+    layers = prefix.unflatten(tokens[:, :prefix.length])
     info = opened.info
-    metadata = {"model_type": info["tokenizer"]["model_type"], "num_layers": count,
-                "code_shapes": [list(s) for s in layout.code_shapes[:count]],
-                "codebook_sizes": list(layout.codebook_sizes[:count]),
+    metadata = {"model_type": info["tokenizer"]["model_type"], "num_layers": count, **prefix.to_dict(),
                 "in_channels": info.get("in_channels"), "image_size": info.get("image_size"), "items": hqz.items,
                 "split": "decompressed", "dataset": f"decompressed from {name}",
                 "run": {"path": info["tokenizer"].get("run"), "name": Path(info["tokenizer"].get("run") or "").name},
@@ -255,11 +251,6 @@ def decompress(source: str | os.PathLike | bytes, prior=None, *, upto: int | Non
         x_hat = decode_layers(tokenizer.model, layers, batch_size, upto=count)
         decode_seconds = time.perf_counter() - start
     return Decompressed(layers, count, layout.num_layers, x_hat, hqz, metadata, coding_seconds, decode_seconds, notes)
-
-
-def warn(notes: Sequence[str], command: str) -> None:
-    for note in notes:
-        print(f"hqvae {command}: note: {note}", file=sys.stderr)
 
 
 __all__ = ["Compressed", "Decompressed", "HqzError", "IMAGE_SUFFIXES", "VERSION", "compress", "decompress",

@@ -35,10 +35,6 @@ SUFFIXES = (".safetensors", ".npz")
 INT16_MAX_CODES = 2**15
 
 
-def layer_key(layer: int) -> str:
-    return f"layer_{layer}"
-
-
 def check_suffix(path: str | os.PathLike) -> str:
     """The file's suffix, which must be one of ``SUFFIXES``."""
     path = Path(path)
@@ -54,7 +50,7 @@ def save_codes(path: str | os.PathLike, codes: list[torch.Tensor], labels: torch
     path = Path(path)
     suffix = check_suffix(path)
     dtype = torch.int16 if max(metadata["codebook_sizes"]) <= INT16_MAX_CODES else torch.int32
-    tensors = {layer_key(layer): code.to(dtype).contiguous().cpu() for layer, code in enumerate(codes)}
+    tensors = {f"layer_{layer}": code.to(dtype).contiguous().cpu() for layer, code in enumerate(codes)}
     if labels is not None:
         tensors["labels"] = labels.to(torch.int64).contiguous().cpu()
     text = json.dumps({"format": FORMAT, **metadata})
@@ -106,10 +102,10 @@ def load_codes(path: str | os.PathLike) -> tuple[list[torch.Tensor], torch.Tenso
         raise _corrupt(path, f"metadata is not JSON: {error}") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise _corrupt(path, f"metadata format is not {FORMAT!r}")
-    count = sum(1 for key in tensors if key.startswith("layer_"))
-    if count == 0 or any(layer_key(layer) not in tensors for layer in range(count)):
+    keys = [f"layer_{layer}" for layer in range(sum(key.startswith("layer_") for key in tensors))]
+    if not keys or any(key not in tensors for key in keys):
         raise _corrupt(path, f"expected tensors layer_0 ... layer_<L-1>, found {sorted(tensors)}")
-    codes = [tensors[layer_key(layer)].to(torch.int64) for layer in range(count)]
+    codes = [tensors[key].to(torch.int64) for key in keys]
     if any(code.dim() < 2 or code.shape[0] != codes[0].shape[0] for code in codes):
         raise _corrupt(path, f"layer tensors must all be (N, *positions) with the same N, got "
                              f"{[tuple(code.shape) for code in codes]}")
@@ -127,20 +123,22 @@ def check_codes(codes: list[torch.Tensor], metadata: dict, model: torch.nn.Modul
     origin = (f"the codes were made by a {metadata.get('model_type', '?')!r} model with "
               f"{metadata.get('num_layers', '?')} layers, grids {metadata.get('code_shapes')} and codebook sizes "
               f"{metadata.get('codebook_sizes')} (run {metadata.get('run', {}).get('path', '?')})")
-    fix = "decode them with the run that encoded them (--run), or re-encode with this run"
-    sizes = model.codebook_sizes
+
+    def mismatch(problem: str) -> ValueError:
+        return ValueError(f"{path}: {problem}; {origin}; decode them with the run that encoded them (--run), or "
+                          f"re-encode with this run")
+
+    sizes, name = model.codebook_sizes, model.config.name
     if not 1 <= len(codes) <= len(sizes):
-        raise ValueError(f"{path}: {len(codes)} code layers, but this {model.config.name!r} model has {len(sizes)}; "
-                         f"{origin}; {fix}")
+        raise mismatch(f"{len(codes)} code layers, but this {name!r} model has {len(sizes)}")
     grids = [tuple(code.shape[1:]) for code in codes]
     if [len(grid) for grid in grids] != [len(shape) for shape in model.code_shapes()[:len(codes)]]:
-        raise ValueError(f"{path}: code grids {grids} do not fit this {model.config.name!r} model, whose layers are "
-                         f"{model.code_shapes()}; {origin}; {fix}")
+        raise mismatch(f"code grids {grids} do not fit this {name!r} model, whose layers are {model.code_shapes()}")
     expected = model.code_shapes_like(codes)[:len(codes)]
     if grids != expected:
-        raise ValueError(f"{path}: code grids {grids} do not fit this {model.config.name!r} model, which makes "
-                         f"{expected} for inputs of that size; {origin}; {fix}")
+        raise mismatch(f"code grids {grids} do not fit this {name!r} model, which makes {expected} for inputs of "
+                       f"that size")
     for layer, (code, size) in enumerate(zip(codes, sizes)):
         if code.numel() and (code.min() < 0 or code.max() >= size):
-            raise ValueError(f"{path}: layer {layer} holds indices in [{int(code.min())}, {int(code.max())}] but "
-                             f"this model's codebook has {size} entries; {origin}; {fix}")
+            raise mismatch(f"layer {layer} holds indices in [{int(code.min())}, {int(code.max())}] but this model's "
+                           f"codebook has {size} entries")

@@ -40,26 +40,26 @@ from hqvae.metrics.image import SSIM_MIN_SIZE
 from hqvae.distributed import all_reduce, is_distributed
 
 SCHEMA = "hqvae.eval/1"
+RECONSTRUCTION_KEYS = ("rmse", "mse", "psnr", "ssim")  # of ReconstructionMetrics.compute() (ssim: ≥ 11×11 pixels)
 PARTIAL_DECODING = ("model.decode(codes, upto=m): missing residual layers contribute zero, a missing injected layer "
                     "is the codebook mean (HQ-VAE); the first m steps of every group (PQ-VAE)")
 
 
 class _MinibatchChunks:
     """Feeds a :class:`MinibatchPerplexity` chunks of exactly ``size`` consecutive items, whatever
-    the evaluation batch size; ``finish`` adds the last, shorter chunk."""
+    the evaluation batch size; ``finish`` adds the last (possibly shorter) chunk."""
 
     def __init__(self, codebook_size: int, size: int):
         self.meter = MinibatchPerplexity(codebook_size)
         self.size = size
-        self.pending: Tensor | None = None  # the codes of fewer than ``size`` items, not fed yet
+        self.pending: Tensor | None = None  # the codes of at most ``size`` items, not fed yet
 
     def update(self, codes: Tensor) -> None:
         """codes (B, *positions) of one batch."""
         codes = codes.cpu() if self.pending is None else torch.cat([self.pending, codes.cpu()])
-        full = codes.shape[0] - codes.shape[0] % self.size
-        for start in range(0, full, self.size):
-            self.meter.update(codes[start:start + self.size])
-        self.pending = codes[full:]
+        *chunks, self.pending = codes.split(self.size)  # the last chunk waits: more items may complete it
+        for chunk in chunks:
+            self.meter.update(chunk)
 
     def finish(self) -> MinibatchPerplexity:
         if self.pending is not None and len(self.pending):
@@ -167,10 +167,7 @@ def evaluate(
             "positions": stats["positions_per_item"],
             "codebook_size": stats["codebook_size"],
             "bits": bits_per_item([(stats["positions_per_item"], stats["codebook_size"])]),
-            "perplexity": stats["perplexity"],
-            "usage": stats["usage"],
-            "codes_used": stats["codes_used"],
-            "entropy_bits": stats["entropy_bits"],
+            **{key: stats[key] for key in ("perplexity", "usage", "codes_used", "entropy_bits")},
             "minibatch_perplexity": minibatches["perplexity"],
             "minibatch_perplexity_batch_size": minibatches["batch_size"],
             "counts": counts.counts.tolist(),
@@ -178,18 +175,15 @@ def evaluate(
         if posteriors_known:
             layers[-1].update(information[layer].compute(stats["positions_per_item"]))
 
-    full = recon[num_layers].compute()
-    reconstruction = {key: full[key] for key in ("rmse", "mse", "psnr", "ssim") if key in full}
+    computed = {m: recon[m].compute() for m in depths}
+    full = computed[num_layers]
+    reconstruction = {key: full[key] for key in RECONSTRUCTION_KEYS if key in full}
     if lpips is not None:
         reconstruction["lpips"] = float(lpips_sum[0] / lpips_sum[1])
     reconstruction["items"] = full["items"]
-
-    coarse_to_fine = []
-    for m in depths:
-        values = recon[m].compute()
-        entry = {"layers": m, "bits_per_item": sum(layer["bits"] for layer in layers[:m])}
-        entry.update({key: values[key] for key in ("rmse", "mse", "psnr", "ssim") if key in values})
-        coarse_to_fine.append(entry)
+    coarse_to_fine = [{"layers": m, "bits_per_item": sum(layer["bits"] for layer in layers[:m]),
+                       **{key: values[key] for key in RECONSTRUCTION_KEYS if key in values}}
+                      for m, values in computed.items()]
 
     nominal = bits_per_item(usage)
     return {

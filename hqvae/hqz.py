@@ -253,12 +253,6 @@ def unpack(data: bytes, name: str = "the file", upto: int | None = None) -> Hqz:
     """The file in ``data`` (whole, or a prefix holding whole segments), reading the first ``upto``
     segments of a progressive file (default all; other files are read whole); an HqzError naming
     the problem and the fix otherwise."""
-    hqz = _unpack(data, name, upto)
-    hqz.bytes_read = len(data)
-    return hqz
-
-
-def _unpack(data: bytes, name: str, upto: int | None) -> Hqz:
     if len(data) < _PREAMBLE.size or data[:4] != MAGIC:
         if len(data) < _PREAMBLE.size and MAGIC.startswith(data[:4]):
             raise HqzError(f"{name} is truncated ({len(data)} bytes, shorter than the file preamble); {REMAKE}")
@@ -269,7 +263,9 @@ def _unpack(data: bytes, name: str, upto: int | None) -> Hqz:
         raise HqzError(f"{name} has format version {version}, but this hqvae {__version__} reads versions "
                        f"{' and '.join(map(str, READABLE))} only; decompress it with the hqvae version that wrote it, "
                        f"or {REMAKE}")
-    return (_parse_v1 if version == 1 else _parse_v2)(data, name, upto)
+    hqz = (_parse_v1 if version == 1 else _parse_v2)(data, name, upto)
+    hqz.bytes_read = len(data)
+    return hqz
 
 
 def read_hqz(path: str | Path, upto: int | None = None) -> Hqz:
@@ -284,8 +280,6 @@ def read_hqz(path: str | Path, upto: int | None = None) -> Hqz:
         if upto is None or data[:4] != MAGIC or len(data) < _PREAMBLE.size or _PREAMBLE.unpack_from(data)[1] != 2:
             return unpack(bytes(data) + handle.read(), str(path), upto)
         hqz, _ = _parse_header(data, str(path), more=lambda count: data.extend(handle.read(count)))
-        if hqz.progressive and 1 <= upto <= hqz.total_segments:
-            data.extend(handle.read(hqz.prefix_bytes[upto - 1] - len(data)))
-        else:
-            data.extend(handle.read())
+        prefix = hqz.progressive and 1 <= upto <= hqz.total_segments  # then only the first upto segments
+        data.extend(handle.read(hqz.prefix_bytes[upto - 1] - len(data) if prefix else -1))  # -1: all the rest
         return unpack(bytes(data), str(path), upto)

@@ -25,17 +25,13 @@ from hqvae.train.run_info import RunInfo, now
 
 GRID_ITEMS = 16
 STRIP_ITEMS = 6
-EVAL_DIR = "eval"
-RESULTS_NAME = "results.json"
 TRAINING_ONLY_KEYS = ("split", "limit")  # config.data keys that select training items, not loader options
 
 
 def default_results_path(run: str | Path, split: str = "test", checkpoint: str = "best") -> Path:
     """Where ``hqvae eval`` writes and ``hqvae report`` looks for the results of a run."""
-    folder = Path(run) / EVAL_DIR
-    if (split, checkpoint) != ("test", "best"):
-        folder = folder / f"{split}-{checkpoint}"
-    return folder / RESULTS_NAME
+    folder = "" if (split, checkpoint) == ("test", "best") else f"{split}-{checkpoint}"
+    return Path(run) / "eval" / folder / "results.json"
 
 
 @dataclass
@@ -84,10 +80,6 @@ class OpenedRun:
         return self._fingerprint
 
 
-def _has_weights(path: Path) -> bool:
-    return (path / WEIGHTS_NAME).is_file()
-
-
 def open_run(path: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> OpenedRun:
     """Read ``run.json`` and load the model of ``checkpoints/<checkpoint>``.
 
@@ -99,22 +91,20 @@ def open_run(path: str | Path, checkpoint: str = "best", device: str | torch.dev
         raise FileNotFoundError(f"{run_dir.root}: no such run folder; pass --run runs/<name> "
                                 f"(a folder made by hqvae train)")
     info = run_dir.read_info()
-    requested = run_dir.checkpoint(checkpoint)  # raises on a name other than best/last
     other = "last" if checkpoint == "best" else "best"
-    which, note = checkpoint, None
-    if not _has_weights(requested):
-        if not _has_weights(run_dir.checkpoint(other)):
-            raise FileNotFoundError(
-                f"{run_dir.root} has no checkpoint: neither checkpoints/best/{WEIGHTS_NAME} nor "
-                f"checkpoints/last/{WEIGHTS_NAME} exists; train the run first (hqvae train ... --out {run_dir.root}) "
-                f"or wait until it has saved one"
-            )
-        which, note = other, f"checkpoints/{checkpoint} is missing; used checkpoints/{other}"
+    # run_dir.checkpoint raises on a name other than best/last
+    which = next((name for name in (checkpoint, other) if (run_dir.checkpoint(name) / WEIGHTS_NAME).is_file()), None)
+    if which is None:
+        raise FileNotFoundError(
+            f"{run_dir.root} has no checkpoint: neither checkpoints/best/{WEIGHTS_NAME} nor "
+            f"checkpoints/last/{WEIGHTS_NAME} exists; train the run first (hqvae train ... --out {run_dir.root}) "
+            f"or wait until it has saved one"
+        )
     folder = run_dir.checkpoint(which)
     step = (info.best or {}).get("step") if which == "best" else info.step
     record = {"which": which, "step": step, "path": str(folder)}
-    if note:
-        record["note"] = note
+    if which != checkpoint:
+        record["note"] = f"checkpoints/{checkpoint} is missing; used checkpoints/{other}"
     return OpenedRun(run_dir, info, from_pretrained(folder, device=device), record)
 
 
@@ -127,14 +117,10 @@ def load_run_data(info: RunInfo, split: str, root: str | None = None, limit: int
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be positive, got {limit}")
     data = dict(info.config.get("data") or {})
-    name = data.pop("name", None)
+    name, recorded_root, nested = data.pop("name", None), data.pop("root", None), data.pop("options", None)
     if name is None:
         raise ValueError("run.json has no config.data.name: cannot tell which data set to load")
-    recorded_root = data.pop("root", None)
-    for key in TRAINING_ONLY_KEYS:
-        data.pop(key, None)
-    nested = data.pop("options", None) or {}
-    options = {**data, **nested}
+    options = {**{key: value for key, value in data.items() if key not in TRAINING_ONLY_KEYS}, **(nested or {})}
     try:
         dataset = load_dataset(name, split, root=root or recorded_root, **options)
     except DataError as error:
@@ -269,11 +255,9 @@ def progressive_analyses(opened: OpenedRun, dataset, probe_items: int, data_root
     if probe_items < 0:
         raise ValueError(f"--probe-items must be ≥ 0, got {probe_items}")
     model = opened.model
-    probe_train = None
+    extra = {"tokens": token_statistics(model, dataset, batch_size)}
     if probe_items and not bool((dataset.labels < 0).any()):
         probe_train = load_run_data(opened.info, "train", data_root).evenly_spaced(probe_items)
-    extra = {"tokens": token_statistics(model, dataset, batch_size)}
-    if probe_train is not None:
         points = linear_probe(model, probe_train, dataset, probe_lengths(model.num_layers), batch_size)
         extra["linear_probe"] = {"train_data": probe_train.description, "points": points}
     return extra
@@ -292,10 +276,7 @@ def evaluate_run(run: str, split: str = "test", checkpoint: str = "best", out: s
                        lpips=lpips)
     if opened.model.supports("token_statistics"):
         results.update(progressive_analyses(opened, dataset, probe_items, data_root, batch_size))
-    results["run"] = opened.describe()
-    results["checkpoint"] = opened.checkpoint
-    results["hqvae_version"] = __version__
-    results["created"] = now()
+    results.update(run=opened.describe(), checkpoint=opened.checkpoint, hqvae_version=__version__, created=now())
     if lpips is not None:
         results["settings"]["lpips"] = {"net": lpips_net, "weights": [str(Path(p)) for p in lpips_weights]}
 

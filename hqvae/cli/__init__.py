@@ -66,7 +66,3 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, DataError, WriteFailed) as error:  # the message names the fix
         print(f"hqvae {args.command}: error: {error}", file=sys.stderr)
         return 1 if isinstance(error, WriteFailed) else 2  # 1: a full disk, an I/O error, no permission
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 
-from hqvae.cli.parsing import INPUT, PRIOR
+from hqvae.cli.parsing import INPUT, add_common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prior", required=True, type=PRIOR, help="prior folder (hqvae prior train)")
+    add_common(parser, "prior", "batch_size", "checkpoint", "device",
+               batch_size={"help": "batch size of the image encoder"}, checkpoint={"help": "checkpoint of the prior"},
+               device={"default": "cpu", "help": "device of the image encoder (the coder runs on the CPU)"})
     parser.add_argument("inputs", nargs="+", metavar="INPUT", type=INPUT,
                         help="image files, or one codes file of hqvae encode")
     parser.add_argument("--out", required=True, help="the compressed file, FILE.hqz")
@@ -30,9 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="record the prior's folder in the file (default; --no-prior-path saves its bytes, "
                              "and decompress then needs --prior)")
     parser.add_argument("--coding-batch", type=int, default=64, help="items coded together (recorded in the file)")
-    parser.add_argument("--batch-size", type=int, default=256, help="batch size of the image encoder")
-    parser.add_argument("--checkpoint", default="best", choices=("best", "last"), help="checkpoint of the prior")
-    parser.add_argument("--device", default="cpu", help="device of the image encoder (the coder runs on the CPU)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,9 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from hqvae.cli.parsing import CODES, RUN
+from hqvae.cli.parsing import CODES, add_common
 from hqvae.codes_file import check_codes, load_codes
 from hqvae.priors.images import write_items
 from hqvae.priors.layout import decode_layers
@@ -29,16 +27,14 @@ from hqvae.runs import open_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", dest="run_dir", metavar="RUN", required=True, type=RUN,
-                        help="run folder whose model decodes the codes")
     parser.add_argument("--codes", required=True, type=CODES, help="codes file written by hqvae encode")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--upto", type=int, help="decode from the first m layers only (1 ≤ m ≤ L)")
-    parser.add_argument("--limit", type=int, help="decode the first N items only")
-    parser.add_argument("--checkpoint", choices=("best", "last"),
-                        help="checkpoint of the run (default: the one recorded in the codes file, else best)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_common(parser, "run_dir", "limit", "checkpoint", "batch_size", "device",
+               run_dir={"help": "run folder whose model decodes the codes"},
+               limit={"help": "decode the first N items only"},
+               checkpoint={"default": None,
+                           "help": "checkpoint of the run (default: the one recorded in the codes file, else best)"})
 
 
 def run(args: argparse.Namespace) -> int:

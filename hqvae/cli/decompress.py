@@ -14,6 +14,7 @@ run if it has moved. Library: `hqvae.decompress` (hqvae/codec.py).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from hqvae.cli.parsing import HQZ, PRIOR, RUN
@@ -31,13 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hqvae.codec import decompress, warn
+    from hqvae.codec import decompress
     from hqvae.codes_file import save_codes
     from hqvae.priors.images import write_items
 
     result = decompress(args.file, args.prior, upto=args.upto, images=not args.no_images, run=args.run_dir,
                         device=args.device, batch_size=args.batch_size)
-    warn(result.notes, "decompress")
+    for note in result.notes:
+        print(f"hqvae decompress: note: {note}", file=sys.stderr)
     out = Path(args.out)
     save_codes(out / "codes.safetensors", result.layers, None, result.metadata)
     what = "codes.safetensors"

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from hqvae.cli.parsing import DATA_ROOT
-from hqvae.runs import default_results_path, evaluate_run
+from hqvae.runs import evaluate_run
 from hqvae.report.build import ReportRun, build_report
 from hqvae.train.config import TrainConfig
 from hqvae.train.tokenizer import train
@@ -59,36 +59,26 @@ def demo_config(model: str, steps: int, data_root: str | None, device: str, prog
     })
 
 
-def train_one(model: str, args: argparse.Namespace) -> Path:
-    """Train (or resume, or reuse) one run; returns its folder."""
-    out = Path(args.out) / model
-    run = RunDir(out)
-    config = demo_config(model, args.steps, args.data_root, args.device, progress=args.jobs == 1)
-    if run.exists() and not args.fresh:
-        info = run.read_info()
-        if info.status == "finished" and info.steps == args.steps:
-            print(f"{model}: reusing the finished run in {out}")
-            return out
-        resume = info.status == "running" and run.train_state_file.is_file()
-        print(f"{model}: {'resuming' if resume else 'restarting'} the run in {out}")
-        train(config, out, resume=resume, force=not resume)
-    else:
-        print(f"{model}: training {args.steps} steps into {out}")
-        train(config, out, force=run.exists())
-    return out
-
-
 def train_and_evaluate(model: str, args: argparse.Namespace, threads: int | None) -> tuple[Path, dict, Path]:
-    """One model's run and its test results (folder, results, results path)."""
+    """One model's run, trained (or resumed, or reused), and its test results (folder, results, results path)."""
     if threads:
         torch.set_num_threads(threads)
-    folder = train_one(model, args)
-    info = RunDir(folder).read_info()
+    folder = Path(args.out) / model
+    run = RunDir(folder)
+    info = run.read_info() if run.exists() and not args.fresh else None
+    if info is not None and info.status == "finished" and info.steps == args.steps:
+        print(f"{model}: reusing the finished run in {folder}")
+    else:
+        resume = info is not None and info.status == "running" and run.train_state_file.is_file()
+        print(f"{model}: {'resuming' if resume else 'restarting'} the run in {folder}" if info is not None
+              else f"{model}: training {args.steps} steps into {folder}")
+        config = demo_config(model, args.steps, args.data_root, args.device, progress=args.jobs == 1)
+        info = train(config, folder, resume=resume, force=run.exists() and not resume)
     if info.status != "finished":
         raise ValueError(f"{model} did not finish (status {info.status!r}: {info.message}); "
                          f"see {folder / 'metrics.jsonl'}")
     print(f"{model}: evaluating on the test split", flush=True)
-    results, results_path = evaluate_run(str(folder), out=str(default_results_path(folder)), data_root=args.data_root)
+    results, results_path = evaluate_run(str(folder), data_root=args.data_root)
     return folder, results, results_path
 
 

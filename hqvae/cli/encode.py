@@ -13,23 +13,15 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from hqvae.cli.parsing import DATA_ROOT, RUN
+from hqvae.cli.parsing import add_common
 from hqvae.codes_file import check_suffix
 from hqvae.runs import encode_to_file, load_run_data, open_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", dest="run_dir", metavar="RUN", required=True, type=RUN,
-                        help="run folder written by hqvae train")
     parser.add_argument("--out", required=True, help="codes file, .safetensors or .npz")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--limit", type=int, help="encode the first N items only")
-    parser.add_argument("--data-root", type=DATA_ROOT, help="where the run's data set is now, if not at the recorded root")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_common(parser, "run_dir", "split", "checkpoint", "batch_size", "limit", "data_root", "device",
+               limit={"help": "encode the first N items only"})
 
 
 def run(args: argparse.Namespace) -> int:

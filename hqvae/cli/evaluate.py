@@ -27,25 +27,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from hqvae.cli.parsing import DATA_ROOT, LPIPS_WEIGHTS, RUN
+from hqvae.cli.parsing import LPIPS_WEIGHTS, add_common
 from hqvae.runs import evaluate_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", dest="run_dir", metavar="RUN", required=True, type=RUN,
-                        help="run folder written by hqvae train")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
+    add_common(parser, "run_dir", "split", "checkpoint", "batch_size", "limit", "data_root", "device",
+               batch_size={"help": "evaluation batch size (default 256)"},
+               limit={"help": "evaluate the first N items only (recorded in the results)"})
     parser.add_argument("--perplexity-batch", type=int, default=32,
                         help="items per mini-batch of the paper-style mini-batch perplexity (default 32)")
-    parser.add_argument("--limit", type=int, help="evaluate the first N items only (recorded in the results)")
     parser.add_argument("--out", help="results JSON path (default runs/<name>/eval/results.json)")
     parser.add_argument("--images-dir", help="folder for the PNG/WAV files (default: the folder of --out)")
-    parser.add_argument("--data-root", type=DATA_ROOT, help="where the run's data set is now, if not at the recorded root")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--wavs", type=int, default=4,
                         help="spectrogram data sets: Griffin-Lim WAVs of this many originals and reconstructions")
     parser.add_argument("--lpips-weights", nargs=2, type=LPIPS_WEIGHTS, metavar=("BACKBONE", "LINEAR"),

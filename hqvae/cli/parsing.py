@@ -13,6 +13,8 @@ Sub-parsers made from a ``Parser`` are ``Parser`` s too, so every command and ve
 that does not exist (or is a file where a folder is wanted, or the reverse) raises ``MissingPath``
 while the line is parsed, before anything runs or is written; ``hqvae.cli.main`` prints its
 one-line message (the path, the argument, the fix) and exits with status 2.
+
+``add_common`` adds the options that several commands share (--run, --split, --device, ...).
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import argparse
 import copy
 from pathlib import Path
 from typing import Callable
+
+import torch
 
 
 class MissingPath(Exception):
@@ -35,8 +39,6 @@ class ExistingPath:
     """
 
     def __init__(self, kind: str, what: str, fix: str | Callable[[str], str]) -> None:
-        if kind not in ("file", "folder"):
-            raise ValueError(f"kind must be 'file' or 'folder', got {kind!r}")
         self.kind, self.what, self._fix = kind, what, fix
         self.option = None  # set on its own copy by Parser.add_argument: the option, for the message
 
@@ -47,18 +49,14 @@ class ExistingPath:
             raise MissingPath(f"an empty path was given for the {self.what}{where}; {self.fix(value)}")
         if not path.exists():
             raise MissingPath(f"{value}: no such {self.what}{where}; {self.fix(value)}")
-        if self.kind == "folder" and not path.is_dir():
-            raise MissingPath(f"{value} is a file, not a folder{where}; {self.fix(value)}")
-        if self.kind == "file" and path.is_dir():
-            raise MissingPath(f"{value} is a folder, not a file{where}; {self.fix(value)}")
+        if path.is_dir() != (self.kind == "folder"):
+            found = "folder" if path.is_dir() else "file"
+            raise MissingPath(f"{value} is a {found}, not a {self.kind}{where}; {self.fix(value)}")
         return value
 
     def fix(self, value: str) -> str:
         """The message's fix for the path ``value``."""
         return self._fix(value) if callable(self._fix) else self._fix
-
-    def __repr__(self) -> str:  # argparse names the type in some messages
-        return f"existing {self.kind}"
 
 
 class Parser(argparse.ArgumentParser):
@@ -112,3 +110,24 @@ INPUT = ExistingPath("file", "input file", "give image files (or one codes file 
 LPIPS_WEIGHTS = ExistingPath("file", "LPIPS weight file", "give the torchvision backbone file, then the LPIPS v0.1 "
                                                           "linear weights (hqvae.metrics.lpips says where to get "
                                                           "them), or leave --lpips-weights out")
+
+COMMON = {  # the options several commands share: dest -> (flag, add_argument keywords)
+    "run_dir": ("--run", dict(metavar="RUN", required=True, type=RUN, help="run folder written by hqvae train")),
+    "prior": ("--prior", dict(required=True, type=PRIOR, help="prior folder (hqvae prior train)")),
+    "split": ("--split", dict(default="test", choices=("train", "val", "test"))),
+    "checkpoint": ("--checkpoint", dict(default="best", choices=("best", "last"))),
+    "batch_size": ("--batch-size", dict(type=int, default=256)),
+    "limit": ("--limit", dict(type=int, help="the first N items only")),
+    "data_root": ("--data-root", dict(type=DATA_ROOT,
+                                      help="where the run's data set is now, if not at the recorded root")),
+    "device": ("--device", dict(default="cuda" if torch.cuda.is_available() else "cpu")),
+}
+
+
+def add_common(parser: argparse.ArgumentParser, *dests: str, **changes) -> None:
+    """Add the ``COMMON`` options ``dests``; ``changes`` maps a dest to the keywords it changes
+    (``batch_size={"default": 64}``, ``limit={"help": ...}``, ``run_dir={"dest": "run_dirs", "nargs": "+"}``)."""
+    for dest in dests:
+        flag, keywords = COMMON[dest]
+        parser.add_argument(flag, **{"dest": dest, **keywords, **changes.get(dest, {})})
+

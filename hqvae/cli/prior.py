@@ -24,41 +24,27 @@ Exit status: 0 done, 1 training stopped on a non-finite loss or a failed write, 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-import torch
-
-from hqvae.cli.parsing import DATA_ROOT, PRIOR, RUN
-from hqvae.cli.train import ResumeAction
+from hqvae.cli.parsing import RUN, add_common
+from hqvae.cli.train import add_training_arguments, finish, overrides
 from hqvae.io import atomic_write_json
-from hqvae.train.signals import Interrupted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="{train,eval}")
     train = verbs.add_parser("train", help="train a prior on a run's codes", description=__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluate = verbs.add_parser("eval", help="test NLL of a prior against the uniform and histogram rates",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--run", "--tokenizer", dest="run_dir", metavar="RUN", type=RUN,
                        help="tokenizer run folder (hqvae train); under torchrun write --tokenizer (torchrun takes --run)")
     train.add_argument("--out", required=True, help="the prior folder to create (or resume)")
-    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=3000")
-    train.add_argument("--resume", nargs="?", action=ResumeAction, metavar="auto",
-                       help="continue the prior in --out from checkpoints/last; 'auto': continue it if there is "
-                            "one, else start it")
-    train.add_argument("--force", action="store_true", help="delete the prior's files in --out and start over")
-    train.set_defaults(resume=None, resume_override=None)
-    evaluate = verbs.add_parser("eval", help="test NLL of a prior against the uniform and histogram rates",
-                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    evaluate.add_argument("--prior", required=True, type=PRIOR, help="prior folder (hqvae prior train)")
-    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
-    evaluate.add_argument("--limit", type=int, help="the first N items only")
-    evaluate.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    add_training_arguments(train, "the prior", "train.steps=3000")
+    add_common(evaluate, "prior", "split", "limit", "checkpoint", "batch_size", "data_root", "device",
+               batch_size={"default": 128})
     evaluate.add_argument("--conditional", action="store_true", help="condition on the class labels")
-    evaluate.add_argument("--batch-size", type=int, default=128)
-    evaluate.add_argument("--data-root", type=DATA_ROOT, help="where the run's data set is now, if not at the recorded root")
     evaluate.add_argument("--out", help="results JSON (default <prior>/eval/<split>.json)")
-    evaluate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,21 +55,15 @@ def run_train(args: argparse.Namespace) -> int:
     from hqvae.priors.task import train_prior
     from hqvae.train.resume import prior_config
 
-    overrides = [args.resume_override, *args.overrides] if args.resume_override else args.overrides
-    config, run_dir, resume = prior_config(args.out, args.resume, args.run_dir, overrides)
-    try:
-        info = train_prior(run_dir, args.out, config, resume=resume, force=args.force)
-    except Interrupted as stop:  # the message is in run.json and was printed
-        return stop.exit_code
-    if info.status != "finished":
-        return 1
-    if int(os.environ.get("RANK", 0)) == 0:
+    config, run_dir, resume = prior_config(args.out, args.resume, args.run_dir, overrides(args))
+
+    def summary(info) -> str:
         best = info.best
-        summary = (f"best val {best['val_bits_per_item']:.1f} bits per item at step {best['step']}" if best
-                   else "no validation")
-        print(f"finished {info.steps} steps in {info.wall_time_s:.0f} s ({summary}; uniform rate "
-              f"{info.extra['uniform_bits_per_item']:.0f} bits); prior folder {args.out}")
-    return 0
+        return (f"best val {best['val_bits_per_item']:.1f} bits per item at step {best['step']}" if best
+                else "no validation") + f"; uniform rate {info.extra['uniform_bits_per_item']:.0f} bits"
+
+    return finish(lambda: train_prior(run_dir, args.out, config, resume=resume, force=args.force), summary,
+                  f"prior folder {args.out}")
 
 
 def run_eval(args: argparse.Namespace) -> int:

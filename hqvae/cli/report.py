@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from hqvae.cli.parsing import DATA_ROOT, RUN
+from hqvae.cli.parsing import add_common
 from hqvae.io import read_json
 from hqvae.report.build import ReportRun, build_report, folder_name, unique_names
 from hqvae.runs import default_results_path, evaluate_run
@@ -23,16 +21,13 @@ from hqvae.train.run_dir import RunDir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", dest="run_dirs", metavar="RUN", required=True, nargs="+", type=RUN,
-                        help="run folders to compare")
+    now = "for runs evaluated now"
+    add_common(parser, "run_dir", "split", "checkpoint", "batch_size", "limit", "data_root", "device",
+               run_dir={"dest": "run_dirs", "nargs": "+", "help": "run folders to compare"},
+               batch_size={"help": now}, limit={"help": f"{now}: the first N items only"},
+               data_root={"help": f"{now}: where the data set is"})
     parser.add_argument("--out", required=True, help="report folder")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
     parser.add_argument("--title", default="hqvae report")
-    parser.add_argument("--batch-size", type=int, default=256, help="for runs evaluated now")
-    parser.add_argument("--limit", type=int, help="for runs evaluated now: the first N items only")
-    parser.add_argument("--data-root", type=DATA_ROOT, help="for runs evaluated now: where the data set is")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _read_results(path: Path) -> dict:

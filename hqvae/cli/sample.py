@@ -16,11 +16,11 @@ import time
 
 import torch
 
-from hqvae.cli.parsing import PRIOR
+from hqvae.cli.parsing import add_common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prior", required=True, type=PRIOR, help="prior folder (hqvae prior train)")
+    add_common(parser, "prior", "checkpoint", "batch_size", "device", batch_size={"default": 64})
     parser.add_argument("--num", type=int, required=True, help="number of items to draw")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--temperature", type=float, default=1.0)
@@ -28,9 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float)
     parser.add_argument("--class", dest="label", type=int, help="class label to condition on")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def run(args: argparse.Namespace) -> int:

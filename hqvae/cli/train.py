@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Callable
 
 from hqvae.cli.parsing import CONFIG
 from hqvae.train.signals import Interrupted
@@ -51,35 +52,49 @@ class ResumeAction(argparse.Action):
             parser.error(f"--resume takes no value or 'auto', got {value!r}")
 
 
+def add_training_arguments(parser: argparse.ArgumentParser, what: str, example: str) -> None:
+    """Overrides, --resume and --force: the arguments of hqvae train and hqvae prior train (``what``: the folder)."""
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"config overrides, e.g. {example}")
+    parser.add_argument("--resume", nargs="?", action=ResumeAction, metavar="auto",
+                        help=f"continue {what} in --out from checkpoints/last; 'auto': continue it if there is one, "
+                             f"else start it")
+    parser.add_argument("--force", action="store_true", help=f"delete the files of {what} in --out and start over")
+    parser.set_defaults(resume=None, resume_override=None)
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    """The key=value overrides, the one right after --resume first."""
+    return [args.resume_override, *args.overrides] if args.resume_override else args.overrides
+
+
+def finish(train: Callable, summary: Callable, folder: str) -> int:
+    """Run ``train()`` and say on rank 0 what it did (``summary(info)``); the exit status (module docstring)."""
+    try:
+        info = train()
+    except Interrupted as stop:  # the message is in run.json and was printed
+        return stop.exit_code
+    if info.status == "finished" and int(os.environ.get("RANK", 0)) == 0:
+        print(f"finished {info.steps} steps in {info.wall_time_s:.0f} s ({summary(info)}); {folder}")
+    return 0 if info.status == "finished" else 1
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=CONFIG,
                         help="YAML config, one per data set, e.g. configs/fashion_mnist.yaml; choose the model "
                              "with the override model.name=<name>")
     parser.add_argument("--out", required=True, help="the run folder to create (or resume)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="config overrides, e.g. optim.lr=3e-4 model.overrides.codebook_size=256")
-    parser.add_argument("--resume", nargs="?", action=ResumeAction, metavar="auto",
-                        help="continue the run in --out from checkpoints/last; 'auto': continue it if there "
-                             "is one, else start it from --config")
-    parser.add_argument("--force", action="store_true", help="delete the run files in --out and start over")
-    parser.set_defaults(resume=None, resume_override=None)
+    add_training_arguments(parser, "the run", "optim.lr=3e-4 model.overrides.codebook_size=256")
 
 
 def run(args: argparse.Namespace) -> int:
     from hqvae.train.resume import train_config
     from hqvae.train.tokenizer import train
 
-    overrides = [args.resume_override, *args.overrides] if args.resume_override else args.overrides
-    config, resume = train_config(args.out, args.resume, args.config, overrides)
-    try:
-        info = train(config, args.out, resume=resume, force=args.force)
-    except Interrupted as stop:  # the message is in run.json and was printed
-        return stop.exit_code
-    if info.status != "finished":
-        return 1
-    if int(os.environ.get("RANK", 0)) != 0:
-        return 0
-    best = info.best
-    summary = f"best val loss {best['val_loss']:.6g} at step {best['step']}" if best else "no validation"
-    print(f"finished {info.steps} steps in {info.wall_time_s:.0f} s ({summary}); run folder {args.out}")
-    return 0
+    config, resume = train_config(args.out, args.resume, args.config, overrides(args))
+
+    def summary(info) -> str:
+        best = info.best
+        return f"best val loss {best['val_loss']:.6g} at step {best['step']}" if best else "no validation"
+
+    return finish(lambda: train(config, args.out, resume=resume, force=args.force), summary,
+                  f"run folder {args.out}")
