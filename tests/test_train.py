@@ -24,7 +24,7 @@ from hqvae.train.tokenizer import train
 from hqvae.train.run_dir import RunDir
 from hqvae.train.run_info import RUN_INFO_VERSION, RUN_KIND
 from hqvae.train.sampler import StepSampler
-from hqvae.train.schedules import learning_rate, temperature
+from hqvae.train.schedules import default_temperature_decay, learning_rate, temperature
 
 from golden.make_golden import write_image_folder
 
@@ -125,6 +125,7 @@ def test_model_defaults_fill_only_what_the_config_leaves_null():
     assert resolved.optim.lr == 5e-4 and resolved.train.batch_size == 64 and resolved.train.epochs == 7
     assert (resolved.temperature.init, resolved.temperature.decay, resolved.temperature.min) == (1.0, 1e-4, 0.0)
     assert config.train.batch_size is None  # a copy
+    assert config.with_model_defaults({"epochs": 7}).temperature.decay is None  # the trainer sets it from the budget
     with pytest.raises(ValueError, match="set train.steps or train.epochs"):
         config.with_model_defaults({})
 
@@ -216,13 +217,14 @@ def test_data_order_is_a_function_of_seed_and_step_and_shards_the_global_batch()
 def test_short_run_writes_the_run_folder(image_folder, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--config", str(REPO / "configs/fashion_mnist.yaml"), "--out", str(out),
-                 *tiny_overrides(image_folder, steps=6, **{"train.val_every": 3})]) == 0
+                 *tiny_overrides(image_folder, steps=6, **{"train.val_every": 3, "temperature.decay": "null"})]) == 0
     assert "finished 6 steps" in capsys.readouterr().out
     run = RunDir(out)
     info = run.read_info()
     assert info.status == "finished" and info.step == info.steps == 6
     assert info.model_type == "sqvae2" and info.world_size == 1
     assert info.config["optim"]["lr"] == 1e-3 and info.config["train"]["batch_size"] == 8
+    assert info.config["temperature"] == {"init": 1.0, "decay": default_temperature_decay(6), "min": 0.0}  # null: the budget's
     assert "train split" in info.data["train"] and "64" in info.data["train"]
     assert info.torch_version == torch.__version__ and info.hqvae_version == hqvae.__version__
     assert info.best["step"] in (3, 6)
@@ -513,7 +515,7 @@ def test_two_processes_with_torchrun_log_once(image_folder, tmp_path):
 
 
 def test_default_temperature_decay_follows_the_budget():
-    from hqvae.train.schedules import LONG_BUDGET, SHORT_BUDGET, default_temperature_decay
+    from hqvae.train.schedules import LONG_BUDGET, SHORT_BUDGET
 
     def final_tau(steps):
         return math.exp(-default_temperature_decay(steps) * steps)

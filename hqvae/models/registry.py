@@ -148,7 +148,7 @@ def train_defaults(stochastic: bool) -> dict[str, Any]:
     """Shared by every model so that VQ/SQ pairs train at equal budget (SQ-VAE's settings)."""
     defaults: dict[str, Any] = {"lr": 1e-3, "batch_size": 32, "epochs": 100}
     if stochastic:
-        defaults.update(temperature_init=1.0, temperature_decay=1e-5, temperature_min=0.0)
+        defaults.update(temperature_init=1.0, temperature_min=0.0)  # decay: the budget's (default_temperature_decay)
     return defaults
 
 
