@@ -74,6 +74,9 @@ SETTINGS = {
     "registry": START,  # the default τ decay for the budget (compressed to 0.21 up to 2,000 steps; 1e-5 from 15,000)
     "registry-tau-official": START + ["temperature.decay=1e-5"],  # uncompressed: 0.86 at 15,000 steps
     "registry-tau-floor": START + ["temperature.decay=1e-3", "temperature.min=0.5"],  # at every budget: 0.5 from step 693
+    # the rate weight at the long budget's schedule (sqvae2's lever on Fashion-MNIST at 1,500 steps)
+    "registry-tau-official-rate0.5": START + ["temperature.decay=1e-5", "model.overrides.rate_weight=0.5"],
+    "registry-tau-official-rate0.25": START + ["temperature.decay=1e-5", "model.overrides.rate_weight=0.25"],
 }
 
 
