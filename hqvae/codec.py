@@ -187,12 +187,11 @@ def _check(hqz: Hqz, opened: OpenedPrior, name: str) -> None:
     if hqz.layers != layout.num_layers:
         raise HqzError(f"{name} holds codes of {hqz.layers} layers, the prior's have {layout.num_layers}; pass the "
                        f"prior it was made with")
-    if hqz.version == 1:
-        shapes = [list(shape) for shape in layout.code_shapes]
-        if hqz.extra.get("code_shapes") != shapes or hqz.extra.get("codebook_sizes") != list(layout.codebook_sizes):
-            raise HqzError(f"{name} holds codes of layout {hqz.extra.get('code_shapes')} / "
-                           f"{hqz.extra.get('codebook_sizes')}, the prior's is {shapes} / {list(layout.codebook_sizes)}; "
-                           f"pass the prior it was made with")
+    expected = layout.to_dict()
+    found = {key: hqz.extra.get(key) for key in expected}
+    if hqz.version == 1 and found != expected:
+        raise HqzError(f"{name} holds codes of layout {found['code_shapes']} / {found['codebook_sizes']}, the prior's "
+                       f"is {expected['code_shapes']} / {expected['codebook_sizes']}; pass the prior it was made with")
 
 
 def decompress(source: str | os.PathLike | bytes, prior=None, *, upto: int | None = None, images: bool = True,

@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import io
 import json
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -101,7 +103,7 @@ def _trim(words: bytes) -> bytes:
 
 def _crc(data: bytes) -> int:
     """CRC-16 (CCITT, initial value 0xFFFF) of ``data``."""
-    return binascii.crc_hqx(bytes(data), 0xFFFF)
+    return binascii.crc_hqx(data, 0xFFFF)
 
 
 def _varint(value: int) -> bytes:
@@ -114,20 +116,17 @@ def _varint(value: int) -> bytes:
 
 
 class _Reader:
-    """Reads ``data`` from ``offset``; with ``more`` (a function reading n further bytes of the file
-    into ``data``, a bytearray) only as far as the header needs."""
+    """Reads a header from ``stream`` (at the file's start), keeping the bytes read for its checksum."""
 
-    def __init__(self, data: bytes | bytearray, offset: int, name: str, more=None):
-        self.data, self.offset, self.name, self.more = data, offset, name, more
+    def __init__(self, stream: BinaryIO, name: str):
+        self.stream, self.name, self.data = stream, name, bytearray()
 
     def take(self, count: int) -> bytes:
-        if self.offset + count > len(self.data) and self.more is not None:
-            self.more(self.offset + count - len(self.data))
-        if self.offset + count > len(self.data):
+        piece = self.stream.read(count)
+        self.data += piece
+        if len(piece) < count:
             raise HqzError(f"{self.name} is truncated inside its header ({len(self.data)} bytes); copy the whole file "
                            f"again, or {REMAKE}")
-        piece = self.data[self.offset:self.offset + count]
-        self.offset += count
         return piece
 
     def varint(self) -> int:
@@ -165,21 +164,21 @@ def pack(segments: list[np.ndarray], *, items: int, coding_batch: int, layers: i
     return bytes(header) + b"".join(words)
 
 
-def _parse_header(data: bytes | bytearray, name: str, more=None) -> tuple[Hqz, list[int]]:
-    """The version-2 header of ``data`` (its checksum verified) and the segments' CRCs."""
-    reader = _Reader(data, _PREAMBLE.size, name, more)
+def _parse_header(stream: BinaryIO, name: str) -> tuple[Hqz, list[int]]:
+    """The version-2 header at the start of ``stream`` (its checksum verified) and the segments' CRCs."""
+    reader = _Reader(stream, name)
+    reader.take(_PREAMBLE.size)
     flags = reader.take(1)[0]
     prior_fingerprint = reader.take(FINGERPRINT_BYTES).hex()
     model_fingerprint = reader.take(FINGERPRINT_BYTES).hex()
     items, coding_batch, layers, count = reader.varint(), reader.varint(), reader.varint(), reader.varint()
     table = [(reader.varint(), struct.unpack("<H", reader.take(2))[0]) for _ in range(count)]
     path = reader.take(reader.varint()).decode("utf-8", "replace") if flags & HAS_PATH else None
-    end = reader.offset
-    (crc,) = struct.unpack("<H", reader.take(2))
-    if _crc(data[:end]) != crc:
+    crc = _crc(reader.data)
+    if struct.unpack("<H", reader.take(2))[0] != crc:
         raise HqzError(f"{name} is corrupted: its header checksum does not match; copy the file again, or {REMAKE}")
     sizes = [size for size, _ in table]
-    prefix_bytes = [reader.offset + sum(sizes[:s + 1]) for s in range(count)]
+    prefix_bytes = [len(reader.data) + sum(sizes[:s + 1]) for s in range(count)]
     hqz = Hqz(2, items, coding_batch, layers, bool(flags & PROGRESSIVE), prior_fingerprint, model_fingerprint,
               "last" if flags & LAST_CHECKPOINT else "best", path, sizes, prefix_bytes)
     if count == 0 or (hqz.progressive and count != layers) or (not hqz.progressive and count != 1):
@@ -188,7 +187,7 @@ def _parse_header(data: bytes | bytearray, name: str, more=None) -> tuple[Hqz, l
 
 
 def _parse_v2(data: bytes, name: str, upto: int | None) -> Hqz:
-    hqz, crcs = _parse_header(data, name)
+    hqz, crcs = _parse_header(io.BytesIO(data), name)
     count = hqz.total_segments
     wanted = count if upto is None or not hqz.progressive else upto
     if not 1 <= wanted <= count:
@@ -276,10 +275,11 @@ def read_hqz(path: str | Path, upto: int | None = None) -> Hqz:
         raise FileNotFoundError(f"{path}: no such file; make one with `hqvae compress --prior <prior> ... "
                                 f"--out {path.name}`")
     with open(path, "rb") as handle:
-        data = bytearray(handle.read(_PREAMBLE.size))
-        if upto is None or data[:4] != MAGIC or len(data) < _PREAMBLE.size or _PREAMBLE.unpack_from(data)[1] != 2:
-            return unpack(bytes(data) + handle.read(), str(path), upto)
-        hqz, _ = _parse_header(data, str(path), more=lambda count: data.extend(handle.read(count)))
-        prefix = hqz.progressive and 1 <= upto <= hqz.total_segments  # then only the first upto segments
-        data.extend(handle.read(hqz.prefix_bytes[upto - 1] - len(data) if prefix else -1))  # -1: all the rest
-        return unpack(bytes(data), str(path), upto)
+        if upto is not None and handle.read(_PREAMBLE.size) == _PREAMBLE.pack(MAGIC, VERSION):
+            handle.seek(0)
+            hqz, _ = _parse_header(handle, str(path))
+            if hqz.progressive and 1 <= upto <= hqz.total_segments:  # then only the first upto segments
+                handle.seek(0)
+                return unpack(handle.read(hqz.prefix_bytes[upto - 1]), str(path), upto)
+        handle.seek(0)
+        return unpack(handle.read(), str(path), upto)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hqvae.cli import COMMANDS, build_parser, main
-from hqvae.cli.parsing import ExistingPath, existing_paths
+from hqvae.cli.parsing import ExistingPath
 from hqvae.train.config import load_config
 from hqvae.train.run_dir import RunDir
 
@@ -134,7 +134,7 @@ def every_command_parser():
 def input_arguments():
     cases = []
     for path, parser in every_command_parser():
-        for _, action in existing_paths(parser):
+        for action in (action for action in parser._actions if isinstance(action.type, ExistingPath)):
             cases.append(pytest.param(path, action.dest, id=" ".join(path) + " " + (action.option_strings or [action.dest])[0]))
     return cases
 

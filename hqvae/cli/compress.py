@@ -40,9 +40,8 @@ def run(args: argparse.Namespace) -> int:
     result = compress(args.inputs, args.prior, args.out, coding_batch=args.coding_batch, progressive=args.progressive,
                       checkpoint=args.checkpoint, device=args.device, batch_size=args.batch_size,
                       record_prior_path=args.prior_path)
-    items = max(result.items, 1)
-    prefixes = ", ".join(f"{b}" for b in result.prefix_bytes)
+    prefixes = ", ".join(map(str, result.prefix_bytes))
     layout = "progressive, bytes up to each layer: " + prefixes if result.progressive else "one segment"
     print(f"compressed {result.items} items into {args.out}: {result.bytes} bytes ({layout}), "
-          f"{8 * result.bytes / items:.1f} bits per item; {result.tokens / max(result.coding_seconds, 1e-9):.0f} tokens/s")
+          f"{8 * result.bytes / max(result.items, 1):.1f} bits per item; {result.tokens / max(result.coding_seconds, 1e-9):.0f} tokens/s")
     return 0

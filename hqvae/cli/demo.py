@@ -92,14 +92,10 @@ def side_by_side(args: argparse.Namespace) -> list[tuple[Path, dict, Path]]:
         with tqdm(total=len(MODELS) * args.steps, desc=" + ".join(MODELS), unit="step", dynamic_ncols=True) as bar:
             while not all(future.done() for future in futures):
                 time.sleep(2.0)
-                done = sum(_steps_logged(Path(args.out) / model) for model in MODELS)
+                logged = [RunDir(Path(args.out) / model).read_metrics("train") for model in MODELS]
+                done = sum(max((record["step"] for record in records), default=0) for records in logged)
                 bar.update(min(done, bar.total) - bar.n)
         return [future.result() for future in futures]
-
-
-def _steps_logged(folder: Path) -> int:
-    """The last training step written to a run's metrics (0 before the first record)."""
-    return max((record["step"] for record in RunDir(folder).read_metrics("train")), default=0)
 
 
 def run(args: argparse.Namespace) -> int:

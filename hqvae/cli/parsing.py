@@ -39,7 +39,8 @@ class ExistingPath:
     """
 
     def __init__(self, kind: str, what: str, fix: str | Callable[[str], str]) -> None:
-        self.kind, self.what, self._fix = kind, what, fix
+        self.kind, self.what = kind, what
+        self.fix = fix if callable(fix) else lambda value: fix  # the message's fix for the path ``value``
         self.option = None  # set on its own copy by Parser.add_argument: the option, for the message
 
     def __call__(self, value: str) -> str:
@@ -53,10 +54,6 @@ class ExistingPath:
             found = "folder" if path.is_dir() else "file"
             raise MissingPath(f"{value} is a {found}, not a {self.kind}{where}; {self.fix(value)}")
         return value
-
-    def fix(self, value: str) -> str:
-        """The message's fix for the path ``value``."""
-        return self._fix(value) if callable(self._fix) else self._fix
 
 
 class Parser(argparse.ArgumentParser):
@@ -79,17 +76,6 @@ class Parser(argparse.ArgumentParser):
             return self.parse_known_intermixed_args(args, namespace)
         finally:
             self._intermixing = False
-
-
-def existing_paths(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
-    """Every (command path, action) of ``parser`` and its sub-parsers whose type is ExistingPath,
-    e.g. (("prior", "eval"), <--prior>): what the tests walk to cover every command."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from existing_paths(sub, (*path, name))
-        elif isinstance(action.type, ExistingPath):
-            yield path, action
 
 
 def _config_fix(value: str) -> str:

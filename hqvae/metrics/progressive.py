@@ -28,10 +28,6 @@ from hqvae.quantizers.base import entropy
 LOG2 = math.log(2.0)
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def probe_lengths(steps: int) -> list[int]:
     """The prefix lengths a probe is fitted at by default: 1, 2, 4, ... and ``steps`` itself."""
     return sorted({1 << i for i in range(steps.bit_length()) if 1 << i <= steps} | {steps})
@@ -42,14 +38,19 @@ def prefix_bits(model: nn.Module, m: int, codes: Sequence[Tensor]) -> float:
     return sum(code[0].numel() * math.log2(k) for code, k in zip(codes[:m], model.codebook_sizes))
 
 
-def prefix_features(model: nn.Module, codes: Sequence[Tensor], m: int) -> Tensor:
-    """Decoder-input partial sums of a prefix of m as flat features (B, F): Σ_{l≤m} z_l
-    (PQ-VAE: (B, c·h·w)); for HQ-VAE models each resolution group's quantised latent, flattened
-    and concatenated (missing injected layers filled with the codebook mean)."""
-    with torch.no_grad():
-        latents = model.embed_codes(codes, upto=m)
-    latents = [latents] if isinstance(latents, Tensor) else latents
-    return torch.cat([latent.flatten(1) for latent in latents], dim=1)
+@torch.no_grad()
+def prefix_features(model: nn.Module, codes: list, m: int) -> Tensor:
+    """Decoder-input partial sums of a prefix of m as flat features (N, F), every batch of ``codes``
+    (``encode``'s outputs) in turn: Σ_{l≤m} z_l (PQ-VAE: (N, c·h·w)); for HQ-VAE models each
+    resolution group's quantised latent, flattened and concatenated (missing injected layers
+    filled with the codebook mean)."""
+    device = next(model.parameters()).device
+    features = []
+    for batch in codes:
+        latents = model.embed_codes([code.to(device) for code in batch], upto=m)
+        latents = [latents] if isinstance(latents, Tensor) else latents
+        features.append(torch.cat([latent.flatten(1) for latent in latents], dim=1).cpu())
+    return torch.cat(features)
 
 
 @torch.no_grad()
@@ -71,7 +72,7 @@ def token_statistics(model: nn.Module, data: Any, batch_size: int = 256) -> dict
         raise ValueError(f"token statistics need per-step token posteriors, which a {model.config.name!r} model "
                          f"does not have (PQ-VAE models do); use hqvae.evaluate's information per layer instead")
     config = model.config
-    device = _device(model)
+    device = next(model.parameters()).device
     depth, groups, size = config.depth, config.groups, config.codebook_size
     counts = torch.zeros(depth, groups, size, dtype=torch.float64)
     prob_sum = torch.zeros(depth, groups, size, dtype=torch.float64)
@@ -111,7 +112,7 @@ def token_statistics(model: nn.Module, data: Any, batch_size: int = 256) -> dict
 @torch.no_grad()
 def _codes_and_labels(model: nn.Module, data: Any, batch_size: int) -> tuple[list, Tensor]:
     """Every batch's codes (on the CPU) and all labels (N,)."""
-    device = _device(model)
+    device = next(model.parameters()).device
     codes, labels = [], []
     for x, y in batches(data, batch_size):
         if y is None:
@@ -121,11 +122,6 @@ def _codes_and_labels(model: nn.Module, data: Any, batch_size: int) -> tuple[lis
     if not labels:
         raise ValueError("the data set is empty")
     return codes, torch.cat(labels)
-
-
-def _features(model: nn.Module, codes: list, m: int) -> Tensor:
-    device = _device(model)
-    return torch.cat([prefix_features(model, [code.to(device) for code in batch], m).cpu() for batch in codes])
 
 
 def linear_probe(model: nn.Module, train_data: Any, test_data: Any, prefix_lengths: Iterable[int] | None = None,
@@ -148,13 +144,13 @@ def linear_probe(model: nn.Module, train_data: Any, test_data: Any, prefix_lengt
     chance = float((test_labels == majority).float().mean())
     results = []
     for m in lengths:
-        train_features = _features(model, train_codes, m)
+        train_features = prefix_features(model, train_codes, m)
         probe = fit_linear_probe(train_features, train_labels, classes, l2=l2)
         results.append({
             "prefix_len": m,
             "bits": prefix_bits(model, m, train_codes[0]),
             "train_accuracy": probe.accuracy(train_features, train_labels),
-            "test_accuracy": probe.accuracy(_features(model, test_codes, m), test_labels),
+            "test_accuracy": probe.accuracy(prefix_features(model, test_codes, m), test_labels),
             "chance": chance,
         })
     return results

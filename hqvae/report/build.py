@@ -32,12 +32,7 @@ def folder_name(name: str) -> str:
 
 def unique_names(names: list[str]) -> list[str]:
     """``names`` with repeats suffixed "-2", "-3", ... in order."""
-    seen: dict[str, int] = {}
-    unique = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        unique.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
-    return unique
+    return [f"{name}-{names[:i].count(name) + 1}" if name in names[:i] else name for i, name in enumerate(names)]
 
 
 def _run_figures(run: ReportRun, folder: Path, out_dir: Path) -> dict[str, str]:

@@ -75,10 +75,8 @@ def percent(value) -> str:
 
 def per_layer(results: dict, key: str, digits: int) -> str:
     """Values of ``key`` for every layer, coarse to fine, joined with " / "."""
-    layers = results.get("layers") or []
-    if not layers:
-        return MISSING
-    return " / ".join(percent(layer.get(key)) if key == "usage" else number(layer.get(key), digits) for layer in layers)
+    return " / ".join(percent(layer.get(key)) if key == "usage" else number(layer.get(key), digits)
+                      for layer in results.get("layers") or []) or MISSING
 
 
 def checkpoint_label(results: dict) -> str:

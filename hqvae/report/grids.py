@@ -28,15 +28,12 @@ def to_pil(image: torch.Tensor, spectrogram: bool = False, scale: int = 1) -> Im
     if spectrogram:
         from matplotlib import colormaps  # optional dependency, only for spectrograms
 
-        rgba = colormaps[COLORMAP](pixels[0][::-1])  # (H, W, 4), low frequencies at the bottom
-        array = (rgba[..., :3] * 255).round().astype(np.uint8)
-    elif pixels.shape[0] == 1:
-        array = (pixels[0] * 255).round().astype(np.uint8)
-    elif pixels.shape[0] == 3:
-        array = (pixels.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+        pixels = colormaps[COLORMAP](pixels[0][::-1])[..., :3]  # (H, W, 3), low frequencies at the bottom
+    elif pixels.shape[0] in (1, 3):
+        pixels = pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
     else:
         raise ValueError(f"can only draw 1- or 3-channel images, got {pixels.shape[0]} channels")
-    picture = Image.fromarray(array)
+    picture = Image.fromarray((pixels * 255).round().astype(np.uint8))
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
     return picture
