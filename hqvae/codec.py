@@ -218,11 +218,10 @@ def decompress(source: str | os.PathLike | bytes, prior=None, *, upto: int | Non
     if upto is not None and upto > layout.num_layers:
         raise ValueError(f"upto must be between 1 and {layout.num_layers} (the layers of {name}), got {upto}")
     notes = []
-    wanted = hqz.total_segments if upto is None or not hqz.progressive else upto
     if upto is not None and not hqz.progressive:
         notes.append(f"{name} is not progressive (all layers in one segment): read whole, decoded the first {upto} "
                      f"of its layers into images")
-    if hqz.complete < wanted:
+    if hqz.progressive and hqz.complete < (upto or hqz.total_segments):
         if upto is not None:
             raise HqzError(f"{name} is truncated: it holds {hqz.complete} whole layer segment"
                            f"{'s' if hqz.complete > 1 else ''} of {hqz.total_segments}, not {upto}; decode upto "

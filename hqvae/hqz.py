@@ -181,7 +181,7 @@ def _parse_header(stream: BinaryIO, name: str) -> tuple[Hqz, list[int]]:
     prefix_bytes = [len(reader.data) + sum(sizes[:s + 1]) for s in range(count)]
     hqz = Hqz(2, items, coding_batch, layers, bool(flags & PROGRESSIVE), prior_fingerprint, model_fingerprint,
               "last" if flags & LAST_CHECKPOINT else "best", path, sizes, prefix_bytes)
-    if count == 0 or (hqz.progressive and count != layers) or (not hqz.progressive and count != 1):
+    if count == 0 or count != (layers if hqz.progressive else 1):
         raise HqzError(f"{name} is damaged: {count} segments for {layers} layers; {REMAKE}")
     return hqz, [crc for _, crc in table]
 
@@ -196,16 +196,14 @@ def _parse_v2(data: bytes, name: str, upto: int | None) -> Hqz:
     if len(data) > hqz.prefix_bytes[-1]:
         raise HqzError(f"{name} has {len(data) - hqz.prefix_bytes[-1]} bytes after its end ({hqz.prefix_bytes[-1]} "
                        f"expected); it is damaged or two files were joined; {REMAKE}")
-    offset = hqz.prefix_bytes[0] - hqz.segment_bytes[0]
-    for index in range(wanted):
-        piece = data[offset:hqz.prefix_bytes[index]]
-        if len(piece) < hqz.segment_bytes[index]:
+    for index, (size, end) in enumerate(zip(hqz.segment_bytes[:wanted], hqz.prefix_bytes)):
+        piece = data[end - size:end]
+        if len(piece) < size:
             break  # truncated: the segments before it are whole
         if _crc(piece) != crcs[index]:
-            raise HqzError(f"{name} is corrupted: segment {index} (bytes {offset}–{hqz.prefix_bytes[index]}) does not "
-                           f"match its checksum; copy the file again, or {REMAKE}")
+            raise HqzError(f"{name} is corrupted: segment {index} (bytes {end - size}–{end}) does not match its "
+                           f"checksum; copy the file again, or {REMAKE}")
         hqz.segments.append(np.frombuffer(piece + bytes(-len(piece) % 4), dtype=">u4").astype(np.uint32))
-        offset = hqz.prefix_bytes[index]
     if not hqz.segments:
         raise HqzError(f"{name} is truncated: {len(data)} bytes, not even its first segment (which ends at byte "
                        f"{hqz.prefix_bytes[0]}) is whole; copy the whole file again, or {REMAKE}")

@@ -163,12 +163,9 @@ class MinibatchPerplexity(Accumulator):
 
 def bits_per_item(layers: Iterable[CodebookUsage | tuple[int, int]]) -> float:
     """Nominal rate ``Σ n_l log2 K_l``; each layer is a :class:`CodebookUsage` or a pair ``(n_l, K_l)``."""
-    total = 0.0
-    for layer in layers:
-        positions, size = ((layer.positions_per_item, layer.codebook_size) if isinstance(layer, CodebookUsage)
-                           else layer)
-        total += positions * math.log2(size)
-    return total
+    pairs = [(layer.positions_per_item, layer.codebook_size) if isinstance(layer, CodebookUsage) else layer
+             for layer in layers]
+    return sum((positions * math.log2(size) for positions, size in pairs), 0.0)
 
 
 def entropy_bits_per_item(layers: Iterable[CodebookUsage]) -> float:

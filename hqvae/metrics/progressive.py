@@ -30,7 +30,7 @@ LOG2 = math.log(2.0)
 
 def probe_lengths(steps: int) -> list[int]:
     """The prefix lengths a probe is fitted at by default: 1, 2, 4, ... and ``steps`` itself."""
-    return sorted({1 << i for i in range(steps.bit_length()) if 1 << i <= steps} | {steps})
+    return sorted({1 << i for i in range(steps.bit_length())} | {steps})
 
 
 def prefix_bits(model: nn.Module, m: int, codes: Sequence[Tensor]) -> float:
@@ -71,9 +71,8 @@ def token_statistics(model: nn.Module, data: Any, batch_size: int = 256) -> dict
     if not model.supports("token_statistics"):
         raise ValueError(f"token statistics need per-step token posteriors, which a {model.config.name!r} model "
                          f"does not have (PQ-VAE models do); use hqvae.evaluate's information per layer instead")
-    config = model.config
     device = next(model.parameters()).device
-    depth, groups, size = config.depth, config.groups, config.codebook_size
+    depth, groups, size = model.config.depth, model.config.groups, model.config.codebook_size
     counts = torch.zeros(depth, groups, size, dtype=torch.float64)
     prob_sum = torch.zeros(depth, groups, size, dtype=torch.float64)
     entropy_sum = torch.zeros(depth, groups, dtype=torch.float64)

@@ -1,15 +1,6 @@
-"""Figures drawn with matplotlib's Agg canvas (no pyplot, no global backend change), saved as PNG.
-
-* :func:`codebook_usage_plot`   per layer, code frequencies sorted from most to least used
-                                 (from a results dict of :func:`hqvae.evaluate.evaluate`)
-* :func:`coarse_to_fine_curve`  RMSE and PSNR against the number of layers decoded, one line
-                                 per run (from results dicts)
-* :func:`coarse_to_fine_strip`  a few items decoded from the first m layers, m = 1..L
-* :func:`training_curves`       loss, per-layer perplexity, per-layer variance and temperature
-                                 against step (from ``metrics.jsonl`` records)
-* :func:`plot_rate_distortion`  progressive codes: metrics against bits per item, and
-  :func:`plot_probe`            linear-probe accuracy against prefix length, one line per named
-                                 curve (lists of the dicts that ``hqvae.metrics.progressive`` returns)
+"""Figures drawn with matplotlib's Agg canvas (no pyplot, no global backend change), saved as PNG: codebook
+usage, coarse-to-fine curve and strip, training curves, and the rate–distortion and linear-probe curves of
+progressive codes.
 """
 from __future__ import annotations
 

@@ -40,7 +40,6 @@ def _html(block: Block) -> str:
 
 
 def render_html(blocks: list[Block], title: str) -> str:
-    """The HTML page of ``blocks``."""
     body = "\n".join(_html(block) for block in blocks)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
             f"<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
@@ -68,5 +67,4 @@ def _markdown(block: Block) -> str:
 
 
 def render_markdown(blocks: list[Block]) -> str:
-    """The Markdown text of ``blocks``."""
     return "\n\n".join(_markdown(block) for block in blocks) + "\n"
