@@ -116,8 +116,16 @@ def fit(task: Task, out: str | os.PathLike, *, resume: bool = False, force: bool
         info = task.run_info()
         info.step, info.steps, info.best, info.wall_time_s = start_step, task.steps, best, wall_before
         info.record_provenance(device, use_bf16, procs.world_size, previous, start_step if resume else None)
-        logger, progress = open_outputs(run, procs, info, resume, getattr(config.logging, "tensorboard", False),
-                                        config.logging.progress)
+        logger = progress = None
+        if procs.master:  # run.json, the metrics after the step resumed from dropped, the logger, the progress bar
+            run.write_info(info)
+            if resume:
+                run.truncate_metrics(info.step)
+            if config.logging.progress:
+                from tqdm import tqdm
+
+                progress = tqdm(total=info.steps, initial=info.step, desc=str(run.root), dynamic_ncols=True)
+            logger = MetricsLogger(run, getattr(config.logging, "tensorboard", False))
     except BaseException:
         teardown(procs)
         raise
@@ -251,28 +259,10 @@ def prepare_run_folder(run: RunDir, procs: Processes, resume: bool,
     return previous, from_checkpoint
 
 
-def open_outputs(run: RunDir, procs: Processes, info: RunInfo, resume: bool, tensorboard: bool = False,
-                 progress: bool = True) -> tuple[MetricsLogger | None, object | None]:
-    """Rank 0: write run.json, drop the metrics after the step resumed from, open the metrics logger
-    and the progress bar (tqdm); (None, None) on the other ranks."""
-    if not procs.master:
-        return None, None
-    run.write_info(info)
-    if resume:
-        run.truncate_metrics(info.step)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=info.steps, initial=info.step, desc=str(run.root), dynamic_ncols=True)
-    return MetricsLogger(run, tensorboard), bar
-
-
 def save_last(run: RunDir, procs: Processes, task: Task, info: RunInfo, done: int, best: dict | None,
               wall_time: float) -> None:
-    """Write checkpoints/last at ``done`` steps (train_state.pt: step, optimizer, rng, world_size,
-    data, best, wall_time_s, hqvae_version), commit the staged best, then record both in run.json
-    (``info`` is updated); every rank must call it."""
+    """Write checkpoints/last at ``done`` steps (train_state.pt: hqvae.train.checkpoint), commit the
+    staged best, then record both in run.json (``info`` is updated); every rank must call it."""
     rng_states = [rng.capture()] * procs.world_size  # every rank's RNG states, indexed by rank:
     if procs.world_size > 1:
         dist.all_gather_object(rng_states, rng_states[0])  # this rank's, gathered from all
