@@ -233,8 +233,7 @@ def prepare_run_folder(run: RunDir, procs: Processes, resume: bool,
                        force: bool) -> tuple[RunInfo | None, bool]:
     """Refuse to overwrite a run without --resume / --force, or to resume what is not there; clear the
     folder (force) or tidy what a crash left; tell whether to continue from checkpoints/last:
-    (previous run.json or None, from_checkpoint). A run to resume that has no checkpoint yet starts
-    over from step 0, with a note."""
+    (previous run.json or None, from_checkpoint)."""
     if resume and force:
         raise ValueError("pass either --resume (continue the run) or --force (start over), not both")
     previous = run.resumable() if resume else None  # every rank checks, before anyone writes
@@ -281,9 +280,8 @@ def save_last(run: RunDir, procs: Processes, task: Task, info: RunInfo, done: in
 def kept_checkpoint(info: RunInfo) -> str:
     """What a stopped run leaves to resume from, for its message (``info.step``: the step of
     checkpoints/last, 0 before the first one)."""
-    if not info.step:
-        return "no checkpoint was written before it"
-    return f"checkpoints/last is the last good state (step {info.step})"
+    return (f"checkpoints/last is the last good state (step {info.step})" if info.step
+            else "no checkpoint was written before it")
 
 
 def failure_status(error: BaseException, step: int, run: RunDir, info: RunInfo,
