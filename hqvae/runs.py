@@ -60,8 +60,7 @@ class OpenedRun:
                                          self.info.extra.get("seed")) if value is not None), None)
 
     def describe(self) -> dict:
-        """The run's labels for a results file: path, name, model type, seed, status, training data
-        (``data.train`` of hqvae train, ``dataset`` of early runs)."""
+        """The run's labels for a results file (training data: ``dataset`` in early runs)."""
         return {
             "path": str(self.run_dir.root),
             "name": self.name,

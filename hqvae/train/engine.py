@@ -40,9 +40,8 @@ from hqvae import faults
 from hqvae.distributed import Processes, all_reduce, setup_processes, teardown
 from hqvae.io import WriteFailed
 from hqvae.train import checkpoint, rng
-from hqvae.train.logger import MetricsLogger
 from hqvae.train.performance import match_parameter_layouts
-from hqvae.train.run_dir import RunDir
+from hqvae.train.run_dir import TENSORBOARD, RunDir, numeric_leaves
 from hqvae.train.run_info import RunInfo, now
 from hqvae.train.signals import Interrupted, StopSignals
 from hqvae._version import __version__
@@ -110,7 +109,8 @@ def fit(task: Task, out: str | os.PathLike, *, resume: bool = False, force: bool
                                       or order.get("seed") != task.sampler.seed):
                 print(f"note: the data order differs from the interrupted run's ({order} before, "
                       f"{task.sampler.batches_per_epoch} batches per epoch now)", file=sys.stderr)
-        task.model = procs.wrap(task.raw_model)
+        task.model = task.raw_model if procs.world_size == 1 else torch.nn.parallel.DistributedDataParallel(
+            task.raw_model, device_ids=[procs.local_rank] if device.type == "cuda" else None)
         if from_checkpoint:  # last, after everything that draws random numbers during setup
             checkpoint.restore_rng(run, state, procs.rank, procs.world_size, config.train.seed)
         info = task.run_info()
@@ -217,6 +217,35 @@ class Window:
 
     def terms(self, row: torch.Tensor) -> str:
         return ", ".join(f"{name}={value:.6g}" for name, value in zip(self.columns, row.tolist()))
+
+
+class MetricsLogger:
+    """``log(record)`` appends to the run's ``metrics.jsonl`` and, when enabled, writes its numbers
+    to TensorBoard (``<run>/tensorboard/``) as ``<split>/<key>[/<name>]``."""
+
+    def __init__(self, run: RunDir, tensorboard: bool = False):
+        self.run = run
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                print("logging.tensorboard: the tensorboard package is not installed "
+                      "(pip install tensorboard); writing metrics.jsonl only", file=sys.stderr)
+            else:
+                self.writer = SummaryWriter(str(run.root / TENSORBOARD))
+
+    def log(self, record: dict) -> None:
+        self.run.append_metrics(record)
+        if self.writer is None:
+            return
+        for name, value in numeric_leaves(record).items():
+            if name != "step":
+                self.writer.add_scalar(f"{record['split']}/{name}", value, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def check_batch_size(batch_size: int, world_size: int) -> int:
