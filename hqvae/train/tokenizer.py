@@ -125,13 +125,9 @@ class TokenizerTask(Task):
         return " ".join([*parts, f"{record['img_per_s']:.0f} img/s"])
 
     def validate(self, done: int) -> tuple[float, dict]:
-        """One pass over the val set (every rank its shard, rank 0's buffers first, as BatchNorm
-        statistics drift apart between DDP's broadcasts) with the deterministic quantiser (eval mode).
-
-        The record's values, summed over ranks: loss and terms are the model's (batch losses weighted
-        by batch size), RMSE/PSNR as in ``hqvae.metrics.ReconstructionMetrics``, perplexity and usage
-        of each layer's codes over the whole set (``hqvae.metrics.CodebookUsage``).
-        """
+        """The val loss and record (module docstring), over all ranks' shards, loss and terms weighted
+        by batch size; every rank takes rank 0's buffers first, as BatchNorm statistics drift apart
+        between DDP's broadcasts."""
         model, dataset, procs = self.raw_model, self.val_set, self.procs
         for buffer in model.buffers():
             broadcast_(buffer)
