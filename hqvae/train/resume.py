@@ -21,7 +21,6 @@ from hqvae.train.run_dir import RunDir
 
 
 def stored_config(out: str | os.PathLike, overrides: list[str], described: SectionedConfig | None,
-                  config_class: type[SectionedConfig],
                   load: Callable[[dict, list[str]], SectionedConfig]) -> SectionedConfig:
     """The config stored in ``out``'s run.json, checked, with ``overrides`` applied by ``load``. A resumed
     run keeps its model: ``described`` (the config the command line describes, with --resume auto)
@@ -38,7 +37,7 @@ def stored_config(out: str | os.PathLike, overrides: list[str], described: Secti
                              f"{wanted}; choose another --out, or pass --force to delete that run and start over")
         overrides = [o for o in overrides if o not in model_keys]
     try:
-        config_class.from_dict(stored)
+        load(stored, [])  # the stored config alone, so that its errors are told apart from the overrides'
     except ValueError as error:
         raise ValueError(f"{RunDir(out).run_file} holds a config this hqvae cannot use ({error}); fix the file, or "
                          f"start the run over with --force") from None
@@ -62,7 +61,7 @@ def train_config(out: str | os.PathLike, resume: str | None, config_file: str | 
         raise ValueError("--resume takes the config from the run's run.json; drop --config "
                          "(pass changes as key=value overrides), or use --resume auto")
     described = load_config(config_file, overrides) if config_file else None  # --resume auto: the same command line
-    return stored_config(out, overrides, described, TrainConfig, load), True
+    return stored_config(out, overrides, described, load), True
 
 
 def prior_config(out: str | os.PathLike, resume: str | None, run: str | None,
@@ -77,6 +76,5 @@ def prior_config(out: str | os.PathLike, resume: str | None, run: str | None,
     if run and Path(run).resolve() != Path(tokenizer):
         raise ValueError(f"{out} was trained on {tokenizer}; drop --run or pass that run")
     described = load_prior_config(overrides) if resume == "auto" else None  # the same command line again
-    config = stored_config(out, overrides, described, PriorTrainConfig,
-                           lambda stored, extra: load_prior_config(extra, stored))
+    config = stored_config(out, overrides, described, lambda stored, extra: load_prior_config(extra, stored))
     return config, tokenizer, True
