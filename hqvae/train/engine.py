@@ -289,8 +289,9 @@ def prepare_run_folder(run: RunDir, procs: Processes, resume: bool,
 
 def save_last(run: RunDir, procs: Processes, task: Task, info: RunInfo, done: int, best: dict | None,
               wall_time: float) -> None:
-    """Write checkpoints/last at ``done`` steps (train_state.pt: hqvae.train.checkpoint), commit the
-    staged best, then record both in run.json (``info`` is updated); every rank must call it."""
+    """Write checkpoints/last at ``done`` steps (train_state.pt as in hqvae.train.checkpoint, plus
+    hqvae_version), commit the staged best, then record both in run.json (``info`` is updated); every
+    rank must call it."""
     rng_states = [rng.capture()] * procs.world_size  # every rank's RNG states, indexed by rank:
     if procs.world_size > 1:
         dist.all_gather_object(rng_states, rng_states[0])  # this rank's, gathered from all

@@ -32,8 +32,11 @@ from hqvae.train.schedules import default_temperature_decay, learning_rate, temp
 
 def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False) -> RunInfo:
     """Train as ``config`` says into the run folder ``out``; returns the final run.json (RunInfo).
-    ``resume`` (with the run's own config: ``hqvae.train.resume``), ``force`` and errors as
-    ``hqvae.train.engine.fit``."""
+
+    resume: continue from ``checkpoints/last`` (pass the run's own config, from run.json, see
+    ``hqvae.train.resume``); force: start over in a folder that already holds a run. Errors as
+    ``hqvae.train.engine.fit``.
+    """
     return fit(TokenizerTask(config), out, resume=resume, force=force)
 
 
@@ -125,7 +128,7 @@ class TokenizerTask(Task):
         return " ".join([*parts, f"{record['img_per_s']:.0f} img/s"])
 
     def validate(self, done: int) -> tuple[float, dict]:
-        """The val loss and record (module docstring), over all ranks' shards, loss and terms weighted
+        """The val loss and record (hqvae.train.run_dir), over all ranks' shards, loss and terms weighted
         by batch size; every rank takes rank 0's buffers first, as BatchNorm statistics drift apart
         between DDP's broadcasts."""
         model, dataset, procs = self.raw_model, self.val_set, self.procs
