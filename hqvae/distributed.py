@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.nn.parallel import DistributedDataParallel
 
 
 def is_distributed() -> bool:
@@ -86,12 +85,6 @@ class Processes:
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
-
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """``model`` in DistributedDataParallel when there are several processes, else itself."""
-        if self.world_size == 1:
-            return model
-        return DistributedDataParallel(model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
 
     def master_first(self, load):
         """``load()`` on rank 0, then on the other ranks, which find what rank 0 cached."""

@@ -68,16 +68,6 @@ class _MinibatchChunks:
         return self.meter
 
 
-def _describe(data: Any) -> dict:
-    """Name, split and description of a data set (or of a loader's ``.dataset``), where known."""
-    dataset = data if hasattr(data, "description") else getattr(data, "dataset", None)
-    return {
-        "name": getattr(dataset, "name", None),
-        "split": getattr(dataset, "split", None),
-        "description": getattr(dataset, "description", "unknown data (no description given)"),
-    }
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -186,6 +176,7 @@ def evaluate(
                       for m, values in computed.items()]
 
     nominal = bits_per_item(usage)
+    dataset = data if hasattr(data, "description") else getattr(data, "dataset", None)  # a data set or a loader's
     return {
         "schema": SCHEMA,
         "model": {
@@ -193,7 +184,9 @@ def evaluate(
             "num_layers": num_layers,
             "parameters": sum(p.numel() for p in model.parameters()),
         },
-        "data": {**_describe(data), "items": full["items"], "shape": list(shape)},
+        "data": {"name": getattr(dataset, "name", None), "split": getattr(dataset, "split", None),
+                 "description": getattr(dataset, "description", "unknown data (no description given)"),
+                 "items": full["items"], "shape": list(shape)},
         "settings": {
             "batch_size": batch_size,
             "minibatch_perplexity_batch": minibatch_perplexity_batch,

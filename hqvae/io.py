@@ -57,13 +57,6 @@ def _error_code(error: BaseException) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _file_mode() -> int:
-    """The mode a plain ``open(path, "w")`` would give a new file (0o666 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _fsync(path: str | os.PathLike) -> None:
     """Flush a file's (or a folder's entries') data to the disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -104,7 +97,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         os.close(fd)
         write(tmp)
         faults.point("write")
-        os.chmod(tmp, _file_mode())
+        umask = os.umask(0)  # the mode a plain open(path, "w") gives a new file: 0o666 less the umask
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync(path.parent)

@@ -60,8 +60,7 @@ class OpenedRun:
                                          self.info.extra.get("seed")) if value is not None), None)
 
     def describe(self) -> dict:
-        """The run's labels for a results file: path, name, model type, seed, status, training data
-        (``data.train`` of hqvae train, ``dataset`` of early runs)."""
+        """The run's labels for a results file (training data: ``dataset`` in early runs)."""
         return {
             "path": str(self.run_dir.root),
             "name": self.name,
@@ -176,18 +175,6 @@ def encode_to_file(opened: OpenedRun, dataset, split: str, path: str | os.PathLi
     return layers, labels, metadata, save_codes(path, layers, labels, metadata)
 
 
-def _audio_files(dataset, x: torch.Tensor, x_hat: torch.Tensor, folder: Path, count: int) -> list[Path]:
-    """Griffin-Lim waveforms of the first ``count`` originals and reconstructions (1, n_mels, T)."""
-    log_mel = dataset.meta["log_mel"]
-    paths = []
-    for i in range(min(count, x.shape[0])):
-        for kind, spectrogram in (("original", x[i, 0]), ("reconstruction", x_hat[i, 0])):
-            path = folder / "audio" / f"{i:02d}_{kind}.wav"
-            samples = log_mel.inverse(spectrogram.cpu())
-            paths.append(atomic_write(path, lambda tmp: write_wav(tmp, samples, log_mel.sample_rate)))
-    return paths
-
-
 def write_figures(model, dataset, results: dict, folder: Path, wavs: int = 4) -> dict[str, list[Path] | Path]:
     """Reconstruction grid, codebook usage plot, coarse-to-fine strip and, for spectrograms, ``wavs``
     pairs of WAVs in ``folder``."""
@@ -210,8 +197,13 @@ def write_figures(model, dataset, results: dict, folder: Path, wavs: int = 4) ->
         strip = min(STRIP_ITEMS, count)
         files["coarse_to_fine"] = coarse_to_fine_strip(x[:strip], [p[:strip] for p in progressive],
                                                        folder / "coarse_to_fine.png", spectrogram)
-    if spectrogram and wavs > 0:
-        files["audio"] = _audio_files(dataset, x, progressive[-1], folder, wavs)
+    if spectrogram and wavs > 0:  # Griffin-Lim waveforms of the first originals and reconstructions (1, n_mels, T)
+        log_mel, files["audio"] = dataset.meta["log_mel"], []
+        for i in range(min(wavs, count)):
+            for kind, image in (("original", x[i, 0]), ("reconstruction", progressive[-1][i, 0])):
+                samples = log_mel.inverse(image)
+                files["audio"].append(atomic_write(folder / "audio" / f"{i:02d}_{kind}.wav",
+                                                   lambda tmp: write_wav(tmp, samples, log_mel.sample_rate)))
     if "tokens" in results:  # a PQ-VAE
         from hqvae.report.plots import plot_probe, plot_rate_distortion
 

@@ -107,19 +107,28 @@ def _damaged(run: RunDir, path: Path, problem: str) -> CheckpointError:
     )
 
 
-def _unreadable(run: RunDir, path: Path, error: Exception) -> CheckpointError:
-    text = str(error)
-    if isinstance(error, pickle.UnpicklingError) and "weights only" in text.lower():
-        detail = next((f" ({line.strip().rstrip('.')})" for line in text.splitlines()
-                       if line.startswith("Trying to load")), "")  # names the function it would call
-        return _damaged(run, path, f"holds Python objects other than tensors and plain containers{detail}; "
-                                   f"loading it could run code, so it was refused and nothing in it was run. hqvae "
-                                   f"never writes such a file: it may have been tampered with")
-    first_line = text.splitlines()[0] if text else type(error).__name__
-    return _damaged(run, path, f"is damaged or not a PyTorch file ({type(error).__name__}: {first_line[:200]})")
-
-
-def _check_train_state(run: RunDir, path: Path, state) -> None:
+def load_train_state(run: RunDir, weights_name: str = WEIGHTS_NAME) -> dict:
+    """``checkpoints/last/train_state.pt``, loaded with ``weights_only=True`` and checked
+    (``weights_name``: the weights file that must be beside it)."""
+    path = run.train_state_file
+    last = run.checkpoint("last")
+    missing = [name for name in (CONFIG_NAME, weights_name, TRAIN_STATE_FILE) if not (last / name).is_file()]
+    if missing:
+        raise _damaged(run, last, f"lacks {', '.join(missing)} (a complete checkpoint holds {CONFIG_NAME}, "
+                             f"{weights_name} and {TRAIN_STATE_FILE})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types for a damaged file
+        text = str(error)
+        if isinstance(error, pickle.UnpicklingError) and "weights only" in text.lower():
+            detail = next((f" ({line.strip().rstrip('.')})" for line in text.splitlines()
+                           if line.startswith("Trying to load")), "")  # names the function it would call
+            raise _damaged(run, path, f"holds Python objects other than tensors and plain containers{detail}; "
+                                      f"loading it could run code, so it was refused and nothing in it was run. "
+                                      f"hqvae never writes such a file: it may have been tampered with") from None
+        first_line = text.splitlines()[0] if text else type(error).__name__
+        raise _damaged(run, path, f"is damaged or not a PyTorch file ({type(error).__name__}: "
+                                  f"{first_line[:200]})") from None
     if not isinstance(state, dict) or any(key not in state for key in TRAIN_STATE_KEYS):
         found = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise _damaged(run, path, f"is not an hqvae train state (expected the keys {list(TRAIN_STATE_KEYS)}, found {found})")
@@ -134,22 +143,6 @@ def _check_train_state(run: RunDir, path: Path, state) -> None:
         problems.append("it holds no optimiser state")
     if problems:
         raise _damaged(run, path, "is inconsistent: " + "; ".join(problems))
-
-
-def load_train_state(run: RunDir, weights_name: str = WEIGHTS_NAME) -> dict:
-    """``checkpoints/last/train_state.pt``, loaded with ``weights_only=True`` and checked
-    (``weights_name``: the weights file that must be beside it)."""
-    path = run.train_state_file
-    last = run.checkpoint("last")
-    missing = [name for name in (CONFIG_NAME, weights_name, TRAIN_STATE_FILE) if not (last / name).is_file()]
-    if missing:
-        raise _damaged(run, last, f"lacks {', '.join(missing)} (a complete checkpoint holds {CONFIG_NAME}, "
-                             f"{weights_name} and {TRAIN_STATE_FILE})")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types for a damaged file
-        raise _unreadable(run, path, error) from None
-    _check_train_state(run, path, state)
     return state
 
 

@@ -40,9 +40,8 @@ from hqvae import faults
 from hqvae.distributed import Processes, all_reduce, setup_processes, teardown
 from hqvae.io import WriteFailed
 from hqvae.train import checkpoint, rng
-from hqvae.train.logger import MetricsLogger
 from hqvae.train.performance import match_parameter_layouts
-from hqvae.train.run_dir import RunDir
+from hqvae.train.run_dir import TENSORBOARD, RunDir, numeric_leaves
 from hqvae.train.run_info import RunInfo, now
 from hqvae.train.signals import Interrupted, StopSignals
 from hqvae._version import __version__
@@ -110,14 +109,23 @@ def fit(task: Task, out: str | os.PathLike, *, resume: bool = False, force: bool
                                       or order.get("seed") != task.sampler.seed):
                 print(f"note: the data order differs from the interrupted run's ({order} before, "
                       f"{task.sampler.batches_per_epoch} batches per epoch now)", file=sys.stderr)
-        task.model = procs.wrap(task.raw_model)
+        task.model = task.raw_model if procs.world_size == 1 else torch.nn.parallel.DistributedDataParallel(
+            task.raw_model, device_ids=[procs.local_rank] if device.type == "cuda" else None)
         if from_checkpoint:  # last, after everything that draws random numbers during setup
             checkpoint.restore_rng(run, state, procs.rank, procs.world_size, config.train.seed)
         info = task.run_info()
         info.step, info.steps, info.best, info.wall_time_s = start_step, task.steps, best, wall_before
         info.record_provenance(device, use_bf16, procs.world_size, previous, start_step if resume else None)
-        logger, progress = open_outputs(run, procs, info, resume, getattr(config.logging, "tensorboard", False),
-                                        config.logging.progress)
+        logger = progress = None
+        if procs.master:  # run.json, the metrics after the step resumed from dropped, the logger, the progress bar
+            run.write_info(info)
+            if resume:
+                run.truncate_metrics(info.step)
+            if config.logging.progress:
+                from tqdm import tqdm
+
+                progress = tqdm(total=info.steps, initial=info.step, desc=str(run.root), dynamic_ncols=True)
+            logger = MetricsLogger(run, getattr(config.logging, "tensorboard", False))
     except BaseException:
         teardown(procs)
         raise
@@ -211,6 +219,35 @@ class Window:
         return ", ".join(f"{name}={value:.6g}" for name, value in zip(self.columns, row.tolist()))
 
 
+class MetricsLogger:
+    """``log(record)`` appends to the run's ``metrics.jsonl`` and, when enabled, writes its numbers
+    to TensorBoard (``<run>/tensorboard/``) as ``<split>/<key>[/<name>]``."""
+
+    def __init__(self, run: RunDir, tensorboard: bool = False):
+        self.run = run
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                print("logging.tensorboard: the tensorboard package is not installed "
+                      "(pip install tensorboard); writing metrics.jsonl only", file=sys.stderr)
+            else:
+                self.writer = SummaryWriter(str(run.root / TENSORBOARD))
+
+    def log(self, record: dict) -> None:
+        self.run.append_metrics(record)
+        if self.writer is None:
+            return
+        for name, value in numeric_leaves(record).items():
+            if name != "step":
+                self.writer.add_scalar(f"{record['split']}/{name}", value, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def check_batch_size(batch_size: int, world_size: int) -> int:
     """Each rank's share of ``batch_size``."""
     if batch_size % world_size:
@@ -225,8 +262,7 @@ def prepare_run_folder(run: RunDir, procs: Processes, resume: bool,
                        force: bool) -> tuple[RunInfo | None, bool]:
     """Refuse to overwrite a run without --resume / --force, or to resume what is not there; clear the
     folder (force) or tidy what a crash left; tell whether to continue from checkpoints/last:
-    (previous run.json or None, from_checkpoint). A run to resume that has no checkpoint yet starts
-    over from step 0, with a note."""
+    (previous run.json or None, from_checkpoint)."""
     if resume and force:
         raise ValueError("pass either --resume (continue the run) or --force (start over), not both")
     previous = run.resumable() if resume else None  # every rank checks, before anyone writes
@@ -251,28 +287,11 @@ def prepare_run_folder(run: RunDir, procs: Processes, resume: bool,
     return previous, from_checkpoint
 
 
-def open_outputs(run: RunDir, procs: Processes, info: RunInfo, resume: bool, tensorboard: bool = False,
-                 progress: bool = True) -> tuple[MetricsLogger | None, object | None]:
-    """Rank 0: write run.json, drop the metrics after the step resumed from, open the metrics logger
-    and the progress bar (tqdm); (None, None) on the other ranks."""
-    if not procs.master:
-        return None, None
-    run.write_info(info)
-    if resume:
-        run.truncate_metrics(info.step)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=info.steps, initial=info.step, desc=str(run.root), dynamic_ncols=True)
-    return MetricsLogger(run, tensorboard), bar
-
-
 def save_last(run: RunDir, procs: Processes, task: Task, info: RunInfo, done: int, best: dict | None,
               wall_time: float) -> None:
-    """Write checkpoints/last at ``done`` steps (train_state.pt: step, optimizer, rng, world_size,
-    data, best, wall_time_s, hqvae_version), commit the staged best, then record both in run.json
-    (``info`` is updated); every rank must call it."""
+    """Write checkpoints/last at ``done`` steps (train_state.pt as in hqvae.train.checkpoint, plus
+    hqvae_version), commit the staged best, then record both in run.json (``info`` is updated); every
+    rank must call it."""
     rng_states = [rng.capture()] * procs.world_size  # every rank's RNG states, indexed by rank:
     if procs.world_size > 1:
         dist.all_gather_object(rng_states, rng_states[0])  # this rank's, gathered from all
@@ -291,9 +310,8 @@ def save_last(run: RunDir, procs: Processes, task: Task, info: RunInfo, done: in
 def kept_checkpoint(info: RunInfo) -> str:
     """What a stopped run leaves to resume from, for its message (``info.step``: the step of
     checkpoints/last, 0 before the first one)."""
-    if not info.step:
-        return "no checkpoint was written before it"
-    return f"checkpoints/last is the last good state (step {info.step})"
+    return (f"checkpoints/last is the last good state (step {info.step})" if info.step
+            else "no checkpoint was written before it")
 
 
 def failure_status(error: BaseException, step: int, run: RunDir, info: RunInfo,

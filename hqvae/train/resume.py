@@ -20,34 +20,28 @@ from hqvae.train.config import SectionedConfig, TrainConfig, apply_overrides, lo
 from hqvae.train.run_dir import RunDir
 
 
-def model_keys(overrides: list[str]) -> list[str]:
-    return [o for o in overrides if o.split("=", 1)[0].startswith("model.")]
-
-
-def stored_config(out: str | os.PathLike, overrides: list[str], config_class: type[SectionedConfig],
+def stored_config(out: str | os.PathLike, overrides: list[str], described: SectionedConfig | None,
                   load: Callable[[dict, list[str]], SectionedConfig]) -> SectionedConfig:
-    """The config stored in ``out``'s run.json, checked, with ``overrides`` applied by ``load``
-    (model keys refused: a resumed run keeps its model)."""
-    if model_keys(overrides):
-        raise ValueError(f"{model_keys(overrides)}: a resumed run keeps its model (it comes from checkpoints/last); "
+    """The config stored in ``out``'s run.json, checked, with ``overrides`` applied by ``load``. A resumed
+    run keeps its model: ``described`` (the config the command line describes, with --resume auto)
+    must have the run's model, and the model keys are dropped; without it they are refused."""
+    model_keys = [o for o in overrides if o.split("=", 1)[0].startswith("model.")]
+    if described is None and model_keys:
+        raise ValueError(f"{model_keys}: a resumed run keeps its model (it comes from checkpoints/last); "
                          f"drop the model.* overrides")
     stored = RunDir(out).resumable().config
+    if described is not None:
+        wanted = described.to_dict()["model"]
+        if wanted != stored.get("model"):
+            raise ValueError(f"{out} holds a run of model {stored.get('model')}, but the command line describes "
+                             f"{wanted}; choose another --out, or pass --force to delete that run and start over")
+        overrides = [o for o in overrides if o not in model_keys]
     try:
-        config_class.from_dict(stored)
+        load(stored, [])  # the stored config alone, so that its errors are told apart from the overrides'
     except ValueError as error:
         raise ValueError(f"{RunDir(out).run_file} holds a config this hqvae cannot use ({error}); fix the file, or "
                          f"start the run over with --force") from None
     return load(stored, overrides)
-
-
-def same_model(out: str | os.PathLike, wanted: SectionedConfig, overrides: list[str]) -> list[str]:
-    """``overrides`` without the model keys, after checking that ``wanted`` (the config the command
-    line describes) has the model of the run in ``out``."""
-    stored, wanted = RunDir(out).resumable().config.get("model"), wanted.to_dict()["model"]
-    if wanted != stored:
-        raise ValueError(f"{out} holds a run of model {stored}, but the command line describes {wanted}; choose "
-                         f"another --out, or pass --force to delete that run and start over")
-    return [o for o in overrides if o not in model_keys(overrides)]
 
 
 def starts(out: str | os.PathLike, resume: str | None) -> bool:
@@ -66,9 +60,8 @@ def train_config(out: str | os.PathLike, resume: str | None, config_file: str | 
     if resume == "always" and config_file:
         raise ValueError("--resume takes the config from the run's run.json; drop --config "
                          "(pass changes as key=value overrides), or use --resume auto")
-    if resume == "auto" and config_file:  # the same command line again: it must describe the run's model
-        overrides = same_model(out, load_config(config_file, overrides), overrides)
-    return stored_config(out, overrides, TrainConfig, load), True
+    described = load_config(config_file, overrides) if config_file else None  # --resume auto: the same command line
+    return stored_config(out, overrides, described, load), True
 
 
 def prior_config(out: str | os.PathLike, resume: str | None, run: str | None,
@@ -82,7 +75,6 @@ def prior_config(out: str | os.PathLike, resume: str | None, run: str | None,
     tokenizer = info.extra["tokenizer"]["run"]
     if run and Path(run).resolve() != Path(tokenizer):
         raise ValueError(f"{out} was trained on {tokenizer}; drop --run or pass that run")
-    if resume == "auto":  # the same command line again: it must describe the stored prior's model
-        overrides = same_model(out, load_prior_config(overrides), overrides)
-    config = stored_config(out, overrides, PriorTrainConfig, lambda stored, extra: load_prior_config(extra, stored))
+    described = load_prior_config(overrides) if resume == "auto" else None  # the same command line again
+    config = stored_config(out, overrides, described, lambda stored, extra: load_prior_config(extra, stored))
     return config, tokenizer, True

@@ -63,7 +63,6 @@ class RunDir:
         self.train_state_file = self.root / CHECKPOINTS / "last" / TRAIN_STATE_FILE
 
     def checkpoint(self, which: str = "best") -> Path:
-        """``which`` is "best" or "last"."""
         if which not in ("best", "last"):
             raise ValueError(f"checkpoint must be 'best' or 'last', got {which!r}")
         return self.root / CHECKPOINTS / which

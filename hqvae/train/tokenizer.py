@@ -128,52 +128,43 @@ class TokenizerTask(Task):
         return " ".join([*parts, f"{record['img_per_s']:.0f} img/s"])
 
     def validate(self, done: int) -> tuple[float, dict]:
-        """The val loss and record (every rank: rank 0's buffers first, as BatchNorm statistics
-        drift apart between DDP's broadcasts)."""
-        for buffer in self.raw_model.buffers():
+        """The val loss and record (hqvae.train.run_dir), over all ranks' shards, loss and terms weighted
+        by batch size; every rank takes rank 0's buffers first, as BatchNorm statistics drift apart
+        between DDP's broadcasts."""
+        model, dataset, procs = self.raw_model, self.val_set, self.procs
+        for buffer in model.buffers():
             broadcast_(buffer)
-        result = validate(self.raw_model, self.val_set, self.rank_batch, self.procs, self.autocast)
-        return result["loss"], {"step": done, "split": "val", **result}
-
-
-def validate(model: torch.nn.Module, dataset, rank_batch: int, procs, autocast) -> dict:
-    """One pass over the val set (this rank's shard, ``rank_batch`` per batch, forward under
-    ``autocast()``) with the deterministic quantiser (eval mode); every rank must call it.
-
-    Returns ``{"loss", "terms": {name: value}, "rmse", "mse", "psnr", "perplexity/<l>",
-    "usage/<l>", "items"}``, summed over ranks: loss and terms are the model's (batch losses
-    weighted by batch size), RMSE/PSNR as in ``hqvae.metrics.ReconstructionMetrics``, perplexity
-    and usage of each layer's codes over the whole set (``hqvae.metrics.CodebookUsage``).
-    """
-    reconstruction = ReconstructionMetrics(with_ssim=False)
-    usage = [CodebookUsage(layer.codebook_size) for layer in model.layer_info()]
-    names: list[str] = []
-    sums = None  # float64 (1 + terms,): Σ batch_size · [loss, *terms]
-    with evaluating(model):
-        for x, _ in batches(dataset, rank_batch, procs.rank, procs.world_size, procs.device):
-            with autocast():
-                out = model(x)
-            names = sorted(out.terms)
-            values = torch.stack([out.loss.detach().float(), *(out.terms[name].float() for name in names)])
-            batch = values.double().cpu() * x.shape[0]
-            sums = batch if sums is None else sums + batch
-            reconstruction.update(out.x_hat, x)
-            for accumulator, codes in zip(usage, out.codes):
-                accumulator.update(codes)
-    if sums is None:
-        raise ValueError(f"rank {procs.rank} got no validation data ({len(dataset)} items for {procs.world_size} "
-                         f"processes)")
-    sums = all_reduce(sums)
-    metrics = reconstruction.all_reduce().compute()
-    items = metrics["items"]
-    result = {"loss": float(sums[0]) / items, "terms": {name: float(v) / items for name, v in zip(names, sums[1:])},
-              "rmse": metrics["rmse"], "mse": metrics["mse"], "psnr": metrics["psnr"]}
-    for layer, accumulator in enumerate(usage):
-        accumulator.all_reduce()
-        result[f"perplexity/{layer}"] = accumulator.perplexity()
-        result[f"usage/{layer}"] = accumulator.usage()
-    result["items"] = items
-    return result
+        reconstruction = ReconstructionMetrics(with_ssim=False)
+        usage = [CodebookUsage(layer.codebook_size) for layer in model.layer_info()]
+        names: list[str] = []
+        sums = None  # float64 (1 + terms,): Σ batch_size · [loss, *terms]
+        with evaluating(model):
+            for x, _ in batches(dataset, self.rank_batch, procs.rank, procs.world_size, procs.device):
+                with self.autocast():
+                    out = model(x)
+                names = sorted(out.terms)
+                values = torch.stack([out.loss.detach().float(), *(out.terms[name].float() for name in names)])
+                batch = values.double().cpu() * x.shape[0]
+                sums = batch if sums is None else sums + batch
+                reconstruction.update(out.x_hat, x)
+                for accumulator, codes in zip(usage, out.codes):
+                    accumulator.update(codes)
+        if sums is None:
+            raise ValueError(f"rank {procs.rank} got no validation data ({len(dataset)} items for "
+                             f"{procs.world_size} processes)")
+        sums = all_reduce(sums)
+        metrics = reconstruction.all_reduce().compute()
+        items = metrics["items"]
+        loss = float(sums[0]) / items
+        record = {"step": done, "split": "val", "loss": loss,
+                  "terms": {name: float(v) / items for name, v in zip(names, sums[1:])},
+                  "rmse": metrics["rmse"], "mse": metrics["mse"], "psnr": metrics["psnr"]}
+        for layer, accumulator in enumerate(usage):
+            accumulator.all_reduce()
+            record[f"perplexity/{layer}"] = accumulator.perplexity()
+            record[f"usage/{layer}"] = accumulator.usage()
+        record["items"] = items
+        return loss, record
 
 
 def load_data(config: TrainConfig):
