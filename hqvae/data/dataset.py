@@ -78,8 +78,7 @@ class ImageDataset(Dataset):
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
                 drop_last: bool = False, rank: int = 0, world_size: int = 1,
                 device: torch.device | str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch of ``(x, y)`` batches on ``device``; see :mod:`hqvae.data.loader` for the sharding rule.
-        :class:`~hqvae.data.BatchLoader` and :func:`hqvae.data.loader.batches` serve their batches from here."""
+        """One epoch of ``(x, y)`` batches on ``device``; see :mod:`hqvae.data.loader` for the sharding rule."""
         order = epoch_order(len(self), shuffle, generator, drop_last, rank, world_size)
         for indices in split_batches(order, batch_size, drop_last):
             yield self.get_batch(indices, device=device)

@@ -1,7 +1,7 @@
 """How the files of a folder (or archive) become labelled train / val / test items.
 
-Given the normalised relative posix paths of the data files (hidden files and folders, whose
-names start with ``.``, are ignored):
+Given the normalised relative posix paths of the data files (the loaders leave out hidden files
+and folders, whose names start with ``.``):
 
 * If the top level has ``train/``, ``val/`` or ``test/`` folders, those are the splits and no
   file may lie outside them.  A missing ``val/`` is carved out of ``train/``.
@@ -31,11 +31,6 @@ from hqvae.data.errors import CorruptFileError, DataError
 from hqvae.data.splits import SPLITS, split_by_tail
 
 WHOLE = "all"  # the group name of a folder without split folders
-
-
-def is_visible(path: str) -> bool:
-    """False for paths with a hidden component (``.DS_Store``, ``._x.jpg``, ``.cache/...``)."""
-    return not any(part.startswith(".") for part in path.split("/"))
 
 
 def list_files(root: Path, suffixes: tuple[str, ...]) -> list[str]:
@@ -72,7 +67,7 @@ class FolderPlan:
 
 def plan_folder(paths, source: str) -> FolderPlan:
     """Apply the module's rules to relative posix ``paths``; ``source`` names the folder in errors."""
-    paths = sorted(path for path in paths if is_visible(path))
+    paths = sorted(paths)
     if not paths:
         raise DataError(f"{source}: no data files found; check the path and the file extensions")
     tops = {path.split("/", 1)[0] for path in paths}
