@@ -28,7 +28,7 @@ import torch
 from hqvae.data.audio import LogMel, read_wav
 from hqvae.data.dataset import ImageDataset
 from hqvae.data.errors import CorruptFileError, DataError
-from hqvae.data.layout import WHOLE, FolderPlan, decode_files, folder_dataset, list_files, plan_folder, skipped_note
+from hqvae.data.layout import WHOLE, FolderPlan, decode_files, folder_dataset, list_files, plan_folder
 from hqvae.data.paths import data_root
 
 FSDD_NAME = re.compile(r"(?P<digit>\d)_(?P<speaker>[A-Za-z]+)_(?P<take>\d+)\.wav")
@@ -99,12 +99,9 @@ def load_fsdd(split: str = "train", root=None, *, skip_corrupt: bool = False, **
     digits = tuple(int(match["digit"]) for match in matches.values())
     plan = FolderPlan(str(folder), tuple(matches), (WHOLE,) * len(matches), digits, classes)
     data = _spectrograms(plan, split, log_mel, skip_corrupt)
-    note = skipped_note(folder, data["skipped"], "WAV")
-    rule = {"test": "takes 0-4", "val": "takes 5-9", "train": "takes 10-49"}[split]
-    description = (f"Free Spoken Digit Dataset as log-mel spectrograms {tuple(data['images'].shape[1:])}, {split} "
-                   f"split ({rule}), {len(data['paths'])} clips, from {folder}{note}")
-    meta = {"files": data["paths"], "speakers": [matches[path]["speaker"] for path in data["paths"]],
-            "takes": [int(matches[path]["take"]) for path in data["paths"]], "skipped": data["skipped"],
-            "log_mel": log_mel}
-    return ImageDataset(data["images"], data["labels"], name="fsdd", split=split, description=description,
-                        classes=classes, meta=meta)
+    kept = [matches[path] for path in data["paths"]]
+    return folder_dataset(data, split, 0, 0, root=folder, name="fsdd", what="WAV", items="clips",
+                          title=f"Free Spoken Digit Dataset as log-mel spectrograms {tuple(data['images'].shape[1:])}",
+                          rule={"test": "takes 0-4", "val": "takes 5-9", "train": "takes 10-49"}[split],
+                          speakers=[match["speaker"] for match in kept], takes=[int(match["take"]) for match in kept],
+                          log_mel=log_mel)
