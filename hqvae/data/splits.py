@@ -18,11 +18,10 @@ import torch
 SPLITS = ("train", "val", "test")
 
 
-def check_split(split: str) -> str:
-    """Return ``split`` if it is one of ``SPLITS``; raise a ValueError naming the choices otherwise."""
+def check_split(split: str) -> None:
+    """Raise a ValueError naming the choices unless ``split`` is one of ``SPLITS``."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    return split
 
 
 def evenly_spaced_indices(total: int, count: int | None) -> torch.Tensor:
