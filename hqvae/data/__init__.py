@@ -2,7 +2,7 @@
 
 ``load_dataset(name, split, root=None, **options)`` returns an :class:`ImageDataset`; its
 ``batches(...)`` method or :func:`make_loader` serve float batches in [0, 1].  See
-:mod:`hqvae.data.registry` for the sources, :mod:`hqvae.data.splits` for the splits and
+:mod:`hqvae.data.registry` for the sources, :mod:`hqvae.data.splits` for the split rule and
 :mod:`hqvae.data.paths` for ``HQVAE_DATA`` (cache) and ``HQVAE_DATA_ROOT`` (local copies).
 """
 

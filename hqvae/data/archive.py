@@ -20,14 +20,6 @@ def is_archive(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def _member_name(archive: Path, member: tarfile.TarInfo) -> str:
-    """The member's normalised relative posix path, or an error if it is absolute or climbs out."""
-    parts = member.name.split("/")
-    if member.name.startswith("/") or ".." in parts:
-        raise CorruptFileError(f"{archive}: member {member.name!r} has an unsafe path; refusing to read this archive")
-    return "/".join(part for part in parts if part not in ("", "."))
-
-
 def iter_members(archive: str | os.PathLike, want: Callable[[str], bool]) -> Iterator[tuple[str, bytes | None]]:
     """Stream the regular files of ``archive`` in stored order as ``(name, data)``.
 
@@ -41,7 +33,11 @@ def iter_members(archive: str | os.PathLike, want: Callable[[str], bool]) -> Ite
             for member in tar:
                 if not member.isfile():
                     continue
-                name = _member_name(archive, member)
+                parts = member.name.split("/")  # normalised below; absolute or climbing out: refused
+                if member.name.startswith("/") or ".." in parts:
+                    raise CorruptFileError(f"{archive}: member {member.name!r} has an unsafe path; refusing to read "
+                                           f"this archive")
+                name = "/".join(part for part in parts if part not in ("", "."))
                 yield name, tar.extractfile(member).read() if want(name) else None
     except (tarfile.TarError, OSError, EOFError) as error:
         raise CorruptFileError(f"{archive}: cannot read the archive ({error}); delete it and fetch it again") from error

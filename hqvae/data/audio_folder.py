@@ -28,12 +28,10 @@ import torch
 from hqvae.data.audio import LogMel, read_wav
 from hqvae.data.dataset import ImageDataset
 from hqvae.data.errors import CorruptFileError, DataError
-from hqvae.data.layout import WHOLE, FolderPlan, decode_files, folder_dataset, list_files, plan_folder, skipped_note
+from hqvae.data.layout import WHOLE, FolderPlan, decode_files, folder_dataset, list_files, plan_folder
 from hqvae.data.paths import data_root
 
 FSDD_NAME = re.compile(r"(?P<digit>\d)_(?P<speaker>[A-Za-z]+)_(?P<take>\d+)\.wav")
-FSDD_TEST_TAKES = range(0, 5)
-FSDD_VAL_TAKES = range(5, 10)
 FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset"
 
 
@@ -74,43 +72,36 @@ def load_audio_folder(root, split: str = "train", *, val_fraction: float = 0.1, 
                           title="Audio folder as log-mel spectrograms", what="WAV", items="clips", log_mel=log_mel)
 
 
-def _fsdd_folder(root) -> Path:
-    """The folder of FSDD recordings: ``root`` (or its ``recordings/``), else ``$HQVAE_DATA_ROOT/fsdd/recordings``."""
+def load_fsdd(split: str = "train", root=None, *, skip_corrupt: bool = False, **log_mel_options) -> ImageDataset:
+    """The Free Spoken Digit Dataset as float32 spectrograms (N, 1, 80, 128) by default; see the module docstring.
+
+    ``root``: the recordings folder or a folder holding ``recordings/``; default ``$HQVAE_DATA_ROOT/fsdd``.
+    """
     if root is None:
-        shared = data_root()
-        if shared is None:
+        if data_root() is None:
             raise DataError(f"FSDD not found: pass root= (the recordings/ folder of {FSDD_URL}) or set "
                             f"HQVAE_DATA_ROOT to a folder holding fsdd/recordings/")
-        root = shared / "fsdd"
-    root = Path(root)
-    return root / "recordings" if (root / "recordings").is_dir() else root
-
-
-def load_fsdd(split: str = "train", root=None, *, skip_corrupt: bool = False, **log_mel_options) -> ImageDataset:
-    """The Free Spoken Digit Dataset as float32 spectrograms (N, 1, 80, 128) by default; see the module docstring."""
-    folder = _fsdd_folder(root)
-    paths = []
+        root = data_root() / "fsdd"
+    folder = Path(root) / "recordings" if (Path(root) / "recordings").is_dir() else Path(root)
+    matches = {}  # path → its name's match, for the files of this split
     for path in _wav_files(folder):
         match = FSDD_NAME.fullmatch(path)
         if match is None:
             raise DataError(f"{folder / path}: not an FSDD name ({{digit}}_{{speaker}}_{{take}}.wav); remove it, "
                             f"or use load_dataset('audio_folder', ...) for other folders")
-        take = int(match["take"])  # 0–4 test, 5–9 val, the rest train
-        if split == ("test" if take in FSDD_TEST_TAKES else "val" if take in FSDD_VAL_TAKES else "train"):
-            paths.append(path)
-    if not paths:
+        take = int(match["take"])
+        if split == ("test" if take < 5 else "val" if take < 10 else "train"):
+            matches[path] = match
+    if not matches:
         raise DataError(f"{folder}: no FSDD recordings of the {split} split; point root= at the recordings/ folder")
     log_mel = LogMel(**log_mel_options)
     classes = tuple(str(digit) for digit in range(10))
-    digits = tuple(int(path[0]) for path in paths)
-    plan = FolderPlan(str(folder), tuple(paths), (WHOLE,) * len(paths), digits, classes)
+    digits = tuple(int(match["digit"]) for match in matches.values())
+    plan = FolderPlan(str(folder), tuple(matches), (WHOLE,) * len(matches), digits, classes)
     data = _spectrograms(plan, split, log_mel, skip_corrupt)
-    note = skipped_note(folder, data["skipped"], "WAV")
-    rule = {"test": "takes 0-4", "val": "takes 5-9", "train": "takes 10-49"}[split]
-    description = (f"Free Spoken Digit Dataset as log-mel spectrograms {tuple(data['images'].shape[1:])}, {split} "
-                   f"split ({rule}), {len(data['paths'])} clips, from {folder}{note}")
-    matches = [FSDD_NAME.fullmatch(path) for path in data["paths"]]
-    meta = {"files": data["paths"], "speakers": [match["speaker"] for match in matches],
-            "takes": [int(match["take"]) for match in matches], "skipped": data["skipped"], "log_mel": log_mel}
-    return ImageDataset(data["images"], data["labels"], name="fsdd", split=split, description=description,
-                        classes=classes, meta=meta)
+    kept = [matches[path] for path in data["paths"]]
+    return folder_dataset(data, split, 0, 0, root=folder, name="fsdd", what="WAV", items="clips",
+                          title=f"Free Spoken Digit Dataset as log-mel spectrograms {tuple(data['images'].shape[1:])}",
+                          rule={"test": "takes 0-4", "val": "takes 5-9", "train": "takes 10-49"}[split],
+                          speakers=[match["speaker"] for match in kept], takes=[int(match["take"]) for match in kept],
+                          log_mel=log_mel)

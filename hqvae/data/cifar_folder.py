@@ -25,7 +25,6 @@ from hqvae.data.paths import data_root
 ARCHIVE = "cifar10-jpeg-q75.tar.gz"
 SHA256 = "8a63a01a3b4f1d66eac4f29e923633cfca53174576a9321cefdff1e5e28358c8"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-TITLE = "CIFAR-10 (JPEG q75 copy)"
 
 
 def load_cifar10_folder(split: str, root=None, *, verify: bool = True, cache: bool = True) -> ImageDataset:
@@ -41,7 +40,7 @@ def load_cifar10_folder(split: str, root=None, *, verify: bool = True, cache: bo
                                                      f"load_dataset('image_folder', ...) for other copies, "
                                                      f"or pass verify=False")
     dataset = load_image_folder(root, split, channels=3, val_fraction=0.1, cache=cache, name="cifar10_folder",
-                                title=TITLE)
+                                title="CIFAR-10 (JPEG q75 copy)")
     if verify and tuple(dataset.classes) != CLASSES:
         raise DataError(f"{root}: classes {dataset.classes} are not the ten CIFAR-10 classes; "
                         f"use load_dataset('image_folder', ...) for other folders, or pass verify=False")

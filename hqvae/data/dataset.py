@@ -76,12 +76,12 @@ class ImageDataset(Dataset):
         return _to_float(x), y
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                drop_last: bool = False, rank: int = 0,
-                world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch of ``(x, y)`` batches; see :mod:`hqvae.data.loader` for the sharding rule."""
+                drop_last: bool = False, rank: int = 0, world_size: int = 1,
+                device: torch.device | str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of ``(x, y)`` batches on ``device``; see :mod:`hqvae.data.loader` for the sharding rule."""
         order = epoch_order(len(self), shuffle, generator, drop_last, rank, world_size)
         for indices in split_batches(order, batch_size, drop_last):
-            yield self.get_batch(indices)
+            yield self.get_batch(indices, device=device)
 
     def evenly_spaced(self, count: int) -> "ImageDataset":
         """``count`` items at evenly spaced positions (every class of a class-ordered split is

@@ -1,8 +1,8 @@
 """Downloading with a published checksum, written atomically.
 
-A download goes to a temporary file beside the destination and is renamed into place only
-after its checksum matched, so an interrupted or tampered download never looks like a
-finished file.  Any URL that :func:`urllib.request.urlopen` understands works, ``file://``
+A download goes to a temporary file beside the destination (:func:`hqvae.io.atomic_write`), moved
+into place only after its checksum matched, so an interrupted or tampered download never looks
+like a finished file.  Any URL that :func:`urllib.request.urlopen` understands works, ``file://``
 included (the tests use that; they never touch the network).
 """
 
@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from hqvae.data.errors import ChecksumError, DataError
+from hqvae.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +58,17 @@ def download(url: str, dest: str | os.PathLike, *, md5: str | None = None, sha25
                         hint=f"delete {dest} so that it is downloaded again from {url}, or pass root= with a good copy")
         return dest
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    def fetch(partial: str) -> None:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+                shutil.copyfileobj(response, out, _CHUNK)
+        except OSError as error:  # URLError, HTTPError and socket errors are all OSErrors
+            raise DataError(f"could not download {url} to {dest}: {error}; check the network, or download the file "
+                            f"yourself and pass root= (or set HQVAE_DATA_ROOT) to use the local copy") from error
+        actual = file_digest(partial, algorithm)
+        if actual != expected.lower():
+            raise ChecksumError(f"checksum mismatch for {url}: expected {algorithm} {expected}, got {actual}; the "
+                                f"download was deleted; try again later, or download the file yourself and pass root=")
+
     log.info("downloading %s to %s", url, dest)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
-            shutil.copyfileobj(response, out, _CHUNK)
-    except OSError as error:  # URLError, HTTPError and socket errors are all OSErrors
-        partial.unlink(missing_ok=True)
-        raise DataError(f"could not download {url} to {dest}: {error}; check the network, or download the file "
-                        f"yourself and pass root= (or set HQVAE_DATA_ROOT) to use the local copy") from error
-    actual = file_digest(partial, algorithm)
-    if actual != expected.lower():
-        partial.unlink()
-        raise ChecksumError(f"checksum mismatch for {url}: expected {algorithm} {expected}, got {actual}; "
-                            f"the download was deleted; try again later, or download the file yourself and pass root=")
-    os.replace(partial, dest)
-    return dest
+    return atomic_write(dest, fetch)  # the partial download is deleted on any error

@@ -44,7 +44,7 @@ from safetensors.torch import save_file
 from hqvae.data.archive import is_archive, iter_members
 from hqvae.data.dataset import ImageDataset
 from hqvae.data.errors import CorruptFileError, DataError
-from hqvae.data.layout import FolderPlan, decode_files, folder_dataset, is_visible, list_files, plan_folder
+from hqvae.data.layout import FolderPlan, decode_files, folder_dataset, list_files, plan_folder
 from hqvae.data.paths import cache_dir
 from hqvae.data.splits import SPLITS, check_split
 from hqvae.io import atomic_write
@@ -96,7 +96,8 @@ def _as_size(size) -> tuple[int, int] | None:
 
 
 def _is_image(path: str) -> bool:
-    return path.lower().endswith(IMAGE_SUFFIXES) and is_visible(path)
+    """An image file's name without a hidden component (``.DS_Store``, ``._x.jpg``, ``.cache/...``)."""
+    return path.lower().endswith(IMAGE_SUFFIXES) and not any(part.startswith(".") for part in path.split("/"))
 
 
 def _decode(plan: FolderPlan, split: str, read: Callable[[str], bytes], channels: int,

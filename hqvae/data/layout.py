@@ -1,7 +1,7 @@
 """How the files of a folder (or archive) become labelled train / val / test items.
 
-Given the normalised relative posix paths of the data files (hidden files and folders, whose
-names start with ``.``, are ignored):
+Given the normalised relative posix paths of the data files (the loaders leave out hidden files
+and folders, whose names start with ``.``):
 
 * If the top level has ``train/``, ``val/`` or ``test/`` folders, those are the splits and no
   file may lie outside them.  A missing ``val/`` is carved out of ``train/``.
@@ -31,11 +31,6 @@ from hqvae.data.errors import CorruptFileError, DataError
 from hqvae.data.splits import SPLITS, split_by_tail
 
 WHOLE = "all"  # the group name of a folder without split folders
-
-
-def is_visible(path: str) -> bool:
-    """False for paths with a hidden component (``.DS_Store``, ``._x.jpg``, ``.cache/...``)."""
-    return not any(part.startswith(".") for part in path.split("/"))
 
 
 def list_files(root: Path, suffixes: tuple[str, ...]) -> list[str]:
@@ -72,7 +67,7 @@ class FolderPlan:
 
 def plan_folder(paths, source: str) -> FolderPlan:
     """Apply the module's rules to relative posix ``paths``; ``source`` names the folder in errors."""
-    paths = sorted(path for path in paths if is_visible(path))
+    paths = sorted(paths)
     if not paths:
         raise DataError(f"{source}: no data files found; check the path and the file extensions")
     tops = {path.split("/", 1)[0] for path in paths}
@@ -139,22 +134,18 @@ def _size(shape: tuple[int, ...]) -> str:
     return "x".join(str(n) for n in reversed(shape[:2]))
 
 
-def skipped_note(source, skipped: list[str], what: str) -> str:
-    """Warn once about the ``skipped`` files; the note for a data set's description ("" when none)."""
-    if not skipped:
-        return ""
-    warnings.warn(f"{source}: skipped {len(skipped)} unreadable {what} files, e.g. {skipped[0]}", stacklevel=4)
-    return f", {len(skipped)} unreadable files skipped"
-
-
 def folder_dataset(data: dict, split: str, val_fraction: float, test_fraction: float, *, root, name: str,
-                   title: str, what: str, items: str, **meta) -> ImageDataset:
+                   title: str, what: str, items: str, rule: str | None = None, **meta) -> ImageDataset:
     """The ``split`` of ``data`` (:func:`decode_files`' result with ``images`` (N, C, H, W) in place of
-    ``items``) by the module's rules, described as "<title>, <split> split (<rule>), <N> <items>, from
-    <root>"; ``meta`` joins ``files`` and ``skipped``."""
-    note = skipped_note(root, data["skipped"], what)
-    labels, groups = data["labels"], data["groups"]
-    if WHOLE in groups:
+    ``items``) by the module's rules, or all of it when ``rule`` names the caller's own split rule,
+    described as "<title>, <split> split (<rule>), <N> <items>, from <root>" and a count of the skipped
+    files (with one warning); ``meta`` joins ``files`` and ``skipped``."""
+    skipped, labels, groups = data["skipped"], data["labels"], data["groups"]
+    if skipped:
+        warnings.warn(f"{root}: skipped {len(skipped)} unreadable {what} files, e.g. {skipped[0]}", stacklevel=3)
+    if rule is not None:
+        indices = torch.arange(len(labels))
+    elif WHOLE in groups:
         indices = split_by_tail(labels, val_fraction, test_fraction)[split]
         rule = (f"files sorted by path, per class the last {test_fraction:.0%} test, the {val_fraction:.0%} before "
                 f"them val, the rest train")
@@ -168,7 +159,7 @@ def folder_dataset(data: dict, split: str, val_fraction: float, test_fraction: f
             rule = (f"last {val_fraction:.0%} of each class of train/" if split == "val" else
                     f"train/ less the last {val_fraction:.0%} of each class")
     return ImageDataset(data["images"][indices].contiguous(), labels[indices], name=name, split=split,
-                        description=f"{title}, {split} split ({rule}), {len(indices)} {items}, from {root}{note}",
+                        description=f"{title}, {split} split ({rule}), {len(indices)} {items}, from {root}"
+                                    + (f", {len(skipped)} unreadable files skipped" if skipped else ""),
                         classes=data["classes"],
-                        meta={"files": [data["paths"][i] for i in indices.tolist()], "skipped": data["skipped"],
-                              **meta})
+                        meta={"files": [data["paths"][i] for i in indices.tolist()], "skipped": skipped, **meta})

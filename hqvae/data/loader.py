@@ -44,9 +44,9 @@ def split_batches(order: torch.Tensor, batch_size: int, drop_last: bool) -> list
 
 
 class BatchLoader:
-    """Re-iterable loader over a data set that has ``get_batch(indices)`` and ``__len__``, yielding
-    ``(x, y)``: x float32 (B, C, H, W) in [0, 1], y int64 (B,); ``rank``/``world_size`` shard the data
-    as the module docstring says (pass the same ``seed`` on every rank).
+    """Re-iterable loader over an :class:`~hqvae.data.ImageDataset`, yielding its
+    :meth:`~hqvae.data.ImageDataset.batches` ``(x, y)``: x float32 (B, C, H, W) in [0, 1], y int64 (B,);
+    ``rank``/``world_size`` shard the data as the module docstring says (pass the same ``seed`` on every rank).
 
     Each ``iter()`` is one epoch.  The shuffling permutation is drawn from ``seed + epoch``;
     call :meth:`set_epoch` before each epoch (as with ``DistributedSampler``) to get a new one,
@@ -70,29 +70,24 @@ class BatchLoader:
         """Select the permutation of epoch ``epoch`` for the next iteration."""
         self.epoch = epoch
 
-    def _batches(self) -> list[torch.Tensor]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = epoch_order(len(self.dataset), self.shuffle, generator, self.drop_last, self.rank, self.world_size)
-        return split_batches(order, self.batch_size, self.drop_last)
-
     def __len__(self) -> int:
         """Number of batches per epoch on this rank."""
-        return len(self._batches())
+        order = epoch_order(len(self.dataset), False, None, self.drop_last, self.rank, self.world_size)
+        return len(split_batches(order, self.batch_size, self.drop_last))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for indices in self._batches():
-            yield self.dataset.get_batch(indices, device=self.device)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return self.dataset.batches(self.batch_size, self.shuffle, generator, self.drop_last, self.rank,
+                                    self.world_size, self.device)
 
 
 def batches(data, batch_size: int, rank: int = 0, world_size: int = 1,
             device: torch.device | str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """(x, y or None) in order: a data set's items (this rank's shard, :class:`BatchLoader`) in batches of
-    ``batch_size``, or the ``(x, y)`` batches or bare x of any other iterable, as they are."""
-    if hasattr(data, "get_batch"):
-        yield from BatchLoader(data, batch_size, rank=rank, world_size=world_size, device=device)
-        return
-    for batch in data:
-        yield (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
+    """(x, y or None) in order: a data set's items (this rank's shard, :meth:`~hqvae.data.ImageDataset.batches`)
+    in batches of ``batch_size``, or the ``(x, y)`` batches or bare x of any other iterable, as they are."""
+    if hasattr(data, "batches"):
+        return data.batches(batch_size, rank=rank, world_size=world_size, device=device)
+    return ((batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None) for batch in data)
 
 
 make_loader = BatchLoader  # the name the data sets' docs and the callers use

@@ -54,36 +54,33 @@ class IdxSource:
     system_dirs: tuple[str, ...] = ()
 
 
+IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _idx_files(*md5s: tuple[str, str]) -> dict[str, tuple[IdxFile, IdxFile]]:
+    """The four files of :data:`IDX_NAMES` from their (gz_md5, md5) pairs, as ``IdxSource.files``."""
+    files = [IdxFile(name, *pair) for name, pair in zip(IDX_NAMES, md5s, strict=True)]
+    return {"train": (files[0], files[1]), "test": (files[2], files[3])}
+
+
 SOURCES = {
     "mnist": IdxSource(
         title="MNIST",
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
-        files={
-            "train": (IdxFile("train-images-idx3-ubyte", "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-                              "6bbc9ace898e44ae57da46a324031adb"),
-                      IdxFile("train-labels-idx1-ubyte", "d53e105ee54ea40749a09fcbcd1e9432",
-                              "a25bea736e30d166cdddb491f175f624")),
-            "test": (IdxFile("t10k-images-idx3-ubyte", "9fb629c4189551a2d022fa330f9573f3",
-                             "2646ac647ad5339dbf082846283269ea"),
-                     IdxFile("t10k-labels-idx1-ubyte", "ec29112dd5afa0611ce80d1b7f02629c",
-                             "27ae3e4e09519cfbb04c329615203637")),
-        },
+        files=_idx_files(("f68b3c2dcbeaaa9fbdd348bbdeb94873", "6bbc9ace898e44ae57da46a324031adb"),
+                         ("d53e105ee54ea40749a09fcbcd1e9432", "a25bea736e30d166cdddb491f175f624"),
+                         ("9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea"),
+                         ("ec29112dd5afa0611ce80d1b7f02629c", "27ae3e4e09519cfbb04c329615203637")),
         classes=tuple(str(digit) for digit in range(10)),
         folder_names=("mnist",),
     ),
     "fashion_mnist": IdxSource(
         title="Fashion-MNIST",
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        files={
-            "train": (IdxFile("train-images-idx3-ubyte", "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-                              "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
-                      IdxFile("train-labels-idx1-ubyte", "25c81989df183df01b3e8a0aad5dffbe",
-                              "9018921c3c673c538a1fc5bad174d6f9")),
-            "test": (IdxFile("t10k-images-idx3-ubyte", "bef4ecab320f06d8554ea6380940ec79",
-                             "8181f5470baa50b63fa0f6fddb340f0a"),
-                     IdxFile("t10k-labels-idx1-ubyte", "bb300cfdad3c16e7a12a480ee83cd310",
-                             "15d484375f8d13e6eb1aabb0c3f46965")),
-        },
+        files=_idx_files(("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+                         ("25c81989df183df01b3e8a0aad5dffbe", "9018921c3c673c538a1fc5bad174d6f9"),
+                         ("bef4ecab320f06d8554ea6380940ec79", "8181f5470baa50b63fa0f6fddb340f0a"),
+                         ("bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965")),
         classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                  "Ankle boot"),
         folder_names=("fashion_mnist", "fashion-mnist"),

@@ -16,9 +16,9 @@ name                    source                                          items
 ======================  ==============================================  ==========================
 
 Every entry is a loader of one signature, ``loader(split, root=None, **options) -> ImageDataset``;
-:func:`register_dataset` adds one (``hqvae train data.name=<name>`` then trains on it). The split
-rules are listed in :mod:`hqvae.data.splits`; the cache and local-copy settings in
-:mod:`hqvae.data.paths`.
+:func:`register_dataset` adds one (``hqvae train data.name=<name>`` then trains on it). Each
+source's module gives its split (:mod:`hqvae.data.splits` the shared rule); :mod:`hqvae.data.paths`
+the cache and local-copy settings.
 """
 
 from functools import partial

@@ -7,19 +7,8 @@ validation and the last ``n_test = round(test_fraction · n_c)`` for testing (ro
 Unlabelled items (label -1) form one group.  Nothing is random, so every run, machine and rank
 gets the same split, and train + val is always the source's training set.
 
-Per data set (see each loader):
-
-* MNIST, Fashion-MNIST: val = the last 1/12 of each class of the official training set
-  (500 per class, 5,000 in all for Fashion-MNIST; 5,002 for MNIST, whose classes are uneven);
-  test = the official test set.
-* CIFAR-10 (python batches and the JPEG folder copy alike): val = the last 500 images of each
-  class of the training set in the original batch order (5,000); test = the official test set.
-  Both sources therefore hold out the same images.
-* Image and audio folders: ``train/``, ``val/``, ``test/`` subfolders are used when present
-  (val carved from train by ``val_fraction`` when there is no ``val/``); otherwise the whole
-  folder is split with ``val_fraction`` and ``test_fraction`` (default 0.1 each), files sorted
-  by path.
-* FSDD: takes 0–4 test (the standard split), takes 5–9 val, takes 10–49 train.
+Each loader's module docstring says how it applies the rule (MNIST, CIFAR-10, folders) or
+what it does instead (FSDD splits by take).
 """
 
 import math
@@ -29,11 +18,10 @@ import torch
 SPLITS = ("train", "val", "test")
 
 
-def check_split(split: str) -> str:
-    """Return ``split`` if it is one of ``SPLITS``; raise a ValueError naming the choices otherwise."""
+def check_split(split: str) -> None:
+    """Raise a ValueError naming the choices unless ``split`` is one of ``SPLITS``."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    return split
 
 
 def evenly_spaced_indices(total: int, count: int | None) -> torch.Tensor:
