@@ -1,5 +1,6 @@
-"""The configuration of ``hqvae prior train``: typed sections (data, model, optim, train, logging; each
-a dataclass below, whose docstring says what its keys mean) with dotted ``key=value`` overrides.
+"""The configuration of ``hqvae prior train``: typed sections (data, model, optim, train: each a dataclass
+below, whose docstring says what its keys mean; logging: ``hqvae.train.config.LoggingConfig``) with dotted
+``key=value`` overrides.
 
 Values come from the dataclass defaults, then the overrides (each value read as a YAML scalar,
 e.g. ``train.steps=3000 model.d_model=192 data.limit=null``). Unknown keys and values of the
@@ -11,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from hqvae.priors.base import PRIORS, TransformerConfig
-from hqvae.train.config import (AT_LEAST_ONE, NON_NEGATIVE, LoopConfig, OptimConfig, SectionedConfig,
-                                apply_overrides)
+from hqvae.train.config import (AT_LEAST_ONE, NON_NEGATIVE, LoggingConfig, LoopConfig, OptimConfig,
+                                SectionedConfig, apply_overrides)
 
 
 @dataclass
@@ -93,13 +94,6 @@ class PriorLoopConfig:
 
 
 @dataclass
-class PriorLoggingConfig:
-    """``logging``: progress: a tqdm progress bar."""
-
-    progress: bool = True
-
-
-@dataclass
 class PriorTrainConfig(SectionedConfig):
     """Everything ``hqvae prior train`` needs besides the run and the output folder."""
 
@@ -109,7 +103,7 @@ class PriorTrainConfig(SectionedConfig):
     model: PriorModelConfig = field(default_factory=PriorModelConfig)
     optim: PriorOptimConfig = field(default_factory=PriorOptimConfig)
     train: PriorLoopConfig = field(default_factory=PriorLoopConfig)
-    logging: PriorLoggingConfig = field(default_factory=PriorLoggingConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
 def load_prior_config(overrides: Sequence[str] = (), base: dict[str, Any] | None = None) -> PriorTrainConfig:
