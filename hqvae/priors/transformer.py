@@ -60,8 +60,6 @@ class CodePrior(PriorBase):
         """Logits (B, K_l) of token t = cache.length given token t−1 (``previous`` (B,) long; None
         at t = 0) and the cache of tokens < t; advances the cache by one position."""
         t = cache.length
-        if t >= self.layout.length:
-            raise ValueError(f"the sequence is complete ({self.layout.length} tokens)")
         x = self.start(labels) if t == 0 else self.token_embedding(previous + self.offsets[t - 1])
         x = (x + self.position_embedding.weight[t] + self.layer_embedding.weight[self.layer_ids[t]])[:, None]
         for index, block in enumerate(self.blocks):
