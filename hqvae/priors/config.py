@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
-from hqvae.priors.base import PRIORS, TransformerConfig
+from hqvae.priors.base import TransformerConfig
 from hqvae.train.config import (AT_LEAST_ONE, NON_NEGATIVE, LoggingConfig, LoopConfig, OptimConfig,
                                 SectionedConfig, apply_overrides)
 
@@ -53,12 +53,8 @@ class PriorModelConfig(TransformerConfig):
     class_conditional: bool = False
     class_dropout: float = 0.1
 
+    extra_kinds = ("auto",)
     ranges = {"class_dropout": (lambda v: 0 <= v <= 1, "in [0, 1]")}
-
-    def validate(self) -> None:
-        super().validate()  # the transformer's keys
-        if self.kind != "auto" and self.kind not in PRIORS:
-            raise ValueError(f"model.kind must be auto or {' or '.join(PRIORS)}, got {self.kind!r}")
 
 
 @dataclass
