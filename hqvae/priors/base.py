@@ -43,6 +43,8 @@ class TransformerConfig:
     n_head: int = 4
     dropout: float = 0.0
 
+    extra_kinds = ()  # the kinds it takes besides the registered ones
+
     def validate(self) -> None:
         if self.d_model % self.n_head:
             raise ValueError(f"model.d_model={self.d_model} must be divisible by model.n_head={self.n_head}")
@@ -51,6 +53,10 @@ class TransformerConfig:
                 raise ValueError(f"model.{key} must be ≥ 1, got {getattr(self, key)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"model.dropout must lie in [0, 1), got {self.dropout}")
+        kinds = [*self.extra_kinds, *PRIORS]
+        if self.kind not in kinds:
+            raise ValueError(f"model.kind must be one of {', '.join(kinds)} (more: hqvae.priors.register_prior), "
+                             f"got {self.kind!r}")
 
 
 @dataclass
@@ -65,12 +71,6 @@ class PriorConfig(TransformerConfig):
     @property
     def layout(self) -> CodeLayout:
         return CodeLayout.of(self.code_shapes, self.codebook_sizes)
-
-    def validate(self) -> None:
-        super().validate()
-        if self.kind not in PRIORS:
-            raise ValueError(f"model.kind must be one of {', '.join(PRIORS)} (more: hqvae.priors.register_prior), "
-                             f"got {self.kind!r}")
 
 
 class KVCache:

@@ -1,5 +1,6 @@
-"""The configuration of ``hqvae prior train``: typed sections (data, model, optim, train, logging; each
-a dataclass below, whose docstring says what its keys mean) with dotted ``key=value`` overrides.
+"""The configuration of ``hqvae prior train``: typed sections (data, model, optim, train: each a dataclass
+below, whose docstring says what its keys mean; logging: ``hqvae.train.config.LoggingConfig``) with dotted
+``key=value`` overrides.
 
 Values come from the dataclass defaults, then the overrides (each value read as a YAML scalar,
 e.g. ``train.steps=3000 model.d_model=192 data.limit=null``). Unknown keys and values of the
@@ -10,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
-from hqvae.priors.base import PRIORS, TransformerConfig
-from hqvae.train.config import SectionedConfig, apply_overrides, check_ranges
+from hqvae.priors.base import TransformerConfig
+from hqvae.train.config import (AT_LEAST_ONE, NON_NEGATIVE, LoggingConfig, LoopConfig, OptimConfig,
+                                SectionedConfig, apply_overrides)
 
 
 @dataclass
@@ -31,6 +33,8 @@ class PriorDataConfig:
     encode_batch_size: int = 256
     root: str | None = None
 
+    ranges = {"limit": AT_LEAST_ONE, "val_items": NON_NEGATIVE, "encode_batch_size": AT_LEAST_ONE}
+
 
 @dataclass
 class PriorModelConfig(TransformerConfig):
@@ -49,12 +53,13 @@ class PriorModelConfig(TransformerConfig):
     class_conditional: bool = False
     class_dropout: float = 0.1
 
+    extra_kinds = ("auto",)
+    ranges = {"class_dropout": (lambda v: 0 <= v <= 1, "in [0, 1]")}
+
 
 @dataclass
 class PriorOptimConfig:
-    """``optim``: AdamW with ``warmup_steps`` of linear warm-up, then constant or cosine decay from
-    lr to min_lr (schedule); weight decay on matrices only; the global gradient norm clipped to
-    grad_clip (null: no clipping)."""
+    """``optim``: AdamW; the keys and their ranges those of ``hqvae.train.config.OptimConfig`` (no name)."""
 
     lr: float = 1e-3
     schedule: Literal["constant", "cosine"] = "cosine"
@@ -64,12 +69,13 @@ class PriorOptimConfig:
     warmup_steps: int = 100
     min_lr: float = 1e-4
 
+    ranges = OptimConfig.ranges
+
 
 @dataclass
 class PriorLoopConfig:
-    """``train``: steps, batch_size (sequences per step, over all processes), seed,
-    device (auto | cpu | cuda), dtype (fp32 | bf16: autocast on CUDA only), log_every,
-    val_every (0: never), checkpoint_every."""
+    """``train``: the keys and their ranges those of ``hqvae.train.config.LoopConfig`` (batch_size in
+    sequences; no epochs, channels_last or val_batches)."""
 
     steps: int = 2000
     batch_size: int = 32
@@ -80,12 +86,7 @@ class PriorLoopConfig:
     val_every: int = 500
     checkpoint_every: int = 500
 
-
-@dataclass
-class PriorLoggingConfig:
-    """``logging``: progress: a tqdm progress bar."""
-
-    progress: bool = True
+    ranges = LoopConfig.ranges
 
 
 @dataclass
@@ -98,28 +99,7 @@ class PriorTrainConfig(SectionedConfig):
     model: PriorModelConfig = field(default_factory=PriorModelConfig)
     optim: PriorOptimConfig = field(default_factory=PriorOptimConfig)
     train: PriorLoopConfig = field(default_factory=PriorLoopConfig)
-    logging: PriorLoggingConfig = field(default_factory=PriorLoggingConfig)
-
-    def validate(self) -> None:
-        """Range checks across keys; a ValueError names the key."""
-        self.model.validate()
-        check_ranges([
-            ("data.limit", self.data.limit, lambda v: v is None or v >= 1, "≥ 1 or null"),
-            ("data.val_items", self.data.val_items, lambda v: v is None or v >= 0, "≥ 0 or null"),
-            ("data.encode_batch_size", self.data.encode_batch_size, lambda v: v >= 1, "≥ 1"),
-            ("model.kind", self.model.kind, lambda v: v == "auto" or v in PRIORS, f"auto or {' or '.join(PRIORS)}"),
-            ("model.class_dropout", self.model.class_dropout, lambda v: 0 <= v <= 1, "in [0, 1]"),
-            ("optim.lr", self.optim.lr, lambda v: v > 0, "> 0"),
-            ("optim.weight_decay", self.optim.weight_decay, lambda v: v >= 0, "≥ 0"),
-            ("optim.grad_clip", self.optim.grad_clip, lambda v: v is None or v > 0, "> 0 or null"),
-            ("optim.warmup_steps", self.optim.warmup_steps, lambda v: v >= 0, "≥ 0"),
-            ("optim.min_lr", self.optim.min_lr, lambda v: v >= 0, "≥ 0"),
-            ("train.steps", self.train.steps, lambda v: v >= 1, "≥ 1"),
-            ("train.batch_size", self.train.batch_size, lambda v: v >= 1, "≥ 1"),
-            ("train.log_every", self.train.log_every, lambda v: v >= 1, "≥ 1"),
-            ("train.val_every", self.train.val_every, lambda v: v >= 0, "≥ 0"),
-            ("train.checkpoint_every", self.train.checkpoint_every, lambda v: v >= 1, "≥ 1"),
-        ])
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
 def load_prior_config(overrides: Sequence[str] = (), base: dict[str, Any] | None = None) -> PriorTrainConfig:

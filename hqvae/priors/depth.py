@@ -86,8 +86,6 @@ class DepthPrior(PriorBase):
         """Logits (B, K_d) of the token at generation step t = cache.length (position t // D,
         depth t % D) given the previous token of the generation order; advances the cache."""
         t = cache.length
-        if t >= self.layout.length:
-            raise ValueError(f"the sequence is complete ({self.layout.length} tokens)")
         position, depth = divmod(t, self.depth)
         if depth == 0:
             x = self.start(labels) if position == 0 else cache.summed + self.token_embedding[-1](previous)

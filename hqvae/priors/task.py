@@ -111,10 +111,9 @@ class PriorTask(Task):
         index = self.sampler.indices(step)
         batch = self.tokens[index].to(device)
         labels = None
-        if self.num_classes:
-            labels = self.labels[index].clone()
-            labels[torch.rand(labels.shape) < config.model.class_dropout] = self.num_classes
-            labels = labels.to(device)
+        if self.num_classes:  # each label dropped to "no class" with probability class_dropout
+            dropped = torch.rand(index.shape) < config.model.class_dropout
+            labels = self.labels[index].masked_fill(dropped, self.num_classes).to(device)
         with self.autocast():
             logits = self.model(batch, labels)
         targets = batch.split(self.layout.lengths, dim=1)

@@ -44,10 +44,9 @@ class CodePrior(PriorBase):
     def forward(self, tokens: Tensor, labels: Tensor | None = None) -> list[Tensor]:
         """tokens (B, T) -> logits, one (B, n_l, K_l) tensor per layer."""
         labels = self.check_labels(labels, tokens.shape[0], tokens.device)
-        length = tokens.shape[1]
         previous = self.token_embedding(tokens[:, :-1] + self.offsets[:-1])  # (B, T-1, d): inputs shifted by one
         x = torch.cat([self.start(labels)[:, None], previous], dim=1)
-        x = self.drop(x + self.position_embedding.weight[:length] + self.layer_embedding(self.layer_ids[:length]))
+        x = self.drop(x + self.position_embedding.weight + self.layer_embedding(self.layer_ids))
         for block in self.blocks:
             x = block(x)
         x = self.ln_f(x)
@@ -60,8 +59,6 @@ class CodePrior(PriorBase):
         """Logits (B, K_l) of token t = cache.length given token t−1 (``previous`` (B,) long; None
         at t = 0) and the cache of tokens < t; advances the cache by one position."""
         t = cache.length
-        if t >= self.layout.length:
-            raise ValueError(f"the sequence is complete ({self.layout.length} tokens)")
         x = self.start(labels) if t == 0 else self.token_embedding(previous + self.offsets[t - 1])
         x = (x + self.position_embedding.weight[t] + self.layer_embedding.weight[self.layer_ids[t]])[:, None]
         for index, block in enumerate(self.blocks):

@@ -31,6 +31,12 @@ import yaml
 # used where neither the config nor the model's train_defaults set a value (SQ-VAE's settings)
 FALLBACKS = {"lr": 1e-3, "batch_size": 32, "temperature_init": 1.0, "temperature_min": 0.0}
 
+# the range rules of a section's keys, its class attribute ``ranges`` = {key: (ok, rule)}: the key's
+# value must pass ``ok`` ("<key> must be <rule>" otherwise); null passes where the key may be null
+POSITIVE = (lambda v: v > 0, "> 0")
+NON_NEGATIVE = (lambda v: v >= 0, "≥ 0")
+AT_LEAST_ONE = (lambda v: v >= 1, "≥ 1")
+
 
 @dataclass
 class DataConfig:
@@ -48,6 +54,8 @@ class DataConfig:
     root: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     limit: int | None = None
+
+    ranges = {"limit": AT_LEAST_ONE}
 
 
 @dataclass
@@ -84,6 +92,10 @@ class OptimConfig:
     warmup_steps: int = 0
     min_lr: float = 0.0
 
+    ranges = {"lr": POSITIVE, "betas": (lambda v: all(0 <= beta < 1 for beta in v), "two numbers in [0, 1)"),
+              "weight_decay": NON_NEGATIVE, "grad_clip": POSITIVE, "warmup_steps": NON_NEGATIVE,
+              "min_lr": NON_NEGATIVE}
+
 
 @dataclass
 class LoopConfig:
@@ -118,6 +130,10 @@ class LoopConfig:
     val_batches: int | None = None
     checkpoint_every: int = 1000
 
+    ranges = {"steps": AT_LEAST_ONE, "epochs": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE, "log_every": AT_LEAST_ONE,
+              "val_every": (lambda v: v >= 0, "≥ 0 (0: no validation)"), "val_batches": AT_LEAST_ONE,
+              "checkpoint_every": AT_LEAST_ONE}
+
 
 @dataclass
 class TemperatureConfig:
@@ -131,6 +147,8 @@ class TemperatureConfig:
     init: float | None = None
     decay: float | None = None
     min: float | None = None
+
+    ranges = {"init": POSITIVE, "decay": NON_NEGATIVE, "min": NON_NEGATIVE}
 
 
 @dataclass
@@ -175,15 +193,23 @@ class SectionedConfig:
             built[name] = section_cls(**{key: _coerce(value, hints[key], f"{name}.{key}")
                                          for key, value in values.items()})
         config = cls(**built)
-        config.validate()  # each subclass's range checks
+        config.validate()
         return config
 
-
-def check_ranges(checks: list[tuple[str, Any, Any, str]]) -> None:
-    """Raise a ValueError naming the first ``(key, value, ok, rule)`` whose ``ok(value)`` fails."""
-    for key, value, ok, rule in checks:
-        if not ok(value):
-            raise ValueError(f"{key} must be {rule}, got {value!r}")
+    def validate(self) -> None:
+        """Each section's own ``validate`` where it has one, then its ``ranges`` (see ``POSITIVE``);
+        a ValueError names the first key out of range."""
+        for name, section in vars(self).items():
+            if hasattr(section, "validate"):
+                section.validate()
+            ranges = getattr(section, "ranges", {})
+            for key, hint in typing.get_type_hints(type(section)).items():
+                if key not in ranges:
+                    continue
+                (ok, rule), value = ranges[key], getattr(section, key)
+                nullable = type(None) in typing.get_args(hint)
+                if not (nullable if value is None else ok(value)):
+                    raise ValueError(f"{name}.{key} must be {rule}{' or null' if nullable else ''}, got {value!r}")
 
 
 @dataclass
@@ -198,30 +224,6 @@ class TrainConfig(SectionedConfig):
     train: LoopConfig = field(default_factory=LoopConfig)
     temperature: TemperatureConfig = field(default_factory=TemperatureConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-
-    def validate(self) -> None:
-        """Range checks across keys; a ValueError names the key."""
-        check_ranges([
-            ("data.limit", self.data.limit, lambda v: v is None or v >= 1, "≥ 1 or null"),
-            ("optim.lr", self.optim.lr, lambda v: v is None or v > 0, "> 0 or null"),
-            ("optim.weight_decay", self.optim.weight_decay, lambda v: v >= 0, "≥ 0"),
-            ("optim.grad_clip", self.optim.grad_clip, lambda v: v is None or v > 0, "> 0 or null"),
-            ("optim.warmup_steps", self.optim.warmup_steps, lambda v: v >= 0, "≥ 0"),
-            ("optim.min_lr", self.optim.min_lr, lambda v: v >= 0, "≥ 0"),
-            ("train.steps", self.train.steps, lambda v: v is None or v >= 1, "≥ 1 or null"),
-            ("train.epochs", self.train.epochs, lambda v: v is None or v >= 1, "≥ 1 or null"),
-            ("train.batch_size", self.train.batch_size, lambda v: v is None or v >= 1, "≥ 1 or null"),
-            ("train.log_every", self.train.log_every, lambda v: v >= 1, "≥ 1"),
-            ("train.val_every", self.train.val_every, lambda v: v >= 0, "≥ 0 (0: no validation)"),
-            ("train.val_batches", self.train.val_batches, lambda v: v is None or v >= 1, "≥ 1 or null"),
-            ("train.checkpoint_every", self.train.checkpoint_every, lambda v: v >= 1, "≥ 1"),
-            ("temperature.init", self.temperature.init, lambda v: v is None or v > 0, "> 0 or null"),
-            ("temperature.decay", self.temperature.decay, lambda v: v is None or v >= 0, "≥ 0 or null"),
-            ("temperature.min", self.temperature.min, lambda v: v is None or v >= 0, "≥ 0 or null"),
-        ])
-        for beta in self.optim.betas:
-            if not 0 <= beta < 1:
-                raise ValueError(f"optim.betas must lie in [0, 1), got {list(self.optim.betas)}")
 
     def with_model_defaults(self, train_defaults: dict[str, Any]) -> "TrainConfig":
         """A copy with lr, batch_size, epochs and temperature filled from ``train_defaults``
