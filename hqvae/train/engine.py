@@ -53,7 +53,7 @@ class NonFiniteLoss(Exception):
 
 class Task:
     """What :func:`fit` trains; ``config`` has the sections ``train`` (device, dtype, seed, steps,
-    batch_size, log_every, val_every, checkpoint_every) and ``logging`` (progress[, tensorboard]).
+    batch_size, log_every, val_every, checkpoint_every) and ``logging`` (progress, tensorboard).
 
     setup(run, from_checkpoint)   data (``self.procs.master_first`` when cached), seed, model (from
                                   checkpoints/last when resuming); sets ``raw_model`` (save_pretrained),
@@ -125,7 +125,7 @@ def fit(task: Task, out: str | os.PathLike, *, resume: bool = False, force: bool
                 from tqdm import tqdm
 
                 progress = tqdm(total=info.steps, initial=info.step, desc=str(run.root), dynamic_ncols=True)
-            logger = MetricsLogger(run, getattr(config.logging, "tensorboard", False))
+            logger = MetricsLogger(run, config.logging.tensorboard)
     except BaseException:
         teardown(procs)
         raise
