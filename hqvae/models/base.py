@@ -125,14 +125,18 @@ class DiscreteAutoencoder(PretrainedMixin, nn.Module):
         """Coarse-to-fine reconstructions [decode(codes, upto=m) for m = 1..len(codes)]."""
         return [self.decode(codes, upto=m, **options) for m in range(1, len(codes) + 1)]
 
-    def check_codes(self, codes: Sequence[Tensor]) -> int:
-        """Raise a ValueError naming the fix unless ``codes`` is a list of 1..L long tensors; -> its length."""
+    def check_codes(self, codes: Sequence[Tensor], upto: int | None = None) -> int:
+        """Raise a ValueError naming the fix unless ``codes`` is a list of 1..L long tensors and
+        1 ≤ ``upto`` ≤ its length; -> ``upto`` (default: its length)."""
         if isinstance(codes, Tensor) or not all(isinstance(code, Tensor) for code in codes):
             raise ValueError(f"codes must be a list with one long tensor per layer (as from encode), "
                              f"got {type(codes).__name__}")
         if not 1 <= len(codes) <= self.num_layers:
             raise ValueError(f"expected between 1 and {self.num_layers} code tensors (one per layer), got {len(codes)}")
-        return len(codes)
+        upto = len(codes) if upto is None else upto
+        if not 1 <= upto <= len(codes):
+            raise ValueError(f"upto must be between 1 and the number of code tensors ({len(codes)}), got {upto}")
+        return upto
 
     def check_image_batch(self, x: Tensor, shape_text: str = "H, W") -> None:
         """Raise a ValueError naming the fix unless ``x`` is a floating-point (B, in_channels, H, W) batch."""
@@ -156,9 +160,3 @@ class DiscreteAutoencoder(PretrainedMixin, nn.Module):
                 f"create the model with in_channels={x.shape[1]}, "
                 f"e.g. hqvae.create_model({self.config.name!r}, in_channels={x.shape[1]}, ...)"
             )
-
-    def check_upto(self, upto: int | None, given: int) -> int:
-        upto = given if upto is None else upto
-        if not 1 <= upto <= given:
-            raise ValueError(f"upto must be between 1 and the number of code tensors ({given}), got {upto}")
-        return upto

@@ -114,11 +114,8 @@ class HQVAE(DiscreteAutoencoder):
     # ------------------------------------------------------------------ codes
 
     def encode(self, x: Tensor) -> list[Tensor]:
-        """x (B, C, H, W) -> codes, one (B, h_l, w_l) long tensor per layer, coarse to fine.
-
-        Runs in eval mode (deterministic argmax / nearest code) without gradients; the model's
-        training flags are restored afterwards.
-        """
+        """x (B, C, H, W) -> codes, one (B, h_l, w_l) long tensor per layer, coarse to fine (argmax /
+        nearest code, in eval mode without gradients)."""
         self.check_input(x)
         with evaluating(self):
             _, outputs = self._top_down(self.encoder(x))
@@ -146,7 +143,7 @@ class HQVAE(DiscreteAutoencoder):
         uniform prior, the codebook mean, at every position (``fill="mean"``) or zero (``"zero"``)."""
         if fill not in FILLS:
             raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
-        codes = list(codes)[: self.check_upto(upto, self.check_codes(codes))]
+        codes = list(codes)[: self.check_codes(codes, upto)]
         first = codes[0]
         if first.dim() != 3:
             raise ValueError(f"each code tensor must be (B, h, w), got shape {tuple(first.shape)}")

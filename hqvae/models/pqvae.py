@@ -171,7 +171,7 @@ class PQVAE(DiscreteAutoencoder):
         """tokens (a prefix of ``encode``'s list, each (B, G)) -> the decoder input Σ_{l≤upto} z_l
         as a grid (B, c, h, w)."""
         groups, size = self.config.groups, self.config.codebook_size
-        upto = self.check_upto(upto, self.check_codes(codes))
+        upto = self.check_codes(codes, upto)
         for step, code in enumerate(codes):
             if code.dim() != 2 or code.shape[1] != groups or code.dtype != torch.long:
                 raise ValueError(f"codes[{step}] must be long tokens of shape (B, {groups}) as from encode, "

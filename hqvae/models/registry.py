@@ -68,7 +68,6 @@ OPTION_KEYS = tuple(key for kind in QUANTIZER_KINDS.values() for key in kind.opt
 
 class ModelEntry(NamedTuple):
     build: Callable[..., Any]
-    model_class: type[nn.Module]
     valid_keys: list[str]  # structure keys (the builder's keyword-only parameters) and the option keys
 
 
@@ -85,7 +84,7 @@ def register_model(
             raise ValueError(f"a model named {name!r} is already registered")
         params = inspect.signature(build).parameters.values()
         structure = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
-        _REGISTRY[name] = ModelEntry(build, model_class, sorted(structure | set(option_keys)))
+        _REGISTRY[name] = ModelEntry(build, sorted(structure | set(option_keys)))
         MODEL_CLASSES[name] = model_class
         return build
 
@@ -120,7 +119,8 @@ def create_model(name: str, in_channels: int = 3, image_size: int | Sequence[int
     Every other hyperparameter is an override with a size-dependent default (module docstring);
     an unknown override raises a ValueError listing the valid keys.
     """
-    return _entry(name).model_class(model_config(name, in_channels, image_size, **overrides))
+    config = model_config(name, in_channels, image_size, **overrides)  # (an unknown name raises here)
+    return MODEL_CLASSES[name](config)
 
 
 # ----------------------------------------------------------------------------- defaults
@@ -219,12 +219,6 @@ def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides) 
     return _configure(name, in_channels, size, layers, overrides)
 
 
-def _is_sqvae_reference(config: ModelConfig) -> bool:
-    """Whether ``config`` describes the public SQ-VAE CIFAR-10 network, as the defaults of ``ModelConfig``,
-    ``LayerConfig`` and ``SQOptions`` do."""
-    return replace(config, name="custom", rate_weight=1.0, train_defaults={}, reference="") == ModelConfig()
-
-
 # ----------------------------------------------------------------------------- entries
 
 
@@ -240,8 +234,10 @@ def _single_entry(name: str, quantizer: str) -> Callable:
     def build(in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, **overrides):
         config = _pyramid(name, quantizer, in_channels, image_size, [downsample or default_factor(image_size)], 1,
                           overrides)
-        if quantizer == "sq" and "reference" not in overrides and _is_sqvae_reference(config):
-            config.reference = SQVAE_REFERENCE  # sqvae at the 3×32×32 defaults: the public CIFAR-10 network
+        # the public SQ-VAE CIFAR-10 network is what the defaults of ModelConfig, LayerConfig and SQOptions describe
+        is_reference = replace(config, name="custom", rate_weight=1.0, train_defaults={}, reference="") == ModelConfig()
+        if quantizer == "sq" and "reference" not in overrides and is_reference:
+            config.reference = SQVAE_REFERENCE
         return config
 
     return build

@@ -78,8 +78,6 @@ class ProgressiveQuantizer(nn.Module):
         super().__init__()
         self.depth = depth
         self.groups = groups
-        self.group_size = group_size
-        self.codebook_size = codebook_size
         self.factorised = bool(code_dim)
         self.stochastic = quantizer == "sq"
         self.beta = beta
