@@ -22,10 +22,8 @@ from torch import Tensor, nn
 
 from ..quantizers import QuantizerOutput
 from .backbone import Decoder, Encoder, init_weights
-from .base import DiscreteAutoencoder, as_pair, evaluating
+from .base import DiscreteAutoencoder, ModelOutput, as_pair, evaluating, reconstruction
 from .config import ModelConfig
-from .losses import reconstruction
-from .output import ModelOutput
 from .topdown import FILLS, ResolutionGroup
 
 

@@ -152,25 +152,6 @@ def train_defaults(stochastic: bool) -> dict[str, Any]:
     return defaults
 
 
-def _configure(
-    name: str, in_channels: int, size: tuple[int, int], layers: list[LayerConfig], overrides: dict[str, Any]
-) -> ModelConfig:
-    """Size defaults, then model-level overrides, then layer options set on every layer whose
-    quantizer kind reads them (an option no layer reads raises a ValueError)."""
-    model_options = {key: value for key, value in overrides.items() if key in MODEL_KEYS}
-    layer_options = {key: value for key, value in overrides.items() if key not in MODEL_KEYS}
-    config = ModelConfig(name=name, in_channels=in_channels, image_size=size,
-                         **{"hidden": default_hidden(size), "layers": layers, **model_options})
-    check_quantizer_options(name, layer_options, {layer.quantizer for layer in config.layers})
-    layer_fields = {key: value for key, value in layer_options.items() if key in LAYER_KEYS}
-    config.layers = [replace(layer, **layer_fields).with_options(layer_options) for layer in config.layers]
-    if config.stochastic and "rate_weight" not in overrides:
-        config.rate_weight = balanced_rate_weight(config)
-    if "train_defaults" not in overrides:
-        config.train_defaults = train_defaults(config.stochastic)
-    return config
-
-
 def balanced_rate_weight(config: ModelConfig) -> float:
     """ρ = min(1, (D/2) / Σ_l n_l·ln K_l), rounded to 4 digits: the registry's weight of a stochastic
     model's latent terms (``ModelConfig.rate_weight``).
@@ -211,12 +192,26 @@ def _layer(kind: str, quantizer: str, downsample: int | None = None) -> LayerCon
 
 
 def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides) -> ModelConfig:
+    """Injected layers at ``downsamples`` (default: ``default_pyramid``), each followed by ``depth − 1``
+    residual layers; then size defaults, model-level overrides, and layer options set on every layer
+    whose quantizer kind reads them (an option no layer reads raises a ValueError)."""
     if depth < 1:
         raise ValueError(f"depth (layers per resolution) must be ≥ 1, got {depth}")
     layers = []
     for factor in downsamples or default_pyramid(size):
         layers += [_layer("injected", quantizer, factor)] + [_layer("residual", quantizer) for _ in range(depth - 1)]
-    return _configure(name, in_channels, size, layers, overrides)
+    model_options = {key: value for key, value in overrides.items() if key in MODEL_KEYS}
+    layer_options = {key: value for key, value in overrides.items() if key not in MODEL_KEYS}
+    config = ModelConfig(name=name, in_channels=in_channels, image_size=size,
+                         **{"hidden": default_hidden(size), "layers": layers, **model_options})
+    check_quantizer_options(name, layer_options, {layer.quantizer for layer in config.layers})
+    layer_fields = {key: value for key, value in layer_options.items() if key in LAYER_KEYS}
+    config.layers = [replace(layer, **layer_fields).with_options(layer_options) for layer in config.layers]
+    if config.stochastic and "rate_weight" not in overrides:
+        config.rate_weight = balanced_rate_weight(config)
+    if "train_defaults" not in overrides:
+        config.train_defaults = train_defaults(config.stochastic)
+    return config
 
 
 # ----------------------------------------------------------------------------- entries
