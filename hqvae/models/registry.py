@@ -136,14 +136,6 @@ def default_factor(size: tuple[int, int]) -> int:
     return 4 if side <= 128 else 8 if side <= 256 else 16
 
 
-def default_pyramid(size: tuple[int, int]) -> tuple[int, int]:
-    """(top, bottom) factors of two-level models: (2f, f) when the size allows, else (f, f/2)."""
-    fine = default_factor(size)
-    if size[0] % (2 * fine) == 0 and size[1] % (2 * fine) == 0:
-        return 2 * fine, fine
-    return fine, fine // 2
-
-
 def train_defaults(stochastic: bool) -> dict[str, Any]:
     """Shared by every model so that VQ/SQ pairs train at equal budget (SQ-VAE's settings)."""
     defaults: dict[str, Any] = {"lr": 1e-3, "batch_size": 32, "epochs": 100}
@@ -192,13 +184,17 @@ def _layer(kind: str, quantizer: str, downsample: int | None = None) -> LayerCon
 
 
 def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides) -> ModelConfig:
-    """Injected layers at ``downsamples`` (default: ``default_pyramid``), each followed by ``depth − 1``
-    residual layers; then size defaults, model-level overrides, and layer options set on every layer
-    whose quantizer kind reads them (an option no layer reads raises a ValueError)."""
+    """Injected layers at ``downsamples``, each followed by ``depth − 1`` residual layers; then size
+    defaults, model-level overrides, and layer options set on every layer whose quantizer kind reads
+    them (an option no layer reads raises a ValueError)."""
     if depth < 1:
         raise ValueError(f"depth (layers per resolution) must be ≥ 1, got {depth}")
+    if not downsamples:  # two levels: (2f, f) when the size allows, else (f, f/2)
+        fine = default_factor(size)
+        fits = size[0] % (2 * fine) == 0 and size[1] % (2 * fine) == 0
+        downsamples = (2 * fine, fine) if fits else (fine, fine // 2)
     layers = []
-    for factor in downsamples or default_pyramid(size):
+    for factor in downsamples:
         layers += [_layer("injected", quantizer, factor)] + [_layer("residual", quantizer) for _ in range(depth - 1)]
     model_options = {key: value for key, value in overrides.items() if key in MODEL_KEYS}
     layer_options = {key: value for key, value in overrides.items() if key not in MODEL_KEYS}
