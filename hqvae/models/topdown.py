@@ -29,14 +29,8 @@ FILLS = ("mean", "zero")
 
 
 class ResolutionGroup(nn.Module):
-    """One resolution of the top-down path.
-
-    Args:
-        layers: the group's layer configs, the injected layer first.
-        hidden: channels of the top-down state and of the bottom-up feature.
-        previous_factor: downsampling factor of the previous (coarser) group; None for the first.
-        batch_norm: BatchNorm in the residual blocks of g and f.
-    """
+    """One resolution of the top-down path: ``layers`` (the injected layer first), ``hidden`` channels
+    of state and feature, ``previous_factor`` the coarser group's downsampling (None for the first)."""
 
     def __init__(self, layers: list[LayerConfig], hidden: int, previous_factor: int | None, batch_norm: bool):
         super().__init__()
