@@ -4,17 +4,16 @@
 * ``backbone.py``   ResNet encoder (features at several resolutions), decoder, up-sampling
 * ``topdown.py``    injected / residual top-down layers grouped by resolution
 * ``hierarchical.py`` the HQ-VAE model (class ``HQVAE``): forward (loss), encode, decode
-* ``output.py``     ``ModelOutput``
 * ``pretrained.py`` ``save_pretrained`` / ``from_pretrained``
 * ``registry.py``   ``list_models`` / ``create_model`` and the per-size defaults
-* ``base.py``       ``DiscreteAutoencoder``: the interface every registered model has
+* ``base.py``       ``DiscreteAutoencoder``: the interface every registered model has; ``ModelOutput``;
+                    the reconstruction terms
 * ``pqvae.py``      PQ-VAE (global token sequence; the quantizer in ``hqvae.quantizers.progressive``),
                     registered as ``pqvae`` and ``global_rvq`` by ``registry.py``
 """
-from .base import DiscreteAutoencoder, evaluating
+from .base import DiscreteAutoencoder, ModelOutput, evaluating
 from .config import LayerConfig, ModelConfig, PQConfig
 from .hierarchical import HQVAE
-from .output import ModelOutput
 from .pqvae import PQVAE
 from .pretrained import from_pretrained
 from .registry import create_model, list_models, model_config, register_model

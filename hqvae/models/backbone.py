@@ -62,13 +62,8 @@ class Upsample(nn.Sequential):
 
 
 class Encoder(nn.Module):
-    """Bottom-up encoder with a feature map at each requested downsampling factor.
-
-    Args:
-        in_channels: C of the input.
-        hidden: width of every feature map.
-        factors: the downsampling factors needed (powers of 2 ≥ 2), any order.
-        num_res_blocks: residual blocks after each resolution.
+    """Bottom-up encoder with a ``hidden``-channel feature map at each of ``factors`` (powers of 2 ≥ 2,
+    any order), ``num_res_blocks`` residual blocks after each resolution.
 
     forward: (B, C, H, W) -> {factor: (B, hidden, H / factor, W / factor)}
     """

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import torch
@@ -45,6 +45,54 @@ def evaluating(model: nn.Module) -> Iterator[None]:
     finally:
         for module, training in flags:
             module.training = training
+
+
+@dataclass
+class ModelOutput:
+    """What ``model(x)`` returns.
+
+    x_hat: reconstruction, (B, C, H, W), in [0, 1].
+    codes: one long index tensor per latent layer, coarse to fine, each (B, h_l, w_l);
+        a residual group contributes one entry per depth. In training mode the codes of SQ
+        layers are the argmax of the posterior (the decoder sees the relaxed sample).
+    loss: scalar to minimise; ``loss == Σ_k terms[k]`` over every key except "mse".
+    terms: the loss parts, detached: "recon" (the reconstruction term actually used),
+        "mse" (mean squared error, for logging only, not part of the sum), and per layer l
+        (0-based, as in ``codes``) "discrete/l", "continuous/l" (SQ layers; a residual SQ
+        group's single continuous term is filed under its last layer), "commitment/l" and,
+        for gradient-trained codebooks, "codebook/l" (VQ layers).
+    logs: detached per-layer statistics: "perplexity/l" (of the batch's hard codes), and for
+        SQ layers "entropy/l" (mean posterior entropy, nats) and "variance/l" (s²).
+    """
+
+    x_hat: Tensor
+    codes: list[Tensor]
+    loss: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+    logs: dict[str, Tensor] = field(default_factory=dict)
+
+
+RECON_LOSSES = ("sse", "arelbo", "mse")
+
+
+def reconstruction(x_hat: Tensor, x: Tensor, kind: str) -> tuple[Tensor, Tensor]:
+    """x̂, x (B, C, H, W) -> (the ``kind`` reconstruction term, the mse), both scalars with gradients,
+    computed in float32 (SPEC §2). With D = C·H·W and sse = mean_b Σ_pixels (x̂ − x)²:
+
+        "mse"     mean of (x̂ − x)² over everything            (VQ-only HQ-VAE models)
+        "sse"     sse                                          (PQ-VAE default)
+        "arelbo"  (D/2)·log(sse)                               (stochastic models: ARELBO)
+    """
+    squared = (x_hat.float() - x.float()).pow(2)  # (B, C, H, W)
+    mse = squared.mean()
+    if kind == "mse":
+        return mse, mse
+    sse = squared.flatten(1).sum(1).mean()
+    if kind == "sse":
+        return sse, mse
+    if kind == "arelbo":
+        return 0.5 * x[0].numel() * torch.log(sse), mse
+    raise ValueError(f"reconstruction loss must be one of {RECON_LOSSES}, got {kind!r}")
 
 
 @dataclass(frozen=True)
@@ -125,14 +173,18 @@ class DiscreteAutoencoder(PretrainedMixin, nn.Module):
         """Coarse-to-fine reconstructions [decode(codes, upto=m) for m = 1..len(codes)]."""
         return [self.decode(codes, upto=m, **options) for m in range(1, len(codes) + 1)]
 
-    def check_codes(self, codes: Sequence[Tensor]) -> int:
-        """Raise a ValueError naming the fix unless ``codes`` is a list of 1..L long tensors; -> its length."""
+    def check_codes(self, codes: Sequence[Tensor], upto: int | None = None) -> int:
+        """Raise a ValueError naming the fix unless ``codes`` is a list of 1..L long tensors and
+        1 ≤ ``upto`` ≤ its length; -> ``upto`` (default: its length)."""
         if isinstance(codes, Tensor) or not all(isinstance(code, Tensor) for code in codes):
             raise ValueError(f"codes must be a list with one long tensor per layer (as from encode), "
                              f"got {type(codes).__name__}")
         if not 1 <= len(codes) <= self.num_layers:
             raise ValueError(f"expected between 1 and {self.num_layers} code tensors (one per layer), got {len(codes)}")
-        return len(codes)
+        upto = len(codes) if upto is None else upto
+        if not 1 <= upto <= len(codes):
+            raise ValueError(f"upto must be between 1 and the number of code tensors ({len(codes)}), got {upto}")
+        return upto
 
     def check_image_batch(self, x: Tensor, shape_text: str = "H, W") -> None:
         """Raise a ValueError naming the fix unless ``x`` is a floating-point (B, in_channels, H, W) batch."""
@@ -156,9 +208,3 @@ class DiscreteAutoencoder(PretrainedMixin, nn.Module):
                 f"create the model with in_channels={x.shape[1]}, "
                 f"e.g. hqvae.create_model({self.config.name!r}, in_channels={x.shape[1]}, ...)"
             )
-
-    def check_upto(self, upto: int | None, given: int) -> int:
-        upto = given if upto is None else upto
-        if not 1 <= upto <= given:
-            raise ValueError(f"upto must be between 1 and the number of code tensors ({given}), got {upto}")
-        return upto

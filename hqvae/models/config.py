@@ -13,13 +13,7 @@ HQ-VAE layers are listed coarse to fine (SPEC §3). Each is
   the residual. An injected layer and the residual layers that follow it form one
   *resolution group*, quantised by one ``ResidualQuantizer`` (the injected layer is depth 0).
 
-The PQ-VAE token layout, for an input of ``image_size`` (H, W):
-
-    f ∈ R^{dim × h × w},  h = H / downsample,  w = W / downsample       (encoder output)
-    z = flatten(f) ∈ R^{dim·h·w}, split into ``groups`` G contiguous chunks of size
-        dim·h·w / G (whole channel groups, as G divides dim)
-    ``depth`` L quantisation steps, each picking one token per group: L·G tokens per item,
-        ``L·G·log2 K`` bits under the uniform prior.
+The PQ-VAE token layout (L·G tokens per item, L·G·log2 K bits) is drawn in ``hqvae.models.pqvae``.
 """
 from __future__ import annotations
 
@@ -27,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..quantizers.registry import KINDS as QUANTIZER_KINDS, make_options
-from .losses import RECON_LOSSES
+from .base import RECON_LOSSES
 
 KINDS = ("injected", "residual")
 # PQ-VAE: the options only one quantizer kind reads (the others apply to both)

@@ -22,10 +22,8 @@ from torch import Tensor, nn
 
 from ..quantizers import QuantizerOutput
 from .backbone import Decoder, Encoder, init_weights
-from .base import DiscreteAutoencoder, as_pair, evaluating
+from .base import DiscreteAutoencoder, ModelOutput, as_pair, evaluating, reconstruction
 from .config import ModelConfig
-from .losses import reconstruction
-from .output import ModelOutput
 from .topdown import FILLS, ResolutionGroup
 
 
@@ -114,11 +112,8 @@ class HQVAE(DiscreteAutoencoder):
     # ------------------------------------------------------------------ codes
 
     def encode(self, x: Tensor) -> list[Tensor]:
-        """x (B, C, H, W) -> codes, one (B, h_l, w_l) long tensor per layer, coarse to fine.
-
-        Runs in eval mode (deterministic argmax / nearest code) without gradients; the model's
-        training flags are restored afterwards.
-        """
+        """x (B, C, H, W) -> codes, one (B, h_l, w_l) long tensor per layer, coarse to fine (argmax /
+        nearest code, in eval mode without gradients)."""
         self.check_input(x)
         with evaluating(self):
             _, outputs = self._top_down(self.encoder(x))
@@ -146,7 +141,7 @@ class HQVAE(DiscreteAutoencoder):
         uniform prior, the codebook mean, at every position (``fill="mean"``) or zero (``"zero"``)."""
         if fill not in FILLS:
             raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
-        codes = list(codes)[: self.check_upto(upto, self.check_codes(codes))]
+        codes = list(codes)[: self.check_codes(codes, upto)]
         first = codes[0]
         if first.dim() != 3:
             raise ValueError(f"each code tensor must be (B, h, w), got shape {tuple(first.shape)}")

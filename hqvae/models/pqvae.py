@@ -19,7 +19,7 @@ HQ-VAE); the unweighted entropies (nats per item) are in ``logs``. In eval mode 
 lengths are the deterministic stratification m_b = 1 + (b mod L) over the batch **(choice)**,
 so that validation losses are reproducible.
 
-Reconstruction (``recon_loss``, ``losses.py``) **(choice, measured: see
+Reconstruction (``recon_loss``, ``base.reconstruction``) **(choice, measured: see
 benchmarks/results/pqvae-*.md)**: "sse" Σ_pixels (x̂ − x)² per item (default), "arelbo"
 (D/2)·log(mean_batch Σ_pixels (x̂ − x)²) (SPEC §2), or "mse".
 """
@@ -32,10 +32,8 @@ from torch import Tensor, nn
 
 from ..quantizers.base import code_counts, fp32_island, perplexity_of_counts
 from .backbone import Decoder, Encoder, init_weights
-from .base import DiscreteAutoencoder, as_pair, evaluating
+from .base import DiscreteAutoencoder, ModelOutput, as_pair, evaluating, reconstruction
 from .config import PQConfig
-from .losses import reconstruction
-from .output import ModelOutput
 from ..quantizers.progressive import ProgressiveOutput, ProgressiveQuantizer
 
 
@@ -155,8 +153,7 @@ class PQVAE(DiscreteAutoencoder):
     # ------------------------------------------------------------------ codes
 
     def encode(self, x: Tensor) -> list[Tensor]:
-        """x (B, C, H, W) -> tokens, one (B, G) long tensor per step (argmax / nearest code).
-        Eval mode without gradients; the training flags are restored afterwards."""
+        """x (B, C, H, W) -> tokens, one (B, G) long tensor per step (argmax / nearest code, in eval mode)."""
         return [step.contiguous() for step in self.token_posteriors(x).tokens.unbind(1)]
 
     def token_posteriors(self, x: Tensor) -> ProgressiveOutput:
@@ -171,7 +168,7 @@ class PQVAE(DiscreteAutoencoder):
         """tokens (a prefix of ``encode``'s list, each (B, G)) -> the decoder input Σ_{l≤upto} z_l
         as a grid (B, c, h, w)."""
         groups, size = self.config.groups, self.config.codebook_size
-        upto = self.check_upto(upto, self.check_codes(codes))
+        upto = self.check_codes(codes, upto)
         for step, code in enumerate(codes):
             if code.dim() != 2 or code.shape[1] != groups or code.dtype != torch.long:
                 raise ValueError(f"codes[{step}] must be long tokens of shape (B, {groups}) as from encode, "

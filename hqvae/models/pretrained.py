@@ -70,13 +70,6 @@ def _resolve(path: str | os.PathLike) -> Path:
     return Path(snapshot_download(repo_id=str(path)))
 
 
-def _read_config(config_path: Path) -> dict:
-    document = read_json(config_path, "re-save the model with save_pretrained")
-    if not isinstance(document, dict) or "model_type" not in document or "config" not in document:
-        raise ValueError(f"{config_path} must hold {{'model_type': ..., 'config': {{...}}}}; re-save the model")
-    return document
-
-
 def _listing(items: list[str], limit: int = 8) -> str:
     shown = "; ".join(items[:limit])
     return f"[{shown}; ... {len(items) - limit} more]" if len(items) > limit else f"[{shown}]"
@@ -122,7 +115,9 @@ def from_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu")
         if not file.is_file():
             raise FileNotFoundError(f"{file} is missing; a saved model directory holds {CONFIG_NAME} and "
                                     f"{WEIGHTS_NAME}")
-    document = _read_config(config_path)
+    document = read_json(config_path, "re-save the model with save_pretrained")
+    if not isinstance(document, dict) or "model_type" not in document or "config" not in document:
+        raise ValueError(f"{config_path} must hold {{'model_type': ..., 'config': {{...}}}}; re-save the model")
     model_type = document["model_type"]
     try:
         model_class = model_class_for(model_type)

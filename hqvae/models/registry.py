@@ -68,7 +68,6 @@ OPTION_KEYS = tuple(key for kind in QUANTIZER_KINDS.values() for key in kind.opt
 
 class ModelEntry(NamedTuple):
     build: Callable[..., Any]
-    model_class: type[nn.Module]
     valid_keys: list[str]  # structure keys (the builder's keyword-only parameters) and the option keys
 
 
@@ -85,7 +84,7 @@ def register_model(
             raise ValueError(f"a model named {name!r} is already registered")
         params = inspect.signature(build).parameters.values()
         structure = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
-        _REGISTRY[name] = ModelEntry(build, model_class, sorted(structure | set(option_keys)))
+        _REGISTRY[name] = ModelEntry(build, sorted(structure | set(option_keys)))
         MODEL_CLASSES[name] = model_class
         return build
 
@@ -120,7 +119,8 @@ def create_model(name: str, in_channels: int = 3, image_size: int | Sequence[int
     Every other hyperparameter is an override with a size-dependent default (module docstring);
     an unknown override raises a ValueError listing the valid keys.
     """
-    return _entry(name).model_class(model_config(name, in_channels, image_size, **overrides))
+    config = model_config(name, in_channels, image_size, **overrides)  # (an unknown name raises here)
+    return MODEL_CLASSES[name](config)
 
 
 # ----------------------------------------------------------------------------- defaults
@@ -136,39 +136,12 @@ def default_factor(size: tuple[int, int]) -> int:
     return 4 if side <= 128 else 8 if side <= 256 else 16
 
 
-def default_pyramid(size: tuple[int, int]) -> tuple[int, int]:
-    """(top, bottom) factors of two-level models: (2f, f) when the size allows, else (f, f/2)."""
-    fine = default_factor(size)
-    if size[0] % (2 * fine) == 0 and size[1] % (2 * fine) == 0:
-        return 2 * fine, fine
-    return fine, fine // 2
-
-
 def train_defaults(stochastic: bool) -> dict[str, Any]:
     """Shared by every model so that VQ/SQ pairs train at equal budget (SQ-VAE's settings)."""
     defaults: dict[str, Any] = {"lr": 1e-3, "batch_size": 32, "epochs": 100}
     if stochastic:
         defaults.update(temperature_init=1.0, temperature_min=0.0)  # decay: the budget's (default_temperature_decay)
     return defaults
-
-
-def _configure(
-    name: str, in_channels: int, size: tuple[int, int], layers: list[LayerConfig], overrides: dict[str, Any]
-) -> ModelConfig:
-    """Size defaults, then model-level overrides, then layer options set on every layer whose
-    quantizer kind reads them (an option no layer reads raises a ValueError)."""
-    model_options = {key: value for key, value in overrides.items() if key in MODEL_KEYS}
-    layer_options = {key: value for key, value in overrides.items() if key not in MODEL_KEYS}
-    config = ModelConfig(name=name, in_channels=in_channels, image_size=size,
-                         **{"hidden": default_hidden(size), "layers": layers, **model_options})
-    check_quantizer_options(name, layer_options, {layer.quantizer for layer in config.layers})
-    layer_fields = {key: value for key, value in layer_options.items() if key in LAYER_KEYS}
-    config.layers = [replace(layer, **layer_fields).with_options(layer_options) for layer in config.layers]
-    if config.stochastic and "rate_weight" not in overrides:
-        config.rate_weight = balanced_rate_weight(config)
-    if "train_defaults" not in overrides:
-        config.train_defaults = train_defaults(config.stochastic)
-    return config
 
 
 def balanced_rate_weight(config: ModelConfig) -> float:
@@ -211,18 +184,30 @@ def _layer(kind: str, quantizer: str, downsample: int | None = None) -> LayerCon
 
 
 def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides) -> ModelConfig:
+    """Injected layers at ``downsamples``, each followed by ``depth − 1`` residual layers; then size
+    defaults, model-level overrides, and layer options set on every layer whose quantizer kind reads
+    them (an option no layer reads raises a ValueError)."""
     if depth < 1:
         raise ValueError(f"depth (layers per resolution) must be ≥ 1, got {depth}")
+    if not downsamples:  # two levels: (2f, f) when the size allows, else (f, f/2)
+        fine = default_factor(size)
+        fits = size[0] % (2 * fine) == 0 and size[1] % (2 * fine) == 0
+        downsamples = (2 * fine, fine) if fits else (fine, fine // 2)
     layers = []
-    for factor in downsamples or default_pyramid(size):
+    for factor in downsamples:
         layers += [_layer("injected", quantizer, factor)] + [_layer("residual", quantizer) for _ in range(depth - 1)]
-    return _configure(name, in_channels, size, layers, overrides)
-
-
-def _is_sqvae_reference(config: ModelConfig) -> bool:
-    """Whether ``config`` describes the public SQ-VAE CIFAR-10 network, as the defaults of ``ModelConfig``,
-    ``LayerConfig`` and ``SQOptions`` do."""
-    return replace(config, name="custom", rate_weight=1.0, train_defaults={}, reference="") == ModelConfig()
+    model_options = {key: value for key, value in overrides.items() if key in MODEL_KEYS}
+    layer_options = {key: value for key, value in overrides.items() if key not in MODEL_KEYS}
+    config = ModelConfig(name=name, in_channels=in_channels, image_size=size,
+                         **{"hidden": default_hidden(size), "layers": layers, **model_options})
+    check_quantizer_options(name, layer_options, {layer.quantizer for layer in config.layers})
+    layer_fields = {key: value for key, value in layer_options.items() if key in LAYER_KEYS}
+    config.layers = [replace(layer, **layer_fields).with_options(layer_options) for layer in config.layers]
+    if config.stochastic and "rate_weight" not in overrides:
+        config.rate_weight = balanced_rate_weight(config)
+    if "train_defaults" not in overrides:
+        config.train_defaults = train_defaults(config.stochastic)
+    return config
 
 
 # ----------------------------------------------------------------------------- entries
@@ -240,8 +225,10 @@ def _single_entry(name: str, quantizer: str) -> Callable:
     def build(in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, **overrides):
         config = _pyramid(name, quantizer, in_channels, image_size, [downsample or default_factor(image_size)], 1,
                           overrides)
-        if quantizer == "sq" and "reference" not in overrides and _is_sqvae_reference(config):
-            config.reference = SQVAE_REFERENCE  # sqvae at the 3×32×32 defaults: the public CIFAR-10 network
+        # the public SQ-VAE CIFAR-10 network is what the defaults of ModelConfig, LayerConfig and SQOptions describe
+        is_reference = replace(config, name="custom", rate_weight=1.0, train_defaults={}, reference="") == ModelConfig()
+        if quantizer == "sq" and "reference" not in overrides and is_reference:
+            config.reference = SQVAE_REFERENCE
         return config
 
     return build

@@ -29,14 +29,8 @@ FILLS = ("mean", "zero")
 
 
 class ResolutionGroup(nn.Module):
-    """One resolution of the top-down path.
-
-    Args:
-        layers: the group's layer configs, the injected layer first.
-        hidden: channels of the top-down state and of the bottom-up feature.
-        previous_factor: downsampling factor of the previous (coarser) group; None for the first.
-        batch_norm: BatchNorm in the residual blocks of g and f.
-    """
+    """One resolution of the top-down path: ``layers`` (the injected layer first), ``hidden`` channels
+    of state and feature, ``previous_factor`` the coarser group's downsampling (None for the first)."""
 
     def __init__(self, layers: list[LayerConfig], hidden: int, previous_factor: int | None, batch_norm: bool):
         super().__init__()
@@ -96,13 +90,8 @@ class ResolutionGroup(nn.Module):
         return [code.contiguous() for code in indices.unbind(dim=-1)]
 
     def embed(self, codes: list[Tensor], grid: tuple[int, int, int], fill: str) -> Tensor:
-        """Quantised latent (B, d, h, w) from the codes of the first ``len(codes)`` depths.
-
-        Missing residual depths contribute zero, so this is the partial sum Σ_{k<m} e_k. With no
-        code at all (the whole group missing) the injected layer takes its expected code under
-        the uniform prior, the codebook mean, at every position (``fill="mean"``), or zero
-        (``fill="zero"``); ``grid`` = (B, h, w).
-        """
+        """Quantised latent (B, d, h, w) from the codes of the first ``len(codes)`` depths, Σ_{k<m} e_k;
+        with no code, ``fill`` at every position of ``grid`` = (B, h, w) (``HQVAE.embed_codes``)."""
         if codes:
             return sum(quantizer.embed(code) for quantizer, code in zip(self.quantizers, codes))
         batch, height, width = grid

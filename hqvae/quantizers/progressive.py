@@ -78,8 +78,6 @@ class ProgressiveQuantizer(nn.Module):
         super().__init__()
         self.depth = depth
         self.groups = groups
-        self.group_size = group_size
-        self.codebook_size = codebook_size
         self.factorised = bool(code_dim)
         self.stochastic = quantizer == "sq"
         self.beta = beta
@@ -128,7 +126,10 @@ class ProgressiveQuantizer(nn.Module):
             residual = upcast(z)
             images, tokens, log_probs, commitment, codebook_loss = [], [], [], [], []
             for step in range(self.depth):
-                query = self._query(step, residual)  # (B, G, d), unit norm
+                query = residual  # normalize(W_in,l r) (factorised) or normalize(r) (raw): (B, G, d)
+                if self.factorised:
+                    query = torch.einsum("bgn,gnd->bgd", residual, upcast(self.project_in[step]))
+                query = l2_normalize(query)
                 codes = l2_normalize(upcast(self.weight[step]))  # (G, K, d)
                 similarity = torch.einsum("bgd,gkd->bgk", query, codes)  # cosines, (B, G, K)
                 chosen = similarity.argmax(-1)  # (B, G)
@@ -156,12 +157,6 @@ class ProgressiveQuantizer(nn.Module):
             commitment=torch.stack(commitment).sum() if not self.stochastic else None,
             codebook_loss=torch.stack(codebook_loss).sum() if not self.stochastic else None,
         )
-
-    def _query(self, step: int, residual: Tensor) -> Tensor:
-        """normalize(W_in,l r) (factorised) or normalize(r) (raw): (B, G, D_g) -> (B, G, d)."""
-        if self.factorised:
-            residual = torch.einsum("bgn,gnd->bgd", residual, upcast(self.project_in[step]))
-        return l2_normalize(residual)
 
 
 def _uniform(shape: tuple[int, ...], fan_in: int) -> Tensor:

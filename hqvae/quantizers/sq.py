@@ -328,5 +328,4 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
                     f"log_var for {self.variance_type!r} must have shape {tuple(expected)} "
                     f"(the latents' shape with {channels} channel(s)), got {tuple(log_var.shape)}"
                 )
-        rows, _ = flatten_latents(log_var, channels, self.channel_last)
-        return rows
+        return flatten_latents(log_var, channels, self.channel_last)[0]
