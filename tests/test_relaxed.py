@@ -116,3 +116,26 @@ def test_fused_step_on_real_cifar10_batches_is_exact_to_rounding(name, sharpen, 
     # the median tensor; at sharpen 30 (s² ~ 1e-7) both float32 paths are 4-11% off float64 and the
     # factor between them depends on the CPU's kernels (rsqvae: 3.1x under ATEN_CPU_CAPABILITY=default)
     assert fused_errors[middle] <= (2 if sharpen == 1 else 5) * plain_errors[middle] + 1e-6
+
+
+def test_hard_variant_decodes_the_argmax_code_with_the_relaxed_gradient():
+    """``set_temperature(τ, hard=True)``: training outputs the argmax code, and the fused op's loss and
+    gradients equal those of the autograd path's (onehot − sg(w) + w)·E in float64 (same noise)."""
+    torch.manual_seed(0)
+    quantizer = StochasticQuantizer(4, 6, init_variance=2.0).double().train()
+    quantizer.set_temperature(0.7, hard=True)
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    weights = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    results = []
+    for fused in (True, False):
+        quantizer.fused = fused
+        quantizer.zero_grad(set_to_none=True)
+        z = x.clone().requires_grad_(True)
+        torch.manual_seed(1)
+        out = quantizer(z)
+        assert torch.equal(out.z_q, quantizer.embed(out.indices))  # the value is the argmax code
+        (out.loss + (out.z_q * weights).sum()).backward()
+        results.append([out.loss.detach(), z.grad, quantizer.weight.grad, quantizer.log_s2.grad])
+    for fused_value, plain_value in zip(*results):
+        torch.testing.assert_close(fused_value, plain_value, rtol=1e-10, atol=1e-12)
+    assert results[0][2].abs().sum() > 0 and results[0][1].abs().sum() > 0

@@ -69,10 +69,11 @@ class HQVAE(DiscreteAutoencoder):
         """Grids of every layer for the input size that the first layer's (B, h_0, w_0) codes imply."""
         return self.code_shapes(tuple(side * self.groups[0].factor for side in codes[0].shape[1:3]))
 
-    def set_temperature(self, temperature: float) -> None:
-        """Gumbel temperature τ of every SQ layer (residual stacks included); no-op for VQ-only models."""
+    def set_temperature(self, temperature: float, hard: bool = False) -> None:
+        """Gumbel temperature τ of every SQ layer (residual stacks included) and its ``hard`` variant
+        (``StochasticQuantizer.set_temperature``); no-op for VQ-only models."""
         for group in self.groups:
-            group.quantizer.set_temperature(temperature)
+            group.quantizer.set_temperature(temperature, hard)
 
     # ------------------------------------------------------------------ training forward
 

@@ -82,8 +82,10 @@ class PQVAE(DiscreteAutoencoder):
             raise ValueError(f"a PQ-VAE takes {self.config.image_size} inputs only, got {image_size}")
         return [(self.config.groups,)] * self.config.depth
 
-    def set_temperature(self, temperature: float) -> None:
-        """Gumbel temperature τ of the SQ steps (ignored by VQ steps)."""
+    def set_temperature(self, temperature: float, hard: bool = False) -> None:
+        """Gumbel temperature τ of the SQ steps (ignored by VQ steps); PQ-VAE has no ``hard`` variant."""
+        if hard:
+            raise ValueError("temperature.hard_from applies to HQ-VAE models' SQ layers, not to PQ-VAE")
         self.quantizer.set_temperature(temperature)
 
     # ------------------------------------------------------------------ training forward

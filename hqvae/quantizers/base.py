@@ -97,8 +97,9 @@ class Quantizer(nn.Module):
         """Codebook vectors (..., d_c) -> latents (..., dim); the identity unless codes are factorised."""
         return vectors
 
-    def set_temperature(self, temperature: float) -> None:
-        """Gumbel temperature τ of training-mode samples; deterministic kinds have none (no-op)."""
+    def set_temperature(self, temperature: float, hard: bool = False) -> None:
+        """Gumbel temperature τ of training-mode samples, and whether training decodes the argmax code
+        straight through them (``hard``); deterministic kinds have neither (no-op)."""
 
     # ------------------------------------------------------------------ in a residual stack
 

@@ -82,10 +82,12 @@ def floored_exp(shifted: Tensor, out: Tensor | None = None) -> Tensor:
 
 
 class RelaxedGaussianSample(torch.autograd.Function):
-    """(x (N, d), codebook (K, d), precision () or (N, 1), τ) ->
+    """(x (N, d), codebook (K, d), precision () or (N, 1), τ, hard) ->
     (z_q (N, d), neg_entropy (N,), probs (N, K), indices (N,)).
 
-    ``indices`` are the argmax codes (not differentiable); ``probs`` is differentiable.
+    ``indices`` are the argmax codes (not differentiable); ``probs`` is differentiable. With
+    ``hard`` (the straight-through variant), z_q = (onehot(indices) − sg(w) + w) · E: the value
+    is the argmax code, w's gradient is the relaxed sample's, the codebook's that of the code.
 
     The logits are one product of augmented operands with the precision folded into the rows,
     ℓ = x_aug · codes_augᵀ with x_aug = p·[x, −1] (N, d+1) and codes_aug = [2E, ||E||²] (K, d+1),
@@ -94,7 +96,7 @@ class RelaxedGaussianSample(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, codebook: Tensor, precision: Tensor, temperature: float):
+    def forward(ctx, x: Tensor, codebook: Tensor, precision: Tensor, temperature: float, hard: bool = False):
         ctx.set_materialize_grads(False)
         minus_ones = torch.full((x.shape[0], 1), -1.0, dtype=x.dtype, device=x.device)
         x_aug = torch.cat([x, minus_ones], dim=1).mul_(precision)  # (N, d+1)
@@ -113,20 +115,22 @@ class RelaxedGaussianSample(torch.autograd.Function):
         sample = torch.sub(log_probs, sample.add_(1e-10).log_(), out=sample).div_(temperature)
         sample = floored_exp(sample.sub_(sample.amax(-1, keepdim=True)), out=sample)
         sample.div_(sample.sum(-1, keepdim=True))  # w = softmax((log P + g) / τ)
-        z_q = sample @ codebook  # (N, d)
+        indices = indices.squeeze(-1)
+        z_q = codebook[indices] if hard else sample @ codebook  # (N, d)
 
-        ctx.save_for_backward(x_aug, codebook, codes_aug, precision, log_probs, probs, sample, neg_entropy)
-        ctx.temperature = temperature
+        ctx.save_for_backward(x_aug, codebook, codes_aug, precision, log_probs, probs, sample, neg_entropy, indices)
+        ctx.temperature, ctx.hard = temperature, hard
         ctx.mark_non_differentiable(indices)
-        return z_q, neg_entropy, probs, indices.squeeze(-1)
+        return z_q, neg_entropy, probs, indices
 
     @staticmethod
     def backward(ctx, grad_z_q, grad_neg_entropy, grad_probs, _grad_indices):
-        x_aug, codebook, codes_aug, precision, log_probs, probs, sample, neg_entropy = ctx.saved_tensors
+        x_aug, codebook, codes_aug, precision, log_probs, probs, sample, neg_entropy, indices = ctx.saved_tensors
         grad_logits = torch.zeros_like(log_probs) if grad_z_q is None else None
         grad_codebook = None
-        if grad_z_q is not None:
-            grad_codebook = sample.t() @ grad_z_q  # (K, d): through z_q = w · E
+        if grad_z_q is not None:  # (K, d): through z_q = w · E, or the argmax code's rows
+            grad_codebook = (torch.zeros_like(codebook).index_add_(0, indices, grad_z_q) if ctx.hard
+                             else sample.t() @ grad_z_q)
             grad_sample = (grad_z_q / ctx.temperature) @ codebook.t()  # (N, K): ∂w / τ
             inner = _rowdot(sample, grad_sample)
             grad_logits = grad_sample.sub_(inner[:, None]).mul_(sample)
@@ -144,4 +148,4 @@ class RelaxedGaussianSample(torch.autograd.Function):
         grad_codes_aug = grad_logits.t() @ x_aug  # (K, d+1)
         grad_from_logits = 2.0 * (grad_codes_aug[:, :-1] + grad_codes_aug[:, -1:] * codebook)
         grad_codebook = grad_from_logits if grad_codebook is None else grad_codebook + grad_from_logits
-        return grad_x, grad_codebook, grad_precision, None
+        return grad_x, grad_codebook, grad_precision, None, None

@@ -58,9 +58,9 @@ class ResidualQuantizer(nn.Module):
     def depth(self) -> int:
         return len(self.layers)
 
-    def set_temperature(self, temperature: float) -> None:
+    def set_temperature(self, temperature: float, hard: bool = False) -> None:
         for layer in self.layers:
-            layer.set_temperature(temperature)
+            layer.set_temperature(temperature, hard)
 
     def embed(self, indices: Tensor, upto: int | None = None) -> Tensor:
         """(B, *S, depth) codes -> Σ_{l<upto} e_l in the input layout."""

@@ -133,11 +133,14 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         """(K, dim) code vectors (ℓ2-normalised for vMF)."""
         return l2_normalize(self.weight) if self.is_vmf else self.weight
 
-    def set_temperature(self, temperature: float) -> None:
-        """Gumbel temperature τ > 0 used by training-mode samples."""
+    def set_temperature(self, temperature: float, hard: bool = False) -> None:
+        """Gumbel temperature τ > 0 used by training-mode samples; ``hard``: training decodes the
+        argmax code, straight through the relaxed sample (``RelaxedGaussianSample``; a variant,
+        not SQ-VAE's estimator)."""
         if not temperature > 0:
             raise ValueError(f"the Gumbel temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
+        self.hard = hard
 
     def variance(self, log_var_rows: Tensor | None = None) -> Tensor:
         """s² as a scalar, or per row ((N, 1) or (N, dim)) for types II–IV, in float32."""
@@ -193,7 +196,7 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
 
             if self.training and self.fused and not self.is_vmf and self.variance_type != "gaussian_4":
                 z_q, neg_entropy_rows, probs, indices = RelaxedGaussianSample.apply(
-                    x, codebook, 0.5 / scale, self.temperature
+                    x, codebook, 0.5 / scale, self.temperature, self.hard
                 )
             elif not self.training and not torch.is_grad_enabled():
                 indices, neg_entropy_rows, probs = self._hard_codes_in_chunks(x, codebook, scale, return_probs)
@@ -205,8 +208,10 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
                 neg_entropy_rows = (probs * log_probs).sum(-1)  # (N,)
                 if self.training:
                     noise = gumbel_noise(tuple(log_probs.shape), log_probs.dtype, log_probs.device)
-                    z_q = torch.softmax((log_probs + noise) / self.temperature, dim=-1) @ codebook
+                    sample = torch.softmax((log_probs + noise) / self.temperature, dim=-1)
                     indices = logits.argmax(-1)
+                    z_q = (F.embedding(indices, codebook) + (sample - sample.detach()) @ codebook.detach()
+                           if self.hard else sample @ codebook)
                 else:
                     indices = torch.multinomial(probs, 1).squeeze(-1) if self.eval_sample else logits.argmax(-1)
                     z_q = F.embedding(indices, codebook)

@@ -141,14 +141,16 @@ class TemperatureConfig:
     τ(step) = max(init · exp(−decay · step), min); null: the model's ``train_defaults`` (init 1,
     min 0), and for decay the budget's (``hqvae.train.schedules.default_temperature_decay``: the
     official schedule compressed to short runs, the official 1e-5 per step from 15,000 steps).
-    Ignored by VQ-only models.
+    Ignored by VQ-only models. hard_from: from this step on, SQ layers decode the argmax code in
+    training, straight through the relaxed sample (a named variant, not SQ-VAE's estimator; null: never).
     """
 
     init: float | None = None
     decay: float | None = None
     min: float | None = None
+    hard_from: int | None = None
 
-    ranges = {"init": POSITIVE, "decay": NON_NEGATIVE, "min": NON_NEGATIVE}
+    ranges = {"init": POSITIVE, "decay": NON_NEGATIVE, "min": NON_NEGATIVE, "hard_from": NON_NEGATIVE}
 
 
 @dataclass

@@ -89,7 +89,8 @@ class TokenizerTask(Task):
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         self.tau = temperature(step, config.temperature)
-        self.raw_model.set_temperature(self.tau)
+        hard_from = config.temperature.hard_from
+        self.raw_model.set_temperature(self.tau, hard=hard_from is not None and step >= hard_from)
         x, _ = self.train_set.get_batch(self.sampler.indices(step), device=self.procs.device)
         if config.train.channels_last:
             x = channels_last_batch(x)
