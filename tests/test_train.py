@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 import hqvae
 import hqvae.io
 from hqvae.cli import main
+from hqvae.quantizers import StochasticQuantizer
 from hqvae.runs import evaluate_run, open_run
 from hqvae.train import checkpoint
 from hqvae.train.config import TrainConfig, apply_overrides, load_config
@@ -103,6 +104,7 @@ def test_yaml_overrides_and_yaml12_floats(tmp_path):
     ("train.steps.x=1", "not a mapping"),
     ("optim.lr", "expected section.key=value"),
     ("train.steps=0", "train.steps must be ≥ 1"),
+    ("temperature.hard_from=-1", "temperature.hard_from must be ≥ 0 or null"),
 ])
 def test_bad_overrides_are_rejected_with_the_valid_choices(override, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("[", r"\[")):
@@ -142,12 +144,12 @@ DATASETS = ("fashion_mnist", "cifar10", "fsdd", "image_folder_64", "image_folder
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_data_set_configs_give_every_model_the_config_of_the_former_per_model_files(dataset):
     """configs/<dataset>.yaml model.name=<m> == the former configs/<dataset>/<m>.yaml, for all 45 pairs
-    (tests/fixtures/configs.json holds what those files loaded to)."""
+    (tests/fixtures/configs.json holds what those files loaded to; keys added since are at their defaults)."""
     former = json.loads((REPO / "tests/fixtures/configs.json").read_text())
     assert sorted({key.split("/")[1] for key in former}) == sorted(hqvae.list_models())
     for name in hqvae.list_models():
         config = load_config(REPO / "configs" / f"{dataset}.yaml", [f"model.name={name}"])
-        assert config.to_dict() == former[f"{dataset}/{name}"], f"{dataset} {name}"
+        assert config.to_dict() == TrainConfig.from_dict(former[f"{dataset}/{name}"]).to_dict(), f"{dataset} {name}"
     assert load_config(REPO / "configs" / f"{dataset}.yaml", ["model.name=vqvae", "temperature.decay=0.5"]).temperature.decay == 0.5
 
 
@@ -224,7 +226,8 @@ def test_short_run_writes_the_run_folder(image_folder, tmp_path, capsys):
     assert info.status == "finished" and info.step == info.steps == 6
     assert info.model_type == "sqvae2" and info.world_size == 1
     assert info.config["optim"]["lr"] == 1e-3 and info.config["train"]["batch_size"] == 8
-    assert info.config["temperature"] == {"init": 1.0, "decay": default_temperature_decay(6), "min": 0.0}  # null: the budget's
+    assert info.config["temperature"] == {"init": 1.0, "decay": default_temperature_decay(6), "min": 0.0,  # null: the budget's
+                                          "hard_from": None}
     assert "train split" in info.data["train"] and "64" in info.data["train"]
     assert info.torch_version == torch.__version__ and info.hqvae_version == hqvae.__version__
     assert info.best["step"] in (3, 6)
@@ -527,3 +530,13 @@ def test_default_temperature_decay_follows_the_budget():
         assert math.isclose(default_temperature_decay(edge - 1), default_temperature_decay(edge), rel_tol=1e-3)
     finals = [final_tau(steps) for steps in (2000, 3000, 5000, 8000, 12000, 15000)]
     assert finals == sorted(finals) and finals[0] < 0.25 and finals[-1] > 0.85
+
+
+def test_hard_from_switches_the_sq_layers_to_the_straight_through_variant(image_folder, tmp_path, monkeypatch):
+    calls = []
+    original = StochasticQuantizer.set_temperature
+    monkeypatch.setattr(StochasticQuantizer, "set_temperature",
+                        lambda self, tau, hard=False: (calls.append(hard), original(self, tau, hard))[1])
+    assert main(["train", "--config", str(REPO / "configs/fashion_mnist.yaml"), "--out", str(tmp_path / "run"),
+                 *tiny_overrides(image_folder, steps=4, **{"temperature.hard_from": 2})]) == 0
+    assert calls[-8:] == [False, False, False, False, True, True, True, True]  # 2 SQ layers, steps 0..3
