@@ -258,8 +258,9 @@ def earlier_baseline(path: Path, dataset: str, model: str, steps: int, seed: int
     for record in json.loads(path.read_text())["runs"]:
         if (record["model"], record["seed"]) != (model, seed):
             continue
-        # a VQ baseline never reads the Gumbel temperature, so a temperature-only setting keeps it
-        if not same_config(record["config"], run_config(dataset, model, steps, seed, device, settings).to_dict(),
+        # a VQ baseline never reads the Gumbel temperature, so a temperature-only setting keeps it;
+        # a committed record names the data root as $HQVAE_DATA_ROOT (``portable``)
+        if not same_config(record["config"], portable(run_config(dataset, model, steps, seed, device, settings).to_dict()),
                            ignore=("temperature",)):
             return None
         if any(layer["quantizer"] != "vq" for layer in record["final"]["layers"]):
