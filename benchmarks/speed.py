@@ -43,7 +43,7 @@ import torch
 import hqvae
 from hqvae.data import load_dataset
 from hqvae.io import atomic_write_json
-from hqvae.models.hierarchical import reconstruction_terms
+from hqvae.models.base import reconstruction
 from hqvae.quantizers import StochasticQuantizer
 from hqvae.train.config import OptimConfig
 from hqvae.train.optim import build_optimizer
@@ -125,7 +125,7 @@ def parts(model, optimizer, x) -> dict[str, float]:
     state = state.detach().requires_grad_(True)
     start = time.perf_counter()
     x_hat = model.decoder(state)
-    recon, _ = reconstruction_terms(x_hat, x, model.stochastic)
+    recon, _ = reconstruction(x_hat, x, "arelbo" if model.stochastic else "mse")
     recon.backward()
     timings["decoder_and_loss"] = time.perf_counter() - start
 

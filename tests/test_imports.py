@@ -90,3 +90,12 @@ def test_no_module_imports_the_package_root():
     importers = {name for name, targets in import_graph().items() if "hqvae" in targets and name != "hqvae"}
     upward = sorted(importers)
     assert upward == [], f"{upward} import hqvae itself (upward); import the module that defines the name"
+
+
+def test_every_benchmark_script_imports():
+    """The benchmark scripts are not exercised by the suite; a renamed library name must still fail here."""
+    import importlib.util
+
+    for path in sorted((PACKAGE.parent / "benchmarks").glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"_benchmark_{path.stem}", path)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
