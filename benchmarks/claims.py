@@ -162,7 +162,8 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
     """One run in segments; returns its record (config, curve, final evaluation, timings).
 
     The record is also kept in the run folder, so an interrupted benchmark resumes where it stopped
-    (a finished run with the same configuration is not trained again). With ``extend_from`` (a runs
+    (a finished run with the same configuration is not trained again; an unfinished one continues
+    from its last finished segment, whose curve ``claims-progress.json`` keeps). With ``extend_from`` (a runs
     folder of an earlier invocation), a shorter finished run of the same trajectory there is copied
     and continued: its curve is kept, its last point re-evaluated on the curve subset."""
     out = runs / dataset / f"{model}-seed{seed}"
@@ -175,7 +176,13 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
             return record
     curve_set = test_set.evenly_spaced(CURVE_TEST_ITEMS)
     curve, train_seconds, resume = [], 0.0, False
-    shorter = shorter_run(extend_from / dataset / out.name, config) if extend_from else None
+    progress_path = out / "claims-progress.json"
+    if progress_path.is_file():  # an interrupted run: its curve so far, and its last checkpoint to resume from
+        progress = json.loads(progress_path.read_text())
+        if same_config(progress["config"], config.to_dict()) and builds_the_same_model(out, config):
+            print(f"  {dataset} {model} seed {seed}: resuming after step {progress['curve'][-1]['step']}", flush=True)
+            curve, train_seconds, resume = progress["curve"], progress["train_wall_time_s"], True
+    shorter = shorter_run(extend_from / dataset / out.name, config) if extend_from and not curve else None
     if shorter is not None:  # continue a shorter run of the same trajectory instead of starting over
         print(f"  {dataset} {model} seed {seed}: continuing the {shorter['steps']}-step run of {extend_from}", flush=True)
         shutil.rmtree(out, ignore_errors=True)
@@ -183,6 +190,7 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
         curve, train_seconds, resume = shorter["curve"][:-1], shorter["train_wall_time_s"], True
         curve.append({**shorter["curve"][-1], "test_items": len(curve_set), **summary_of(
             evaluate(RunDir(out).load_model("last", device=device), curve_set, batch_size=256))})
+    result = None
     for target in curve_steps(steps):
         if curve and target <= curve[-1]["step"]:
             continue
@@ -197,6 +205,10 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
         curve.append({"step": config.train.steps, "test_items": result["data"]["items"], **summary_of(result)})
         print(f"  {dataset} {model} seed {seed} step {config.train.steps}: rmse {curve[-1]['rmse']:.4f} "
               f"perplexity {['%.1f' % p for p in curve[-1]['perplexity']]}", flush=True)
+        atomic_write_json(progress_path, {"config": run_config(dataset, model, steps, seed, device, settings).to_dict(),
+                                          "curve": curve, "train_wall_time_s": train_seconds})
+    if result is None:  # interrupted between its last segment and writing its record
+        result = evaluate(RunDir(out).load_model("last", device=device), test_set, batch_size=256)
     train_records = list(RunDir(out).read_metrics("train"))
     speeds = [r["img_per_s"] for r in train_records if r.get("img_per_s")]
     record = {
