@@ -1,0 +1,118 @@
+"""Refit a trained tokenizer's decoder on its own argmax codes (issue 18: where the SQ models' test gap sits).
+
+An SQ model's decoder learns from the relaxed sample (a mixture of codes at the training τ); as a
+tokenizer it decodes argmax codes (``benchmarks/relaxed_gap.py`` measures the difference). This
+trains only the decoding path of a hierarchical model, each group's ``merge_out`` and the
+``decoder``, on the model's argmax codes of training images, with MSE and Adam at a fixed learning
+rate for a fixed number of steps. The encoder, the codebooks and the top-down upsamplers stay
+frozen, so every code, and the information each layer carries, stays exactly the trained model's;
+only what the codes decode to changes. Both models of a pair get the same refit, and the test split
+is evaluated before and after by ``hqvae.evaluate`` (the claims benchmark's metrics).
+
+It is a post-training stage, not part of either method: if it closes an SQ model's gap, the gap
+was the decoder's train/test mismatch and not the codes.
+
+    python benchmarks/decoder_refit.py --runs RUN [RUN ...] --steps 2000 --lr 3e-4 --threads 1 \\
+        --out benchmarks/results/decoder-refit-<name>.json
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from hqvae.evaluate import evaluate
+from hqvae.io import atomic_write_json
+from hqvae.runs import load_run_data, open_run
+from hqvae.train.performance import channels_last, channels_last_batch
+from hqvae.train.run_info import git_commit, now
+
+BATCH = 32
+
+
+def decoding_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules between the quantised latents and x̂ that the encoder does not also use."""
+    if not hasattr(model, "groups") or not hasattr(model, "decoder"):
+        raise SystemExit(f"{type(model).__name__}: only the hierarchical models (top-down groups) are supported")
+    return [*(group.merge_out for group in model.groups), model.decoder]
+
+
+def refit(model: torch.nn.Module, train_set, steps: int, lr: float, seed: int) -> list[float]:
+    """Adam on the decoding modules for ``steps`` batches of ``BATCH`` -> the MSE every 100 steps."""
+    decoding = decoding_modules(model)
+    model.requires_grad_(False).eval()
+    parameters = [p for module in decoding for p in module.parameters()]
+    for p in parameters:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    trace, step = [], 0
+    while step < steps:
+        for x, _ in train_set.batches(BATCH, shuffle=True, generator=generator, drop_last=True):
+            x = channels_last_batch(x)
+            codes = model.encode(x)  # eval mode, no gradients: the trained model's codes
+            for module in decoding:
+                module.train()
+            loss = F.mse_loss(model.decode_latents(model.embed_codes(codes)), x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for module in decoding:
+                module.eval()
+            if step % 100 == 0:
+                trace.append(loss.item())
+            step += 1
+            if step == steps:
+                break
+    model.requires_grad_(True)
+    return trace
+
+
+def summary(result: dict) -> dict:
+    return {"rmse": result["reconstruction"]["rmse"], "psnr": result["reconstruction"]["psnr"],
+            "ssim": result["reconstruction"].get("ssim"),
+            "information_bits_per_item": [layer.get("information_bits_per_item") for layer in result["layers"]],
+            "usage": [layer["usage"] for layer in result["layers"]]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", required=True, help="run folders of hierarchical models")
+    parser.add_argument("--checkpoint", default="last", choices=["best", "last"])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for path in args.runs:
+        opened = open_run(path, args.checkpoint)
+        model = channels_last(opened.model)
+        train_set, test_set = (load_run_data(opened.info, split) for split in ("train", "test"))
+        before = summary(evaluate(model, test_set, batch_size=256))
+        start = time.perf_counter()
+        trace = refit(model, train_set, args.steps, args.lr, args.seed)
+        seconds = time.perf_counter() - start
+        after = summary(evaluate(model, test_set, batch_size=256))
+        rows.append({"run": path, "model": opened.info.config["model"]["name"], "step": opened.info.step,
+                     "test_before": before, "test_after": after, "train_mse_every_100": trace,
+                     "refit_seconds": seconds})
+        print(f"{path}: test RMSE {before['rmse']:.5f} -> {after['rmse']:.5f} ({seconds:.0f} s)", flush=True)
+    atomic_write_json(args.out, {
+        "benchmark": "decoder refit on the model's own argmax codes (encoder, codebooks, upsamplers frozen)",
+        "data": test_set.description, "split": "test", "refit": {"steps": args.steps, "batch_size": BATCH,
+                                                                 "optimizer": "adam", "lr": args.lr, "loss": "mse",
+                                                                 "seed": args.seed},
+        "commit": git_commit(), "date": now(), "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(), "command": " ".join(sys.argv), "runs": rows})
+
+
+if __name__ == "__main__":
+    main()
