@@ -1,8 +1,8 @@
 """The fused SQ training step (``hqvae/quantizers/relaxed.py``) is exact to rounding: its floored
 exponentials drop only what float32 cannot hold, its hand-written backward is the gradient
 (float64 gradcheck), and on real CIFAR-10 batches the models' loss and every parameter gradient
-are as exact as those of the plain autograd path (``fused=False``), also with posteriors
-sharp enough that the floor drops most entries — measured against the same model in float64."""
+equal those of the plain autograd path (``fused=False``) in float64, also with posteriors sharp
+enough that the floor drops most entries; in float32 each layer is as exact as the plain path."""
 from __future__ import annotations
 
 import copy
@@ -54,10 +54,36 @@ def test_fused_op_backward_passes_gradcheck_in_float64(per_row_precision):
     assert torch.autograd.gradcheck(outputs, (x, codebook, precision))
 
 
+def _real_batch(folder) -> torch.Tensor:
+    return load_dataset("cifar10_folder", "test", root=folder).get_batch(torch.arange(32))[0]
+
+
+def _initialised_model(name: str, x: torch.Tensor, sharpen: float) -> torch.nn.Module:
+    """``name`` after the data initialisation of its SQ layers on ``x``, with τ = 0.5 and every
+    layer's s² bound divided by ``sharpen`` (at 30 the floor zeroes most posterior entries)."""
+    torch.manual_seed(0)
+    model = hqvae.create_model(name, 3, 32).train()
+    torch.manual_seed(1)
+    model(x)
+    with torch.no_grad():
+        for module in _sq_layers(model):
+            module.variance_bound.div_(sharpen)
+            module.set_temperature(0.5)
+    return model
+
+
+def _sq_layers(model: torch.nn.Module) -> list[StochasticQuantizer]:
+    return [module for module in model.modules() if isinstance(module, StochasticQuantizer)]
+
+
+def _relative_errors(got: dict, exact: dict) -> dict:
+    """Per tensor: the largest deviation relative to the exact tensor's largest entry."""
+    return {key: float((got[key] - exact[key]).abs().max() / exact[key].abs().max()) for key in exact}
+
+
 def _loss_and_grads(model, x, fused: bool, seed: int):
-    for module in model.modules():
-        if isinstance(module, StochasticQuantizer):
-            module.fused = fused
+    for module in _sq_layers(model):
+        module.fused = fused
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
     out = model(x)
@@ -69,30 +95,20 @@ def _loss_and_grads(model, x, fused: bool, seed: int):
 @needs_cifar_copy
 @pytest.mark.parametrize("name", ["sqvae", "rsqvae"])
 @pytest.mark.parametrize("sharpen", [1.0, 30.0])
-def test_fused_step_on_real_cifar10_batches_is_exact_to_rounding(name, sharpen, cifar10_jpeg_subset, monkeypatch):
-    """Against the same model in float64 (the same Gumbel noise), the fused float32 step's loss and
-    parameter gradients are as close as the plain autograd path's in float32 (the median tensor
-    within a factor 2, 5 when sharpened; the worst within 5):
-    its error is float32 rounding. Relative errors are per tensor, to the tensor's largest entry;
-    gradients that are rounding noise in float64 too (conv biases before BatchNorm) are left out.
-    ``sharpen`` divides the layers' s²: at 30 the floor zeroes most posterior entries."""
-    draw = relaxed.exponential_noise
-    monkeypatch.setattr(relaxed, "exponential_noise", lambda shape, dtype, device: draw(shape, torch.float32, device).to(dtype))
-    data = load_dataset("cifar10_folder", "test", root=cifar10_jpeg_subset)
-    x = data.get_batch(torch.arange(32))[0]
-    torch.manual_seed(0)
-    model = hqvae.create_model(name, 3, 32).train()
-    torch.manual_seed(1)
-    model(x)  # data initialisation of the SQ layers
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, StochasticQuantizer):
-                module.variance_bound.div_(sharpen)
-                module.set_temperature(0.5)
-    exact_loss, exact = _loss_and_grads(copy.deepcopy(model).double(), x.double(), False, seed=2)
+def test_fused_step_is_the_plain_step_on_real_cifar10_batches(name, sharpen, cifar10_jpeg_subset):
+    """The whole model in float64, fused op against the plain autograd path (the same Gumbel noise):
+    the loss and every parameter gradient agree to 1e-8 of each tensor's largest entry (measured:
+    at most 3e-10, the median tensor 1e-14–1e-11; gradients that are rounding noise, conv biases before BatchNorm, left out), so the floor and the hand-written backward change nothing but rounding, also
+    when the floor drops most posterior entries. Float64 because in float32 the whole network's
+    gradients move by 1e-4–1e-3 between two rounding-level variants of the same step (BatchNorm
+    over small batches and the τ = 0.5 softmax amplify rounding), so the two float32 paths' errors
+    differ by up to 16× from run to run and from one CPU to another; the float32 accuracy of the op
+    is checked layer by layer below, where nothing amplifies it."""
+    model = _initialised_model(name, _real_batch(cifar10_jpeg_subset), sharpen).double()
+    x = _real_batch(cifar10_jpeg_subset).double()
     floored = []  # per SQ layer: the fraction of posterior entries the floor set to 0
     hooks = [m.register_forward_hook(lambda m, args, out: floored.append(float((out.probs == 0).float().mean())))
-             for m in model.modules() if isinstance(m, StochasticQuantizer)]
+             for m in _sq_layers(model)]
     fused_loss, fused = _loss_and_grads(model, x, True, seed=2)
     for hook in hooks:
         hook.remove()
@@ -100,22 +116,57 @@ def test_fused_step_on_real_cifar10_batches_is_exact_to_rounding(name, sharpen, 
 
     if sharpen > 1:
         assert min(floored) > 0.5  # most posterior entries below the floor
-    # the loss sums ~10⁵ float32 terms: allow a few ulps (eps 1.2e-7) whatever the plain path's luck (under
-    # ATEN_CPU_CAPABILITY=default the plain path landed 1.4e-8 from float64 and the fused one 1.7e-7)
-    assert abs(fused_loss - exact_loss) <= 2 * abs(plain_loss - exact_loss) + 1e-6 * abs(exact_loss)
-    top = max(g.abs().max() for g in exact.values())
-    kept = [key for key, g in exact.items() if g.abs().max() > 1e-4 * top]
-    assert len(kept) > len(exact) // 3
+    assert abs(fused_loss - plain_loss) <= 1e-12 * abs(plain_loss)
+    assert fused.keys() == plain.keys()
+    top = max(g.abs().max() for g in plain.values())  # conv biases before BatchNorm: zero up to rounding
+    kept = {key: g for key, g in plain.items() if g.abs().max() > 1e-6 * top}
+    assert len(kept) > len(plain) // 3
+    errors = _relative_errors(fused, kept)
+    assert max(errors.values()) < 1e-8, max(errors.items(), key=lambda item: item[1])
 
-    def errors(grads):
-        return sorted(float((grads[k] - exact[k]).abs().max() / exact[k].abs().max()) for k in kept)
 
-    fused_errors, plain_errors = errors(fused), errors(plain)
-    assert fused_errors[-1] <= 5 * plain_errors[-1] + 1e-5  # the worst tensor (one noisy number)
-    middle = len(kept) // 2
-    # the median tensor; at sharpen 30 (s² ~ 1e-7) both float32 paths are 4-11% off float64 and the
-    # factor between them depends on the CPU's kernels (rsqvae: 3.1x under ATEN_CPU_CAPABILITY=default)
-    assert fused_errors[middle] <= (2 if sharpen == 1 else 5) * plain_errors[middle] + 1e-6
+@needs_cifar_copy
+@pytest.mark.parametrize("name", ["sqvae", "sqvae2", "rsqvae"])
+@pytest.mark.parametrize("sharpen", [1.0, 30.0])
+def test_fused_layer_is_as_exact_as_the_plain_layer_in_float32(name, sharpen, cifar10_jpeg_subset, monkeypatch):
+    """Each SQ layer of the model on its real-batch input, forward and backward (a fixed cotangent on
+    z_q, plus the layer's loss) in float32 by the fused op and by the plain autograd path, both
+    against the plain path in float64 with the same noise: over the loss, z_q and the gradients of
+    the input, codebook and variance, the fused op's largest relative error is within 8× the plain
+    path's. Both paths form the logits as p·(2x·e − ||e||²) and so round alike; the ratio of their
+    largest errors, measured over 112 layers (three models, seeds 3–6, both sharpnesses, this
+    machine's kernels and ATEN_CPU_CAPABILITY=default), had median 0.95, 90th percentile 2.1 and
+    maximum 4.5; a wrong gradient or a lost precision would be off by orders of magnitude."""
+    draw = relaxed.exponential_noise
+    monkeypatch.setattr(relaxed, "exponential_noise", lambda shape, dtype, device: draw(shape, torch.float32, device).to(dtype))
+    x = _real_batch(cifar10_jpeg_subset)
+    model = _initialised_model(name, x, sharpen)
+    inputs = []
+    hooks = [m.register_forward_hook(lambda m, args, out: inputs.append(args[0].detach())) for m in _sq_layers(model)]
+    torch.manual_seed(2)
+    model(x)
+    for hook in hooks:
+        hook.remove()
+
+    def run(layer, z, cotangent, fused: bool, dtype: torch.dtype) -> dict:
+        layer = copy.deepcopy(layer).to(dtype)
+        layer.fused = fused
+        z = z.to(dtype).clone().requires_grad_(True)
+        torch.manual_seed(3)
+        out = layer(z)
+        (out.loss + (out.z_q * cotangent.to(dtype)).sum()).backward()
+        result = {"loss": out.loss.detach(), "z_q": out.z_q.detach(), "grad_z": z.grad}
+        result.update({"grad_" + key: p.grad for key, p in layer.named_parameters() if p.grad is not None})
+        return {key: value.double() for key, value in result.items()}
+
+    assert len(inputs) == len(_sq_layers(model)) >= 1
+    for index, (layer, z) in enumerate(zip(_sq_layers(model), inputs)):
+        cotangent = torch.randn(z.shape, generator=torch.Generator().manual_seed(index))
+        exact = run(layer, z, cotangent, False, torch.float64)
+        assert {"grad_z", "grad_weight", "grad_variance_logit"} <= exact.keys()
+        fused = max(_relative_errors(run(layer, z, cotangent, True, torch.float32), exact).values())
+        plain = max(_relative_errors(run(layer, z, cotangent, False, torch.float32), exact).values())
+        assert fused <= 8 * plain + 1e-6, (index, fused, plain)
 
 
 def test_hard_variant_decodes_the_argmax_code_with_the_relaxed_gradient():
