@@ -98,14 +98,16 @@ def _loss_and_grads(model, x, fused: bool, seed: int):
 def test_fused_step_is_the_plain_step_on_real_cifar10_batches(name, sharpen, cifar10_jpeg_subset):
     """The whole model in float64, fused op against the plain autograd path (the same Gumbel noise):
     the loss and every parameter gradient agree to 1e-8 of each tensor's largest entry (measured:
-    at most 3e-10, the median tensor 1e-14–1e-11; gradients that are rounding noise, conv biases before BatchNorm, left out), so the floor and the hand-written backward change nothing but rounding, also
-    when the floor drops most posterior entries. Float64 because in float32 the whole network's
+    at most 3e-10, the median tensor 1e-14–1e-11; gradients that are rounding noise, conv biases
+    before BatchNorm, left out), so the floor and the hand-written backward change nothing but
+    rounding, also when the floor drops most posterior entries. Float64 because in float32 the whole network's
     gradients move by 1e-4–1e-3 between two rounding-level variants of the same step (BatchNorm
     over small batches and the τ = 0.5 softmax amplify rounding), so the two float32 paths' errors
     differ by up to 16× from run to run and from one CPU to another; the float32 accuracy of the op
     is checked layer by layer below, where nothing amplifies it."""
-    model = _initialised_model(name, _real_batch(cifar10_jpeg_subset), sharpen).double()
-    x = _real_batch(cifar10_jpeg_subset).double()
+    x = _real_batch(cifar10_jpeg_subset)
+    model = _initialised_model(name, x, sharpen).double()
+    x = x.double()
     floored = []  # per SQ layer: the fraction of posterior entries the floor set to 0
     hooks = [m.register_forward_hook(lambda m, args, out: floored.append(float((out.probs == 0).float().mean())))
              for m in _sq_layers(model)]
