@@ -80,6 +80,9 @@ SETTINGS = {
     # the straight-through variant: from step N on, training decodes the argmax code (``temperature.hard_from``)
     "registry-tau-official-hard12000": START + ["temperature.decay=1e-5", "temperature.hard_from=12000"],
     "registry-tau-official-hard0": START + ["temperature.decay=1e-5", "temperature.hard_from=0"],
+    # a learning-rate decay at long budgets, for SQ models and their VQ partners alike (no model
+    # overrides, so it applies to both): cosine from 1e-3 to 1e-4 (lr/10, nanoGPT's floor) at the last step
+    "lr-cosine": ["optim.schedule=cosine", "optim.min_lr=1e-4"],
 }
 
 
