@@ -494,6 +494,11 @@ def main() -> None:
     parser.add_argument("--extend-from", metavar="RUNS", type=Path,
                         help="a runs folder of an earlier invocation: continue its shorter runs of the same "
                              "trajectory (e.g. the 15,000-step runs, to 30,000 steps) instead of starting over")
+    parser.add_argument("--train-only", nargs="+", metavar="MODEL",
+                        help="only train (or resume) these models' runs of the chosen pairs and seeds, and write "
+                             "no result file; e.g. two processes, --train-only vqvae2 and --train-only sqvae2, "
+                             "train a pair in parallel, then the same command without it reuses their finished "
+                             "runs and writes the result")
     parser.add_argument("--summary", nargs="+", metavar="JSON",
                         help="only print one Markdown table summarising these result files")
     parser.add_argument("--render", action="store_true",
@@ -507,6 +512,10 @@ def main() -> None:
 
     commit = git_commit()  # the code these runs import (later commits may land while they train)
     pairs = [tuple(p.split("/")) for p in args.pairs]
+    paired = {model for pair in pairs for model in pair}
+    if args.train_only and not set(args.train_only) <= paired:
+        parser.error(f"--train-only {sorted(set(args.train_only) - paired)}: not in --pairs {args.pairs}; "
+                     f"choose from {sorted(paired)}")
     suffix = f"-{args.label}" if args.label else ("-quick" if args.quick else "")
     device_label = (torch.cuda.get_device_name() if args.device.startswith("cuda") else
                     f"CPU, {torch.get_num_threads()} threads ({platform.machine()})")
@@ -527,9 +536,13 @@ def main() -> None:
                                if args.baselines_from and model == vq else None)
                     if earlier is not None:
                         print(f"  {dataset} {model} seed {seed}: reusing the baseline of {earlier['reused_from']}")
+                    elif args.train_only and model not in args.train_only:
+                        continue
                     records.append(earlier or train_and_evaluate(dataset, model, steps, seed, args.device,
                                                                  Path(args.runs), test_set, args.settings,
                                                                  args.extend_from))
+        if args.train_only:
+            continue
         result = {
             "benchmark": "HQ-VAE claims: VQ vs SQ at equal architecture and budget",
             "dataset": dataset,
