@@ -83,6 +83,7 @@ SETTINGS = {
     # a learning-rate decay at long budgets, for SQ models and their VQ partners alike (no model
     # overrides, so it applies to both): cosine from 1e-3 to 1e-4 (lr/10, nanoGPT's floor) at the last step
     "lr-cosine": ["optim.schedule=cosine", "optim.min_lr=1e-4"],
+    "lr-constant": ["optim.schedule=constant"],  # the default, named: the VQ partners' side of lr-cosine
 }
 
 

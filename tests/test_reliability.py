@@ -36,10 +36,10 @@ from test_train import (REPO, Crash, assert_bitwise_equal, crash_at_step, image_
                         last_weights, tiny_config, tiny_overrides)
 
 STEPS, EVERY = 40, 10  # checkpoints (and validation) at 10, 20, 30, 40; train records every 5 steps
-# schedules that do not depend on the budget, so that a run extended from 10 to 40 steps is the 40-step run
+# a τ schedule that does not depend on the budget, so that a run extended from 10 to 40 steps is the 40-step run
 SETTINGS = {"model.overrides": "{hidden: 16, codebook_size: 16, dim: 8}", "train.log_every": 5,
             "train.val_every": EVERY, "train.checkpoint_every": EVERY,
-            "optim.schedule": "constant", "temperature.decay": 7e-5}
+            "temperature.decay": 7e-5}
 
 
 @pytest.fixture(autouse=True)

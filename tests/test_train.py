@@ -25,7 +25,7 @@ from hqvae.train.tokenizer import train
 from hqvae.train.run_dir import RunDir
 from hqvae.train.run_info import RUN_INFO_VERSION, RUN_KIND
 from hqvae.train.sampler import StepSampler
-from hqvae.train.schedules import default_lr_schedule, default_temperature_decay, learning_rate, temperature
+from hqvae.train.schedules import default_temperature_decay, learning_rate, temperature
 
 from golden.make_golden import write_image_folder
 
@@ -150,8 +150,7 @@ def test_data_set_configs_give_every_model_the_config_of_the_former_per_model_fi
     for name in hqvae.list_models():
         config = load_config(REPO / "configs" / f"{dataset}.yaml", [f"model.name={name}"])
         expected = TrainConfig.from_dict(former[f"{dataset}/{name}"])
-        # changed on purpose since: the lr schedule and τ's decay follow the budget (hqvae.train.schedules)
-        expected.optim.schedule = expected.optim.min_lr = expected.temperature.decay = None
+        expected.temperature.decay = None  # changed on purpose since: the budget's (hqvae.train.schedules)
         assert config.to_dict() == expected.to_dict(), f"{dataset} {name}"
     assert load_config(REPO / "configs" / f"{dataset}.yaml", ["model.name=vqvae", "temperature.decay=0.5"]).temperature.decay == 0.5
 
@@ -191,7 +190,7 @@ def test_learning_rate_warmup_and_cosine():
     lrs = [learning_rate(step, optim, 14) for step in range(14)]
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
     assert lrs[4] == 1.0 and math.isclose(lrs[-1], 0.1) and all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
-    constant = load_config(None, ["optim.lr=1.0", "optim.schedule=constant"]).optim
+    constant = load_config(None, ["optim.lr=1.0"]).optim
     assert {learning_rate(step, constant, 10) for step in range(10)} == {1.0}
 
 
@@ -222,8 +221,7 @@ def test_data_order_is_a_function_of_seed_and_step_and_shards_the_global_batch()
 def test_short_run_writes_the_run_folder(image_folder, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--config", str(REPO / "configs/fashion_mnist.yaml"), "--out", str(out),
-                 *tiny_overrides(image_folder, steps=6, **{"train.val_every": 3, "temperature.decay": "null",
-                                                       "optim.schedule": "null", "optim.min_lr": "null"})]) == 0
+                 *tiny_overrides(image_folder, steps=6, **{"train.val_every": 3, "temperature.decay": "null"})]) == 0
     assert "finished 6 steps" in capsys.readouterr().out
     run = RunDir(out)
     info = run.read_info()
@@ -232,7 +230,6 @@ def test_short_run_writes_the_run_folder(image_folder, tmp_path, capsys):
     assert info.config["optim"]["lr"] == 1e-3 and info.config["train"]["batch_size"] == 8
     assert info.config["temperature"] == {"init": 1.0, "decay": default_temperature_decay(6), "min": 0.0,  # null: the budget's
                                           "hard_from": None}
-    assert (info.config["optim"]["schedule"], info.config["optim"]["min_lr"]) == ("constant", 1e-4)  # the budget's, lr / 10
     assert "train split" in info.data["train"] and "64" in info.data["train"]
     assert info.torch_version == torch.__version__ and info.hqvae_version == hqvae.__version__
     assert info.best["step"] in (3, 6)
@@ -520,12 +517,6 @@ def test_two_processes_with_torchrun_log_once(image_folder, tmp_path):
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
     val = list(RunDir(out).read_metrics("val"))[-1]
     assert val["items"] == 8  # the whole val split, shared between the two ranks
-
-
-def test_default_lr_schedule_follows_the_budget():
-    from hqvae.train.schedules import SHORT_BUDGET
-    assert [default_lr_schedule(steps) for steps in (1, SHORT_BUDGET, SHORT_BUDGET + 1, 15_000)] == [
-        "constant", "constant", "cosine", "cosine"]
 
 
 def test_default_temperature_decay_follows_the_budget():

@@ -80,9 +80,7 @@ class OptimConfig:
         and codebooks, not to biases, normalisation parameters or SQ variances (1-D or scalar).
     grad_clip: clip the global gradient norm to this value; null: no clipping.
     schedule: constant | cosine (from lr down to min_lr at the last step), after
-        ``warmup_steps`` of linear warm-up from 0 (either schedule); null: the budget's
-        (``hqvae.train.schedules.default_lr_schedule``: constant up to 2,000 steps, cosine above).
-    min_lr: the cosine schedule's last lr; null: lr / 10.
+        ``warmup_steps`` of linear warm-up from 0 (either schedule).
     """
 
     name: Literal["adam", "adamw"] = "adam"
@@ -90,9 +88,9 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     grad_clip: float | None = None
-    schedule: Literal["constant", "cosine"] | None = None
+    schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = 0
-    min_lr: float | None = None
+    min_lr: float = 0.0
 
     ranges = {"lr": POSITIVE, "betas": (lambda v: all(0 <= beta < 1 for beta in v), "two numbers in [0, 1)"),
               "weight_decay": NON_NEGATIVE, "grad_clip": POSITIVE, "warmup_steps": NON_NEGATIVE,

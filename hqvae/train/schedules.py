@@ -8,8 +8,7 @@ from hqvae.train.config import OptimConfig, TemperatureConfig
 
 def learning_rate(step: int, optim: OptimConfig, total_steps: int) -> float:
     """lr for optimiser step ``step`` (0-based): linear warm-up over ``warmup_steps`` from lr/warmup
-    to lr, then constant, or cosine from lr to ``min_lr`` at ``total_steps − 1`` (``optim`` resolved:
-    a null schedule or min_lr is the budget's, :func:`default_lr_schedule`)."""
+    to lr, then constant, or cosine from lr to ``min_lr`` at ``total_steps − 1``."""
     if step < optim.warmup_steps:
         return optim.lr * (step + 1) / optim.warmup_steps
     if optim.schedule == "constant":
@@ -46,10 +45,3 @@ def default_temperature_decay(steps: int) -> float:
     t = math.log(steps / SHORT_BUDGET) / math.log(LONG_BUDGET / SHORT_BUDGET)
     exponent = OFFICIAL_FINAL_EXPONENT ** (1 - t) * (OFFICIAL_DECAY * LONG_BUDGET) ** t
     return exponent / steps
-
-
-def default_lr_schedule(steps: int) -> str:
-    """The lr schedule of a run of ``steps`` steps: constant up to 2,000 steps (where every
-    default-budget result was measured), cosine above (down to ``optim.min_lr``, by default lr / 10).
-    Chosen on the validation split at 15,000 CIFAR-10 steps (docs/long-budget-lr.md)."""
-    return "constant" if steps <= SHORT_BUDGET else "cosine"

@@ -27,7 +27,7 @@ from hqvae.train.performance import channels_last, channels_last_batch, keep_fre
 from hqvae.train.run_dir import RunDir
 from hqvae.train.run_info import RunInfo
 from hqvae.train.sampler import StepSampler
-from hqvae.train.schedules import default_lr_schedule, default_temperature_decay, learning_rate, temperature
+from hqvae.train.schedules import default_temperature_decay, learning_rate, temperature
 
 
 def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False) -> RunInfo:
@@ -68,10 +68,6 @@ class TokenizerTask(Task):
             config.train.steps = config.train.epochs * self.sampler.batches_per_epoch
         if config.temperature.decay is None:
             config.temperature.decay = default_temperature_decay(config.train.steps)
-        if config.optim.schedule is None:
-            config.optim.schedule = default_lr_schedule(config.train.steps)
-        if config.optim.min_lr is None:
-            config.optim.min_lr = config.optim.lr / 10
         if val_set is not None and config.train.val_batches is not None:
             val_set = evenly_spaced(val_set, config.train.val_batches * config.train.batch_size, "train.val_batches")
         self.train_set, self.val_set = train_set, val_set if val_set is not None and len(val_set) > 0 else None
