@@ -199,7 +199,7 @@ class VectorQuantizer(LazyInitFlag, Quantizer):
             sums = torch.zeros_like(self.weight).index_add_(0, indices, x)  # (K, d_c)
             all_reduce_sum_(sums)
             self.weight_avg.mul_(self.decay).add_(sums, alpha=1 - self.decay)
-            # an unused code's average decays geometrically (0.99^t < 2^-126 after ~8,800 steps); its
+            # an unused code's average decays geometrically (0.99^t < 2^-126 after ~8,700 steps); its
             # subnormal entries then slow the N×K×d distance product by ~80× on a CPU, so they go to 0
             flush_subnormal_(self.weight_avg)
             total = self.cluster_size.sum()
