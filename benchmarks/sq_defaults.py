@@ -77,6 +77,7 @@ SETTINGS = {
     # the rate weight at the long budget's schedule (sqvae2's lever on Fashion-MNIST at 1,500 steps)
     "registry-tau-official-rate0.5": START + ["temperature.decay=1e-5", "model.overrides.rate_weight=0.5"],
     "registry-tau-official-rate0.25": START + ["temperature.decay=1e-5", "model.overrides.rate_weight=0.25"],
+    "registry-rate0.25": START + ["model.overrides.rate_weight=0.25"],  # with the budget's τ, at any budget
     # the straight-through variant: from step N on, training decodes the argmax code (``temperature.hard_from``)
     "registry-tau-official-hard12000": START + ["temperature.decay=1e-5", "temperature.hard_from=12000"],
     "registry-tau-official-hard0": START + ["temperature.decay=1e-5", "temperature.hard_from=0"],
