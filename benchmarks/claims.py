@@ -251,11 +251,9 @@ def shorter_run(run: Path, config: TrainConfig) -> dict | None:
     nothing depends on the budget: a constant lr (a cosine's lr depends on the total), which this
     checks, and a τ schedule not compressed to the budget, which comparing the configs checks."""
     path = run / "claims-record.json"
-    if not path.is_file():
+    if config.optim.schedule != "constant" or not path.is_file():
         return None
     record = json.loads(path.read_text())
-    if config.optim.schedule != "constant":
-        return None
     if (record["steps"] < config.train.steps and same_config(record["config"], config.to_dict(), budget=False)
             and builds_the_same_model(run, config)):
         return record
