@@ -295,6 +295,25 @@ def earlier_baseline(path: Path, dataset: str, model: str, steps: int, seed: int
     return None
 
 
+def kept_records(path: Path, dataset: str, pairs: Sequence[tuple[str, str]], steps: int, seeds: Sequence[int],
+                 device: str, settings: Sequence[str]) -> list[dict]:
+    """The records of the pairs *not* in ``pairs`` from an earlier result file (``--keep-from``): a
+    re-run of the pairs a change touches, written into one file with the runs it leaves as they
+    were. Each kept record must have this budget's training config (else a ValueError: re-run it);
+    that its model is unchanged is the caller's claim (the records do not store the built model)."""
+    earlier = json.loads(path.read_text())
+    kept = []
+    for record in earlier["runs"]:
+        if any(record["model"] in pair for pair in pairs) or record["seed"] not in seeds:
+            continue
+        expected = portable(run_config(dataset, record["model"], steps, record["seed"], device, settings).to_dict())
+        if not same_config(record["config"], expected):
+            raise ValueError(f"--keep-from {path}: the {record['model']} seed {record['seed']} run has another "
+                             f"training config than this invocation's; re-run its pair instead of keeping it")
+        kept.append({**record, "kept_from": f"{path} ({earlier['command']}, commit {earlier['commit']})"})
+    return kept
+
+
 def verdicts(records: list[dict]) -> list[dict]:
     """Per pair and seed: does SQ beat VQ on the least-used layer's perplexity and on test RMSE;
     is rsqvae's coarse-to-fine error monotone."""
@@ -497,6 +516,10 @@ def main() -> None:
                         help="reuse the VQ runs of an earlier result file with exactly the same configuration "
                              "(e.g. benchmarks/results/claims-{dataset}.json, a copy kept before re-running), "
                              "instead of training them again; their information per layer is their histogram entropy")
+    parser.add_argument("--keep-from", metavar="JSON",
+                        help="write the result with the other pairs' runs of an earlier result file (e.g. "
+                             "benchmarks/results/claims-{dataset}.json, a copy kept before re-running) kept as they "
+                             "were: re-run only the --pairs a change of defaults touches")
     parser.add_argument("--extend-from", metavar="RUNS", type=Path,
                         help="a runs folder of an earlier invocation: continue its shorter runs of the same "
                              "trajectory (e.g. the 15,000-step runs, to 30,000 steps) instead of starting over")
@@ -549,6 +572,11 @@ def main() -> None:
                                                                  args.extend_from))
         if args.train_only:
             continue
+        if args.keep_from:
+            records += kept_records(Path(args.keep_from.format(dataset=dataset)), dataset, pairs, steps, args.seeds,
+                                    args.device, args.settings)
+            order = [model for pair in PAIRS for model in pair]
+            records.sort(key=lambda r: (order.index(r["model"]) // 2, r["seed"], order.index(r["model"])))
         first = run_config(dataset, pairs[0][1], steps, 0, args.device, args.settings)
         result = {
             "benchmark": "HQ-VAE claims: VQ vs SQ at equal architecture and budget",
