@@ -8,10 +8,12 @@
 * ``registry.py``   ``list_models`` / ``create_model`` and the per-size defaults
 * ``base.py``       ``DiscreteAutoencoder``: the interface every registered model has; ``ModelOutput``;
                     the reconstruction terms
+* ``batchnorm.py``  ``recalibrate_batchnorm``: BatchNorm statistics of the eval-mode (argmax) decode
 * ``pqvae.py``      PQ-VAE (global token sequence; the quantizer in ``hqvae.quantizers.progressive``),
                     registered as ``pqvae`` and ``global_rvq`` by ``registry.py``
 """
 from .base import DiscreteAutoencoder, ModelOutput, evaluating
+from .batchnorm import recalibrate_batchnorm
 from .config import LayerConfig, ModelConfig, PQConfig
 from .hierarchical import HQVAE
 from .pqvae import PQVAE
@@ -31,5 +33,6 @@ __all__ = [
     "from_pretrained",
     "list_models",
     "model_config",
+    "recalibrate_batchnorm",
     "register_model",
 ]
