@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from claims import portable  # noqa: E402
+from decoder_refit import summary  # noqa: E402
 
 from hqvae.evaluate import evaluate  # noqa: E402
 from hqvae.io import atomic_write_json  # noqa: E402
@@ -32,14 +33,6 @@ from hqvae.models import recalibrate_batchnorm  # noqa: E402
 from hqvae.runs import load_run_data, open_run  # noqa: E402
 from hqvae.train.performance import channels_last, channels_last_batch  # noqa: E402
 from hqvae.train.run_info import git_commit, now  # noqa: E402
-
-
-def summary(result: dict) -> dict:
-    return {"rmse": result["reconstruction"]["rmse"], "psnr": result["reconstruction"]["psnr"],
-            "ssim": result["reconstruction"].get("ssim"),
-            "information_bits_per_item": [layer.get("information_bits_per_item") for layer in result["layers"]],
-            "usage": [layer["usage"] for layer in result["layers"]],
-            "coarse_to_fine_rmse": [row["rmse"] for row in result.get("coarse_to_fine") or []]}
 
 
 def training_batches(train_set, count: int, batch_size: int, seed: int):
@@ -72,7 +65,9 @@ def main() -> None:
         seconds = time.perf_counter() - start
         after = summary(evaluate(model, test_set, batch_size=256))
         rows.append({"run": path, "model": opened.info.config["model"]["name"], "step": opened.info.step,
-                     "seed": opened.info.config["train"]["seed"], "recalibration_items": items,
+                     "seed": opened.info.config["train"]["seed"],
+                     "rate_weight": getattr(getattr(model, "config", None), "rate_weight", None),
+                     "recalibration_items": items,
                      "test_as_trained": before, "test_recalibrated": after, "recalibration_seconds": seconds})
         print(f"{path}: test RMSE {before['rmse']:.5f} -> {after['rmse']:.5f} ({seconds:.0f} s)", flush=True)
     atomic_write_json(args.out, portable({

@@ -81,7 +81,8 @@ def summary(result: dict) -> dict:
     return {"rmse": result["reconstruction"]["rmse"], "psnr": result["reconstruction"]["psnr"],
             "ssim": result["reconstruction"].get("ssim"),
             "information_bits_per_item": [layer.get("information_bits_per_item") for layer in result["layers"]],
-            "usage": [layer["usage"] for layer in result["layers"]]}
+            "usage": [layer["usage"] for layer in result["layers"]],
+            "coarse_to_fine_rmse": [row["rmse"] for row in result.get("coarse_to_fine") or []]}
 
 
 def main() -> None:
