@@ -374,8 +374,14 @@ def test_two_ddp_processes_train_the_prior_of_one_process(trained, tmp_path):
     from safetensors.torch import load_file
 
     a, b = (load_file(tmp_path / name / "checkpoints" / "last" / WEIGHTS_NAME) for name in ("one", "two"))
-    assert all(torch.allclose(a[key], b[key], atol=1e-5) for key in a)
-    # each process alone (half the batch) would have ended elsewhere
+
+    def distance(x, y):  # largest difference of any parameter
+        return max((x[key] - y[key]).abs().max().item() for key in x)
+
+    # not bit-exact: the all-reduce sums in another order, and Adam at lr 1e-2 scales a near-zero
+    # gradient's rounding up to its step (3e-5 measured on one CPU)
+    assert distance(a, b) < 1e-3
+    # each process alone (half the batch) would have ended elsewhere, far from both
     assert cli("prior", "train", "--run", run, "--out", tmp_path / "half", *settings, "train.batch_size=4") == 0
     half = load_file(tmp_path / "half" / "checkpoints" / "last" / WEIGHTS_NAME)
-    assert not all(torch.allclose(a[key], half[key], atol=1e-5) for key in a)
+    assert distance(a, half) > 10 * distance(a, b)
