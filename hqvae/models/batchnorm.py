@@ -7,7 +7,8 @@ after the quantizer see inputs with another mean and variance than the ones they
 with. A VQ layer decodes its nearest code in both modes, so its statistics differ only by the
 running average's lag. Recomputing the statistics on eval-mode forwards over training data
 (the "BN recalibration" of network compression and architecture search) changes no trained
-parameter; measured in ``benchmarks/bn_recalibration.py`` for both kinds.
+parameter; measured in ``benchmarks/bn_recalibration.py`` for both kinds. (``torch.optim.swa_utils.update_bn``
+does the same averaging but puts the whole model in training mode, where SQ layers sample.)
 """
 from __future__ import annotations
 
@@ -51,7 +52,9 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> 
         for m, (momentum, mean, var, count) in zip(layers, saved):
             m.momentum = momentum
             if not done:  # an empty iterable or an error: the statistics as they were
-                m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(count)
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
         for m, training in flags.items():
             m.train(training)
     return items
