@@ -2,15 +2,16 @@
 
 A trained model's BatchNorm running statistics are averages over training forwards; an SQ model's
 training forward decodes relaxed samples, its evaluation argmax codes (``hqvae.models.batchnorm``).
-This loads each run's checkpoint, evaluates it on the test split as trained, recomputes every
-BatchNorm layer's statistics with ``hqvae.models.recalibrate_batchnorm`` on ``--batches`` random
-training batches (seeded, the run's training data; no label, no test item), and evaluates again.
+This loads each run's checkpoint, evaluates it on ``--split`` as trained, recomputes every
+BatchNorm layer's statistics as training's last step does (``hqvae.train.tokenizer.recalibrate``:
+``--batches`` random training batches of ``--batch-size``, seeded by the run's seed; no label, no
+test item), and evaluates again.
 No trained parameter changes; the codes change only where a BatchNorm layer sits before a
 quantizer (the encoder's, a hierarchical model's merge of the coarser decode), so the information
 per layer is measured again. Both models of a pair get the same treatment: a VQ model decodes its
 argmax code in training too, so its change is only the running average's lag.
 
-    python benchmarks/bn_recalibration.py --runs RUN [RUN ...] --batches 100 --threads 1 \\
+    python benchmarks/bn_recalibration.py --runs RUN [RUN ...] --split val|test --threads 1 \\
         --out benchmarks/results/bn-recalibration-<name>.json
 """
 from __future__ import annotations
@@ -29,26 +30,22 @@ from decoder_refit import summary  # noqa: E402
 
 from hqvae.evaluate import evaluate  # noqa: E402
 from hqvae.io import atomic_write_json  # noqa: E402
-from hqvae.models import recalibrate_batchnorm  # noqa: E402
 from hqvae.runs import load_run_data, open_run  # noqa: E402
-from hqvae.train.performance import channels_last, channels_last_batch  # noqa: E402
+from hqvae.train.config import TrainConfig  # noqa: E402
+from hqvae.train.performance import channels_last  # noqa: E402
+from hqvae.train.tokenizer import recalibrate  # noqa: E402
 from hqvae.train.run_info import git_commit, now  # noqa: E402
-
-
-def training_batches(train_set, count: int, batch_size: int, seed: int):
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(count):
-        x, _ = train_set.get_batch(torch.randint(len(train_set), (batch_size,), generator=generator))
-        yield channels_last_batch(x)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", required=True, help="run folders (hqvae train, or the claims benchmark's)")
     parser.add_argument("--checkpoint", default="last", choices=["best", "last"])
-    parser.add_argument("--batches", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batches", type=int, default=200, help="as train.recalibrate_batchnorm")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=None, help="default: the run's train.seed, as training does")
+    parser.add_argument("--split", default="test", choices=["val", "test"],
+                        help="the split evaluated before and after (val: for choosing a default)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -58,21 +55,24 @@ def main() -> None:
     for path in args.runs:
         opened = open_run(path, args.checkpoint)
         model = channels_last(opened.model)
-        train_set, test_set = (load_run_data(opened.info, split) for split in ("train", "test"))
+        train_set, test_set = (load_run_data(opened.info, split) for split in ("train", args.split))
         before = summary(evaluate(model, test_set, batch_size=256))
         start = time.perf_counter()
-        items = recalibrate_batchnorm(model, training_batches(train_set, args.batches, args.batch_size, args.seed))
+        config = TrainConfig.from_dict(opened.info.config)
+        config.train.recalibrate_batchnorm, config.train.batch_size = args.batches, args.batch_size
+        config.train.seed = config.train.seed if args.seed is None else args.seed
+        items = recalibrate(model, train_set, config, torch.device("cpu"))
         seconds = time.perf_counter() - start
         after = summary(evaluate(model, test_set, batch_size=256))
         rows.append({"run": path, "model": opened.info.config["model"]["name"], "step": opened.info.step,
-                     "seed": opened.info.config["train"]["seed"],
+                     "seed": opened.info.config["train"]["seed"], "recalibration_seed": config.train.seed,
                      "rate_weight": getattr(getattr(model, "config", None), "rate_weight", None),
                      "recalibration_items": items,
-                     "test_as_trained": before, "test_recalibrated": after, "recalibration_seconds": seconds})
-        print(f"{path}: test RMSE {before['rmse']:.5f} -> {after['rmse']:.5f} ({seconds:.0f} s)", flush=True)
+                     f"{args.split}_as_trained": before, f"{args.split}_recalibrated": after, "recalibration_seconds": seconds})
+        print(f"{path}: {args.split} RMSE {before['rmse']:.5f} -> {after['rmse']:.5f} ({seconds:.0f} s)", flush=True)
     atomic_write_json(args.out, portable({
         "benchmark": "BatchNorm statistics recomputed on the model's argmax decodes (no parameter changes)",
-        "data": test_set.description, "split": "test",
+        "data": test_set.description, "split": args.split,
         "recalibration": {"batches": args.batches, "batch_size": args.batch_size, "seed": args.seed,
                           "data": "training split, uniform random items"},
         "commit": git_commit(), "date": now(), "machine": platform.processor() or platform.machine(),

@@ -45,7 +45,7 @@ from hqvae.evaluate import evaluate
 from hqvae.io import atomic_write_bytes, atomic_write_json
 from hqvae.models import ModelConfig, model_config
 from hqvae.train.config import TrainConfig, apply_overrides
-from hqvae.train.tokenizer import train
+from hqvae.train.tokenizer import recalibrate_run, train
 from hqvae.train.run_dir import RunDir
 from hqvae.train.run_info import git_commit, now
 from hqvae.train.schedules import default_temperature_decay
@@ -179,6 +179,9 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
         record = json.loads(record_path.read_text())
         if same_config(record.get("config") or {}, config.to_dict()) and builds_the_same_model(out, config):
             print(f"  {dataset} {model} seed {seed}: finished earlier, reusing {record_path}", flush=True)
+            if not recalibrated_as_configured(record, config):
+                record = recalibrate_record(record, out, config, device, test_set)
+                atomic_write_json(record_path, record)
             return record
     curve_set = test_set.evenly_spaced(CURVE_TEST_ITEMS)
     curve, train_seconds, resume = [], 0.0, False
@@ -227,10 +230,34 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
         "curve": curve,
         "final": result,
         "summary": curve[-1],
+        "batchnorm_recalibration": RunDir(out).read_info().batchnorm_recalibration,
         "run_dir": str(out),
     }
     atomic_write_json(record_path, record)
     return record
+
+
+def recalibrated_as_configured(record: dict, config: TrainConfig) -> bool:
+    """Whether a run's record (or a result file's) has the BatchNorm recalibration its config asks for
+    at its last step: a record from before ``train.recalibrate_batchnorm`` reads back with the new
+    default, which its checkpoint never had."""
+    done = record.get("batchnorm_recalibration")
+    return not config.train.recalibrate_batchnorm or (done is not None and done["step"] == record["steps"])
+
+
+def recalibrate_record(record: dict, out: Path, config: TrainConfig, device: str, test_set) -> dict:
+    """A finished run trained before the recalibration: give its checkpoint the last step the trainer
+    now ends with (``hqvae.train.tokenizer.recalibrate_run``, the same checkpoint a new run writes)
+    and evaluate it again; the curve's earlier points stay as they were measured, as trained."""
+    print(f"  {record['model']} seed {record['seed']}: trained before train.recalibrate_batchnorm, "
+          f"recalibrating its last checkpoint", flush=True)
+    info = recalibrate_run(out, device)
+    result = evaluate(RunDir(out).load_model("last", device=device), test_set, batch_size=256)
+    last = {**record["curve"][-1], "test_items": result["data"]["items"], **summary_of(result)}
+    return {**record, "config": config.to_dict(), "final": result, "summary": last,
+            "curve": [*record["curve"][:-1], last], "batchnorm_recalibration": info.batchnorm_recalibration,
+            "recalibrated_after_training": "checkpoints/last recalibrated after training; the curve's "
+                                           "earlier points were measured as trained"}
 
 
 def same_config(a: dict, b: dict, ignore: Sequence[str] = (), budget: bool = True) -> bool:
@@ -283,6 +310,8 @@ def earlier_baseline(path: Path, dataset: str, model: str, steps: int, seed: int
             return None
         if any(layer["quantizer"] != "vq" for layer in record["final"]["layers"]):
             return None
+        if not recalibrated_as_configured(record, run_config(dataset, model, steps, seed, device, settings)):
+            return None
         for layer in record["final"]["layers"]:
             layer.setdefault("marginal_entropy_bits", layer["entropy_bits"])
             layer.setdefault("conditional_entropy_bits", 0.0)
@@ -307,7 +336,8 @@ def kept_records(path: Path, dataset: str, pairs: Sequence[tuple[str, str]], ste
         if any(record["model"] in pair for pair in pairs) or record["seed"] not in seeds:
             continue
         expected = portable(run_config(dataset, record["model"], steps, record["seed"], device, settings).to_dict())
-        if not same_config(record["config"], expected):
+        if not same_config(record["config"], expected) or not recalibrated_as_configured(
+                record, run_config(dataset, record["model"], steps, record["seed"], device, settings)):
             raise ValueError(f"--keep-from {path}: the {record['model']} seed {record['seed']} run has another "
                              f"training config than this invocation's; re-run its pair instead of keeping it")
         kept.append({**record, "kept_from": f"{path} ({earlier['command']}, commit {earlier['commit']})"})

@@ -21,7 +21,7 @@ from hqvae.quantizers import StochasticQuantizer
 from hqvae.runs import evaluate_run, open_run
 from hqvae.train import checkpoint
 from hqvae.train.config import TrainConfig, apply_overrides, load_config
-from hqvae.train.tokenizer import train
+from hqvae.train.tokenizer import recalibrate_run, train
 from hqvae.train.run_dir import RunDir
 from hqvae.train.run_info import RUN_INFO_VERSION, RUN_KIND
 from hqvae.train.sampler import StepSampler
@@ -105,6 +105,7 @@ def test_yaml_overrides_and_yaml12_floats(tmp_path):
     ("optim.lr", "expected section.key=value"),
     ("train.steps=0", "train.steps must be ≥ 1"),
     ("temperature.hard_from=-1", "temperature.hard_from must be ≥ 0 or null"),
+    ("train.recalibrate_batchnorm=-1", "train.recalibrate_batchnorm must be ≥ 0"),
 ])
 def test_bad_overrides_are_rejected_with_the_valid_choices(override, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("[", r"\[")):
@@ -542,3 +543,44 @@ def test_hard_from_switches_the_sq_layers_to_the_straight_through_variant(image_
     assert main(["train", "--config", str(REPO / "configs/fashion_mnist.yaml"), "--out", str(tmp_path / "run"),
                  *tiny_overrides(image_folder, steps=4, **{"temperature.hard_from": 2})]) == 0
     assert calls[-8:] == [False, False, False, False, True, True, True, True]  # 2 SQ layers, steps 0..3
+
+
+STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def test_training_ends_with_batchnorm_statistics_of_argmax_decodes(image_folder, tmp_path):
+    """train.recalibrate_batchnorm: after the last step every BatchNorm layer's statistics are
+    recomputed and run.json says so; no trained parameter changes; the final validation sees them;
+    and recalibrate_run on a run trained without it writes the same checkpoint."""
+    plain, ending = tmp_path / "plain", tmp_path / "ending"
+    train(tiny_config(image_folder, steps=6, **{"train.recalibrate_batchnorm": 0}), plain)
+    train(tiny_config(image_folder, steps=6, **{"train.recalibrate_batchnorm": 3}), ending)
+    assert RunDir(plain).read_info().batchnorm_recalibration is None
+    assert RunDir(ending).read_info().batchnorm_recalibration == {"step": 6, "items": 3 * 8}
+
+    a, b = last_weights(plain), last_weights(ending)
+    statistics = [name for name in a if name.endswith(STATISTICS)]
+    assert len(statistics) > 10
+    assert_bitwise_equal({k: v for k, v in a.items() if k not in statistics},
+                         {k: v for k, v in b.items() if k not in statistics})
+    assert all(b[name].item() == 3 for name in statistics if name.endswith("num_batches_tracked"))
+    moved = [name for name in statistics if name.endswith("running_var") and not torch.allclose(a[name], b[name])]
+    assert len(moved) > len(statistics) // 6  # most layers' variances (a third of the names are variances)
+    final_val = [list(RunDir(run).read_metrics("val"))[-1] for run in (plain, ending)]
+    assert final_val[0]["step"] == final_val[1]["step"] == 6 and final_val[0]["rmse"] != final_val[1]["rmse"]
+
+    info = recalibrate_run(plain, batches=3)
+    assert info.batchnorm_recalibration == {"step": 6, "items": 3 * 8}
+    assert info.config["train"]["recalibrate_batchnorm"] == 3 and RunDir(plain).read_info() == info
+    assert_bitwise_equal(last_weights(plain), b)
+    assert torch.load(RunDir(plain).train_state_file, weights_only=True)["step"] == 6  # the state kept
+
+
+def test_recalibrate_run_refuses_an_unfinished_run(image_folder, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        crash_at_step(patch, 5)
+        with pytest.raises(Crash):
+            train(tiny_config(image_folder, steps=6), out)
+    with pytest.raises(ValueError, match="not a finished run"):
+        recalibrate_run(out)

@@ -116,6 +116,11 @@ class LoopConfig:
     val_batches: validate on this many batches of evenly spaced items of the val split;
         null: the whole split.
     checkpoint_every: save ``checkpoints/last`` every this many steps and at the end.
+    recalibrate_batchnorm: after the last step, replace every BatchNorm layer's running statistics
+        by their average over this many random training batches (of batch_size items) forwarded
+        in eval mode, each quantizer decoding its argmax code (``hqvae.models.recalibrate_batchnorm``:
+        an SQ layer's training forwards decode relaxed samples, which its evaluation does not);
+        0: keep the running averages of the training forwards.
     """
 
     steps: int | None = None
@@ -129,10 +134,11 @@ class LoopConfig:
     val_every: int = 1000
     val_batches: int | None = None
     checkpoint_every: int = 1000
+    recalibrate_batchnorm: int = 200
 
     ranges = {"steps": AT_LEAST_ONE, "epochs": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE, "log_every": AT_LEAST_ONE,
               "val_every": (lambda v: v >= 0, "≥ 0 (0: no validation)"), "val_batches": AT_LEAST_ONE,
-              "checkpoint_every": AT_LEAST_ONE}
+              "checkpoint_every": AT_LEAST_ONE, "recalibrate_batchnorm": NON_NEGATIVE}
 
 
 @dataclass

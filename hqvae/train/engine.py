@@ -11,6 +11,7 @@ and model, takes a step, validates and describes its run (:class:`Task`); :func:
     setup       the task's (seed, data, model, optimiser); DDP-wrapped when W > 1; on resume:
                 optimiser, RNG states and step from checkpoints/last, each file checked first
     each step   the task's step; its values are kept on the device (no synchronisation)
+    after the last step: the task's finish_training (the tokenizer's BatchNorm recalibration)
     every log_every steps (and before validating / saving): one synchronisation; non-finite
                 losses or parameters stop the run (status "stopped_nan", the last checkpoint is
                 kept as it was); otherwise a train record
@@ -65,6 +66,8 @@ class Task:
     train_record(done, means, steps, seconds, wall) -> dict   metrics.jsonl's train record
     postfix(record) -> str        the progress bar's text
     validate(done) -> (value, record) | None   every rank calls it; rank 0 gets the value (lower is better)
+    finish_training(done, info)   after the last step, before its validation and checkpoint (every
+                                  rank); may record what it did in ``info`` (run.json)
 
     ``best_key`` names the validation value in run.json's best, ``command`` the command that
     continues the run, ``weights_name`` the weights file of a checkpoint.
@@ -73,6 +76,9 @@ class Task:
     command = "hqvae train"
     best_key = "val_loss"
     weights_name = "model.safetensors"
+
+    def finish_training(self, done: int, info: RunInfo) -> None:
+        """Nothing by default."""
 
 
 def fit(task: Task, out: str | os.PathLike, *, resume: bool = False, force: bool = False) -> RunInfo:
@@ -153,6 +159,8 @@ def fit(task: Task, out: str | os.PathLike, *, resume: bool = False, force: bool
                         logger.log(record)
                         if progress is not None:
                             progress.set_postfix_str(task.postfix(record), refresh=False)
+                if done == total_steps:
+                    task.finish_training(done, info)
                 if validate_now:
                     result = task.validate(done)
                     if result is not None:

@@ -29,7 +29,9 @@ class RunInfo:
 
     status: "running" | "finished" | "interrupted" | "stopped_nan" | "failed", with ``message``;
     step: steps of checkpoints/last; best: the checkpoints/best step and its validation value;
-    data: {"train", "val"} descriptions; model_type / model_config: the tokenizer (runs only).
+    data: {"train", "val"} descriptions; model_type / model_config: the tokenizer (runs only);
+    batchnorm_recalibration: {"step", "items"} of the last BatchNorm recalibration (runs only, see
+    ``train.recalibrate_batchnorm``): checkpoints/last carries it when its step is ``step``.
     """
 
     version: int = RUN_INFO_VERSION
@@ -53,6 +55,7 @@ class RunInfo:
     started_at: str | None = None
     updated_at: str | None = None
     resumed_at_steps: list[int] = field(default_factory=list)
+    batchnorm_recalibration: dict | None = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:

@@ -6,6 +6,8 @@
                 its terms and logs are kept on the device (no synchronisation)
     validation  the deterministic quantiser over the val set (every rank its shard): loss and terms,
                 RMSE / PSNR, perplexity and usage of each layer's codes
+    after the last step (before its validation and checkpoint): BatchNorm statistics of argmax
+                decodes over ``train.recalibrate_batchnorm`` random training batches (:func:`recalibrate`)
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from hqvae.data.loader import batches
 from hqvae.data.splits import evenly_spaced_indices
 from hqvae.distributed import all_reduce, broadcast_
 from hqvae.metrics import CodebookUsage, ReconstructionMetrics
-from hqvae.models import create_model, evaluating
+from hqvae.models import create_model, evaluating, recalibrate_batchnorm
+from hqvae.models.batchnorm import BATCHNORM
 from hqvae.train import checkpoint, rng
 from hqvae.train.config import TrainConfig
 from hqvae.train.engine import Task, check_batch_size, fit
@@ -128,6 +131,13 @@ class TokenizerTask(Task):
                 parts.append(f"{label}=" + "/".join(values))
         return " ".join([*parts, f"{record['img_per_s']:.0f} img/s"])
 
+    def finish_training(self, done: int, info: RunInfo) -> None:
+        """The BatchNorm statistics of what evaluation decodes (:func:`recalibrate`), recorded in run.json."""
+        if self.config.train.recalibrate_batchnorm:
+            items = recalibrate(self.raw_model, self.train_set, self.config, self.procs.device,
+                                self.procs.rank, self.procs.world_size)
+            info.batchnorm_recalibration = {"step": done, "items": items}
+
     def validate(self, done: int) -> tuple[float, dict]:
         """The val loss and record (hqvae.train.run_dir), over all ranks' shards, loss and terms weighted
         by batch size; every rank takes rank 0's buffers first, as BatchNorm statistics drift apart
@@ -166,6 +176,63 @@ class TokenizerTask(Task):
             record[f"usage/{layer}"] = accumulator.usage()
         record["items"] = items
         return loss, record
+
+
+def recalibrate(model: torch.nn.Module, train_set, config: TrainConfig, device: torch.device,
+                rank: int = 0, world_size: int = 1) -> int:
+    """Recompute ``model``'s BatchNorm running statistics on ``config.train.recalibrate_batchnorm``
+    batches of ``config.train.batch_size`` training items drawn uniformly (this rank's share: its own
+    batch_size / W items per batch, from a generator seeded by train.seed + rank), forwarded in eval
+    mode (``hqvae.models.recalibrate_batchnorm``), then averaged over the W ranks. Returns the number
+    of items seen over all ranks (0: the model has no BatchNorm, nothing changed). Measured in
+    ``benchmarks/bn_recalibration.py``; every rank must call it.
+    """
+    train = config.train
+    rank_batch = check_batch_size(train.batch_size, world_size)
+    generator = torch.Generator().manual_seed(train.seed + rank)
+
+    def draws():
+        for _ in range(train.recalibrate_batchnorm):
+            x, _ = train_set.get_batch(torch.randint(len(train_set), (rank_batch,), generator=generator), device=device)
+            yield channels_last_batch(x) if train.channels_last else x
+
+    items = recalibrate_batchnorm(model, draws())
+    if world_size > 1 and items:  # the mean of the ranks' averages: every rank ends with the same statistics
+        for module in model.modules():
+            if isinstance(module, BATCHNORM) and module.track_running_stats:
+                for buffer in (module.running_mean, module.running_var):
+                    buffer.copy_(all_reduce(buffer) / world_size)
+    return items * world_size
+
+
+def recalibrate_run(out: str | os.PathLike, batches: int | None = None, device: str = "cpu") -> RunInfo:
+    """Give a finished run trained before ``train.recalibrate_batchnorm`` (or with it 0) what its last
+    step now does: :func:`recalibrate` on checkpoints/last (one process) with ``batches`` batches (None:
+    its config's setting, the default 200 when the run predates it), written back atomically with its
+    training state; run.json records them (``batchnorm_recalibration`` and the config's setting). For
+    a run trained in one process this is the checkpoint the current trainer writes with that setting
+    (the statistics depend only on the final weights and the seeded batches). Returns run.json.
+    """
+    run = RunDir(out)
+    info = run.read_info()
+    if info.status != "finished":
+        raise ValueError(f"{run.root} is not a finished run (status {info.status}); finish it first")
+    config = TrainConfig.from_dict(info.config)
+    if batches is not None:
+        config.train.recalibrate_batchnorm = batches
+    info.config = {**info.config, "train": {**info.config["train"],
+                                            "recalibrate_batchnorm": config.train.recalibrate_batchnorm}}
+    config.train.val_every = 0  # the training split only
+    model = checkpoint.load_model(run, torch.device(device))
+    if config.train.channels_last:
+        channels_last(model)
+    train_set, _ = load_data(config)
+    items = recalibrate(model, train_set, config, torch.device(device))
+    checkpoint.stage(run, "last", model, checkpoint.load_train_state(run))
+    checkpoint.commit(run, "last")
+    info.batchnorm_recalibration = {"step": info.step, "items": items}
+    run.write_info(info)
+    return info
 
 
 def load_data(config: TrainConfig):
