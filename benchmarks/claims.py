@@ -256,6 +256,7 @@ def recalibrate_record(record: dict, out: Path, config: TrainConfig, device: str
     last = {**record["curve"][-1], "test_items": result["data"]["items"], **summary_of(result)}
     return {**record, "config": config.to_dict(), "final": result, "summary": last,
             "curve": [*record["curve"][:-1], last], "batchnorm_recalibration": info.batchnorm_recalibration,
+            "run_dir": str(out),
             "recalibrated_after_training": "checkpoints/last recalibrated after training; the curve's "
                                            "earlier points were measured as trained"}
 
