@@ -548,10 +548,10 @@ def test_hard_from_switches_the_sq_layers_to_the_straight_through_variant(image_
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def test_training_ends_with_batchnorm_statistics_of_argmax_decodes(image_folder, tmp_path):
+def test_training_ends_with_batchnorm_statistics_of_argmax_decodes(image_folder, tmp_path, capsys):
     """train.recalibrate_batchnorm: after the last step every BatchNorm layer's statistics are
     recomputed and run.json says so; no trained parameter changes; the final validation sees them;
-    and recalibrate_run on a run trained without it writes the same checkpoint."""
+    and ``hqvae recalibrate`` (recalibrate_run) of a run trained without it writes the same checkpoint."""
     plain, ending = tmp_path / "plain", tmp_path / "ending"
     train(tiny_config(image_folder, steps=6, **{"train.recalibrate_batchnorm": 0}), plain)
     train(tiny_config(image_folder, steps=6, **{"train.recalibrate_batchnorm": 3}), ending)
@@ -569,9 +569,13 @@ def test_training_ends_with_batchnorm_statistics_of_argmax_decodes(image_folder,
     final_val = [list(RunDir(run).read_metrics("val"))[-1] for run in (plain, ending)]
     assert final_val[0]["step"] == final_val[1]["step"] == 6 and final_val[0]["rmse"] != final_val[1]["rmse"]
 
-    info = recalibrate_run(plain, batches=3)
+    assert main(["recalibrate", "--run", str(plain), "--batches", "0"]) == 2
+    assert "--batches must be at least 1" in capsys.readouterr().err
+    assert main(["recalibrate", "--run", str(plain), "--batches", "3", "--device", "cpu"]) == 0
+    assert "recomputed on 24 training items" in capsys.readouterr().out
+    info = RunDir(plain).read_info()
     assert info.batchnorm_recalibration == {"step": 6, "items": 3 * 8}
-    assert info.config["train"]["recalibrate_batchnorm"] == 3 and RunDir(plain).read_info() == info
+    assert info.config["train"]["recalibrate_batchnorm"] == 3
     assert_bitwise_equal(last_weights(plain), b)
     assert torch.load(RunDir(plain).train_state_file, weights_only=True)["step"] == 6  # the state kept
 

@@ -5,6 +5,7 @@
     hqvae encode --run runs/<name> --out codes.safetensors
     hqvae decode --run runs/<name> --codes codes.safetensors --out images/
     hqvae report --run runs/<a> runs/<b> --out report/
+    hqvae recalibrate --run runs/<name>   (a run trained before training recalibrated BatchNorm)
     hqvae prior train --run runs/<name> --out priors/<name> [key=value ...]
     hqvae prior eval  --prior priors/<name>
     hqvae sample --prior priors/<name> --num 64 --out samples/
@@ -31,6 +32,7 @@ COMMANDS = {  # name -> (module, one-line help)
     "encode": ("hqvae.cli.encode", "encode a dataset split to codes"),
     "decode": ("hqvae.cli.decode", "decode a codes file to images or audio"),
     "report": ("hqvae.cli.report", "an HTML and Markdown report comparing runs"),
+    "recalibrate": ("hqvae.cli.recalibrate", "recompute a run's BatchNorm statistics as training now ends"),
     "prior": ("hqvae.cli.prior", "train (prior train) or evaluate (prior eval) an autoregressive prior over a run's codes"),
     "sample": ("hqvae.cli.sample", "draw new images (or audio) from a prior"),
     "compress": ("hqvae.cli.compress", "range-code images or codes with a prior into a .hqz file"),

@@ -205,11 +205,13 @@ def recalibrate(model: torch.nn.Module, train_set, config: TrainConfig, device: 
     return items * world_size
 
 
-def recalibrate_run(out: str | os.PathLike, batches: int | None = None, device: str = "cpu") -> RunInfo:
+def recalibrate_run(out: str | os.PathLike, batches: int | None = None, device: str = "cpu",
+                    data_root: str | None = None) -> RunInfo:
     """Give a finished run trained before ``train.recalibrate_batchnorm`` (or with it 0) what its last
     step now does: :func:`recalibrate` on checkpoints/last (one process) with ``batches`` batches (None:
     its config's setting, the default 200 when the run predates it), written back atomically with its
-    training state; run.json records them (``batchnorm_recalibration`` and the config's setting). For
+    training state; run.json records them (``batchnorm_recalibration`` and the config's setting);
+    ``data_root`` replaces the recorded data root (a run moved to another machine). For
     a run trained in one process this is the checkpoint the current trainer writes with that setting
     (the statistics depend only on the final weights and the seeded batches). Returns run.json.
     """
@@ -223,6 +225,8 @@ def recalibrate_run(out: str | os.PathLike, batches: int | None = None, device: 
     info.config = {**info.config, "train": {**info.config["train"],
                                             "recalibrate_batchnorm": config.train.recalibrate_batchnorm}}
     config.train.val_every = 0  # the training split only
+    if data_root is not None:
+        config.data.root = data_root
     model = checkpoint.load_model(run, torch.device(device))
     if config.train.channels_last:
         channels_last(model)
