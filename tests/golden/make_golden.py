@@ -1,8 +1,6 @@
-"""Golden values of every registered model, pinned before the issue-12 refactor (and changed twice
-since, each time only where a default intentionally changed, checked key by key: the registry's rate
-weight of ``rsqvae``, issue 11 — only the ``rsqvae/...`` values; training's final BatchNorm
-recalibration, issue 18 — only the running statistics of ``train_run/...``, 105 tensors, written into
-the earlier file so that no other value moved with the machine that regenerated it).
+"""Golden values of every registered model, pinned before the issue-12 refactor (and rewritten once
+since, for the one intended change: the registry's rate weight of ``rsqvae``, issue 11 — only the
+``rsqvae/...`` values changed).
 
     OMP_NUM_THREADS=1 .venv/bin/python tests/golden/make_golden.py      # rewrites tests/fixtures/golden.safetensors + golden.json
 
@@ -22,7 +20,8 @@ PQ-VAE: L = 3, G = 2, K = 8, d_c = 4) built under a fixed seed, and one fixed in
                        every tensor of checkpoints/last/model.safetensors after 5 steps of
                        ``hqvae.train.tokenizer.train`` (batch 8, CPU, fp32) on a generated folder of
                        48 greyscale 16×16 images, for one SQ model (hqvae: injected + residual
-                       SQ layers) and one VQ model (rqvae: residual EMA VQ)
+                       SQ layers) and one VQ model (rqvae: residual EMA VQ), without the final BatchNorm
+                       recalibration (train.recalibrate_batchnorm=0, see the settings below)
 
 ``tests/test_golden.py`` recomputes all of it and compares it with the stored tensors within the
 tolerances of ``tests/golden/compare.py``, measured across CPU kernel selections by
@@ -146,6 +145,10 @@ def train_run_values(model: str, images: Path, work: Path) -> dict[str, torch.Te
         "train.val_every": TRAIN_STEPS, "train.checkpoint_every": TRAIN_STEPS, "train.device": "cpu",
         "train.seed": 0, "logging.progress": "false",
         "temperature.decay": 0.1,
+        # the final BatchNorm recalibration averages statistics of argmax decodes: after 5 steps a
+        # near-tie code flips with the CPU's kernels and moves a layer's statistics by 2-3% of their scale
+        # (ATEN_CPU_CAPABILITY=default), beyond what golden values can pin; tests/test_train.py pins it
+        "train.recalibrate_batchnorm": 0,
     }
     config = load_config(None, [f"{key}={value}" for key, value in settings.items()])
     run = work / model
