@@ -120,7 +120,8 @@ class LoopConfig:
         by their average over this many random training batches (of batch_size items) forwarded
         in eval mode, each quantizer decoding its argmax code (``hqvae.models.recalibrate_batchnorm``:
         an SQ layer's training forwards decode relaxed samples, which its evaluation does not);
-        0: keep the running averages of the training forwards.
+        0: keep the running averages of the training forwards. The final validation sees the new
+        statistics; a checkpoints/best of an earlier validation keeps the ones it was validated with.
     """
 
     steps: int | None = None
