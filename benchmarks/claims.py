@@ -251,7 +251,7 @@ def recalibrate_record(record: dict, out: Path, config: TrainConfig, device: str
     and evaluate it again; the curve's earlier points stay as they were measured, as trained."""
     print(f"  {record['model']} seed {record['seed']}: trained before train.recalibrate_batchnorm, "
           f"recalibrating its last checkpoint", flush=True)
-    info = recalibrate_run(out, device)
+    info = recalibrate_run(out, device=device)
     result = evaluate(RunDir(out).load_model("last", device=device), test_set, batch_size=256)
     last = {**record["curve"][-1], "test_items": result["data"]["items"], **summary_of(result)}
     return {**record, "config": config.to_dict(), "final": result, "summary": last,
