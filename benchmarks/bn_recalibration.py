@@ -26,13 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from claims import portable  # noqa: E402
-from decoder_refit import summary  # noqa: E402
+from decoder_refit import measured, runs_as_trained  # noqa: E402
 
-from hqvae.evaluate import evaluate  # noqa: E402
 from hqvae.io import atomic_write_json  # noqa: E402
-from hqvae.runs import load_run_data, open_run  # noqa: E402
 from hqvae.train.config import TrainConfig  # noqa: E402
-from hqvae.train.performance import channels_last  # noqa: E402
 from hqvae.train.tokenizer import recalibrate  # noqa: E402
 from hqvae.train.run_info import git_commit, now  # noqa: E402
 
@@ -52,18 +49,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
-    for path in args.runs:
-        opened = open_run(path, args.checkpoint)
-        model = channels_last(opened.model)
-        train_set, test_set = (load_run_data(opened.info, split) for split in ("train", args.split))
-        before = summary(evaluate(model, test_set, batch_size=256))
-        start = time.perf_counter()
+    for path, opened, model, train_set, test_set, before in runs_as_trained(args.runs, args.checkpoint, args.split):
         config = TrainConfig.from_dict(opened.info.config)
         config.train.recalibrate_batchnorm, config.train.batch_size = args.batches, args.batch_size
         config.train.seed = config.train.seed if args.seed is None else args.seed
+        start = time.perf_counter()
         items = recalibrate(model, train_set, config, torch.device("cpu"))
         seconds = time.perf_counter() - start
-        after = summary(evaluate(model, test_set, batch_size=256))
+        after = measured(model, test_set)
         rows.append({"run": path, "model": opened.info.config["model"]["name"], "step": opened.info.step,
                      "seed": opened.info.config["train"]["seed"], "recalibration_seed": config.train.seed,
                      "rate_weight": getattr(getattr(model, "config", None), "rate_weight", None),

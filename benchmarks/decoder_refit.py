@@ -85,6 +85,22 @@ def summary(result: dict) -> dict:
             "coarse_to_fine_rmse": [row["rmse"] for row in result.get("coarse_to_fine") or []]}
 
 
+def measured(model, dataset) -> dict:
+    """:func:`summary` of ``model`` evaluated on ``dataset``."""
+    return summary(evaluate(model, dataset, batch_size=256))
+
+
+def runs_as_trained(paths, checkpoint: str, split: str = "test"):
+    """Per run folder: (path, the opened run, its model in channels-last layout, its training split,
+    its ``split``, the model's :func:`measured` summary on that split as trained) — what a benchmark
+    that changes a trained model and measures it again starts from."""
+    for path in paths:
+        opened = open_run(path, checkpoint)
+        model = channels_last(opened.model)
+        train_set, eval_set = (load_run_data(opened.info, name) for name in ("train", split))
+        yield path, opened, model, train_set, eval_set, measured(model, eval_set)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", required=True, help="run folders of hierarchical models")
@@ -98,15 +114,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
-    for path in args.runs:
-        opened = open_run(path, args.checkpoint)
-        model = channels_last(opened.model)
-        train_set, test_set = (load_run_data(opened.info, split) for split in ("train", "test"))
-        before = summary(evaluate(model, test_set, batch_size=256))
+    for path, opened, model, train_set, test_set, before in runs_as_trained(args.runs, args.checkpoint):
         start = time.perf_counter()
         trace = refit(model, train_set, args.steps, args.lr, args.seed)
         seconds = time.perf_counter() - start
-        after = summary(evaluate(model, test_set, batch_size=256))
+        after = measured(model, test_set)
         rows.append({"run": path, "model": opened.info.config["model"]["name"], "step": opened.info.step,
                      "test_before": before, "test_after": after, "train_mse_every_100": trace,
                      "refit_seconds": seconds})
