@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import hqvae
 from hqvae.models import HQVAE, LayerConfig, ModelConfig, model_config
 from hqvae.models.pretrained import model_class_for
+from hqvae.models.registry import balanced_rate_weight
 from hqvae.quantizers import ResidualQuantizer, StochasticQuantizer, VectorQuantizer
 from hqvae.quantizers.registry import SQOptions, VQOptions
 
@@ -309,7 +310,7 @@ def arelbo(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_sq_loss_is_the_sum_of_its_spec_parts(training):
-    model = tiny("sqvae2", **PUBLIC_SQ_START)
+    model = tiny("sqvae2", rate_weight=1.0, **PUBLIC_SQ_START)  # the ELBO's own terms, unweighted
     with torch.no_grad():  # distinct variances per layer: each layer must use its own
         model.groups[0].quantizer.log_s2.fill_(math.log(0.5))
         model.groups[1].quantizer.log_s2.fill_(math.log(3.0))
@@ -557,12 +558,12 @@ def test_from_pretrained_reports_missing_and_corrupt_files(tmp_path):
 @pytest.mark.parametrize(
     "name, shape, expected",
     [
-        # (C/2) / Σ_l ln K / f_l²: sqvae2 at 1×28×28 has ÷4 and ÷2 layers, K = 512
-        ("sqvae2", (1, 28, 28), 0.5 / (math.log(512) * (1 / 16 + 1 / 4))),
+        # (C/2) / Σ_l ln K / f_l²: hqvae at 1×28×28 has two layers at each of ÷4 and ÷2, K = 512
+        ("hqvae", (1, 28, 28), 0.5 / (2 * math.log(512) * (1 / 16 + 1 / 4))),
         ("rsqvae", (1, 28, 28), 0.5 / (4 * math.log(512) / 16)),
         ("rsqvae", (3, 32, 32), 1.5 / (4 * math.log(512) / 16)),
         ("sqvae", (1, 28, 28), 1.0),  # 0.5 / (ln 512 / 16) = 1.28, capped at the ELBO's 1
-        ("sqvae2", (3, 32, 32), 1.0),
+        ("hqvae", (3, 32, 32), 1.0),
         ("vqvae2", (1, 28, 28), 1.0),  # VQ-only models have no rate weight to balance
     ],
 )
@@ -571,6 +572,14 @@ def test_registry_rate_weight_balances_latent_nats_against_half_the_data_dimensi
     assert config.rate_weight == pytest.approx(min(1.0, expected), abs=5e-5)
     # a property of the channels, factors and codebooks, not of the image size (rsqvae: ÷4 up to 128)
     assert model_config("rsqvae", 1, 112).rate_weight == model_config("rsqvae", 1, 28).rate_weight
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 80, 128)])
+def test_sqvae2_rate_weight_is_the_balanced_rule_capped_at_a_quarter(shape):
+    config = model_config("sqvae2", shape[0], shape[1:])
+    balanced = balanced_rate_weight(config)  # 0.2565 at 1×28×28, 1 at 3×32×32 and 1×80×128
+    assert config.rate_weight == min(balanced, 0.25)
+    assert model_config("sqvae2", shape[0], shape[1:], rate_weight=0.7).rate_weight == 0.7
 
 
 def test_rate_weight_scales_every_latent_term_and_nothing_else():
@@ -600,6 +609,6 @@ def test_rate_weight_is_rejected_for_vq_only_models_and_must_be_positive():
 
 
 def test_configs_saved_before_the_rate_weight_load_as_the_elbo_they_were_trained_with():
-    saved = model_config("sqvae2", 1, 28).to_dict()
-    assert saved.pop("rate_weight") == pytest.approx(0.2565)
+    saved = model_config("hqvae", 1, 28).to_dict()
+    assert saved.pop("rate_weight") == pytest.approx(0.1282)
     assert ModelConfig.from_dict(saved).rate_weight == 1.0  # resume and from_pretrained keep ρ = 1

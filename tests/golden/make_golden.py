@@ -1,6 +1,7 @@
 """Golden values of every registered model, pinned before the issue-12 refactor (and rewritten once
-since, for the one intended change: the registry's rate weight of ``rsqvae``, issue 11 — only the
-``rsqvae/...`` values changed).
+since for each intended change of a default, keeping every other model's stored values: the
+registry's rate weight of ``rsqvae``, issue 11, only ``rsqvae/...`` changed; ``sqvae2``'s rate weight
+capped at 0.25, issue 18, only ``sqvae2/...`` changed, its latent terms ×0.25).
 
     OMP_NUM_THREADS=1 .venv/bin/python tests/golden/make_golden.py      # rewrites tests/fixtures/golden.safetensors + golden.json
 
