@@ -146,7 +146,7 @@ class ModelConfig(BackboneConfig):
     layers: the latent layers, coarse to fine (``LayerConfig``s, or their dicts).
     rate_weight: stochastic models: weight ρ of the latent (rate) terms, loss = ARELBO + ρ·Σ_l (layer
         loss); 1 is the ELBO. The registry sets ρ = min(1, (D/2)/Σ_l n_l ln K_l)
-        (``registry.balanced_rate_weight``). Must be 1 for VQ-only models.
+        (``registry.balanced_rate_weight``), for ``sqvae2`` at most 0.25. Must be 1 for VQ-only models.
     train_defaults: training hyperparameters a trainer may pick up (lr, batch_size, ...).
     reference: note naming the public network this configuration reproduces, if any.
     """
