@@ -193,10 +193,12 @@ def _layer(kind: str, quantizer: str, downsample: int | None = None) -> LayerCon
     return LayerConfig(kind=kind, quantizer=quantizer, downsample=downsample, options=SQ_START if quantizer == "sq" else None)
 
 
-def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides) -> ModelConfig:
+def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides,
+             max_rate_weight: float = 1.0) -> ModelConfig:
     """Injected layers at ``downsamples``, each followed by ``depth − 1`` residual layers; then size
     defaults, model-level overrides, and layer options set on every layer whose quantizer kind reads
-    them (an option no layer reads raises a ValueError)."""
+    them (an option no layer reads raises a ValueError). A stochastic model without a ``rate_weight``
+    override gets min(``max_rate_weight``, ``balanced_rate_weight``)."""
     if depth < 1:
         raise ValueError(f"depth (layers per resolution) must be ≥ 1, got {depth}")
     if not downsamples:  # two levels: (2f, f) when the size allows, else (f, f/2)
@@ -214,7 +216,7 @@ def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides) 
     layer_fields = {key: value for key, value in layer_options.items() if key in LAYER_KEYS}
     config.layers = [replace(layer, **layer_fields).with_options(layer_options) for layer in config.layers]
     if config.stochastic and "rate_weight" not in overrides:
-        config.rate_weight = balanced_rate_weight(config)
+        config.rate_weight = min(max_rate_weight, balanced_rate_weight(config))
     if "train_defaults" not in overrides:
         config.train_defaults = train_defaults(config.stochastic)
     return config
@@ -246,10 +248,8 @@ def _single_entry(name: str, quantizer: str) -> Callable:
 
 def _levels_entry(name: str, quantizer: str) -> Callable:
     def build(in_channels: int, image_size: tuple[int, int], *, downsamples: Sequence[int] | None = None, **overrides):
-        config = _pyramid(name, quantizer, in_channels, image_size, downsamples, 1, overrides)
-        if config.stochastic and "rate_weight" not in overrides:
-            config.rate_weight = min(config.rate_weight, SQ_LEVELS_MAX_RATE_WEIGHT)
-        return config
+        return _pyramid(name, quantizer, in_channels, image_size, downsamples, 1, overrides,
+                        max_rate_weight=SQ_LEVELS_MAX_RATE_WEIGHT)
 
     return build
 
