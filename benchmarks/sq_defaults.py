@@ -78,6 +78,9 @@ SETTINGS = {
     "registry-tau-official-rate0.5": START + ["temperature.decay=1e-5", "model.overrides.rate_weight=0.5"],
     "registry-tau-official-rate0.25": START + ["temperature.decay=1e-5", "model.overrides.rate_weight=0.25"],
     "registry-rate0.25": START + ["model.overrides.rate_weight=0.25"],  # with the budget's τ, at any budget
+    # a broader start (s²₀ = r × the inputs' variance; the bounded s² stays below 2·s²₀): codes that
+    # the first, sharp posteriors leave without mass are left behind when the latents contract
+    "registry-ratio4": START + ["model.overrides.init_variance_ratio=4"],
     # the straight-through variant: from step N on, training decodes the argmax code (``temperature.hard_from``)
     "registry-tau-official-hard12000": START + ["temperature.decay=1e-5", "temperature.hard_from=12000"],
     "registry-tau-official-hard0": START + ["temperature.decay=1e-5", "temperature.hard_from=0"],
@@ -110,6 +113,7 @@ def run_one(dataset: str, setting: str, model: str, seed: int, steps: int, runs:
             "rmse": result["reconstruction"]["rmse"], "psnr": result["reconstruction"]["psnr"],
             "ssim": result["reconstruction"].get("ssim"),
             "perplexity": [layer["perplexity"] for layer in result["layers"]],
+            "usage": [layer["usage"] for layer in result["layers"]],
             "information_bits_per_item": [layer.get("information_bits_per_item") for layer in result["layers"]],
             "information_bits": [layer.get("information_bits") for layer in result["layers"]],
             "conditional_entropy_bits": [layer.get("conditional_entropy_bits") for layer in result["layers"]],
@@ -135,18 +139,21 @@ def elbo_balance(result: dict) -> dict:
 def table(records: list[dict]) -> str:
     """Mean ± spread over seeds per (model, setting)."""
     lines = ["| model | setting | seeds | val RMSE (per seed) | least-informative layer, bits/item | "
-             "perplexity per layer | final s² per layer |", "|---|---|---|---|---|---|---|"]
+             "perplexity per layer | codes in use per layer | final s² per layer |", "|---|---|---|---|---|---|---|---|"]
     keys = sorted({(r["model"], r["setting"]) for r in records}, key=lambda k: (k[0], list(SETTINGS).index(k[1])))
     for model, setting in keys:
         rows = sorted((r for r in records if (r["model"], r["setting"]) == (model, setting)), key=lambda r: r["seed"])
         rmse = sum(r["val"]["rmse"] for r in rows) / len(rows)
         least = [min(b for b in r["val"]["information_bits_per_item"]) for r in rows]
         perplexity = [sum(r["val"]["perplexity"][i] for r in rows) / len(rows) for i in range(len(rows[0]["val"]["perplexity"]))]
+        usage = ([sum(r["val"]["usage"][i] for r in rows) / len(rows) for i in range(len(rows[0]["val"]["usage"]))]
+                 if all("usage" in r["val"] for r in rows) else None)  # records from before it was kept: –
         variance = rows[0]["trace"]["records"][-1].get("variance", {}) if rows[0]["trace"]["records"] else {}
         lines.append(
             f"| {model} | {setting} | {','.join(str(r['seed']) for r in rows)} | {rmse:.4f} "
             f"({' / '.join(format(r['val']['rmse'], '.4f') for r in rows)}) | {sum(least) / len(least):.0f} | "
-            f"{' / '.join(f'{p:.0f}' for p in perplexity)} | {' / '.join(f'{v:.3g}' for v in variance.values())} |")
+            f"{' / '.join(f'{p:.0f}' for p in perplexity)} | {' / '.join(f'{u:.2f}' for u in usage) if usage else '–'} | "
+            f"{' / '.join(f'{v:.3g}' for v in variance.values())} |")
     return "\n".join(lines) + "\n"
 
 
