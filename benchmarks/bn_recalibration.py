@@ -16,7 +16,6 @@ argmax code in training too, so its change is only the running average's lag.
 """
 from __future__ import annotations
 
-import argparse
 import platform
 import sys
 import time
@@ -26,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from claims import portable  # noqa: E402
-from decoder_refit import measured, runs_as_trained  # noqa: E402
+from decoder_refit import measured, parse_run_arguments, run_arguments, runs_as_trained  # noqa: E402
 
 from hqvae.io import atomic_write_json  # noqa: E402
 from hqvae.train.config import TrainConfig  # noqa: E402
@@ -35,19 +34,13 @@ from hqvae.train.run_info import git_commit, now  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", required=True, help="run folders (hqvae train, or the claims benchmark's)")
-    parser.add_argument("--checkpoint", default="last", choices=["best", "last"])
+    parser = run_arguments(__doc__, "run folders (hqvae train, or the claims benchmark's)")
     parser.add_argument("--batches", type=int, default=200, help="as train.recalibrate_batchnorm")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=None, help="default: the run's train.seed, as training does")
     parser.add_argument("--split", default="test", choices=["val", "test"],
                         help="the split evaluated before and after (val: for choosing a default)")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_run_arguments(parser)
     rows = []
     for path, opened, model, train_set, test_set, before in runs_as_trained(args.runs, args.checkpoint, args.split):
         config = TrainConfig.from_dict(opened.info.config)

@@ -26,7 +26,6 @@ code to the used codes' centroid — medians over the used and over the unused c
 """
 from __future__ import annotations
 
-import argparse
 import platform
 import sys
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from claims import portable  # noqa: E402
+from decoder_refit import parse_run_arguments, run_arguments  # noqa: E402
 
 from hqvae.io import atomic_write_json  # noqa: E402
 from hqvae.quantizers import StochasticQuantizer  # noqa: E402
@@ -135,17 +135,11 @@ def gradient_report(opened, train_set, quantizers: list, used: list[torch.Tensor
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", required=True, help="run folders of hierarchical SQ models")
-    parser.add_argument("--checkpoint", default="last", choices=["best", "last"])
+    parser = run_arguments(__doc__, "run folders of hierarchical SQ models")
     parser.add_argument("--split", default="test")
     parser.add_argument("--gradient-batches", type=int, default=0,
                         help="measure the codes' gradients over this many training batches (0: skip)")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_run_arguments(parser)
     rows = []
     for path in args.runs:
         opened = open_run(path, args.checkpoint)

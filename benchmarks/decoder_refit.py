@@ -101,18 +101,30 @@ def runs_as_trained(paths, checkpoint: str, split: str = "test"):
         yield path, opened, model, train_set, eval_set, measured(model, eval_set)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", required=True, help="run folders of hierarchical models")
+def run_arguments(description: str, runs_help: str = "run folders of hierarchical models") -> argparse.ArgumentParser:
+    """The options of a benchmark over trained runs: --runs, --checkpoint, --threads, --out."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", required=True, help=runs_help)
     parser.add_argument("--checkpoint", default="last", choices=["best", "last"])
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", required=True)
+    return parser
+
+
+def parse_run_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, and apply --threads."""
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> None:
+    parser = run_arguments(__doc__)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parse_run_arguments(parser)
     rows = []
     for path, opened, model, train_set, test_set, before in runs_as_trained(args.runs, args.checkpoint):
         start = time.perf_counter()

@@ -81,6 +81,13 @@ SETTINGS = {
     # a broader start (s²₀ = r × the inputs' variance; the bounded s² stays below 2·s²₀): codes that
     # the first, sharp posteriors leave without mass are left behind when the latents contract
     "registry-ratio4": START + ["model.overrides.init_variance_ratio=4"],
+    # the codebooks' Adam β2: with 0.999, √v̂ remembers a code's early gradients for thousands of
+    # steps, so a code that lost its posterior mass moves at ~1e-4 of the lr (benchmarks/dead_codes.py)
+    "registry-codebook-beta2-0.99": START + ["optim.codebook_beta2=0.99"],
+    # the codebooks' learning rate: codes die in the first ~200 steps, when the latents move faster
+    # than the codes that should follow them
+    "registry-codebook-lr3": START + ["optim.codebook_lr_scale=3"],
+    "registry-codebook-lr10": START + ["optim.codebook_lr_scale=10"],
     # the straight-through variant: from step N on, training decodes the argmax code (``temperature.hard_from``)
     "registry-tau-official-hard12000": START + ["temperature.decay=1e-5", "temperature.hard_from=12000"],
     "registry-tau-official-hard0": START + ["temperature.decay=1e-5", "temperature.hard_from=0"],

@@ -195,6 +195,27 @@ def test_learning_rate_warmup_and_cosine():
     assert {learning_rate(step, constant, 10) for step in range(10)} == {1.0}
 
 
+def test_codebook_settings_give_the_codebooks_their_own_adam_group():
+    from hqvae.train.optim import build_optimizer
+    model = hqvae.create_model("sqvae2", in_channels=1, image_size=28, hidden=8)
+    codebooks = {id(q.weight) for q in model.modules() if isinstance(q, StochasticQuantizer)}
+    plain = build_optimizer(model, load_config(None, ["optim.lr=1e-3"]).optim)
+    assert len(plain.param_groups) == 2  # the layout that saved optimiser states hold
+    split = build_optimizer(model, load_config(None, ["optim.lr=1e-3", "optim.codebook_beta2=0.9"]).optim)
+    *network, codebook_group = split.param_groups
+    assert {id(p) for p in codebook_group["params"]} == codebooks and codebook_group["betas"] == (0.9, 0.9)
+    assert codebook_group["lr"] == 1e-3 and codebook_group["lr_scale"] == 1.0
+    faster = build_optimizer(model, load_config(None, ["optim.lr=1e-3", "optim.codebook_lr_scale=10"]).optim)
+    assert [(g["lr"], g.get("lr_scale"), g["betas"]) for g in faster.param_groups] == [
+        (1e-3, None, (0.9, 0.999)), (1e-3, None, (0.9, 0.999)), (1e-3 * 10, 10.0, (0.9, 0.999))]
+    assert all(id(p) not in codebooks for group in network for p in group["params"])
+    assert sum(len(g["params"]) for g in split.param_groups) == sum(len(g["params"]) for g in plain.param_groups)
+    with pytest.raises(ValueError, match="optim.codebook_beta2"):
+        load_config(None, ["optim.codebook_beta2=1"])
+    with pytest.raises(ValueError, match="optim.codebook_lr_scale"):
+        load_config(None, ["optim.codebook_lr_scale=0"])
+
+
 def test_temperature_schedule():
     schedule = load_config(None, ["temperature.init=1", "temperature.decay=0.1", "temperature.min=0.5"]).temperature
     assert temperature(0, schedule) == 1.0

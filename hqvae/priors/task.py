@@ -107,7 +107,7 @@ class PriorTask(Task):
         config, device = self.config, self.procs.device
         self.lr = learning_rate(step, config.optim, config.train.steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
+            group["lr"] = self.lr * group.get("lr_scale", 1.0)
         index = self.sampler.indices(step)
         batch = self.tokens[index].to(device)
         labels = None

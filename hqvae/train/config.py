@@ -78,6 +78,10 @@ class OptimConfig:
     name: adam | adamw. lr: peak learning rate (null: the model's ``train_defaults``).
     betas, weight_decay: Adam's; weight decay applies to weight matrices, convolution kernels
         and codebooks, not to biases, normalisation parameters or SQ variances (1-D or scalar).
+    codebook_lr_scale, codebook_beta2: the learning rate of the gradient-trained codebooks (the
+        quantizers' code matrices) is ``codebook_lr_scale`` × the network's (under the same
+        schedule), and their Adam β2 ``codebook_beta2`` (null: ``betas[1]``); at 1 and null the
+        codebooks are trained like every other weight.
     grad_clip: clip the global gradient norm to this value; null: no clipping.
     schedule: constant | cosine (from lr down to min_lr at the last step), after
         ``warmup_steps`` of linear warm-up from 0 (either schedule).
@@ -86,6 +90,8 @@ class OptimConfig:
     name: Literal["adam", "adamw"] = "adam"
     lr: float | None = None
     betas: tuple[float, float] = (0.9, 0.999)
+    codebook_lr_scale: float = 1.0
+    codebook_beta2: float | None = None
     weight_decay: float = 0.0
     grad_clip: float | None = None
     schedule: Literal["constant", "cosine"] = "constant"
@@ -93,6 +99,7 @@ class OptimConfig:
     min_lr: float = 0.0
 
     ranges = {"lr": POSITIVE, "betas": (lambda v: all(0 <= beta < 1 for beta in v), "two numbers in [0, 1)"),
+              "codebook_lr_scale": POSITIVE, "codebook_beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
               "weight_decay": NON_NEGATIVE, "grad_clip": POSITIVE, "warmup_steps": NON_NEGATIVE,
               "min_lr": NON_NEGATIVE}
 

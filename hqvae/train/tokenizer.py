@@ -90,7 +90,7 @@ class TokenizerTask(Task):
         config = self.config
         self.lr = learning_rate(step, config.optim, config.train.steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
+            group["lr"] = self.lr * group.get("lr_scale", 1.0)
         self.tau = temperature(step, config.temperature)
         hard_from = config.temperature.hard_from
         self.raw_model.set_temperature(self.tau, hard=hard_from is not None and step >= hard_from)
