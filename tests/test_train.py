@@ -566,6 +566,15 @@ def test_hard_from_switches_the_sq_layers_to_the_straight_through_variant(image_
     assert calls[-8:] == [False, False, False, False, True, True, True, True]  # 2 SQ layers, steps 0..3
 
 
+def test_the_codebooks_learning_rate_follows_the_schedule_times_its_scale(image_folder, tmp_path):
+    assert main(["train", "--config", str(REPO / "configs/fashion_mnist.yaml"), "--out", str(tmp_path / "run"),
+                 *tiny_overrides(image_folder, steps=3, **{"optim.schedule": "cosine", "optim.min_lr": 1e-4,
+                                                         "optim.codebook_lr_scale": 3})]) == 0
+    groups = torch.load(tmp_path / "run/checkpoints/last/train_state.pt", weights_only=True)["optimizer"]["param_groups"]
+    network_lr, codebook_lr = groups[0]["lr"], groups[-1]["lr"]
+    assert len(groups) == 3 and 1e-4 <= network_lr < 1e-3 and math.isclose(codebook_lr, 3 * network_lr)
+
+
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 
