@@ -118,7 +118,8 @@ def gradient_report(opened, train_set, quantizers: list, used: list[torch.Tensor
         grads = torch.stack(grads)  # (batches, K, d)
         mean, rms = grads.mean(0), grads.pow(2).mean(0).sqrt()
         state = optimizer.state[quantizer.weight]
-        beta2 = optimizer.param_groups[0]["betas"][1]
+        beta2 = next(group["betas"][1] for group in optimizer.param_groups  # its own group's β2 (codebook_beta2)
+                     if any(p is quantizer.weight for p in group["params"]))
         sqrt_v = (state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))).sqrt().norm(dim=1)
         codebook = quantizer.weight.detach()
         towards_used = codebook[in_use].mean(0) - codebook

@@ -23,7 +23,7 @@ from hqvae.priors.base import WEIGHTS_NAME, PriorConfig, TransformerConfig, buil
 from hqvae.runs import open_run
 from hqvae.train import rng
 from hqvae.train.engine import Task, check_batch_size, fit
-from hqvae.train.optim import adam
+from hqvae.train.optim import adam, set_learning_rate
 from hqvae.train.run_dir import RunDir
 from hqvae.train.run_info import RunInfo
 from hqvae.train.sampler import StepSampler
@@ -106,8 +106,7 @@ class PriorTask(Task):
         model.class_dropout); grad_norm with optim.grad_clip."""
         config, device = self.config, self.procs.device
         self.lr = learning_rate(step, config.optim, config.train.steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr * group.get("lr_scale", 1.0)
+        set_learning_rate(self.optimizer, self.lr)
         index = self.sampler.indices(step)
         batch = self.tokens[index].to(device)
         labels = None

@@ -42,3 +42,9 @@ def adam(model: nn.Module, optimizer_class: type, lr: float, betas, weight_decay
         return optimizer_class(groups, lr=lr, betas=tuple(betas), fused=True)
     except RuntimeError:  # a device or dtype without the fused kernel
         return optimizer_class(groups, lr=lr, betas=tuple(betas), foreach=True)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The scheduled lr on every group, times the group's ``lr_scale`` (the codebooks' group, :func:`adam`)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)

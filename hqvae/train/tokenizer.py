@@ -25,7 +25,7 @@ from hqvae.models.batchnorm import BATCHNORM
 from hqvae.train import checkpoint, rng
 from hqvae.train.config import TrainConfig
 from hqvae.train.engine import Task, check_batch_size, fit
-from hqvae.train.optim import build_optimizer
+from hqvae.train.optim import build_optimizer, set_learning_rate
 from hqvae.train.performance import channels_last, channels_last_batch, keep_freed_memory
 from hqvae.train.run_dir import RunDir
 from hqvae.train.run_info import RunInfo
@@ -89,8 +89,7 @@ class TokenizerTask(Task):
         grad_norm (with optim.grad_clip), on the device."""
         config = self.config
         self.lr = learning_rate(step, config.optim, config.train.steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr * group.get("lr_scale", 1.0)
+        set_learning_rate(self.optimizer, self.lr)
         self.tau = temperature(step, config.temperature)
         hard_from = config.temperature.hard_from
         self.raw_model.set_temperature(self.tau, hard=hard_from is not None and step >= hard_from)
