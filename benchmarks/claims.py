@@ -177,7 +177,7 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
     config = run_config(dataset, model, steps, seed, device, settings)
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if same_config(record.get("config") or {}, config.to_dict()) and builds_the_same_model(out, config):
+        if same_run(out, record.get("config") or {}, config):
             print(f"  {dataset} {model} seed {seed}: finished earlier, reusing {record_path}", flush=True)
             if not recalibrated_as_configured(record, config):
                 record = recalibrate_record(record, out, config, device, test_set)
@@ -188,7 +188,7 @@ def train_and_evaluate(dataset: str, model: str, steps: int, seed: int, device: 
     progress_path = out / "claims-progress.json"
     if progress_path.is_file():  # an interrupted run: its curve so far, and its last checkpoint to resume from
         progress = json.loads(progress_path.read_text())
-        if same_config(progress["config"], config.to_dict()) and builds_the_same_model(out, config):
+        if same_run(out, progress["config"], config):
             print(f"  {dataset} {model} seed {seed}: resuming after step {progress['curve'][-1]['step']}", flush=True)
             curve, train_seconds, resume = progress["curve"], progress["train_wall_time_s"], True
     shorter = shorter_run(extend_from / dataset / out.name, config) if extend_from and not curve else None
@@ -261,16 +261,28 @@ def recalibrate_record(record: dict, out: Path, config: TrainConfig, device: str
                                            "earlier points were measured as trained"}
 
 
-def same_config(a: dict, b: dict, ignore: Sequence[str] = (), budget: bool = True) -> bool:
-    """Both through ``TrainConfig.from_dict``, so that keys added to the config since (at their
-    defaults) match; the sections in ``ignore`` are not compared, nor (``budget=False``) the train
-    keys that only set how long a run goes and how often it logs (:data:`BUDGET_KEYS`)."""
-    a, b = (TrainConfig.from_dict(c).to_dict() for c in (a, b))
+def same_config(a: dict, b: dict, ignore: Sequence[str] = (), budget: bool = True,
+                train_defaults: dict | None = None) -> bool:
+    """Both through ``TrainConfig.from_dict`` (so that keys added to the config since match at their
+    defaults) and ``with_model_defaults(train_defaults)`` (so that a key left null for the model to
+    fill matches the value it fills: a record from before ``optim.codebook_lr_scale`` trained its
+    codebooks at 1×, which a model without that default fills in); the sections in ``ignore`` are
+    not compared, nor (``budget=False``) the train keys that only set how long a run goes and how
+    often it logs (:data:`BUDGET_KEYS`)."""
+    a, b = (TrainConfig.from_dict(c).with_model_defaults(train_defaults or {}).to_dict() for c in (a, b))
     if not budget:
         for config in (a, b):
             config["train"] = {k: v for k, v in config["train"].items() if k not in BUDGET_KEYS}
     return json.dumps({k: v for k, v in a.items() if k not in ignore}) == json.dumps(
         {k: v for k, v in b.items() if k not in ignore})
+
+
+def same_run(run: Path, trained: dict, config: TrainConfig, budget: bool = True) -> bool:
+    """Whether the run in folder ``run``, trained with config dict ``trained``, is the one ``config``
+    asks for: the same model (:func:`builds_the_same_model`) and the same config once the model's
+    training defaults fill the keys either leaves null."""
+    return builds_the_same_model(run, config) and same_config(
+        trained, config.to_dict(), budget=budget, train_defaults=saved_model_config(run)["train_defaults"])
 
 
 def shorter_run(run: Path, config: TrainConfig) -> dict | None:
@@ -282,16 +294,25 @@ def shorter_run(run: Path, config: TrainConfig) -> dict | None:
     if config.optim.schedule != "constant" or not path.is_file():
         return None
     record = json.loads(path.read_text())
-    if (record["steps"] < config.train.steps and same_config(record["config"], config.to_dict(), budget=False)
-            and builds_the_same_model(run, config)):
+    if record["steps"] < config.train.steps and same_run(run, record["config"], config, budget=False):
         return record
     return None
+
+
+def saved_model_config(run: Path) -> dict:
+    """The model config of the run's last checkpoint (its registry defaults when it was trained)."""
+    return json.loads((run / "checkpoints" / "last" / "config.json").read_text())["config"]
+
+
+def registry_train_defaults(model: str) -> dict:
+    """The registry's ``train_defaults`` of ``model`` today (set per entry, whatever the input)."""
+    return model_config(model, 1, (32, 32)).train_defaults
 
 
 def builds_the_same_model(run: Path, config: TrainConfig) -> bool:
     """Whether the run's saved model is the one the registry builds for ``config`` now (a changed
     registry default, which the training config does not show, retrains the run)."""
-    saved = json.loads((run / "checkpoints" / "last" / "config.json").read_text())["config"]
+    saved = saved_model_config(run)
     current = model_config(config.model.name, saved["in_channels"], saved["image_size"], **config.model.overrides)
     return ModelConfig.from_dict(saved).to_dict() == current.to_dict()
 
@@ -307,7 +328,7 @@ def earlier_baseline(path: Path, dataset: str, model: str, steps: int, seed: int
         # a VQ baseline never reads the Gumbel temperature, so a temperature-only setting keeps it;
         # a committed record names the data root as $HQVAE_DATA_ROOT (``portable``)
         if not same_config(record["config"], portable(run_config(dataset, model, steps, seed, device, settings).to_dict()),
-                           ignore=("temperature",)):
+                           ignore=("temperature",), train_defaults=registry_train_defaults(model)):
             return None
         if any(layer["quantizer"] != "vq" for layer in record["final"]["layers"]):
             return None
@@ -330,14 +351,16 @@ def kept_records(path: Path, dataset: str, pairs: Sequence[tuple[str, str]], ste
     """The records of the pairs *not* in ``pairs`` from an earlier result file (``--keep-from``): a
     re-run of the pairs a change touches, written into one file with the runs it leaves as they
     were. Each kept record must have this budget's training config (else a ValueError: re-run it);
-    that its model is unchanged is the caller's claim (the records do not store the built model)."""
+    that its model and its training defaults are unchanged is the caller's claim (the records do not
+    store the built model)."""
     earlier = json.loads(path.read_text())
     kept = []
     for record in earlier["runs"]:
         if any(record["model"] in pair for pair in pairs) or record["seed"] not in seeds:
             continue
         expected = portable(run_config(dataset, record["model"], steps, record["seed"], device, settings).to_dict())
-        if not same_config(record["config"], expected) or not recalibrated_as_configured(
+        if not same_config(record["config"], expected, train_defaults=registry_train_defaults(record["model"])) \
+                or not recalibrated_as_configured(
                 record, run_config(dataset, record["model"], steps, record["seed"], device, settings)):
             raise ValueError(f"--keep-from {path}: the {record['model']} seed {record['seed']} run has another "
                              f"training config than this invocation's; re-run its pair instead of keeping it")

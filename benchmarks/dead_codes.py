@@ -99,7 +99,7 @@ def layer_report(quantizer: StochasticQuantizer, tally: dict[str, torch.Tensor])
 def gradient_report(opened, train_set, quantizers: list, used: list[torch.Tensor], batches: int) -> list[dict]:
     """Per stochastic layer: medians over used / unused codes of the gradient and Adam statistics."""
     model = opened.model
-    config = TrainConfig.from_dict(opened.info.config)
+    config = TrainConfig.from_dict(opened.info.config).with_model_defaults(model.config.train_defaults)
     optimizer = build_optimizer(model, config.optim)
     optimizer.load_state_dict(load_train_state(opened.run_dir)["optimizer"])
     model.set_temperature(temperature(opened.info.step, config.temperature))

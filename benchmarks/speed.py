@@ -45,7 +45,7 @@ from hqvae.data import load_dataset
 from hqvae.io import atomic_write_json
 from hqvae.models.base import reconstruction
 from hqvae.quantizers import StochasticQuantizer
-from hqvae.train.config import OptimConfig
+from hqvae.train.config import FALLBACKS, OptimConfig
 from hqvae.train.optim import build_optimizer
 from hqvae.train.performance import channels_last, channels_last_batch, keep_freed_memory
 from hqvae.train.run_info import git_commit, now
@@ -56,8 +56,10 @@ OFFICIAL = "official_sqvae"
 
 
 def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The training loop's own optimiser at the reference settings (Adam, lr 1e-3)."""
-    return build_optimizer(model, OptimConfig(name="adam", lr=1e-3))
+    """The training loop's own optimiser at the reference settings (Adam, lr 1e-3), with the model's
+    codebook learning rate."""
+    scale = model.config.train_defaults.get("codebook_lr_scale", FALLBACKS["codebook_lr_scale"])
+    return build_optimizer(model, OptimConfig(name="adam", lr=1e-3, codebook_lr_scale=scale))
 
 
 def full_step(model, optimizer, x) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from claims import BUDGETS, DATASETS, builds_the_same_model, data_root, portable, run_config, training_trace  # noqa: E402
+from claims import BUDGETS, DATASETS, data_root, portable, run_config, same_run, training_trace  # noqa: E402
 
 from hqvae.data import load_dataset  # noqa: E402
 from hqvae.evaluate import evaluate  # noqa: E402
@@ -104,7 +104,7 @@ def run_one(dataset: str, setting: str, model: str, seed: int, steps: int, runs:
     config = run_config(dataset, model, steps, seed, "cpu", SETTINGS[setting])
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if record["config"] == config.to_dict() and builds_the_same_model(out, config):
+        if same_run(out, record["config"], config):
             return record
     commit = git_commit()  # the code this run imports (later commits may land while it trains)
     start = time.perf_counter()

@@ -199,9 +199,10 @@ def test_codebook_settings_give_the_codebooks_their_own_adam_group():
     from hqvae.train.optim import build_optimizer
     model = hqvae.create_model("sqvae2", in_channels=1, image_size=28, hidden=8)
     codebooks = {id(q.weight) for q in model.modules() if isinstance(q, StochasticQuantizer)}
-    plain = build_optimizer(model, load_config(None, ["optim.lr=1e-3"]).optim)
+    plain = build_optimizer(model, load_config(None, ["optim.lr=1e-3", "optim.codebook_lr_scale=1"]).optim)
     assert len(plain.param_groups) == 2  # the layout that saved optimiser states hold
-    split = build_optimizer(model, load_config(None, ["optim.lr=1e-3", "optim.codebook_beta2=0.9"]).optim)
+    split = build_optimizer(model, load_config(None, ["optim.lr=1e-3", "optim.codebook_lr_scale=1",
+                                                      "optim.codebook_beta2=0.9"]).optim)
     *network, codebook_group = split.param_groups
     assert {id(p) for p in codebook_group["params"]} == codebooks and codebook_group["betas"] == (0.9, 0.9)
     assert codebook_group["lr"] == 1e-3 and codebook_group["lr_scale"] == 1.0
@@ -214,6 +215,20 @@ def test_codebook_settings_give_the_codebooks_their_own_adam_group():
         load_config(None, ["optim.codebook_beta2=1"])
     with pytest.raises(ValueError, match="optim.codebook_lr_scale"):
         load_config(None, ["optim.codebook_lr_scale=0"])
+    with pytest.raises(ValueError, match="with_model_defaults"):  # null is the model's to fill
+        build_optimizer(model, load_config(None, ["optim.lr=1e-3"]).optim)
+
+
+@pytest.mark.parametrize("name", hqvae.list_models())
+def test_the_codebook_learning_rate_is_the_models_unless_set(name):
+    model_defaults = hqvae.create_model(name, in_channels=1, image_size=28, hidden=8).config.train_defaults
+    expected = 3.0 if name in ("sqvae", "sqvae2") else 1.0  # registry.SQ_CODEBOOK_LR_SCALE; rsqvae keeps 1
+    resolved = load_config(None, ["train.steps=10"]).with_model_defaults(model_defaults)
+    assert resolved.optim.codebook_lr_scale == expected
+    chosen = load_config(None, ["train.steps=10", "optim.codebook_lr_scale=1"]).with_model_defaults(model_defaults)
+    assert chosen.optim.codebook_lr_scale == 1.0
+    # a run.json from before the key: its model's saved train_defaults have none, so 1 (as it trained)
+    assert load_config(None, ["train.steps=10"]).with_model_defaults({}).optim.codebook_lr_scale == 1.0
 
 
 def test_temperature_schedule():

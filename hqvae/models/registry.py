@@ -137,12 +137,23 @@ def default_factor(size: tuple[int, int]) -> int:
     return 4 if side <= 128 else 8 if side <= 256 else 16
 
 
-def train_defaults(stochastic: bool) -> dict[str, Any]:
-    """Shared by every model so that VQ/SQ pairs train at equal budget (SQ-VAE's settings)."""
+def train_defaults(stochastic: bool, codebook_lr_scale: float = 1.0) -> dict[str, Any]:
+    """Shared by every model so that VQ/SQ pairs train at equal budget (SQ-VAE's settings); a
+    ``codebook_lr_scale`` ≠ 1 is the model's ``optim.codebook_lr_scale``."""
     defaults: dict[str, Any] = {"lr": 1e-3, "batch_size": 32, "epochs": 100}
     if stochastic:
         defaults.update(temperature_init=1.0, temperature_min=0.0)  # decay: the budget's (default_temperature_decay)
+    if codebook_lr_scale != 1.0:
+        defaults["codebook_lr_scale"] = codebook_lr_scale
     return defaults
+
+
+# sqvae's and sqvae2's codebooks learn at this × the network's lr (``optim.codebook_lr_scale``): an
+# SQ code the posterior never picks gets gradients of 1e-6 to 1e-10 and stays where it started
+# (docs/dead-codes.md). Chosen on the CIFAR-10 validation split, seeds 0 and 1, at 2,000 and 15,000
+# steps (sq-defaults-cifar10-codebook-lr.json, sq-defaults-cifar10-long15000-codebook-lr.json);
+# rsqvae's RMSE is worse at 3× (0.0604 against 0.0598 at 2,000 steps), so it keeps 1.
+SQ_CODEBOOK_LR_SCALE = 3.0
 
 
 # sqvae2's ρ at most this: the balanced rule gives 1 on CIFAR-10 and FSDD, where the top layer then
@@ -194,11 +205,12 @@ def _layer(kind: str, quantizer: str, downsample: int | None = None) -> LayerCon
 
 
 def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides,
-             max_rate_weight: float = 1.0) -> ModelConfig:
+             max_rate_weight: float = 1.0, codebook_lr_scale: float = 1.0) -> ModelConfig:
     """Injected layers at ``downsamples``, each followed by ``depth − 1`` residual layers; then size
     defaults, model-level overrides, and layer options set on every layer whose quantizer kind reads
     them (an option no layer reads raises a ValueError). A stochastic model without a ``rate_weight``
-    override gets min(``max_rate_weight``, ``balanced_rate_weight``)."""
+    override gets min(``max_rate_weight``, ``balanced_rate_weight``); its ``train_defaults`` the
+    ``codebook_lr_scale``."""
     if depth < 1:
         raise ValueError(f"depth (layers per resolution) must be ≥ 1, got {depth}")
     if not downsamples:  # two levels: (2f, f) when the size allows, else (f, f/2)
@@ -218,7 +230,7 @@ def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides,
     if config.stochastic and "rate_weight" not in overrides:
         config.rate_weight = min(max_rate_weight, balanced_rate_weight(config))
     if "train_defaults" not in overrides:
-        config.train_defaults = train_defaults(config.stochastic)
+        config.train_defaults = train_defaults(config.stochastic, codebook_lr_scale if config.stochastic else 1.0)
     return config
 
 
@@ -236,7 +248,7 @@ def _pair(vq_name: str, sq_name: str, what: str, entry: Callable[[str, str], Cal
 def _single_entry(name: str, quantizer: str) -> Callable:
     def build(in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, **overrides):
         config = _pyramid(name, quantizer, in_channels, image_size, [downsample or default_factor(image_size)], 1,
-                          overrides)
+                          overrides, codebook_lr_scale=SQ_CODEBOOK_LR_SCALE)
         # the public SQ-VAE CIFAR-10 network is what the defaults of ModelConfig, LayerConfig and SQOptions describe
         is_reference = replace(config, name="custom", rate_weight=1.0, train_defaults={}, reference="") == ModelConfig()
         if quantizer == "sq" and "reference" not in overrides and is_reference:
@@ -249,7 +261,7 @@ def _single_entry(name: str, quantizer: str) -> Callable:
 def _levels_entry(name: str, quantizer: str) -> Callable:
     def build(in_channels: int, image_size: tuple[int, int], *, downsamples: Sequence[int] | None = None, **overrides):
         return _pyramid(name, quantizer, in_channels, image_size, downsamples, 1, overrides,
-                        max_rate_weight=SQ_LEVELS_MAX_RATE_WEIGHT)
+                        max_rate_weight=SQ_LEVELS_MAX_RATE_WEIGHT, codebook_lr_scale=SQ_CODEBOOK_LR_SCALE)
 
     return build
 

@@ -7,8 +7,8 @@ lowest precedence first: the dataclass defaults, the YAML file, its per-model se
 section of the chosen ``model.name``, merged key by key; a null section means its defaults), the overrides
 (``optim.lr=3e-4 model.overrides.codebook_size=256``, each value read as a YAML scalar, so
 ``train.steps=1000``, ``logging.progress=false``, ``data.root=null``). Keys left ``null``
-that the model has an opinion on (``optim.lr``, ``train.batch_size``, ``train.epochs``,
-``temperature.*``) are filled by :meth:`TrainConfig.with_model_defaults` from the model's
+that the model has an opinion on (``optim.lr``, ``optim.codebook_lr_scale``, ``train.batch_size``,
+``train.epochs``, ``temperature.*``) are filled by :meth:`TrainConfig.with_model_defaults` from the model's
 ``train_defaults``, then from ``FALLBACKS``; run.json records the resolved values.
 
 Unknown keys and values of the wrong type are rejected with a ValueError that lists the valid
@@ -29,7 +29,7 @@ from typing import Any, Literal, Sequence
 import yaml
 
 # used where neither the config nor the model's train_defaults set a value (SQ-VAE's settings)
-FALLBACKS = {"lr": 1e-3, "batch_size": 32, "temperature_init": 1.0, "temperature_min": 0.0}
+FALLBACKS = {"lr": 1e-3, "batch_size": 32, "temperature_init": 1.0, "temperature_min": 0.0, "codebook_lr_scale": 1.0}
 
 # the range rules of a section's keys, its class attribute ``ranges`` = {key: (ok, rule)}: the key's
 # value must pass ``ok`` ("<key> must be <rule>" otherwise); null passes where the key may be null
@@ -80,8 +80,9 @@ class OptimConfig:
         and codebooks, not to biases, normalisation parameters or SQ variances (1-D or scalar).
     codebook_lr_scale, codebook_beta2: the learning rate of the gradient-trained codebooks (the
         quantizers' code matrices) is ``codebook_lr_scale`` × the network's (under the same
-        schedule), and their Adam β2 ``codebook_beta2`` (null: ``betas[1]``); at 1 and null the
-        codebooks are trained like every other weight.
+        schedule; null: the model's ``train_defaults``, 1 where it has none), and their Adam β2
+        ``codebook_beta2`` (null: ``betas[1]``); at 1 and null the codebooks are trained like every
+        other weight.
     grad_clip: clip the global gradient norm to this value; null: no clipping.
     schedule: constant | cosine (from lr down to min_lr at the last step), after
         ``warmup_steps`` of linear warm-up from 0 (either schedule).
@@ -90,7 +91,7 @@ class OptimConfig:
     name: Literal["adam", "adamw"] = "adam"
     lr: float | None = None
     betas: tuple[float, float] = (0.9, 0.999)
-    codebook_lr_scale: float = 1.0
+    codebook_lr_scale: float | None = None
     codebook_beta2: float | None = None
     weight_decay: float = 0.0
     grad_clip: float | None = None
@@ -242,7 +243,7 @@ class TrainConfig(SectionedConfig):
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def with_model_defaults(self, train_defaults: dict[str, Any]) -> "TrainConfig":
-        """A copy with lr, batch_size, epochs and temperature filled from ``train_defaults``
+        """A copy with lr, codebook_lr_scale, batch_size, epochs and temperature filled from ``train_defaults``
         (then ``FALLBACKS``) where this config leaves them null."""
 
         def pick(current, key):
@@ -250,6 +251,7 @@ class TrainConfig(SectionedConfig):
 
         resolved = copy.deepcopy(self)
         resolved.optim.lr = float(pick(self.optim.lr, "lr"))
+        resolved.optim.codebook_lr_scale = float(pick(self.optim.codebook_lr_scale, "codebook_lr_scale"))
         resolved.train.batch_size = int(pick(self.train.batch_size, "batch_size"))
         resolved.train.epochs = pick(self.train.epochs, "epochs")
         resolved.temperature.init = float(pick(self.temperature.init, "temperature_init"))

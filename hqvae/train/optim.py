@@ -15,8 +15,9 @@ from hqvae.train.config import OptimConfig
 
 def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
     """Adam(W) as ``optim`` says (:func:`adam`)."""
-    if optim.lr is None:
-        raise ValueError("optim.lr is not set (TrainConfig.with_model_defaults fills it from the model)")
+    if optim.lr is None or optim.codebook_lr_scale is None:
+        raise ValueError("optim.lr or optim.codebook_lr_scale is not set (TrainConfig.with_model_defaults "
+                         "fills them from the model)")
     return adam(model, torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam, optim.lr, optim.betas,
                 optim.weight_decay, optim.codebook_lr_scale, optim.codebook_beta2)
 
