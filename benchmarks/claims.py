@@ -43,8 +43,9 @@ import hqvae
 from hqvae.data import load_dataset
 from hqvae.evaluate import evaluate
 from hqvae.io import atomic_write_bytes, atomic_write_json
-from hqvae.models import ModelConfig, model_config
+from hqvae.models import model_config
 from hqvae.train.config import TrainConfig, apply_overrides
+from hqvae.train.checkpoint import holds_the_current_model, saved_model_config
 from hqvae.train.tokenizer import recalibrate_run, train
 from hqvae.train.run_dir import RunDir
 from hqvae.train.run_info import git_commit, now
@@ -282,7 +283,7 @@ def same_run(run: Path, trained: dict, config: TrainConfig, budget: bool = True)
     asks for: the same model (:func:`builds_the_same_model`) and the same config once the model's
     training defaults fill the keys either leaves null."""
     return builds_the_same_model(run, config) and same_config(
-        trained, config.to_dict(), budget=budget, train_defaults=saved_model_config(run)["train_defaults"])
+        trained, config.to_dict(), budget=budget, train_defaults=saved_model_config(RunDir(run))["train_defaults"])
 
 
 def shorter_run(run: Path, config: TrainConfig) -> dict | None:
@@ -299,11 +300,6 @@ def shorter_run(run: Path, config: TrainConfig) -> dict | None:
     return None
 
 
-def saved_model_config(run: Path) -> dict:
-    """The model config of the run's last checkpoint (its registry defaults when it was trained)."""
-    return json.loads((run / "checkpoints" / "last" / "config.json").read_text())["config"]
-
-
 def registry_train_defaults(model: str) -> dict:
     """The registry's ``train_defaults`` of ``model`` today (set per entry, whatever the input)."""
     return model_config(model, 1, (32, 32)).train_defaults
@@ -312,9 +308,7 @@ def registry_train_defaults(model: str) -> dict:
 def builds_the_same_model(run: Path, config: TrainConfig) -> bool:
     """Whether the run's saved model is the one the registry builds for ``config`` now (a changed
     registry default, which the training config does not show, retrains the run)."""
-    saved = saved_model_config(run)
-    current = model_config(config.model.name, saved["in_channels"], saved["image_size"], **config.model.overrides)
-    return ModelConfig.from_dict(saved).to_dict() == current.to_dict()
+    return holds_the_current_model(RunDir(run), config.model.name, config.model.overrides)
 
 
 def earlier_baseline(path: Path, dataset: str, model: str, steps: int, seed: int, device: str,

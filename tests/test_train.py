@@ -590,6 +590,24 @@ def test_the_codebooks_learning_rate_follows_the_schedule_times_its_scale(image_
     assert len(groups) == 3 and 1e-4 <= network_lr < 1e-3 and math.isclose(codebook_lr, 3 * network_lr)
 
 
+
+def test_a_run_records_the_models_codebook_lr_and_knows_when_the_registry_moved_on(image_folder, tmp_path):
+    from hqvae.train.checkpoint import holds_the_current_model
+    assert main(["train", "--config", str(REPO / "configs/fashion_mnist.yaml"), "--out", str(tmp_path / "run"),
+                 *tiny_overrides(image_folder, steps=2)]) == 0
+    run = RunDir(tmp_path / "run")
+    assert run.read_info().config["optim"]["codebook_lr_scale"] == 3.0  # sqvae2's, the YAML leaves it null
+    groups = torch.load(run.train_state_file, weights_only=True)["optimizer"]["param_groups"]
+    assert [group.get("lr_scale") for group in groups] == [None, None, 3.0]
+    overrides = {"hidden": 8, "codebook_size": 16, "dim": 8}
+    assert holds_the_current_model(run, "sqvae2", overrides)
+    assert not holds_the_current_model(run, "sqvae2", {**overrides, "dim": 4})
+    saved = run.checkpoint("last") / "config.json"  # as an hqvae before the codebook default wrote it
+    config = json.loads(saved.read_text())
+    del config["config"]["train_defaults"]["codebook_lr_scale"]
+    saved.write_text(json.dumps(config))
+    assert not holds_the_current_model(run, "sqvae2", overrides)
+
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 

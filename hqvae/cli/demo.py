@@ -5,7 +5,8 @@ Trains ``vqvae2`` and ``sqvae2`` with the same backbone, codebooks (K = 512, d =
 the Fashion-MNIST test split (10,000 images, deterministic quantisation), and writes the HTML and
 Markdown report comparing them. The default budget takes about 8 minutes on 2 CPU cores. The
 Gumbel temperature of SQ-VAE-2 follows the official schedule compressed to the budget (τ ends
-at ≈ 0.25). Run it again to reuse finished runs (``--fresh`` starts over); an interrupted run resumes.
+at ≈ 0.25). Run it again to reuse finished runs of the models the registry builds today (``--fresh`` starts
+over); an interrupted run resumes.
 
 On a CPU with at least two cores the two models train and evaluate side by side, in two processes
 with half the cores each (``--jobs 1`` runs them one after the other with every core): small
@@ -28,6 +29,7 @@ import torch
 from hqvae.cli.parsing import DATA_ROOT
 from hqvae.runs import evaluate_run
 from hqvae.report.build import ReportRun, build_report
+from hqvae.train.checkpoint import holds_the_current_model
 from hqvae.train.config import TrainConfig
 from hqvae.train.tokenizer import train
 from hqvae.train.run_dir import RunDir
@@ -66,10 +68,13 @@ def train_and_evaluate(model: str, args: argparse.Namespace, threads: int | None
     folder = Path(args.out) / model
     run = RunDir(folder)
     info = run.read_info() if run.exists() and not args.fresh else None
-    if info is not None and info.status == "finished" and info.steps == args.steps:
+    current = info is not None and run.checkpoint("last").is_dir() and holds_the_current_model(run, model, {})
+    if info is not None and not current:
+        print(f"{model}: the run in {folder} holds a model of an earlier hqvae (the registry's defaults changed since)")
+    if current and info.status == "finished" and info.steps == args.steps:
         print(f"{model}: reusing the finished run in {folder}")
     else:
-        resume = info is not None and info.status == "running" and run.train_state_file.is_file()
+        resume = current and info.status == "running" and run.train_state_file.is_file()
         print(f"{model}: {'resuming' if resume else 'restarting'} the run in {folder}" if info is not None
               else f"{model}: training {args.steps} steps into {folder}")
         config = demo_config(model, args.steps, args.data_root, args.device, progress=args.jobs == 1)

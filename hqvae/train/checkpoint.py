@@ -31,6 +31,7 @@ naming the file, what is wrong and what to do.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import shutil
@@ -42,7 +43,7 @@ from torch import nn
 
 from hqvae import faults
 from hqvae.io import atomic_write_bytes
-from hqvae.models import from_pretrained
+from hqvae.models import from_pretrained, model_config
 from hqvae.models.pretrained import CONFIG_NAME, WEIGHTS_NAME
 from hqvae.train import rng
 from hqvae.train.run_dir import TRAIN_STATE_FILE, RunDir
@@ -152,6 +153,20 @@ def load_model(run: RunDir, device: torch.device) -> nn.Module:
         return from_pretrained(run.checkpoint("last"), device=device)
     except (ValueError, FileNotFoundError) as error:
         raise _damaged(run, run.checkpoint("last"), f"holds no model this hqvae can load ({error})") from None
+
+
+def saved_model_config(run: RunDir) -> dict:
+    """The model config of ``checkpoints/last`` (``config.json``'s, as the registry built it then)."""
+    return json.loads((run.checkpoint("last") / CONFIG_NAME).read_text())["config"]
+
+
+def holds_the_current_model(run: RunDir, name: str, overrides: dict) -> bool:
+    """Whether ``checkpoints/last`` holds the model the registry builds today for ``name`` with
+    ``overrides``, at the saved input shape: a registry default changed since the run (architecture,
+    rate weight, training defaults), which the run's training config does not show, makes it another."""
+    saved = saved_model_config(run)
+    current = model_config(name, saved["in_channels"], saved["image_size"], **overrides)
+    return type(current).from_dict(saved).to_dict() == current.to_dict()
 
 
 def restore_optimizer(run: RunDir, optimizer: torch.optim.Optimizer, state: dict) -> None:
