@@ -128,11 +128,86 @@ def test_bounded_variance_stays_below_twice_its_start():
     assert float(q.variance().detach()) == pytest.approx(6.0)
 
 
+# ----------------------------------------------------------------------------- affine codebook
+
+
+def _affine_and_plain(seed: int = 0) -> tuple[StochasticQuantizer, StochasticQuantizer]:
+    """An affine-codebook layer with a random scale and shift, and a plain layer whose codebook is
+    the affine layer's codes, as a free (K, d) parameter."""
+    generator = torch.Generator().manual_seed(seed)
+    affine = StochasticQuantizer(DIM, K, init_variance=4.0, affine_codebook=True)
+    plain = StochasticQuantizer(DIM, K, init_variance=4.0)
+    with torch.no_grad():
+        affine.codebook_scale.copy_(0.5 + torch.rand(DIM, generator=generator))
+        affine.codebook_shift.copy_(torch.randn(DIM, generator=generator))
+        plain.weight.copy_(affine.codebook)
+    return affine, plain
+
+
+def _train_step_loss(q: StochasticQuantizer, z: torch.Tensor) -> torch.Tensor:
+    torch.manual_seed(1)  # the same Gumbel noise for both layers
+    out = q.train()(z)
+    return out.losses["discrete"] + out.losses["continuous"] + out.z_q.pow(2).mean()
+
+
+def test_affine_codebook_gradients_are_the_plain_codebooks_through_the_chain_rule():
+    """e_k = a ⊙ w_k + b: ∂L/∂w_k = a ⊙ g_k, ∂L/∂a = Σ_k g_k ⊙ w_k, ∂L/∂b = Σ_k g_k, with g_k = ∂L/∂e_k
+    the gradient of a plain layer holding the same codes."""
+    affine, plain = _affine_and_plain()
+    z = inputs()
+    loss_affine, loss_plain = _train_step_loss(affine, z), _train_step_loss(plain, z)
+    torch.testing.assert_close(loss_affine, loss_plain)
+    loss_affine.backward()
+    loss_plain.backward()
+    g = plain.weight.grad
+    torch.testing.assert_close(affine.weight.grad, affine.codebook_scale.detach() * g)
+    torch.testing.assert_close(affine.codebook_scale.grad, (g * affine.weight.detach()).sum(0))
+    torch.testing.assert_close(affine.codebook_shift.grad, g.sum(0))
+
+
+def test_an_unused_code_moves_only_with_the_affine_codebook():
+    """A code far from every input holds no posterior mass and gets no gradient of its own; with the
+    affine codebook the shared scale and shift, trained by the used codes, move it too."""
+    moved = {}
+    for affine in (False, True):
+        torch.manual_seed(0)
+        q = StochasticQuantizer(DIM, K, init_variance=4.0, affine_codebook=affine)
+        with torch.no_grad():
+            q.weight[0].fill_(1e3)
+        before = q.codebook.detach().clone()
+        _train_step_loss(q, inputs()).backward()
+        torch.optim.SGD(q.parameters(), lr=0.1).step()
+        moved[affine] = (q.codebook.detach()[0] - before[0]).abs().max().item()
+    assert moved[False] == 0.0
+    assert moved[True] > 1e-3
+
+
+def test_data_init_gives_the_affine_codebook_the_rows_themselves():
+    torch.manual_seed(0)
+    q = StochasticQuantizer(DIM, K, init="data", init_noise=0.0, affine_codebook=True)
+    with torch.no_grad():
+        q.codebook_scale.fill_(2.0)
+    z = inputs()
+    q.train()(z)
+    assert torch.equal(q.codebook_scale.detach(), torch.ones(DIM)) and not q.codebook_shift.detach().any()
+    assert distance_to_nearest_row(q.codebook, rows_of(z)).max() < 1e-6
+
+
+def test_a_stack_sharing_one_codebook_shares_its_scale_and_shift():
+    stack = ResidualQuantizer([StochasticQuantizer(DIM, K, affine_codebook=True) for _ in range(2)], shared_codebook=True)
+    first, second = stack.layers
+    assert second.codebook_scale is first.codebook_scale and second.codebook_shift is first.codebook_shift
+    with pytest.raises(ValueError, match="same affine_codebook"):
+        ResidualQuantizer([StochasticQuantizer(DIM, K, affine_codebook=True), StochasticQuantizer(DIM, K)],
+                          shared_codebook=True)
+
+
 def test_model_configs_pass_the_init_options_to_every_sq_layer():
     model = hqvae.create_model("rsqvae", in_channels=1, image_size=8, hidden=8, dim=4, codebook_size=8,
-                               sq_init="data", var_floor=False, init_variance_ratio=0.5)
+                               sq_init="data", var_floor=False, init_variance_ratio=0.5, affine_codebook=True)
     layers = [m for m in model.modules() if isinstance(m, StochasticQuantizer)]
-    assert len(layers) == 4 and all(q.init == "data" and q.init_variance_ratio == 0.5 for q in layers)
+    assert len(layers) == 4 and all(q.init == "data" and q.init_variance_ratio == 0.5 and q.affine_codebook
+                                    for q in layers)
     with pytest.raises(ValueError, match="init must be one of"):
         hqvae.create_model("sqvae", in_channels=1, image_size=8, hidden=8, sq_init="uniform")
 

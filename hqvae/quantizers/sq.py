@@ -27,6 +27,13 @@ as the k-means VQ baselines: on the first training forward, the codebook becomes
 the layer's own inputs plus ``init_noise``·σ Gaussian noise (σ² the inputs' mean per-dimension
 variance v), and s² becomes ``init_variance_ratio``·v. Under DDP rank 0 draws and broadcasts. The
 ``initialized`` flag is saved with the weights, so resumed and loaded models never re-initialise.
+
+``affine_codebook=True`` re-parametrises the codebook as e_k = a ⊙ w_k + b with a, b ∈ R^d shared by
+all codes (a = 1, b = 0 at the start; the affine re-parametrisation of Huh et al., ICML 2023). The
+model and its loss are unchanged; what changes is the optimisation: a code's own gradient is
+proportional to the posterior mass it holds, so a code that loses the first batches stays where the
+start put them (docs/dead-codes.md), while a and b move with the gradients of every code in use and
+carry the unused ones along as the latents contract.
 """
 from __future__ import annotations
 
@@ -69,6 +76,8 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         channel_last: input layout (B, *S, C) instead of (B, C, *S).
         fused: train types I–III with the fused posterior-and-sample op (``relaxed.py``); False
             runs the same math through autograd (slower, for checking).
+        affine_codebook: codes e_k = a ⊙ w_k + b with a shared scale a and shift b (d,) (module
+            docstring).
     """
 
     stochastic = True
@@ -89,6 +98,7 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         eval_sample: bool = False,
         channel_last: bool = False,
         fused: bool = True,
+        affine_codebook: bool = False,
     ):
         super().__init__()
         if variance not in VARIANCE_TYPES:
@@ -113,6 +123,10 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         self.fused = fused
         self.channel_last = channel_last
         self.weight = nn.Parameter(torch.randn(codebook_size, dim))
+        self.affine_codebook = affine_codebook
+        if affine_codebook:
+            self.codebook_scale = nn.Parameter(torch.ones(dim))  # a
+            self.codebook_shift = nn.Parameter(torch.zeros(dim))  # b
         if variance == "vmf":
             self.log_kappa = nn.Parameter(torch.tensor(math.log(max(init_kappa - 1.0, 1e-6))))
         elif bounded_variance:
@@ -130,8 +144,10 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
 
     @property
     def codebook(self) -> Tensor:
-        """(K, dim) code vectors (ℓ2-normalised for vMF)."""
-        return l2_normalize(self.weight) if self.is_vmf else self.weight
+        """(K, dim) code vectors: a ⊙ w_k + b with ``affine_codebook``; ℓ2-normalised for vMF."""
+        codes = torch.addcmul(self.codebook_shift, self.weight, self.codebook_scale) if self.affine_codebook \
+            else self.weight
+        return l2_normalize(codes) if self.is_vmf else codes
 
     def set_temperature(self, temperature: float, hard: bool = False) -> None:
         """Gumbel temperature τ > 0 used by training-mode samples; ``hard``: training decodes the
@@ -158,7 +174,7 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         return (
             f"dim={self.dim}, codebook_size={self.codebook_size}, variance={self.variance_type!r}, "
             f"var_floor={self.var_floor}, bounded_variance={self.bounded_variance}, init={self.init!r}, "
-            f"temperature={self.temperature:.4g}"
+            f"affine_codebook={self.affine_codebook}, temperature={self.temperature:.4g}"
         )
 
     # ------------------------------------------------------------------ forward
@@ -242,6 +258,10 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
 
     def share_codebook(self, source: "StochasticQuantizer") -> None:
         super().share_codebook(source)
+        if self.affine_codebook != source.affine_codebook:
+            raise ValueError("the depths of a stack sharing one codebook need the same affine_codebook")
+        if self.affine_codebook:
+            self.codebook_scale, self.codebook_shift = source.codebook_scale, source.codebook_shift
         self.owns_codebook = False  # data initialisation: depth 0 fills the shared codebook
 
     def forward_in_stack(self, residual: Tensor, return_probs: bool = False) -> QuantizerOutput:
@@ -268,6 +288,9 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         broadcast_(variance)
         if self.owns_codebook:
             self.weight.data.copy_(codes)
+            if self.affine_codebook:
+                self.codebook_scale.data.fill_(1.0)
+                self.codebook_shift.data.zero_()
         if not self.is_vmf:
             target = self.init_variance_ratio * variance  # the s² to start from
             if self.bounded_variance:
