@@ -466,7 +466,7 @@ def test_config_round_trip_and_unknown_keys():
         LayerConfig.from_dict({"size": 3})
     with pytest.raises(ValueError, match=r"unknown vq quantizer option\(s\) \['bta'\]; valid: \['beta', 'ema'"):
         LayerConfig.from_dict({"quantizer": "vq", "options": {"bta": 0.5}})
-    with pytest.raises(ValueError, match=r"unknown vq quantizer option\(s\) \['bounded_variance', 'init_noise'"):
+    with pytest.raises(ValueError, match=r"unknown vq quantizer option\(s\) \['affine_codebook', 'bounded_variance', 'init_noise'"):
         LayerConfig(quantizer="vq", options=SQOptions())  # another kind's
     # the flat format (every kind's options as layer keys) keeps the options of the layer's kind
     assert LayerConfig.from_dict({"quantizer": "vq", "beta": 0.5, "init_variance": 3.0}) == LayerConfig(
