@@ -108,16 +108,23 @@ def run_one(dataset: str, setting: str, model: str, seed: int, steps: int, runs:
         record = json.loads(record_path.read_text())
         if same_run(out, record["config"], config):
             return record
+    run = RunDir(out)
+    info = run.read_info() if run.exists() else None
+    # an interrupted run of this config goes on from its last checkpoint (every train.checkpoint_every steps)
+    resume = (info is not None and info.status != "finished" and run.train_state_file.is_file()
+              and same_run(out, info.config, config))
+    if resume:
+        print(f"{model} {setting} seed {seed}: resuming after step {info.step}", flush=True)
     commit = git_commit()  # the code this run imports (later commits may land while it trains)
     start = time.perf_counter()
-    train(config, out, force=True)
+    train(config, out, resume=resume, force=not resume)
     seconds = time.perf_counter() - start
-    run = RunDir(out)
     result = evaluate(run.load_model("last"), val_set, batch_size=256)
     record = {
         "setting": setting, "overrides": SETTINGS[setting], "model": model, "seed": seed, "steps": steps,
         "commit": commit,
-        "config": config.to_dict(), "train_wall_time_s": seconds,
+        "config": config.to_dict(), "train_wall_time_s": seconds,  # of this process's part, when resumed
+        "resumed_after_step": info.step if resume else None,
         "val": {
             "rmse": result["reconstruction"]["rmse"], "psnr": result["reconstruction"]["psnr"],
             "ssim": result["reconstruction"].get("ssim"),
