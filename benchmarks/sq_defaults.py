@@ -110,7 +110,8 @@ def run_one(dataset: str, setting: str, model: str, seed: int, steps: int, runs:
             return record
     run = RunDir(out)
     info = run.read_info() if run.exists() else None
-    # an interrupted run of this config goes on from its last checkpoint (every train.checkpoint_every steps)
+    # a run of this config stopped by a signal (SIGTERM, SIGINT, SIGUSR1: the trainer checkpoints, then stops)
+    # goes on from that checkpoint
     resume = (info is not None and info.status != "finished" and run.train_state_file.is_file()
               and same_run(out, info.config, config))
     if resume:
