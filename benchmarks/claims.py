@@ -78,7 +78,8 @@ CURVE_FRACTIONS = (0.1, 0.25, 0.5, 1.0)  # learning-curve points of the default 
 LONG_BUDGET = 10_000  # from here on, a point every LONG_CURVE_EVERY steps (the self-annealing curves)
 LONG_CURVE_EVERY = 1_500
 CURVE_TEST_ITEMS = 2000  # intermediate learning-curve points use this many evenly spaced test items
-BUDGET_KEYS = ("steps", "log_every", "checkpoint_every")  # train keys that set the budget, not the trajectory
+CADENCE_KEYS = ("log_every", "checkpoint_every")  # train keys that set how often a run logs and saves, not what it learns
+BUDGET_KEYS = ("steps",) + CADENCE_KEYS  # train keys that set the budget, not the trajectory
 
 
 def curve_steps(steps: int) -> list[int]:
@@ -268,12 +269,12 @@ def same_config(a: dict, b: dict, ignore: Sequence[str] = (), budget: bool = Tru
     defaults) and ``with_model_defaults(train_defaults)`` (so that a key left null for the model to
     fill matches the value it fills: a record from before ``optim.codebook_lr_scale`` trained its
     codebooks at 1×, which a model without that default fills in); the sections in ``ignore`` are
-    not compared, nor (``budget=False``) the train keys that only set how long a run goes and how
-    often it logs (:data:`BUDGET_KEYS`)."""
+    not compared, nor how often a run logs and saves (:data:`CADENCE_KEYS`), nor (``budget=False``)
+    how long it goes (:data:`BUDGET_KEYS`)."""
     a, b = (TrainConfig.from_dict(c).with_model_defaults(train_defaults or {}).to_dict() for c in (a, b))
-    if not budget:
-        for config in (a, b):
-            config["train"] = {k: v for k, v in config["train"].items() if k not in BUDGET_KEYS}
+    skipped = BUDGET_KEYS if not budget else CADENCE_KEYS
+    for config in (a, b):
+        config["train"] = {k: v for k, v in config["train"].items() if k not in skipped}
     return json.dumps({k: v for k, v in a.items() if k not in ignore}) == json.dumps(
         {k: v for k, v in b.items() if k not in ignore})
 

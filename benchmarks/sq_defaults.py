@@ -36,6 +36,8 @@ from hqvae.train.tokenizer import train  # noqa: E402
 from hqvae.train.run_dir import RunDir  # noqa: E402
 from hqvae.train.run_info import git_commit, now  # noqa: E402
 
+CHECKPOINT_EVERY = 1_500  # steps between the checkpoints a run resumes from
+
 # name -> overrides on top of the claims protocol; each names its start and its rate weight in full,
 # so that a change of the registry's defaults does not change what a setting means (the records made
 # before ``rate_weight`` existed were trained with ρ = 1, their saved model configs say so; a rerun
@@ -103,15 +105,16 @@ SETTINGS = {
 def run_one(dataset: str, setting: str, model: str, seed: int, steps: int, runs: Path, val_set) -> dict:
     out = runs / dataset / setting / f"{model}-seed{seed}"
     record_path = out / "sq-defaults-record.json"
-    config = run_config(dataset, model, steps, seed, "cpu", SETTINGS[setting])
+    # a checkpoint every CHECKPOINT_EVERY steps: a run killed without a signal loses at most that many
+    config = run_config(dataset, model, steps, seed, "cpu",
+                        SETTINGS[setting] + [f"train.checkpoint_every={min(steps, CHECKPOINT_EVERY)}"])
     if record_path.is_file():
         record = json.loads(record_path.read_text())
         if same_run(out, record["config"], config):
             return record
     run = RunDir(out)
     info = run.read_info() if run.exists() else None
-    # a run of this config stopped by a signal (SIGTERM, SIGINT, SIGUSR1: the trainer checkpoints, then stops)
-    # goes on from that checkpoint
+    # a run of this config that stopped (a signal's checkpoint, or the last periodic one) goes on from there
     resume = (info is not None and info.status != "finished" and run.train_state_file.is_file()
               and same_run(out, info.config, config))
     if resume:
