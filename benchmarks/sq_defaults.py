@@ -3,7 +3,8 @@
 Each *setting* is a list of ``section.key=value`` training-config overrides on top of the claims
 benchmark's protocol (``benchmarks/claims.py``: the library's training loop, batch 32, Adam 1e-3,
 the default Gumbel decay for the budget, the same budget). Every (setting, model, seed) run is trained once
-(its folder is reused afterwards) and evaluated on the **validation** split — never the test
+(its folder is reused afterwards; a run stopped early, by a signal or a killed process, resumes from its
+last checkpoint, saved every 1,500 steps) and evaluated on the **validation** split — never the test
 split, which is kept for the claims benchmark. Besides the validation metrics (RMSE, PSNR, per-layer
 perplexity and mutual information) the record keeps what the training log says about the
 ELBO's balance: each layer's s² and discrete (negative-entropy) term over training, and the
