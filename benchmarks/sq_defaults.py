@@ -37,7 +37,7 @@ from hqvae.train.tokenizer import train  # noqa: E402
 from hqvae.train.run_dir import RunDir  # noqa: E402
 from hqvae.train.run_info import git_commit, now  # noqa: E402
 
-CHECKPOINT_EVERY = 1_500  # steps between the checkpoints a run resumes from
+CHECKPOINT_EVERY = 1_500  # steps between checkpoints: a run killed without a signal loses at most these
 
 # name -> overrides on top of the claims protocol; each names its start and its rate weight in full,
 # so that a change of the registry's defaults does not change what a setting means (the records made
@@ -106,7 +106,6 @@ SETTINGS = {
 def run_one(dataset: str, setting: str, model: str, seed: int, steps: int, runs: Path, val_set) -> dict:
     out = runs / dataset / setting / f"{model}-seed{seed}"
     record_path = out / "sq-defaults-record.json"
-    # a checkpoint every CHECKPOINT_EVERY steps: a run killed without a signal loses at most that many
     config = run_config(dataset, model, steps, seed, "cpu",
                         SETTINGS[setting] + [f"train.checkpoint_every={min(steps, CHECKPOINT_EVERY)}"])
     if record_path.is_file():
