@@ -17,7 +17,7 @@ from hqvae.quantizers import ResidualQuantizer, StochasticQuantizer, VectorQuant
 from hqvae.quantizers.registry import SQOptions, VQOptions
 
 TINY = dict(hidden=16, codebook_size=16, dim=8)
-PUBLIC_SQ_START = {"sq_init": "normal", "var_floor": True, "bounded_variance": False}  # the public SQ-VAE code's
+PUBLIC_SQ_START = {"sq_init": "normal", "var_floor": True, "bounded_variance": False, "affine_codebook": False}  # the public SQ-VAE code's
 SIZE = 16  # ÷8 top level -> 2×2 grids, enough for BatchNorm with batch 2
 BATCH = 2
 NAMES = [name for name in hqvae.list_models() if model_class_for(name) is HQVAE]  # PQ-VAE: tests/test_pqvae.py
@@ -448,6 +448,9 @@ def test_registry_sq_layers_start_from_data_and_saved_configs_keep_their_start()
             assert {key: getattr(layer.options, key) for key in SQ_START} == SQ_START
     for layer in model_config("vqvae2").layers:
         assert layer.options.vq_init == "kmeans"
+    assert {name: {layer.options.affine_codebook for layer in model_config(name).layers}
+            for name in ("sqvae", "sqvae2", "rsqvae")} == {"sqvae": {True}, "sqvae2": {False}, "rsqvae": {False}}
+    assert not model_config("sqvae", affine_codebook=False).layers[0].options.affine_codebook
     # a config.json written before these keys existed describes a model that started the public way
     old = model_config("sqvae", **PUBLIC_SQ_START).to_dict()
     for layer in old["layers"]:
