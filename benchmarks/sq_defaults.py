@@ -45,7 +45,7 @@ CHECKPOINT_EVERY = 1_500  # steps between checkpoints: a run killed without a si
 # retrains them once, to the same numbers)
 ELBO = ["model.overrides.rate_weight=1"]
 PUBLIC = ["model.overrides.sq_init=normal", "model.overrides.var_floor=true",
-          "model.overrides.bounded_variance=false"] + ELBO
+          "model.overrides.bounded_variance=false", "model.overrides.affine_codebook=false"] + ELBO
 DATA = ["model.overrides.sq_init=data", "model.overrides.var_floor=false",
         "model.overrides.bounded_variance=false"] + ELBO
 START = ["model.overrides.sq_init=data", "model.overrides.var_floor=false",
