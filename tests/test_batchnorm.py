@@ -98,3 +98,22 @@ def test_no_batches_or_an_error_leave_the_statistics_as_they_were():
     with pytest.raises(ValueError, match="input channel"):
         recalibrate_batchnorm(model, [batches(1)[0], torch.rand(2, 3, 5, 5)])  # wrong channels on the 2nd batch
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_sample_gathers_the_relaxed_samples_statistics_and_leaves_vq_codebooks_alone():
+    """``sample=True``: the statistics of training's relaxed forwards (the same Gumbel draws), what
+    training's running averages estimate; VQ layers (EMA codebooks) stay in eval mode."""
+    model = model_after_one_training_step("sqvae2")
+    xs = batches()
+    torch.manual_seed(3)
+    relaxed = batchnorm_inputs(model, xs, quantizers_train=True)
+    torch.manual_seed(3)
+    recalibrate_batchnorm(model, xs, sample=True)
+    for layer_name, inputs in relaxed.items():
+        var = torch.stack([x.transpose(0, 1).flatten(1).var(dim=1) for x in inputs]).mean(0)
+        torch.testing.assert_close(model.get_submodule(layer_name).running_var, var, rtol=1e-4, atol=1e-6)
+    vq = model_after_one_training_step("rqvae")
+    before = {k: v.clone() for k, v in vq.state_dict().items() if "batchnorm" not in k and "running" not in k
+              and "num_batches" not in k}
+    recalibrate_batchnorm(vq, xs, sample=True)
+    assert all(torch.equal(v, vq.state_dict()[k]) for k, v in before.items())

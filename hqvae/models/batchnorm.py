@@ -17,15 +17,19 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..quantizers.base import Quantizer
+
 BATCHNORM = nn.modules.batchnorm._BatchNorm
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], sample: bool = False) -> int:
     """Replace every BatchNorm layer's running statistics by their plain average over ``batches``
     (each (B, C, H, W), the model's inputs) forwarded with the rest of the model in eval mode, so
     that every quantizer decodes its argmax code; returns the number of items seen (0: the model
-    has no BatchNorm, or ``batches`` was empty — then nothing changed).
+    has no BatchNorm, or ``batches`` was empty — then nothing changed). ``sample``: stochastic
+    quantizers decode training's relaxed sample instead (at their set temperature), so the result is
+    what training's running averages estimate, without their lag.
 
     Per layer, over N batches with batch means μ_n and (unbiased) variances σ²_n:
     running_mean = mean_n μ_n, running_var = mean_n σ²_n (PyTorch's ``momentum=None``). Trained
@@ -38,6 +42,10 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> 
     saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
              for m in layers]
     model.eval()
+    if sample:
+        for m in model.modules():
+            if isinstance(m, Quantizer) and m.stochastic:
+                m.train()
     for m in layers:
         m.reset_running_stats()
         m.momentum = None

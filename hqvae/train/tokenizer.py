@@ -178,11 +178,12 @@ class TokenizerTask(Task):
 
 
 def recalibrate(model: torch.nn.Module, train_set, config: TrainConfig, device: torch.device,
-                rank: int = 0, world_size: int = 1) -> int:
+                rank: int = 0, world_size: int = 1, sample: bool = False) -> int:
     """Recompute ``model``'s BatchNorm running statistics on ``config.train.recalibrate_batchnorm``
     batches of ``config.train.batch_size`` training items drawn uniformly (this rank's share: its own
     batch_size / W items per batch, from a generator seeded by train.seed + rank), forwarded in eval
-    mode (``hqvae.models.recalibrate_batchnorm``), then averaged over the W ranks. Returns the number
+    mode (``hqvae.models.recalibrate_batchnorm``; ``sample``: SQ layers decode relaxed samples), then
+    averaged over the W ranks. Returns the number
     of items seen over all ranks (0: the model has no BatchNorm, nothing changed). Measured in
     ``benchmarks/bn_recalibration.py``; every rank must call it.
     """
@@ -195,7 +196,7 @@ def recalibrate(model: torch.nn.Module, train_set, config: TrainConfig, device: 
             x, _ = train_set.get_batch(torch.randint(len(train_set), (rank_batch,), generator=generator), device=device)
             yield channels_last_batch(x) if train.channels_last else x
 
-    items = recalibrate_batchnorm(model, draws())
+    items = recalibrate_batchnorm(model, draws(), sample)
     if world_size > 1 and items:  # the mean of the ranks' averages: every rank ends with the same statistics
         for module in model.modules():
             if isinstance(module, BATCHNORM) and module.track_running_stats:

@@ -1,7 +1,9 @@
 """Golden values of every registered model, pinned before the issue-12 refactor (and rewritten once
 since for each intended change of a default, keeping every other model's stored values: the
 registry's rate weight of ``rsqvae``, issue 11, only ``rsqvae/...`` changed; ``sqvae2``'s rate weight
-capped at 0.25, issue 18, only ``sqvae2/...`` changed, its latent terms ×0.25).
+capped at 0.25, issue 18, only ``sqvae2/...`` changed, its latent terms ×0.25; ``sqvae``'s affine
+codebook, issue 18, only its two new gradients ``sqvae/grad/groups.0.quantizer.codebook_{scale,shift}``
+were added: it starts at a = 1, b = 0, so every stored value stayed within tolerance and was kept).
 
     OMP_NUM_THREADS=1 .venv/bin/python tests/golden/make_golden.py      # rewrites tests/fixtures/golden.safetensors + golden.json
 
