@@ -183,9 +183,8 @@ def recalibrate(model: torch.nn.Module, train_set, config: TrainConfig, device: 
     batches of ``config.train.batch_size`` training items drawn uniformly (this rank's share: its own
     batch_size / W items per batch, from a generator seeded by train.seed + rank), forwarded in eval
     mode (``hqvae.models.recalibrate_batchnorm``; ``sample``: SQ layers decode relaxed samples), then
-    averaged over the W ranks. Returns the number
-    of items seen over all ranks (0: the model has no BatchNorm, nothing changed). Measured in
-    ``benchmarks/bn_recalibration.py``; every rank must call it.
+    averaged over the W ranks. Returns the number of items seen over all ranks (0: the model has no
+    BatchNorm, nothing changed). Measured in ``benchmarks/bn_recalibration.py``; every rank must call it.
     """
     train = config.train
     rank_batch = check_batch_size(train.batch_size, world_size)
