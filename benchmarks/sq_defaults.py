@@ -93,6 +93,8 @@ SETTINGS = {
     "registry-codebook-lr10": START + ["optim.codebook_lr_scale=10"],
     # codes a ⊙ w_k + b with a scale and shift shared by all codes: the unused codes move with the used
     "registry-affine-codebook": START + ["model.overrides.affine_codebook=true"],
+    # the codebook from k-means centroids of the first batch (the VQ partners' start) instead of its rows
+    "registry-kmeans": START + ["model.overrides.sq_init=kmeans"],
     # the straight-through variant: from step N on, training decodes the argmax code (``temperature.hard_from``)
     "registry-tau-official-hard12000": START + ["temperature.decay=1e-5", "temperature.hard_from=12000"],
     "registry-tau-official-hard0": START + ["temperature.decay=1e-5", "temperature.hard_from=0"],

@@ -36,7 +36,8 @@ class SQOptions:
     """``StochasticQuantizer`` options (SPEC §1.2): s² = [1 +] exp(log_s2) (``var_floor``) from
     ``init_variance``, or 2·s²₀·sigmoid(θ) (``bounded_variance``); ``sq_init="normal"`` starts from an
     N(0, 1) codebook, ``"data"`` from the layer's inputs on the first training batch (codebook = rows
-    + ``init_noise``·σ noise, s² = ``init_variance_ratio`` × their variance); ``affine_codebook``:
+    + ``init_noise``·σ noise, s² = ``init_variance_ratio`` × their variance), ``"kmeans"`` the same
+    with k-means centroids of those rows in place of the rows; ``affine_codebook``:
     codes a ⊙ w_k + b with a scale and shift shared by all codes."""
 
     init_variance: float = 20.0

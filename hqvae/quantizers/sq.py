@@ -25,7 +25,10 @@ Initialisation (SPEC §1.2): ``init="normal"`` starts from an N(0, 1) codebook a
 ``init_variance`` (the public SQ-VAE code). ``init="data"`` gives the layer the same kind of start
 as the k-means VQ baselines: on the first training forward, the codebook becomes K random rows of
 the layer's own inputs plus ``init_noise``·σ Gaussian noise (σ² the inputs' mean per-dimension
-variance v), and s² becomes ``init_variance_ratio``·v. Under DDP rank 0 draws and broadcasts. The
+variance v), and s² becomes ``init_variance_ratio``·v. ``init="kmeans"`` starts the codebook where the
+VQ baselines start theirs, at the centroids of Lloyd's k-means on those rows (``kmeans_iters``
+iterations), plus the same noise (which separates codes that started from one row: identical codes
+get identical gradients and would never part); s² as for "data". Under DDP rank 0 draws and broadcasts. The
 ``initialized`` flag is saved with the weights, so resumed and loaded models never re-initialise.
 
 ``affine_codebook=True`` re-parametrises the codebook as e_k = a ⊙ w_k + b with a, b ∈ R^d shared by
@@ -47,10 +50,11 @@ from .base import (DISTANCE_CHUNK_ELEMENTS, LazyInitFlag, Quantizer, QuantizerOu
     flatten_latents, fp32_island, index_shape, l2_normalize, perplexity_of_counts, upcast)
 from hqvae.distributed import all_gather_rows, broadcast_
 from .relaxed import RelaxedGaussianSample, gumbel_noise
+from .vq import kmeans
 
 VARIANCE_TYPES = ("gaussian_1", "gaussian_2", "gaussian_3", "gaussian_4", "vmf")
 VARIANCE_MIN = 1e-10
-INITS = ("normal", "data")
+INITS = ("normal", "data", "kmeans")
 
 
 class StochasticQuantizer(LazyInitFlag, Quantizer):
@@ -61,13 +65,15 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         codebook_size: number of codes K.
         variance: one of "gaussian_1" (default), "gaussian_2", "gaussian_3", "gaussian_4", "vmf".
         init_variance: initial exp(log_s2) for the Gaussian forms (s² = [1 +] exp(log_s2)); with
-            ``bounded_variance``, the initial s² = s²₀ itself. Unused with ``init="data"``.
+            ``bounded_variance``, the initial s² = s²₀ itself. Unused with ``init="data"`` / "kmeans".
         var_floor: add 1 to the variance (the public SQ-VAE vision parametrisation).
         bounded_variance: s² = 2·s²₀·sigmoid(θ) (Gaussian types; not with ``var_floor``).
-        init: "normal" (N(0, 1) codebook, s² from ``init_variance``) or "data" (codebook and s²
-            from the first training batch, see the module docstring).
-        init_noise: "data" init: noise added to the chosen rows, in units of the inputs' std.
-        init_variance_ratio: "data" init: s² starts at this multiple of the inputs' mean
+        init: "normal" (N(0, 1) codebook, s² from ``init_variance``), "data" or "kmeans" (codebook
+            and s² from the first training batch, see the module docstring).
+        init_noise: "data" / "kmeans" init: noise added to the chosen rows or centroids, in units of
+            the inputs' std.
+        kmeans_iters: Lloyd iterations for ``init="kmeans"``.
+        init_variance_ratio: "data" / "kmeans" init: s² starts at this multiple of the inputs' mean
             per-dimension variance (the Gaussian forms; with ``var_floor`` the floor's 1 is
             part of it, and the learnt part is clamped at 1e-3·s² when the ratio asks for less).
         init_kappa: initial concentration κ for "vmf".
@@ -92,6 +98,7 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         bounded_variance: bool = False,
         init: str = "normal",
         init_noise: float = 0.2,
+        kmeans_iters: int = 10,
         init_variance_ratio: float = 1.0,
         init_kappa: float = 10.0,
         temperature: float = 1.0,
@@ -118,6 +125,7 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         self.bounded_variance = bounded_variance
         self.init = init
         self.init_noise = init_noise
+        self.kmeans_iters = kmeans_iters
         self.init_variance_ratio = init_variance_ratio
         self.eval_sample = eval_sample
         self.fused = fused
@@ -282,7 +290,10 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         ranks; rank 0 draws, every rank receives the same values)."""
         x = all_gather_rows(x)
         variance = x.var(dim=0, unbiased=False).mean()  # v: mean per-dimension variance
-        rows = x[torch.randint(x.shape[0], (self.codebook_size,), device=x.device)]
+        if self.init == "kmeans":
+            rows, _ = kmeans(x, self.codebook_size, self.kmeans_iters)
+        else:
+            rows = x[torch.randint(x.shape[0], (self.codebook_size,), device=x.device)]
         codes = rows + self.init_noise * variance.sqrt() * torch.randn_like(rows)
         broadcast_(codes)
         broadcast_(variance)
