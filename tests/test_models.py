@@ -449,8 +449,9 @@ def test_registry_sq_layers_start_from_data_and_saved_configs_keep_their_start()
     for layer in model_config("vqvae2").layers:
         assert layer.options.vq_init == "kmeans"
     assert {name: {layer.options.affine_codebook for layer in model_config(name).layers}
-            for name in ("sqvae", "sqvae2", "rsqvae")} == {"sqvae": {True}, "sqvae2": {False}, "rsqvae": {False}}
+            for name in ("sqvae", "sqvae2", "rsqvae")} == {"sqvae": {True}, "sqvae2": {True}, "rsqvae": {False}}
     assert not model_config("sqvae", affine_codebook=False).layers[0].options.affine_codebook
+    assert not any(layer.options.affine_codebook for layer in model_config("sqvae2", affine_codebook=False).layers)
     # a config.json written before these keys existed describes a model that started the public way
     old = model_config("sqvae", **PUBLIC_SQ_START).to_dict()
     for layer in old["layers"]:

@@ -66,6 +66,37 @@ def test_data_init_noise_is_relative_to_the_inputs_spread():
     assert nearest.mean() == pytest.approx(DIM * 0.04 * float(sigma2), rel=0.25)
 
 
+def test_kmeans_init_starts_at_the_centroids_of_the_inputs_and_s2_from_their_variance():
+    """Clustered inputs: every code is the mean of the rows nearest to it (Lloyd's fixed point),
+    inside the cloud rather than on one of its rows, and s² is the inputs' variance as with the data
+    start."""
+    torch.manual_seed(0)
+    centres = 4.0 * torch.randn(8, DIM)
+    rows = centres.repeat_interleave(25, 0) + torch.randn(200, DIM)  # (200, DIM), 8 clusters
+    z = rows.reshape(8, 5, 5, DIM).movedim(-1, 1)  # (8, DIM, 5, 5)
+    q = StochasticQuantizer(DIM, 4, init="kmeans", init_noise=0.0, bounded_variance=True)
+    q.train()
+    q(z)
+    codes = q.weight.detach()
+    nearest = torch.cdist(rows, codes).argmin(1)
+    for k in nearest.unique():
+        torch.testing.assert_close(codes[k], rows[nearest == k].mean(0))
+    assert distance_to_nearest_row(codes, rows).min() > 0.5
+    torch.testing.assert_close(q.variance(), rows.var(dim=0, unbiased=False).mean())
+
+
+def test_kmeans_init_noise_separates_codes_that_start_from_one_row():
+    """More codes than distinct rows: without noise some codes would coincide, get identical
+    gradients and never part; the data start's noise keeps them apart."""
+    torch.manual_seed(0)
+    z = inputs()[:1, :, :2, :2]  # 4 rows for K = 16 codes
+    q = StochasticQuantizer(DIM, K, init="kmeans")
+    q.train()
+    q(z)
+    gaps = torch.cdist(q.weight.detach(), q.weight.detach()) + torch.eye(K) * 1e9
+    assert gaps.min() > 1e-3
+
+
 def test_data_init_happens_once_in_training_and_never_in_eval_or_after_loading(tmp_path):
     torch.manual_seed(0)
     q = StochasticQuantizer(DIM, K, init="data")
@@ -113,7 +144,7 @@ def test_each_residual_depth_initialises_from_the_residual_it_receives():
 
 def test_bad_init_options_are_rejected():
     with pytest.raises(ValueError, match="init must be one of"):
-        StochasticQuantizer(DIM, K, init="kmeans")
+        StochasticQuantizer(DIM, K, init="k-means")
     with pytest.raises(ValueError, match="bounded_variance replaces var_floor"):
         StochasticQuantizer(DIM, K, var_floor=True, bounded_variance=True)
     with pytest.raises(ValueError, match="init_variance_ratio > 0"):
