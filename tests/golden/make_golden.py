@@ -3,7 +3,9 @@ since for each intended change of a default, keeping every other model's stored 
 registry's rate weight of ``rsqvae``, issue 11, only ``rsqvae/...`` changed; ``sqvae2``'s rate weight
 capped at 0.25, issue 18, only ``sqvae2/...`` changed, its latent terms ×0.25; ``sqvae``'s affine
 codebook, issue 18, only its two new gradients ``sqvae/grad/groups.0.quantizer.codebook_{scale,shift}``
-were added: it starts at a = 1, b = 0, so every stored value stayed within tolerance and was kept).
+were added: it starts at a = 1, b = 0, so every stored value stayed within tolerance and was kept;
+``sqvae2``'s affine codebook, issue 18, the same way: only its four gradients
+``sqvae2/grad/groups.{0,1}.quantizer.codebook_{scale,shift}`` were added).
 
     OMP_NUM_THREADS=1 .venv/bin/python tests/golden/make_golden.py      # rewrites tests/fixtures/golden.safetensors + golden.json
 
