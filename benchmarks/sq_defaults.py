@@ -81,6 +81,7 @@ SETTINGS = {
     "registry-tau-official-rate0.5": START + ["temperature.decay=1e-5", "model.overrides.rate_weight=0.5"],
     "registry-tau-official-rate0.25": START + ["temperature.decay=1e-5", "model.overrides.rate_weight=0.25"],
     "registry-rate0.25": START + ["model.overrides.rate_weight=0.25"],  # with the budget's τ, at any budget
+    "registry-rate0.5": START + ["model.overrides.rate_weight=0.5"],
     # a broader start (s²₀ = r × the inputs' variance; the bounded s² stays below 2·s²₀): codes that
     # the first, sharp posteriors leave without mass are left behind when the latents contract
     "registry-ratio4": START + ["model.overrides.init_variance_ratio=4"],
