@@ -85,6 +85,9 @@ SETTINGS = {
     # a broader start (s²₀ = r × the inputs' variance; the bounded s² stays below 2·s²₀): codes that
     # the first, sharp posteriors leave without mass are left behind when the latents contract
     "registry-ratio4": START + ["model.overrides.init_variance_ratio=4"],
+    # a tighter start and bound: rsqvae's first depth climbs to its bound 2·s²₀ by 15,000 steps while
+    # the later depths correct its noise, so training decodes a mixture where the test decodes one code
+    "registry-ratio0.5": START + ["model.overrides.init_variance_ratio=0.5"],
     # the codebooks' Adam β2: with 0.999, √v̂ remembers a code's early gradients for thousands of
     # steps, so a code that lost its posterior mass moves at ~1e-4 of the lr (benchmarks/dead_codes.py)
     "registry-codebook-beta2-0.99": START + ["optim.codebook_beta2=0.99"],
