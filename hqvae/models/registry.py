@@ -214,12 +214,15 @@ def _layer(kind: str, quantizer: str, downsample: int | None = None) -> LayerCon
 
 
 def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides,
-             max_rate_weight: float = 1.0, codebook_lr_scale: float = 1.0) -> ModelConfig:
+             max_rate_weight: float = 1.0, codebook_lr_scale: float = 1.0,
+             affine_codebook: bool = False) -> ModelConfig:
     """Injected layers at ``downsamples``, each followed by ``depth − 1`` residual layers; then size
     defaults, model-level overrides, and layer options set on every layer whose quantizer kind reads
     them (an option no layer reads raises a ValueError). A stochastic model without a ``rate_weight``
     override gets min(``max_rate_weight``, ``balanced_rate_weight``); its ``train_defaults`` the
-    ``codebook_lr_scale``."""
+    ``codebook_lr_scale``; its SQ layers ``affine_codebook`` unless an override sets it."""
+    if quantizer == "sq" and affine_codebook:
+        overrides = {"affine_codebook": True, **overrides}
     if depth < 1:
         raise ValueError(f"depth (layers per resolution) must be ≥ 1, got {depth}")
     if not downsamples:  # two levels: (2f, f) when the size allows, else (f, f/2)
@@ -256,10 +259,8 @@ def _pair(vq_name: str, sq_name: str, what: str, entry: Callable[[str, str], Cal
 
 def _single_entry(name: str, quantizer: str) -> Callable:
     def build(in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, **overrides):
-        if quantizer == "sq":
-            overrides = {"affine_codebook": SQ_AFFINE_CODEBOOK, **overrides}
         config = _pyramid(name, quantizer, in_channels, image_size, [downsample or default_factor(image_size)], 1,
-                          overrides, codebook_lr_scale=SQ_CODEBOOK_LR_SCALE)
+                          overrides, codebook_lr_scale=SQ_CODEBOOK_LR_SCALE, affine_codebook=SQ_AFFINE_CODEBOOK)
         # the public SQ-VAE CIFAR-10 network is what the defaults of ModelConfig, LayerConfig and SQOptions describe
         is_reference = replace(config, name="custom", rate_weight=1.0, train_defaults={}, reference="") == ModelConfig()
         if quantizer == "sq" and "reference" not in overrides and is_reference:
@@ -271,10 +272,9 @@ def _single_entry(name: str, quantizer: str) -> Callable:
 
 def _levels_entry(name: str, quantizer: str) -> Callable:
     def build(in_channels: int, image_size: tuple[int, int], *, downsamples: Sequence[int] | None = None, **overrides):
-        if quantizer == "sq":
-            overrides = {"affine_codebook": SQ_AFFINE_CODEBOOK, **overrides}
         return _pyramid(name, quantizer, in_channels, image_size, downsamples, 1, overrides,
-                        max_rate_weight=SQ_LEVELS_MAX_RATE_WEIGHT, codebook_lr_scale=SQ_CODEBOOK_LR_SCALE)
+                        max_rate_weight=SQ_LEVELS_MAX_RATE_WEIGHT, codebook_lr_scale=SQ_CODEBOOK_LR_SCALE,
+                        affine_codebook=SQ_AFFINE_CODEBOOK)
 
     return build
 

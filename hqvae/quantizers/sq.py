@@ -50,7 +50,7 @@ from .base import (DISTANCE_CHUNK_ELEMENTS, LazyInitFlag, Quantizer, QuantizerOu
     flatten_latents, fp32_island, index_shape, l2_normalize, perplexity_of_counts, upcast)
 from hqvae.distributed import all_gather_rows, broadcast_
 from .relaxed import RelaxedGaussianSample, gumbel_noise
-from .vq import kmeans
+from .kmeans import kmeans
 
 VARIANCE_TYPES = ("gaussian_1", "gaussian_2", "gaussian_3", "gaussian_4", "vmf")
 VARIANCE_MIN = 1e-10

@@ -15,24 +15,8 @@ from torch import Tensor, nn
 
 from .base import (LazyInitFlag, Quantizer, QuantizerOutput, code_counts, flatten_latents, fp32_island,
     index_shape, l2_normalize, nearest_code, perplexity_of_counts, straight_through, upcast)
+from .kmeans import kmeans
 from hqvae.distributed import all_gather_rows, all_reduce_sum_, broadcast_
-
-
-def kmeans(x: Tensor, num_clusters: int, iters: int) -> tuple[Tensor, Tensor]:
-    """Lloyd's k-means on rows x (N, d) -> (centroids (K, d), cluster sizes (K,)).
-
-    Centroids start at random rows (with replacement when N < K); empty clusters keep their
-    previous centroid.
-    """
-    centroids = x[torch.randint(x.shape[0], (num_clusters,), device=x.device)]  # (a copy)
-    sizes = torch.zeros(num_clusters, device=x.device)
-    for _ in range(iters):
-        assign = nearest_code(x, centroids)
-        sizes = torch.bincount(assign, minlength=num_clusters).float()
-        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
-        filled = sizes > 0
-        centroids[filled] = sums[filled] / sizes[filled, None]
-    return centroids, sizes
 
 
 class VectorQuantizer(LazyInitFlag, Quantizer):
