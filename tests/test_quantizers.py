@@ -338,10 +338,10 @@ def test_sq_eval_loss_against_hand_computed_values(var_floor):
     s2 = 0.5 + (1.0 if var_floor else 0.0)
     discrete, continuous, _ = manual_sq_terms(z.reshape(-1, 2), q.weight.detach(), s2, batch=2)
     assert out.indices.tolist() == [[0, 1], [2, 1]]
-    assert float(out.losses["discrete"]) == pytest.approx(float(discrete), rel=1e-6)
-    assert float(out.losses["continuous"]) == pytest.approx(float(continuous), rel=1e-6)
+    assert out.losses["discrete"].item() == pytest.approx(float(discrete), rel=1e-6)
+    assert out.losses["continuous"].item() == pytest.approx(float(continuous), rel=1e-6)
     assert out.loss.item() == pytest.approx(float(discrete + continuous), rel=1e-6)
-    assert float(out.losses["discrete"]) <= 0  # negative entropy, the n log K constant dropped
+    assert out.losses["discrete"].item() <= 0  # negative entropy, the n log K constant dropped
 
 
 def test_sq_training_sample_is_the_gumbel_softmax_mixture():
