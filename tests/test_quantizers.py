@@ -467,7 +467,7 @@ def test_residual_sq_continuous_term_uses_the_summed_variances():
     total = sum(layer.embed(out.indices[..., l]) for l, layer in enumerate(layers))
     continuous = ((z - total) ** 2).sum() / (2 * 6.5) / 2
     assert out.losses["continuous"].item() == pytest.approx(continuous.item(), rel=1e-5)
-    discrete = sum(float(depth.losses["discrete"]) for depth in out.depths)
+    discrete = sum(depth.losses["discrete"].item() for depth in out.depths)
     assert out.loss.item() == pytest.approx(discrete + continuous.item(), rel=1e-5)
     assert all("continuous" not in depth.losses for depth in out.depths)
 
