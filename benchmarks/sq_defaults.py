@@ -88,10 +88,6 @@ SETTINGS = {
     # a tighter start and bound: rsqvae's first depth climbs to its bound 2·s²₀ by 15,000 steps while
     # the later depths correct its noise, so training decodes a mixture where the test decodes one code
     "registry-ratio0.5": START + ["model.overrides.init_variance_ratio=0.5"],
-    # every residual depth its own continuous term on the residual it leaves (||r_l||² / 2 s_l², the SQ
-    # analogue of RQ-VAE's per-depth commitment) instead of one for the stack: depth 0's s² is then
-    # pulled by its own sample's error, which the later depths otherwise absorb
-    "registry-per-depth": START + ["model.overrides.stack_continuous=per_depth"],
     # the codebooks' Adam β2: with 0.999, √v̂ remembers a code's early gradients for thousands of
     # steps, so a code that lost its posterior mass moves at ~1e-4 of the lr (benchmarks/dead_codes.py)
     "registry-codebook-beta2-0.99": START + ["optim.codebook_beta2=0.99"],

@@ -471,34 +471,6 @@ def test_residual_sq_continuous_term_uses_the_summed_variances():
     assert out.loss.item() == pytest.approx(discrete + continuous.item(), rel=1e-5)
     assert all("continuous" not in depth.losses for depth in out.depths)
 
-def test_residual_sq_per_depth_continuous_terms_use_each_depths_residual_and_variance():
-    torch.manual_seed(0)
-    variances = (0.5, 2.0, 4.0)
-    layers = [StochasticQuantizer(DIM, K, init_variance=v, channel_last=True, stack_continuous="per_depth")
-              for v in variances]
-    rsq = ResidualQuantizer(layers)
-    rsq.eval()
-    z = torch.randn(2, 5, DIM)
-    out = rsq(z)
-    assert "continuous" not in out.losses
-    residual = z
-    for l, (layer, variance) in enumerate(zip(layers, variances)):  # ||r_l||² / (2 s_l²), batch mean
-        residual = residual - layer.embed(out.indices[..., l])
-        expected = (residual ** 2).sum() / (2 * variance) / 2
-        assert out.depths[l].losses["continuous"].item() == pytest.approx(expected.item(), rel=1e-5)
-    discrete = sum(depth.losses["discrete"].item() for depth in out.depths)
-    continuous = sum(depth.losses["continuous"].item() for depth in out.depths)
-    assert out.loss.item() == pytest.approx(discrete + continuous, rel=1e-5)
-
-
-def test_residual_sq_depths_must_agree_on_the_continuous_term():
-    layers = [StochasticQuantizer(DIM, K, channel_last=True, stack_continuous=form) for form in ("stack", "per_depth")]
-    with pytest.raises(ValueError, match="stack_continuous"):
-        ResidualQuantizer(layers)(torch.randn(2, 5, DIM))
-    with pytest.raises(ValueError, match="stack_continuous must be one of"):
-        StochasticQuantizer(DIM, K, stack_continuous="sum")
-
-
 
 @pytest.mark.parametrize("name", ["rq", "rsq"])
 def test_residual_partial_sums_and_embedding(name):

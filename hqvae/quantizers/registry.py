@@ -38,8 +38,7 @@ class SQOptions:
     N(0, 1) codebook, ``"data"`` from the layer's inputs on the first training batch (codebook = rows
     + ``init_noise``·σ noise, s² = ``init_variance_ratio`` × their variance), ``"kmeans"`` the same
     with k-means centroids of those rows in place of the rows; ``affine_codebook``:
-    codes a ⊙ w_k + b with a scale and shift shared by all codes; ``stack_continuous``: a residual
-    stack's continuous term, once for the stack ("stack", SPEC §3) or one per depth ("per_depth")."""
+    codes a ⊙ w_k + b with a scale and shift shared by all codes."""
 
     init_variance: float = 20.0
     var_floor: bool = True
@@ -48,7 +47,6 @@ class SQOptions:
     init_noise: float = 0.2
     init_variance_ratio: float = 1.0
     affine_codebook: bool = False
-    stack_continuous: str = "stack"
 
 
 @dataclass(frozen=True)

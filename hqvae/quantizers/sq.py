@@ -55,7 +55,6 @@ from .kmeans import kmeans
 VARIANCE_TYPES = ("gaussian_1", "gaussian_2", "gaussian_3", "gaussian_4", "vmf")
 VARIANCE_MIN = 1e-10
 INITS = ("normal", "data", "kmeans")
-STACK_CONTINUOUS = ("stack", "per_depth")
 
 
 class StochasticQuantizer(LazyInitFlag, Quantizer):
@@ -85,10 +84,6 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
             runs the same math through autograd (slower, for checking).
         affine_codebook: codes e_k = a ⊙ w_k + b with a shared scale a and shift b (d,) (module
             docstring).
-        stack_continuous: the continuous term of a residual stack of these layers: "stack" (SPEC §3,
-            once for the stack, ||ẑ − Σ_l z_q,l||² / (2 Σ_l s_l²)) or "per_depth" (every depth its
-            own, on the residual it leaves: ||r_l||² / (2 s_l²), r_l = ẑ − Σ_{l'≤l} z_q,l'); every
-            depth of a stack must name the same one.
     """
 
     stochastic = True
@@ -111,15 +106,12 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         channel_last: bool = False,
         fused: bool = True,
         affine_codebook: bool = False,
-        stack_continuous: str = "stack",
     ):
         super().__init__()
         if variance not in VARIANCE_TYPES:
             raise ValueError(f"variance must be one of {VARIANCE_TYPES}, got {variance!r}")
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        if stack_continuous not in STACK_CONTINUOUS:
-            raise ValueError(f"stack_continuous must be one of {STACK_CONTINUOUS}, got {stack_continuous!r}")
         if bounded_variance and (var_floor or variance == "vmf"):
             raise ValueError("bounded_variance replaces var_floor and applies to the Gaussian forms; "
                              "pass only one of them, and not with variance='vmf'")
@@ -140,7 +132,6 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         self.channel_last = channel_last
         self.weight = nn.Parameter(torch.randn(codebook_size, dim))
         self.affine_codebook = affine_codebook
-        self.stack_continuous = stack_continuous
         if affine_codebook:
             self.codebook_scale = nn.Parameter(torch.ones(dim))  # a
             self.codebook_shift = nn.Parameter(torch.zeros(dim))  # b
@@ -282,21 +273,12 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         self.owns_codebook = False  # data initialisation: depth 0 fills the shared codebook
 
     def forward_in_stack(self, residual: Tensor, return_probs: bool = False) -> QuantizerOutput:
-        """The step is the soft mixture in training and the hard code in eval, with no
-        stop-gradient. With "per_depth" the depth's losses include its continuous term on the
-        residual it leaves, ||r_{l−1} − z_q,l||² / (2 s_l²); with "stack", ``stack_losses``
-        computes one for the stack."""
-        return self(residual, continuous_loss=self.stack_continuous == "per_depth", return_probs=return_probs)
+        """Without the continuous term (``stack_losses`` computes it once for the stack); the step
+        is the soft mixture in training and the hard code in eval, with no stop-gradient."""
+        return self(residual, continuous_loss=False, return_probs=return_probs)
 
     def stack_losses(self, layers: list["StochasticQuantizer"], z: Tensor, total: Tensor) -> dict[str, Tensor]:
-        """"stack": the stack's continuous term, batch mean of Σ_rows ||ẑ − Σ_l z_q,l||² / (2 Σ_l s_l²);
-        "per_depth": none (each depth has its own)."""
-        forms = {layer.stack_continuous for layer in layers}
-        if len(forms) != 1:
-            raise ValueError(f"the depths of a residual SQ stack name different stack_continuous {sorted(forms)}; "
-                             f"give every depth the same one")
-        if self.stack_continuous == "per_depth":
-            return {}
+        """The stack's continuous term: batch mean of Σ_rows ||ẑ − Σ_l z_q,l||² / (2 Σ_l s_l²)."""
         with fp32_island(z.device):
             summed_variance = sum(layer.variance() for layer in layers)
             diff, _ = flatten_latents(upcast(z - total), self.dim, self.channel_last)
