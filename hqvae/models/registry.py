@@ -152,7 +152,8 @@ def train_defaults(stochastic: bool, codebook_lr_scale: float = 1.0) -> dict[str
 # SQ code the posterior never picks gets gradients of 1e-6 to 1e-10 and stays where it started
 # (docs/dead-codes.md). Chosen on the CIFAR-10 validation split, seeds 0 and 1, at 2,000 and 15,000
 # steps (sq-defaults-cifar10-codebook-lr.json, sq-defaults-cifar10-long15000-codebook-lr.json);
-# rsqvae's RMSE is worse at 3× (0.0604 against 0.0598 at 2,000 steps), so it keeps 1.
+# rsqvae keeps 1: at 3× its RMSE is worse at 2,000 steps (0.0604 against 0.0598) and a tie at 15,000
+# (0.0372 / 0.0415 against 0.0369 / 0.0419, fewer codes in use; docs/rsqvae-first-depth.md).
 SQ_CODEBOOK_LR_SCALE = 3.0
 
 # sqvae's and sqvae2's codebooks are e_k = a ⊙ w_k + b with a shared scale and shift
