@@ -602,7 +602,7 @@ def main() -> None:
         test_set = load_dataset(DATASETS[dataset][0], "test", root=data_root(dataset))
         stem = Path(args.out) / f"claims-{dataset}{suffix}"
         if args.render:
-            write_outputs(json.loads(stem.with_suffix(".json").read_text()), stem, test_set)
+            write_outputs(json.loads(stem.with_name(stem.name + ".json").read_text()), stem, test_set)
             continue
         records = []
         started = time.perf_counter()
@@ -708,8 +708,8 @@ def write_outputs(result: dict, stem: Path, test_set) -> None:
             record["trace"] = training_trace(RunDir(record["run_dir"]))
     result["figures"] = plots(result, stem) + self_annealing(result, stem) + strips(result, stem, test_set)
     result = portable(result)
-    atomic_write_json(stem.with_suffix(".json"), result)
-    atomic_write_bytes(stem.with_suffix(".md"), markdown(result).encode())
+    atomic_write_json(stem.with_name(stem.name + ".json"), result)
+    atomic_write_bytes(stem.with_name(stem.name + ".md"), markdown(result).encode())
 
 
 if __name__ == "__main__":
