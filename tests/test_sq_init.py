@@ -149,14 +149,34 @@ def test_bad_init_options_are_rejected():
         StochasticQuantizer(DIM, K, var_floor=True, bounded_variance=True)
     with pytest.raises(ValueError, match="init_variance_ratio > 0"):
         StochasticQuantizer(DIM, K, init="data", init_variance_ratio=0.0)
+    with pytest.raises(ValueError, match="variance_bound_ratio must be > 1"):
+        StochasticQuantizer(DIM, K, bounded_variance=True, variance_bound_ratio=1.0)
 
 
-def test_bounded_variance_stays_below_twice_its_start():
-    q = StochasticQuantizer(DIM, K, init_variance=3.0, bounded_variance=True)
-    assert float(q.variance().detach()) == pytest.approx(3.0)
+@pytest.mark.parametrize("ratio", [2.0, 1.25, 4.0])
+def test_bounded_variance_starts_at_s2_0_and_stays_below_ratio_times_it(ratio):
+    q = StochasticQuantizer(DIM, K, init_variance=3.0, bounded_variance=True, variance_bound_ratio=ratio)
+    s2 = q.variance()
+    assert float(s2.detach()) == pytest.approx(3.0)
+    # s² = c·s²₀·σ(θ) with c·σ(θ₀) = 1: ds²/dθ = c·s²₀·σ(1 − σ) = s²₀·(1 − 1/c) at the start
+    (grad,) = torch.autograd.grad(s2, q.variance_logit)
+    assert float(grad) == pytest.approx(3.0 * (1.0 - 1.0 / ratio))
     with torch.no_grad():
         q.variance_logit.fill_(50.0)
-    assert float(q.variance().detach()) == pytest.approx(6.0)
+    assert float(q.variance().detach()) == pytest.approx(3.0 * ratio)
+
+
+def test_data_init_restarts_the_bounded_variance_at_its_start():
+    torch.manual_seed(0)
+    q = StochasticQuantizer(DIM, K, init="data", bounded_variance=True, variance_bound_ratio=1.25)
+    with torch.no_grad():
+        q.variance_logit.fill_(-3.0)
+    z = inputs()
+    q.train()
+    q(z)
+    v = rows_of(z).var(dim=0, unbiased=False).mean()
+    torch.testing.assert_close(q.variance(), v)
+    torch.testing.assert_close(q.variance_bound, v)
 
 
 # ----------------------------------------------------------------------------- affine codebook

@@ -165,6 +165,13 @@ SQ_CODEBOOK_LR_SCALE = 3.0
 # 2,000. rsqvae keeps the plain codebook (the same use spread over more codes, worse RMSE on seed 1).
 SQ_AFFINE_CODEBOOK = True
 
+# rsqvae's s² stays below 1.25 × its start s²₀ (``variance_bound_ratio``; 2 for the other SQ models,
+# the SQ-VAE authors' bound). Its first depth otherwise climbs to the bound 2·s²₀ over a long run,
+# because the deeper depths correct its sample's noise and nothing in the ELBO pulls it down; the
+# lower bound keeps the start and ends training with a sharper first depth. Chosen on the CIFAR-10
+# validation split, seeds 0 and 1, 15,000 steps (docs/rsqvae-first-depth.md).
+RSQ_VARIANCE_BOUND_RATIO = 1.25
+
 
 # sqvae2's ρ at most this: the balanced rule gives 1 on CIFAR-10 and FSDD, where the top layer then
 # carries fewer bits than VQ-VAE-2's. 0.25 was chosen on the validation splits, seeds 0 and 1: CIFAR-10
@@ -283,6 +290,8 @@ def _levels_entry(name: str, quantizer: str) -> Callable:
 def _stack_entry(name: str, quantizer: str) -> Callable:
     def build(in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, depth: int = 4, **overrides):
         factor = downsample or default_factor(image_size)
+        if quantizer == "sq":
+            overrides = {"variance_bound_ratio": RSQ_VARIANCE_BOUND_RATIO, **overrides}
         return _pyramid(name, quantizer, in_channels, image_size, [factor], depth, overrides)
 
     return build

@@ -34,11 +34,11 @@ class VQOptions:
 @dataclass
 class SQOptions:
     """``StochasticQuantizer`` options (SPEC §1.2): s² = [1 +] exp(log_s2) (``var_floor``) from
-    ``init_variance``, or 2·s²₀·sigmoid(θ) (``bounded_variance``); ``sq_init="normal"`` starts from an
-    N(0, 1) codebook, ``"data"`` from the layer's inputs on the first training batch (codebook = rows
-    + ``init_noise``·σ noise, s² = ``init_variance_ratio`` × their variance), ``"kmeans"`` the same
-    with k-means centroids of those rows in place of the rows; ``affine_codebook``:
-    codes a ⊙ w_k + b with a scale and shift shared by all codes."""
+    ``init_variance``, or c·s²₀·sigmoid(θ) (``bounded_variance``, c = ``variance_bound_ratio``);
+    ``sq_init="normal"`` starts from an N(0, 1) codebook, ``"data"`` from the layer's inputs on the
+    first training batch (codebook = rows + ``init_noise``·σ noise, s² = ``init_variance_ratio`` ×
+    their variance), ``"kmeans"`` the same with k-means centroids of those rows in place of the rows;
+    ``affine_codebook``: codes a ⊙ w_k + b with a scale and shift shared by all codes."""
 
     init_variance: float = 20.0
     var_floor: bool = True
@@ -47,6 +47,7 @@ class SQOptions:
     init_noise: float = 0.2
     init_variance_ratio: float = 1.0
     affine_codebook: bool = False
+    variance_bound_ratio: float = 2.0
 
 
 @dataclass(frozen=True)

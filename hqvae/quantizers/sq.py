@@ -16,8 +16,9 @@ and ``loss`` is the batch mean of their sum. s² is trained by the same loss (se
 Variance types: "gaussian_1" one learnt scalar; "gaussian_2" / "gaussian_3" / "gaussian_4" add an
 externally predicted log-variance per item / per position / per position and channel:
 s² = exp(log_var) + exp(log_s2). ``var_floor=True`` adds 1 (s² = 1 + ...), as in the public
-SQ-VAE vision code. ``bounded_variance=True`` uses s² = 2·s²₀·sigmoid(θ) instead (θ starts at 0, so
-s² starts at s²₀ and stays in (0, 2·s²₀)), as in the SQ-VAE authors' later minimal code. "vmf":
+SQ-VAE vision code. ``bounded_variance=True`` uses s² = c·s²₀·sigmoid(θ) instead, c =
+``variance_bound_ratio`` (θ starts where c·sigmoid(θ) = 1, so s² starts at s²₀ and stays in (0, c·s²₀));
+c = 2 is the SQ-VAE authors' later minimal code (θ starts at 0). "vmf":
 codes and ẑ are ℓ2-normalised, logits κ⟨ẑ, ē_k⟩, continuous term κ Σ (1 − ⟨ẑ, z_q⟩),
 κ = 1 + exp(log_kappa).
 
@@ -67,7 +68,8 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         init_variance: initial exp(log_s2) for the Gaussian forms (s² = [1 +] exp(log_s2)); with
             ``bounded_variance``, the initial s² = s²₀ itself. Unused with ``init="data"`` / "kmeans".
         var_floor: add 1 to the variance (the public SQ-VAE vision parametrisation).
-        bounded_variance: s² = 2·s²₀·sigmoid(θ) (Gaussian types; not with ``var_floor``).
+        bounded_variance: s² = c·s²₀·sigmoid(θ), c = ``variance_bound_ratio`` (Gaussian types; not
+            with ``var_floor``).
         init: "normal" (N(0, 1) codebook, s² from ``init_variance``), "data" or "kmeans" (codebook
             and s² from the first training batch, see the module docstring).
         init_noise: "data" / "kmeans" init: noise added to the chosen rows or centroids, in units of
@@ -84,6 +86,7 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
             runs the same math through autograd (slower, for checking).
         affine_codebook: codes e_k = a ⊙ w_k + b with a shared scale a and shift b (d,) (module
             docstring).
+        variance_bound_ratio: c > 1, the bound of ``bounded_variance`` in units of its start s²₀.
     """
 
     stochastic = True
@@ -106,6 +109,7 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         channel_last: bool = False,
         fused: bool = True,
         affine_codebook: bool = False,
+        variance_bound_ratio: float = 2.0,
     ):
         super().__init__()
         if variance not in VARIANCE_TYPES:
@@ -127,6 +131,10 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
         self.init_noise = init_noise
         self.kmeans_iters = kmeans_iters
         self.init_variance_ratio = init_variance_ratio
+        if not variance_bound_ratio > 1:
+            raise ValueError(f"variance_bound_ratio must be > 1 (s² starts at s²₀, below its bound c·s²₀), "
+                             f"got {variance_bound_ratio}")
+        self.variance_bound_ratio = float(variance_bound_ratio)
         self.eval_sample = eval_sample
         self.fused = fused
         self.channel_last = channel_last
@@ -139,7 +147,7 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
             self.log_kappa = nn.Parameter(torch.tensor(math.log(max(init_kappa - 1.0, 1e-6))))
         elif bounded_variance:
             self.register_buffer("variance_bound", torch.tensor(float(init_variance)))  # s²₀
-            self.variance_logit = nn.Parameter(torch.zeros(()))  # θ
+            self.variance_logit = nn.Parameter(torch.full((), self._start_logit()))  # θ
         else:
             self.log_s2 = nn.Parameter(torch.tensor(math.log(init_variance)))
         self.register_buffer("initialized", torch.tensor(init == "normal"))
@@ -169,7 +177,7 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
     def variance(self, log_var_rows: Tensor | None = None) -> Tensor:
         """s² as a scalar, or per row ((N, 1) or (N, dim)) for types II–IV, in float32."""
         if self.bounded_variance:
-            s2 = 2.0 * upcast(self.variance_bound) * torch.sigmoid(upcast(self.variance_logit))
+            s2 = self.variance_bound_ratio * upcast(self.variance_bound) * torch.sigmoid(upcast(self.variance_logit))
         else:
             s2 = upcast(self.log_s2).exp()
         if log_var_rows is not None:
@@ -306,13 +314,17 @@ class StochasticQuantizer(LazyInitFlag, Quantizer):
             target = self.init_variance_ratio * variance  # the s² to start from
             if self.bounded_variance:
                 self.variance_bound.copy_(target)
-                self.variance_logit.data.zero_()
+                self.variance_logit.data.fill_(self._start_logit())
             else:
                 learnt = target - 1.0 if self.var_floor else target
                 self.log_s2.data.copy_(learnt.clamp_min(1e-3 * target).log())
         self.mark_initialized()
 
     # ------------------------------------------------------------------ helpers
+
+    def _start_logit(self) -> float:
+        """θ with ratio · sigmoid(θ) = 1, so that s² starts at s²₀ (0 for the ratio 2)."""
+        return -math.log(self.variance_bound_ratio - 1.0)
 
     def _logits(self, x: Tensor, codebook: Tensor, scale: Tensor) -> Tensor:
         """(N, d) rows, codebook (K, d) -> (N, K) logits up to a row constant; ``scale`` is κ (vMF) or s²
