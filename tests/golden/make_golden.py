@@ -5,7 +5,10 @@ capped at 0.25, issue 18, only ``sqvae2/...`` changed, its latent terms ×0.25; 
 codebook, issue 18, only its two new gradients ``sqvae/grad/groups.0.quantizer.codebook_{scale,shift}``
 were added: it starts at a = 1, b = 0, so every stored value stayed within tolerance and was kept;
 ``sqvae2``'s affine codebook, issue 18, the same way: only its four gradients
-``sqvae2/grad/groups.{0,1}.quantizer.codebook_{scale,shift}`` were added).
+``sqvae2/grad/groups.{0,1}.quantizer.codebook_{scale,shift}`` were added; ``rsqvae``'s variance bound
+1.25 · s²₀, issue 18, only its four ``rsqvae/grad/groups.0.quantizer.layers.{0..3}.variance_logit``
+were replaced: s² starts at s²₀ as before, so every other value stayed within tolerance and was kept,
+and ds²/dθ at the start is s²₀ · (1 − 1/c), so those four gradients are 0.4 × the stored ones).
 
     OMP_NUM_THREADS=1 .venv/bin/python tests/golden/make_golden.py      # rewrites tests/fixtures/golden.safetensors + golden.json
 
