@@ -359,7 +359,9 @@ def kept_records(path: Path, dataset: str, pairs: Sequence[tuple[str, str]], ste
                 record, run_config(dataset, record["model"], steps, record["seed"], device, settings)):
             raise ValueError(f"--keep-from {path}: the {record['model']} seed {record['seed']} run has another "
                              f"training config than this invocation's; re-run its pair instead of keeping it")
-        kept.append({**record, "kept_from": f"{path} ({earlier['command']}, commit {earlier['commit']})"})
+        # a record kept before keeps where it was first kept from: the command that trained it
+        origin = record.get("kept_from") or f"{path} ({earlier['command']}, commit {earlier['commit']})"
+        kept.append({**record, "kept_from": origin})
     return kept
 
 
