@@ -224,14 +224,14 @@ def _layer(kind: str, quantizer: str, downsample: int | None = None) -> LayerCon
 
 def _pyramid(name, quantizer, in_channels, size, downsamples, depth, overrides,
              max_rate_weight: float = 1.0, codebook_lr_scale: float = 1.0,
-             affine_codebook: bool = False) -> ModelConfig:
+             sq_options: dict[str, Any] | None = None) -> ModelConfig:
     """Injected layers at ``downsamples``, each followed by ``depth − 1`` residual layers; then size
     defaults, model-level overrides, and layer options set on every layer whose quantizer kind reads
     them (an option no layer reads raises a ValueError). A stochastic model without a ``rate_weight``
     override gets min(``max_rate_weight``, ``balanced_rate_weight``); its ``train_defaults`` the
-    ``codebook_lr_scale``; its SQ layers ``affine_codebook`` unless an override sets it."""
-    if quantizer == "sq" and affine_codebook:
-        overrides = {"affine_codebook": True, **overrides}
+    ``codebook_lr_scale``; its SQ layers the entry's ``sq_options`` unless an override sets them."""
+    if quantizer == "sq" and sq_options:
+        overrides = {**sq_options, **overrides}
     if depth < 1:
         raise ValueError(f"depth (layers per resolution) must be ≥ 1, got {depth}")
     if not downsamples:  # two levels: (2f, f) when the size allows, else (f, f/2)
@@ -269,7 +269,8 @@ def _pair(vq_name: str, sq_name: str, what: str, entry: Callable[[str, str], Cal
 def _single_entry(name: str, quantizer: str) -> Callable:
     def build(in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, **overrides):
         config = _pyramid(name, quantizer, in_channels, image_size, [downsample or default_factor(image_size)], 1,
-                          overrides, codebook_lr_scale=SQ_CODEBOOK_LR_SCALE, affine_codebook=SQ_AFFINE_CODEBOOK)
+                          overrides, codebook_lr_scale=SQ_CODEBOOK_LR_SCALE,
+                          sq_options={"affine_codebook": SQ_AFFINE_CODEBOOK})
         # the public SQ-VAE CIFAR-10 network is what the defaults of ModelConfig, LayerConfig and SQOptions describe
         is_reference = replace(config, name="custom", rate_weight=1.0, train_defaults={}, reference="") == ModelConfig()
         if quantizer == "sq" and "reference" not in overrides and is_reference:
@@ -283,7 +284,7 @@ def _levels_entry(name: str, quantizer: str) -> Callable:
     def build(in_channels: int, image_size: tuple[int, int], *, downsamples: Sequence[int] | None = None, **overrides):
         return _pyramid(name, quantizer, in_channels, image_size, downsamples, 1, overrides,
                         max_rate_weight=SQ_LEVELS_MAX_RATE_WEIGHT, codebook_lr_scale=SQ_CODEBOOK_LR_SCALE,
-                        affine_codebook=SQ_AFFINE_CODEBOOK)
+                        sq_options={"affine_codebook": SQ_AFFINE_CODEBOOK})
 
     return build
 
@@ -291,9 +292,8 @@ def _levels_entry(name: str, quantizer: str) -> Callable:
 def _stack_entry(name: str, quantizer: str) -> Callable:
     def build(in_channels: int, image_size: tuple[int, int], *, downsample: int | None = None, depth: int = 4, **overrides):
         factor = downsample or default_factor(image_size)
-        if quantizer == "sq":
-            overrides = {"variance_bound_ratio": RSQ_VARIANCE_BOUND_RATIO, **overrides}
-        return _pyramid(name, quantizer, in_channels, image_size, [factor], depth, overrides)
+        return _pyramid(name, quantizer, in_channels, image_size, [factor], depth, overrides,
+                        sq_options={"variance_bound_ratio": RSQ_VARIANCE_BOUND_RATIO})
 
     return build
 
